@@ -1,0 +1,174 @@
+"""The protocol-neutral call path shared by the SOAP and XML-RPC adapters.
+
+``Dispatcher.call`` runs on a worker thread: it checks the arguments against
+the operation table, authenticates, checks the role, applies idempotency,
+calls the service function inside one unit of work and commits. Any error
+leaves nothing written (the unit of work rolls back) and comes out as a
+:class:`PbaError` with a stable code; unexpected ones become
+``Server.Internal`` carrying the correlation id, which is also in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from pba_server.accounts.auth import Authenticator
+from pba_server.core import idempotency
+from pba_server.core.clock import Clock
+from pba_server.core.context import CallContext
+from pba_server.core.db import UnitOfWork
+from pba_server.core.errors import (
+    AuthFailed,
+    Conflict,
+    InternalError,
+    PbaError,
+    Unavailable,
+    UnknownOperation,
+    ValidationError,
+)
+from pba_server.core.operations import Operation
+from pba_server.core.schema import coerce, dump
+from pba_server.core.secrets import SecretBox
+
+log = logging.getLogger("pba.dispatch")
+
+
+@dataclass
+class Credentials:
+    """What the transport found: HTTP Basic, or a WS-Security UsernameToken."""
+
+    login: str | None = None
+    password: str | None = None
+    digest: bool = False  # PasswordDigest: password holds the digest
+    nonce: str | None = None
+    created: str | None = None
+
+
+@dataclass
+class CallMeta:
+    correlation_id: str
+    source_address: str
+    protocol: str
+    user: str = "-"
+    operation: str = "-"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        secret_box: SecretBox,
+        operations: dict[str, Operation],
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.secrets = secret_box
+        self.operations = operations
+        self.auth = Authenticator(engine, secret_box, clock)
+
+    def call(self, name: str, raw: dict[str, Any], creds: Credentials, meta: CallMeta) -> Any:
+        meta.operation = name
+        op = self.operations.get(name)
+        if op is None:
+            raise UnknownOperation(f"no operation named {name!r}")
+        try:
+            return self._call(op, raw, creds, meta)
+        except PbaError:
+            raise
+        except (OperationalError, PoolTimeout) as exc:
+            log.error("database unavailable [cid=%s]: %s", meta.correlation_id, exc)
+            raise Unavailable(
+                f"the database is unavailable; try again (correlation id {meta.correlation_id})"
+            ) from exc
+        except Exception as exc:
+            log.exception("internal error in %s [cid=%s]", name, meta.correlation_id)
+            raise InternalError(
+                f"internal error (correlation id {meta.correlation_id})"
+            ) from exc
+
+    def args_of(self, op: Operation, raw: dict[str, Any]) -> dict[str, Any]:
+        names = {p.name for p in op.params}
+        for k in raw:
+            if k not in names:
+                raise ValidationError(k, f"{op.name} has no parameter {k!r}")
+        args: dict[str, Any] = {}
+        for p in op.params:
+            value = raw.get(p.name)
+            if value is None:
+                if p.required:
+                    raise ValidationError(p.name, "is required")
+                args[p.name] = p.default
+            else:
+                args[p.name] = coerce(p.type, value, p.name)
+        return args
+
+    def _authenticate(self, uow: UnitOfWork, creds: Credentials, meta: CallMeta) -> Any:
+        if creds.login is None or creds.password is None:
+            raise AuthFailed(
+                "credentials required: HTTP Basic, or a WS-Security UsernameToken on SOAP"
+            )
+        if creds.digest:
+            return self.auth.digest(
+                uow, creds.login, creds.password, creds.nonce or "", creds.created or "",
+                meta.source_address,
+            )
+        return self.auth.password(uow, creds.login, creds.password, meta.source_address)
+
+    def _call(self, op: Operation, raw: dict[str, Any], creds: Credentials, meta: CallMeta) -> Any:
+        args = self.args_of(op, raw)
+        key = args.pop("idempotency_key", None) if op.idempotent else None
+        if key is not None:
+            idempotency.check_key(key)
+        with UnitOfWork(self.engine) as uow:
+            principal = self._authenticate(uow, creds, meta)
+            meta.user = principal.login
+            principal.require_role(op.roles, op.name)
+            ctx = CallContext(
+                uow=uow, principal=principal, clock=self.clock, secrets=self.secrets,
+                operation=op.name, correlation_id=meta.correlation_id,
+                source_address=meta.source_address,
+            )
+            req_hash = ""
+            if key is not None:
+                req_hash = idempotency.request_hash(op.name, dump(args))
+                stored = idempotency.find(uow.session, principal.account_id, key, op.name,
+                                          req_hash)
+                if stored is not None:
+                    meta.extra["idempotent_replay"] = "1"
+                    return coerce(op.result, json.loads(stored), "result")
+            result = op.func(ctx, **args)
+            if key is not None:
+                try:
+                    idempotency.store(
+                        uow.session, principal.account_id, key, op.name, req_hash,
+                        json.dumps(dump(result)), self.clock.now(),
+                    )
+                except IntegrityError:
+                    # A concurrent call with the same key committed first: ours
+                    # rolls back whole and the caller gets the first result.
+                    uow.rollback()
+                    return self._replay(op, principal.account_id, key, req_hash, meta)
+            try:
+                uow.commit()
+            except IntegrityError as exc:
+                raise Conflict("the change conflicts with data written concurrently") from exc
+            return result
+
+    def _replay(
+        self, op: Operation, account_id: int, key: str, req_hash: str, meta: CallMeta
+    ) -> Any:
+        with UnitOfWork(self.engine) as uow:
+            stored = idempotency.find(uow.session, account_id, key, op.name, req_hash)
+        if stored is None:
+            raise Conflict(f"idempotency key {key!r} is in use by a concurrent request")
+        meta.extra["idempotent_replay"] = "1"
+        return coerce(op.result, json.loads(stored), "result")

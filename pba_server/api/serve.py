@@ -1,0 +1,133 @@
+"""Running the Twisted server: one process, or a master with N worker processes
+sharing one listening socket (the kernel spreads connections among them)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.python.threadpool import ThreadPool
+
+from pba_server.api.http import PbaSite, build_root
+from pba_server.bootstrap import App
+
+log = logging.getLogger("pba")
+reactor: Any = _reactor
+
+
+def make_site(app: App, pool: ThreadPool, reactor_: Any = None) -> PbaSite:
+    root = build_root(app.soap, app.xmlrpc, app.health, pool, reactor_,
+                      app.settings.public_url or None)
+    return PbaSite(root, app.settings.max_request_bytes)
+
+
+def start_pool(threads: int, reactor_: Any = None) -> ThreadPool:
+    r = reactor_ or reactor
+    pool = ThreadPool(minthreads=2, maxthreads=threads, name="pba-calls")
+    pool.start()
+    r.addSystemEventTrigger("during", "shutdown", pool.stop)
+    return pool
+
+
+def _tls_factory(app: App, site: PbaSite) -> Any:
+    from twisted.internet import ssl
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    s = app.settings
+    with open(s.tls_cert, "rb") as f:
+        cert_data = f.read()
+    with open(s.tls_key, "rb") as f:
+        key_data = f.read()
+    cert = ssl.PrivateCertificate.loadPEM(cert_data + b"\n" + key_data)
+    return TLSMemoryBIOFactory(cert.options(), False, site)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def run_worker(app: App, fds: list[int] | None = None) -> None:
+    """Serve in this process: on inherited sockets (worker) or new ones."""
+    s = app.settings
+    pool = start_pool(s.threads)
+    site = make_site(app, pool)
+    socks: list[socket.socket] = []
+    if fds:
+        plain_fd = fds[0]
+        tls_fd = fds[1] if len(fds) > 1 else None
+    else:
+        socks.append(listen_socket(s.host, s.port))
+        plain_fd = socks[0].fileno()
+        tls_fd = None
+        if s.tls_port:
+            socks.append(listen_socket(s.host, s.tls_port))
+            tls_fd = socks[1].fileno()
+    family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+    reactor.adoptStreamPort(plain_fd, family, site)
+    if tls_fd is not None:
+        reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    for sk in socks:
+        sk.close()  # the reactor holds its own duplicate
+    reactor.suggestThreadPoolSize(4)
+    reactor.run()
+
+
+def run_master(argv: list[str], settings_workers: int, host: str, port: int,
+               tls_port: int) -> int:
+    """Bind, then start ``settings_workers`` copies of this command as workers."""
+    socks = [listen_socket(host, port)]
+    if tls_port:
+        socks.append(listen_socket(host, tls_port))
+    fds = [str(sk.fileno()) for sk in socks]
+    for sk in socks:
+        os.set_inheritable(sk.fileno(), True)
+    cmd = [sys.executable, "-m", "pba_server.cli", *argv, "--worker-fds", ",".join(fds)]
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def stop(_sig: int, _frm: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.poll() is None:
+                c.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pass_fds = tuple(sk.fileno() for sk in socks)
+    for _ in range(settings_workers):
+        children.append(subprocess.Popen(cmd, pass_fds=pass_fds))
+    restarts: list[float] = []
+    while not stopping:
+        time.sleep(0.5)
+        for i, c in enumerate(children):
+            code = c.poll()
+            if code is None or stopping:
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 60] + [now]
+            if len(restarts) > 5 * settings_workers:
+                log.error("workers keep dying (last exit %s); giving up", code)
+                stop(0, None)
+                break
+            log.warning("worker %d exited with %s; starting a new one", c.pid, code)
+            children[i] = subprocess.Popen(cmd, pass_fds=pass_fds)
+    for c in children:
+        try:
+            c.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            c.kill()
+    return 0

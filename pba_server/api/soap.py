@@ -1,0 +1,310 @@
+"""SOAP 1.1 adapter: spyne's protocol layer, generated from the operation table.
+
+We do not use ``spyne.server.twisted`` (broken on current Twisted, spyne issues
+#600/#699). The Twisted resource in :mod:`pba_server.api.http` hands the
+request body to :meth:`SoapHandler.handle` on a worker thread; that drives
+spyne's protocol steps (parse, validate, deserialize, call, serialize) itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, get_args
+
+from lxml import etree
+from spyne import (
+    Application,
+    Array,
+    Boolean,
+    ComplexModel,
+    Date,
+    DateTime,
+    Fault,
+    Long,
+    ServiceBase,
+    Unicode,
+    rpc,
+)
+from spyne import (
+    Decimal as SpyneDecimal,
+)
+from spyne.interface.wsdl import Wsdl11
+from spyne.protocol.soap import Soap11
+from spyne.server.http import HttpBase, HttpMethodContext
+
+from pba_server.api import xmlsafe
+from pba_server.api.dispatch import CallMeta, Credentials, Dispatcher
+from pba_server.core.errors import InternalError, MalformedRequest, PbaError, ValidationError
+from pba_server.core.operations import Operation
+from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
+
+log = logging.getLogger("pba.soap")
+
+TNS = "urn:pba-server:v1"
+NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+PASSWORD_DIGEST = (
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
+    "#PasswordDigest"
+)
+NS_SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+class PbaFault(Fault):
+    """Every fault we send: faultcode is the stable code, detail a typed PbaFault."""
+
+    __namespace__ = TNS
+    __type_name__ = "PbaFault"
+    _type_info = [
+        ("code", Unicode(min_occurs=1, nillable=False)),
+        ("number", Long(min_occurs=1, nillable=False)),
+        ("message", Unicode(min_occurs=1, nillable=False)),
+        ("field", Unicode),
+        ("correlation_id", Unicode),
+    ]
+
+
+def fault_for(err: PbaError, correlation_id: str) -> PbaFault:
+    detail = etree.Element("detail")
+    el = etree.SubElement(detail, f"{{{TNS}}}PbaFault", nsmap={"tns": TNS})
+    for name, value in (
+        ("code", err.code), ("number", str(err.number)), ("message", err.message),
+        ("field", err.field), ("correlation_id", correlation_id),
+    ):
+        if value is not None:
+            etree.SubElement(el, f"{{{TNS}}}{name}").text = value
+    fault = PbaFault(faultcode=err.code, faultstring=err.message)
+    fault.detail = el
+    fault.pba_error = err  # type: ignore[attr-defined]
+    return fault
+
+
+# ---------------------------------------------------------------- type mapping
+
+
+class TypeMapper:
+    """Python annotations -> spyne models, and values both ways."""
+
+    def __init__(self) -> None:
+        self._models: dict[type, type[ComplexModel]] = {}
+        self._names: dict[str, type] = {}
+
+    def spyne_type(self, tp: Any, *, required: bool) -> Any:
+        inner, optional = unwrap_optional(tp)
+        base = self._base(inner)
+        if required and not optional:
+            return base.customize(min_occurs=1, nillable=False)
+        return base
+
+    def _base(self, tp: Any) -> Any:
+        if tp is str:
+            return Unicode
+        if tp is bool:
+            return Boolean
+        if tp is int:
+            return Long
+        if tp is Decimal:
+            return SpyneDecimal
+        if tp is datetime:
+            return DateTime(timezone=True)
+        if tp is date:
+            return Date
+        if is_literal(tp):
+            return Unicode(values=list(get_args(tp)))
+        item = list_item(tp)
+        if item is not None:
+            return Array(self.spyne_type(item, required=True))
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            return self.model(tp)
+        raise TypeError(f"no SOAP mapping for {tp!r}")
+
+    def model(self, cls: type) -> type[ComplexModel]:
+        if cls in self._models:
+            return self._models[cls]
+        if cls.__name__ in self._names:
+            raise TypeError(f"two wire types named {cls.__name__}")
+        self._names[cls.__name__] = cls
+        fields = [(n, self.spyne_type(t, required=r)) for n, t, r in fields_of(cls)]
+        model = type(cls.__name__, (ComplexModel,), {
+            "__namespace__": TNS, "__type_name__": cls.__name__, "_type_info": fields,
+            "__module__": __name__,
+        })
+        self._models[cls] = model
+        return model
+
+    def to_plain(self, value: Any) -> Any:
+        """spyne input objects -> dicts/lists for the dispatcher to coerce."""
+        if isinstance(value, ComplexModel):
+            return {k: self.to_plain(getattr(value, k, None))
+                    for k in type(value).get_flat_type_info(type(value))}
+        if isinstance(value, (list, tuple)):
+            return [self.to_plain(v) for v in value]
+        return value
+
+    def to_spyne(self, tp: Any, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return Decimal(format(value, "f"))  # never 1E+2 on the wire
+        if isinstance(value, list):
+            item = list_item(unwrap_optional(tp)[0])
+            return [self.to_spyne(item, v) for v in value]
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            model = self.model(type(value))
+            return model(**{n: self.to_spyne(t, getattr(value, n))
+                            for n, t, _r in fields_of(type(value))})
+        return value
+
+
+# ---------------------------------------------------------------- protocol
+
+
+class HardenedSoap11(Soap11):
+    """Soap11 parsing through our hardened parser; WS-Security header read here."""
+
+    def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
+        body = b"".join(ctx.in_string)
+        try:
+            root = xmlsafe.parse(body)
+        except MalformedRequest as err:
+            raise fault_for(err, ctx.transport.req.meta.correlation_id) from None
+        # No id table: SOAP-encoding href resolution is an amplification vector.
+        ctx.in_document = (root, {})
+        ctx.transport.req.creds_wss = read_wss(root)
+
+
+def read_wss(envelope: etree._Element) -> Credentials | None:
+    token = envelope.find(f"{{{NS_SOAP_ENV}}}Header/{{{NS_WSSE}}}Security/{{{NS_WSSE}}}UsernameToken")
+    if token is None:
+        return None
+    username = token.findtext(f"{{{NS_WSSE}}}Username") or ""
+    pw = token.find(f"{{{NS_WSSE}}}Password")
+    password = (pw.text or "") if pw is not None else ""
+    digest = pw is not None and pw.get("Type", "").endswith("#PasswordDigest")
+    return Credentials(
+        login=username.strip(), password=password, digest=digest,
+        nonce=token.findtext(f"{{{NS_WSSE}}}Nonce"), created=token.findtext(f"{{{NS_WSU}}}Created"),
+    )
+
+
+class _Req:
+    """What the transport hands to spyne's context (its ``transport.req``)."""
+
+    def __init__(self, creds: Credentials, meta: CallMeta, method: str, content_type: str):
+        self.creds_http = creds
+        self.creds_wss: Credentials | None = None
+        self.meta = meta
+        self.method = method
+        self.content_type = content_type
+
+
+class _Transport(HttpMethodContext.HttpTransportContext):  # type: ignore[misc,name-defined]
+    def get_request_method(self) -> str:
+        return str(self.req.method)
+
+    def get_request_content_type(self) -> str:
+        return str(self.req.content_type)
+
+    def get_peer(self) -> Any:
+        return self.req.meta.source_address
+
+
+class _MethodContext(HttpMethodContext):  # type: ignore[misc]
+    HttpTransportContext = _Transport
+
+
+class SoapHandler(HttpBase):  # type: ignore[misc]
+    transport = "http://schemas.xmlsoap.org/soap/http"
+
+    def __init__(self, dispatcher: Dispatcher, operations: dict[str, Operation]) -> None:
+        self.dispatcher = dispatcher
+        self.mapper = TypeMapper()
+        methods = {op.name: self._method(op) for op in operations.values()}
+        service = type("PbaService", (ServiceBase,), {**methods, "__module__": __name__})
+        app = Application(
+            [service], tns=TNS, name="PbaServer",
+            in_protocol=HardenedSoap11(validator="lxml"), out_protocol=Soap11(),
+        )
+        super().__init__(app)
+        self._wsdl_cache: dict[str, bytes] = {}
+
+    def _method(self, op: Operation) -> Any:
+        mapper = self.mapper
+        dispatcher = self.dispatcher
+        names = [p.name for p in op.params]
+        in_types = [mapper.spyne_type(p.type, required=p.required) for p in op.params]
+        result_tp = op.result
+        returns = mapper.spyne_type(result_tp, required=True) if result_tp is not type(None) else None
+
+        def method(ctx: Any, *args: Any) -> Any:
+            req: _Req = ctx.transport.req
+            raw = {n: mapper.to_plain(v) for n, v in zip(names, args, strict=True) if v is not None}
+            creds = req.creds_wss or req.creds_http
+            try:
+                result = dispatcher.call(op.name, raw, creds, req.meta)
+            except PbaError as err:
+                req.meta.extra["code"] = err.code
+                raise fault_for(err, req.meta.correlation_id) from None
+            return mapper.to_spyne(result_tp, result)
+
+        method.__name__ = op.name
+        method.__doc__ = op.doc
+        return rpc(*in_types, _args=names, _returns=returns, _throws=[PbaFault],
+                   _operation_name=op.name)(method)
+
+    def wsdl(self, url: str) -> bytes:
+        doc = self._wsdl_cache.get(url)
+        if doc is None:
+            w = Wsdl11(self.app.interface)
+            w.build_interface_document(url)
+            doc = w.get_interface_document()
+            self._wsdl_cache[url] = doc
+        return doc
+
+    def handle(
+        self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
+    ) -> tuple[int, bytes]:
+        """Run one SOAP request; returns (HTTP status, response body)."""
+        req = _Req(creds, meta, "POST", content_type or "text/xml")
+        ctx = _MethodContext(self, req, "text/xml; charset=utf-8")
+        ctx.in_string = [body]
+        contexts = self.generate_contexts(ctx)
+        p_ctx = contexts[0]
+        if p_ctx.in_error is None:
+            self.get_in_object(p_ctx)
+        if p_ctx.in_error is not None:
+            p_ctx.out_error = self._client_fault(p_ctx.in_error, meta)
+        else:
+            self.get_out_object(p_ctx)
+        if p_ctx.out_error is not None:
+            err = p_ctx.out_error
+            if not isinstance(err, PbaFault):
+                err = self._client_fault(err, meta)
+                p_ctx.out_error = err
+            meta.extra.setdefault("code", err.faultcode)
+            status = 500  # SOAP 1.1 over HTTP: a fault travels with status 500
+        else:
+            status = 200
+        self.get_out_string(p_ctx)
+        out = b"".join(p_ctx.out_string)
+        p_ctx.close()
+        return status, out
+
+    def _client_fault(self, err: Any, meta: CallMeta) -> PbaFault:
+        if isinstance(err, PbaFault):
+            return err
+        code = getattr(err, "faultcode", "") or ""
+        text = getattr(err, "faultstring", "") or str(err)
+        if "ValidationError" in code or "SchemaValidation" in code:
+            return fault_for(ValidationError(None, f"request does not match the WSDL: {text}"),
+                             meta.correlation_id)
+        if code.startswith("Client"):
+            if "ResourceNotFound" in code or "MethodNotFound" in code:
+                text = f"unknown operation: {text}"
+            return fault_for(MalformedRequest(text), meta.correlation_id)
+        log.error("unexpected SOAP fault [cid=%s]: %r", meta.correlation_id, err)
+        return fault_for(InternalError(f"internal error (correlation id {meta.correlation_id})"),
+                         meta.correlation_id)

@@ -1,0 +1,122 @@
+"""XML-RPC adapter: the same operations, names and faults as SOAP.
+
+Every operation takes one struct with named parameters (positional lists of
+a dozen optional values help nobody): ``AccountGet({"account_id": 7})``.
+XML-RPC has no decimal, no time zone and 32-bit integers, so results go out
+with money as decimal strings, times as ISO 8601 UTC strings and integers
+beyond 32 bits as strings; ``nil`` is allowed. A fault's faultCode is the
+error's number and its faultString starts with the stable code.
+"""
+
+from __future__ import annotations
+
+import xmlrpc.client
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pba_server.api import xmlsafe
+from pba_server.api.dispatch import CallMeta, Credentials, Dispatcher
+from pba_server.core.errors import MalformedRequest, PbaError, UnknownOperation, ValidationError
+from pba_server.core.operations import Operation
+from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
+
+INT32_MAX = 2**31 - 1
+
+
+def to_wire(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value if -INT32_MAX - 1 <= value <= INT32_MAX else str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {n: to_wire(getattr(value, n)) for n, _t, _r in fields_of(type(value))}
+    raise TypeError(f"cannot send {type(value).__name__} over XML-RPC")
+
+
+def _type_name(tp: Any) -> str:
+    inner, optional = unwrap_optional(tp)
+    if inner is Decimal:
+        name = "decimal string"
+    elif inner is datetime:
+        name = "ISO 8601 UTC date-time string"
+    elif is_literal(inner):
+        name = "one of " + "|".join(getattr(inner, "__args__", ()))
+    elif list_item(inner) is not None:
+        name = f"array of {_type_name(list_item(inner))}"
+    elif hasattr(inner, "__dataclass_fields__"):
+        name = f"struct {inner.__name__}"
+    else:
+        name = getattr(inner, "__name__", str(inner))
+    return f"{name} (optional)" if optional else name
+
+
+def method_help(op: Operation) -> str:
+    params = "\n".join(
+        f"  {p.name}: {_type_name(p.type)}{'' if p.required else ' (optional)'}"
+        for p in op.params
+    )
+    return f"{op.name}(struct)\n\n{op.doc}\n\nParameters (one struct):\n{params}\n\nReturns: {_type_name(op.result)}"
+
+
+class XmlRpcHandler:
+    def __init__(self, dispatcher: Dispatcher, operations: dict[str, Operation]) -> None:
+        self.dispatcher = dispatcher
+        self.operations = operations
+
+    def handle(self, body: bytes, creds: Credentials, meta: CallMeta) -> bytes:
+        try:
+            xmlsafe.parse(body)
+            try:
+                params, name = xmlrpc.client.loads(body, use_builtin_types=True)
+            except Exception as exc:  # expat errors, bad values
+                raise MalformedRequest(f"malformed XML-RPC request: {exc}") from None
+            if not name:
+                raise MalformedRequest("no methodName")
+            meta.operation = name
+            result = self._invoke(name, params, creds, meta)
+            return xmlrpc.client.dumps((to_wire(result),), methodresponse=True, allow_none=True)
+        except PbaError as err:
+            meta.extra["code"] = err.code
+            msg = err.message
+            if err.code == "Server.Internal" and meta.correlation_id not in msg:
+                msg = f"{msg} (correlation id {meta.correlation_id})"
+            return xmlrpc.client.dumps(
+                xmlrpc.client.Fault(err.number, f"{err.code}: {msg}"),
+                methodresponse=True, allow_none=True,
+            )
+
+    def _invoke(self, name: str, params: tuple[Any, ...], creds: Credentials, meta: CallMeta) -> Any:
+        if name == "system.listMethods":
+            return sorted([*self.operations, "system.listMethods", "system.methodHelp",
+                           "system.methodSignature"])
+        if name == "system.methodHelp":
+            op = self._op(params)
+            return method_help(op) if op else ""
+        if name == "system.methodSignature":
+            op = self._op(params)
+            return [["struct", "struct"]] if op else "undef"
+        if name not in self.operations:
+            raise UnknownOperation(f"no operation named {name!r}")
+        if len(params) == 0:
+            raw: dict[str, Any] = {}
+        elif len(params) == 1 and isinstance(params[0], dict):
+            raw = params[0]
+        else:
+            raise ValidationError(None, f"{name} takes one struct of named parameters")
+        return self.dispatcher.call(name, raw, creds, meta)
+
+    def _op(self, params: tuple[Any, ...]) -> Operation | None:
+        if len(params) != 1 or not isinstance(params[0], str):
+            raise ValidationError(None, "expects one method name")
+        return self.operations.get(params[0])

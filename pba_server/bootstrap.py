@@ -1,0 +1,112 @@
+"""The one place that wires engine, services, protocols and the server."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from pba_server import migrate
+from pba_server.api.dispatch import Dispatcher
+from pba_server.api.soap import SoapHandler
+from pba_server.api.xmlrpc import XmlRpcHandler
+from pba_server.config import Settings
+from pba_server.core.clock import Clock, SystemClock
+from pba_server.core.db import make_engine
+from pba_server.core.operations import Operation, registry
+from pba_server.core.secrets import SecretBox, load_or_create_key
+
+log = logging.getLogger("pba")
+
+
+def load_operations() -> dict[str, Operation]:
+    """Import every feature's service module so its operations register."""
+    import pba_server.accounts.service
+    import pba_server.core.audit  # noqa: F401
+
+    return registry()
+
+
+class SchemaNotCurrent(SystemExit):
+    pass
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    secrets: SecretBox
+    operations: dict[str, Operation]
+    dispatcher: Dispatcher
+    soap: SoapHandler
+    xmlrpc: XmlRpcHandler
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            state, current, head = migrate.schema_state(self.engine)
+        except Exception as exc:
+            return False, {"status": "unavailable", "database": "unreachable",
+                           "error": type(exc).__name__}
+        ok = state == "current"
+        return ok, {"status": "ok" if ok else "unavailable", "database": "reachable",
+                    "schema": state, "revision": current, "head": head}
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    key = settings.secret_key.encode() if settings.secret_key else load_or_create_key(
+        Path(settings.secret_key_file)
+    )
+    return SecretBox(key)
+
+
+def check_schema(engine: Engine, settings: Settings) -> None:
+    """Migrate an embedded SQLite database; refuse to serve any other that is not current."""
+    state, current, head = migrate.schema_state(engine)
+    if state == "current":
+        return
+    if state in ("empty", "behind") and (settings.auto_migrate or engine.dialect.name == "sqlite"):
+        log.info("migrating the database schema from %s to %s", current or "empty", head)
+        migrate.upgrade(engine)
+        return
+    if state == "ahead":
+        raise SchemaNotCurrent(
+            f"the database schema ({current}) is newer than this pba-server ({head}); "
+            "upgrade pba-server"
+        )
+    raise SchemaNotCurrent(
+        f"the database schema is {'empty' if current is None else 'behind'} "
+        f"(at {current or 'nothing'}, this server needs {head}); run:\n"
+        f"    pba-server migrate --database '{settings.database}'"
+    )
+
+
+def build_app(settings: Settings, *, clock: Clock | None = None,
+              engine: Engine | None = None, check: bool = True) -> App:
+    engine = engine or make_engine(settings.database, pool_size=settings.db_pool_size)
+    if check:
+        check_schema(engine, settings)
+    clock = clock or SystemClock()
+    box = secret_box(settings)
+    ops = load_operations()
+    dispatcher = Dispatcher(engine, clock, box, ops)
+    return App(
+        settings=settings, engine=engine, clock=clock, secrets=box, operations=ops,
+        dispatcher=dispatcher, soap=SoapHandler(dispatcher, ops),
+        xmlrpc=XmlRpcHandler(dispatcher, ops),
+    )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stdout, level=getattr(logging, level.upper(), logging.INFO),
+        format="%(message)s" if level.upper() != "DEBUG" else "%(name)s %(message)s",
+    )
+    for noisy in ("spyne", "twisted", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,80 @@
+"""Settings: built-in defaults, then the config file, then PBA_* environment
+variables, then command-line flags (each overriding the one before)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_FILES = (Path("etc/pba-server.conf"), Path("/etc/pba-server/pba-server.conf"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: str = "sqlite:///pba-data/pba.sqlite"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    threads: int = 16
+    db_pool_size: int = 16
+    max_request_bytes: int = 4 * 1024 * 1024
+    secret_key: str = ""  # Fernet key; if empty, secret_key_file is used
+    secret_key_file: str = "pba-data/secret.key"
+    tls_port: int = 0  # 0 = no TLS listener
+    tls_cert: str = ""
+    tls_key: str = ""
+    public_url: str = ""  # the SOAP address written into the WSDL; default: from Host
+    log_level: str = "INFO"
+    access_log: bool = True
+    auto_migrate: bool = False  # migrate an empty or behind schema at start (SQLite default)
+
+
+_ENV_PREFIX = "PBA_"
+_ALIASES = {"DATABASE_URL": "database"}
+
+
+def _convert(name: str, value: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if kind in ("int", int):
+        return int(value)
+    if kind in ("bool", bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return value
+
+
+def load(config_file: str | None = None, overrides: dict[str, Any] | None = None,
+         environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    names = {f.name for f in fields(Settings)}
+    path = config_file or env.get("PBA_CONFIG")
+    candidates = [Path(path)] if path else [p for p in DEFAULT_CONFIG_FILES if p.exists()]
+    for candidate in candidates[:1]:
+        if not candidate.exists():
+            raise SystemExit(f"config file {candidate} not found")
+        parser = configparser.ConfigParser()
+        parser.read(candidate)
+        if parser.has_section("server"):
+            values = {k: _convert(k, v) for k, v in parser.items("server") if k in names}
+            unknown = [k for k, _v in parser.items("server") if k not in names]
+            if unknown:
+                raise SystemExit(f"{candidate}: unknown setting(s): {', '.join(unknown)}")
+            settings = replace(settings, **values)
+    env_values: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(_ENV_PREFIX) or key == "PBA_CONFIG":
+            continue
+        name = _ALIASES.get(key[len(_ENV_PREFIX):], key[len(_ENV_PREFIX):].lower())
+        if name in names:
+            env_values[name] = _convert(name, value)
+    settings = replace(settings, **env_values)
+    if overrides:
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if settings.database.startswith("sqlite:///") and not settings.database.startswith(
+        "sqlite:////"
+    ):
+        Path(settings.database[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return settings

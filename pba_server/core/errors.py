@@ -1,0 +1,121 @@
+"""Domain errors and their stable fault codes.
+
+Every error a client can cause is one of these classes. The API adapters
+translate them: SOAP puts ``code`` in faultcode and a typed ``PbaFault``
+detail; XML-RPC puts ``number`` in faultCode and ``"<code>: <message>"`` in
+faultString. Codes and numbers never change once released.
+"""
+
+from __future__ import annotations
+
+
+class PbaError(Exception):
+    code = "Server.Internal"
+    number = 5000
+    http_status = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ValidationError(PbaError):
+    code = "Client.Validation"
+    number = 4001
+    http_status = 400
+
+    def __init__(self, field: str | None, message: str) -> None:
+        text = f"{field}: {message}" if field else message
+        super().__init__(text, field=field)
+
+
+class MalformedRequest(PbaError):
+    code = "Client.MalformedRequest"
+    number = 4002
+    http_status = 400
+
+
+class RequestTooLarge(PbaError):
+    code = "Client.RequestTooLarge"
+    number = 4003
+    http_status = 413
+
+
+class UnknownOperation(PbaError):
+    code = "Client.UnknownOperation"
+    number = 4004
+    http_status = 400
+
+
+class AuthFailed(PbaError):
+    code = "Client.AuthFailed"
+    number = 4010
+    http_status = 401
+
+
+class TooManyAttempts(PbaError):
+    code = "Client.TooManyAttempts"
+    number = 4011
+    http_status = 429
+
+
+class Forbidden(PbaError):
+    code = "Client.Forbidden"
+    number = 4030
+    http_status = 403
+
+
+class NotFound(PbaError):
+    code = "Client.NotFound"
+    number = 4040
+    http_status = 404
+
+
+class Conflict(PbaError):
+    code = "Client.Conflict"
+    number = 4090
+    http_status = 409
+
+
+class InvalidState(PbaError):
+    """The object exists but its state does not allow the operation."""
+
+    code = "Client.InvalidState"
+    number = 4091
+    http_status = 409
+
+
+class CreditLimitExceeded(PbaError):
+    code = "Client.CreditLimitExceeded"
+    number = 4020
+    http_status = 402
+
+
+class InternalError(PbaError):
+    code = "Server.Internal"
+    number = 5000
+    http_status = 500
+
+
+class Unavailable(PbaError):
+    code = "Server.Unavailable"
+    number = 5030
+    http_status = 503
+
+
+ALL_ERRORS: tuple[type[PbaError], ...] = (
+    ValidationError,
+    MalformedRequest,
+    RequestTooLarge,
+    UnknownOperation,
+    AuthFailed,
+    TooManyAttempts,
+    Forbidden,
+    NotFound,
+    Conflict,
+    InvalidState,
+    CreditLimitExceeded,
+    InternalError,
+    Unavailable,
+)

@@ -1,0 +1,78 @@
+"""Idempotency keys: a repeated creating/money-moving call returns the first result.
+
+The key row is inserted in the same transaction as the operation's effects, so
+either both are committed or neither. Uniqueness of (account, key) is the
+database's job: a concurrent duplicate blocks on the unique index until the
+first commits, then fails, and the dispatcher answers it from the stored row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from pba_server.core.errors import Conflict, ValidationError
+from pba_server.core.models import IdempotencyKey
+
+RETENTION = timedelta(hours=24)
+
+
+def request_hash(operation: str, args: dict[str, Any]) -> str:
+    canonical = json.dumps([operation, args], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not 1 <= len(key) <= 128 or not key.isprintable():
+        raise ValidationError("idempotency_key", "must be 1 to 128 printable characters")
+    return key
+
+
+def find(
+    session: Session, account_id: int, key: str, operation: str, req_hash: str
+) -> str | None:
+    """The stored JSON response for a replay, None if the key is new."""
+    row = session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.account_id == account_id, IdempotencyKey.key == key
+        )
+    )
+    if row is None:
+        return None
+    if row.operation != operation or row.request_hash != req_hash:
+        raise Conflict(
+            f"idempotency key {key!r} was already used for a different request "
+            f"({row.operation})"
+        )
+    return row.response
+
+
+def store(
+    session: Session,
+    account_id: int,
+    key: str,
+    operation: str,
+    req_hash: str,
+    response_json: str,
+    now: datetime,
+) -> None:
+    session.add(
+        IdempotencyKey(
+            account_id=account_id, key=key, operation=operation, request_hash=req_hash,
+            response=response_json, created_at=now,
+        )
+    )
+    session.flush()
+
+
+def purge(session: Session, now: datetime) -> int:
+    """Forget keys older than the retention period (at least 24 hours)."""
+    result = session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.created_at < now - RETENTION)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

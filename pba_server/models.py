@@ -1,0 +1,9 @@
+"""Every feature's tables, imported in one place for migrations and tests."""
+
+from __future__ import annotations
+
+from pba_server.accounts import models as _accounts  # noqa: F401
+from pba_server.core import models as _core  # noqa: F401
+from pba_server.core.db import Base
+
+metadata = Base.metadata
