@@ -150,8 +150,14 @@ class _ThreadedResource(resource.Resource):
             meta.extra["code"] = "Server.Internal"
             done((500, b"internal error, correlation id " + meta.correlation_id.encode()))
 
+        def last_resort(f: Failure) -> None:
+            log.error("response failed [cid=%s]: %s", meta.correlation_id, f.getTraceback())
+            if not finished[0]:
+                request.channel.transport.loseConnection()
+
         d = deferToThreadPool(self.reactor, self.pool, work)
         d.addCallbacks(done, failed)
+        d.addErrback(last_resort)
         return server.NOT_DONE_YET
 
 

@@ -17,7 +17,6 @@ from typing import Any, get_args
 from lxml import etree
 from spyne import (
     Application,
-    Array,
     Boolean,
     ComplexModel,
     Date,
@@ -94,6 +93,12 @@ class TypeMapper:
 
     def spyne_type(self, tp: Any, *, required: bool) -> Any:
         inner, optional = unwrap_optional(tp)
+        item = list_item(inner)
+        if item is not None:
+            # repeated elements, not a wrapper type: clients get a plain list
+            return self._base(unwrap_optional(item)[0]).customize(
+                min_occurs=0, max_occurs="unbounded", nillable=False
+            )
         base = self._base(inner)
         if required and not optional:
             return base.customize(min_occurs=1, nillable=False)
@@ -114,9 +119,6 @@ class TypeMapper:
             return Date
         if is_literal(tp):
             return Unicode(values=list(get_args(tp)))
-        item = list_item(tp)
-        if item is not None:
-            return Array(self.spyne_type(item, required=True))
         if dataclasses.is_dataclass(tp) and isinstance(tp, type):
             return self.model(tp)
         raise TypeError(f"no SOAP mapping for {tp!r}")

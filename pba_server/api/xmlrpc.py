@@ -85,7 +85,9 @@ class XmlRpcHandler:
                 raise MalformedRequest("no methodName")
             meta.operation = name
             result = self._invoke(name, params, creds, meta)
-            return xmlrpc.client.dumps((to_wire(result),), methodresponse=True, allow_none=True)
+            return xmlrpc.client.dumps(
+                (to_wire(result),), methodresponse=True, allow_none=True
+            ).encode("utf-8")
         except PbaError as err:
             meta.extra["code"] = err.code
             msg = err.message
@@ -94,7 +96,7 @@ class XmlRpcHandler:
             return xmlrpc.client.dumps(
                 xmlrpc.client.Fault(err.number, f"{err.code}: {msg}"),
                 methodresponse=True, allow_none=True,
-            )
+            ).encode("utf-8")
 
     def _invoke(self, name: str, params: tuple[Any, ...], creds: Credentials, meta: CallMeta) -> Any:
         if name == "system.listMethods":
