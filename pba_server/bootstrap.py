@@ -52,16 +52,26 @@ class App:
                 conn.execute(text("SELECT 1"))
             state, current, head = migrate.schema_state(self.engine)
         except Exception as exc:
-            return False, {"status": "unavailable", "database": "unreachable",
-                           "error": type(exc).__name__}
+            return False, {
+                "status": "unavailable",
+                "database": "unreachable",
+                "error": type(exc).__name__,
+            }
         ok = state == "current"
-        return ok, {"status": "ok" if ok else "unavailable", "database": "reachable",
-                    "schema": state, "revision": current, "head": head}
+        return ok, {
+            "status": "ok" if ok else "unavailable",
+            "database": "reachable",
+            "schema": state,
+            "revision": current,
+            "head": head,
+        }
 
 
 def secret_box(settings: Settings) -> SecretBox:
-    key = settings.secret_key.encode() if settings.secret_key else load_or_create_key(
-        Path(settings.secret_key_file)
+    key = (
+        settings.secret_key.encode()
+        if settings.secret_key
+        else load_or_create_key(Path(settings.secret_key_file))
     )
     return SecretBox(key)
 
@@ -87,8 +97,13 @@ def check_schema(engine: Engine, settings: Settings) -> None:
     )
 
 
-def build_app(settings: Settings, *, clock: Clock | None = None,
-              engine: Engine | None = None, check: bool = True) -> App:
+def build_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    check: bool = True,
+) -> App:
     engine = engine or make_engine(settings.database, pool_size=settings.db_pool_size)
     if check:
         check_schema(engine, settings)
@@ -97,15 +112,21 @@ def build_app(settings: Settings, *, clock: Clock | None = None,
     ops = load_operations()
     dispatcher = Dispatcher(engine, clock, box, ops)
     return App(
-        settings=settings, engine=engine, clock=clock, secrets=box, operations=ops,
-        dispatcher=dispatcher, soap=SoapHandler(dispatcher, ops),
+        settings=settings,
+        engine=engine,
+        clock=clock,
+        secrets=box,
+        operations=ops,
+        dispatcher=dispatcher,
+        soap=SoapHandler(dispatcher, ops),
         xmlrpc=XmlRpcHandler(dispatcher, ops),
     )
 
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
-        stream=sys.stdout, level=getattr(logging, level.upper(), logging.INFO),
+        stream=sys.stdout,
+        level=getattr(logging, level.upper(), logging.INFO),
         format="%(message)s" if level.upper() != "DEBUG" else "%(name)s %(message)s",
     )
     for noisy in ("spyne", "twisted", "alembic"):

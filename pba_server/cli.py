@@ -15,10 +15,13 @@ WSDL_LOCATION = "http://127.0.0.1:8080/soap"
 
 
 def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--database", metavar="URL",
-                   help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
-                        "(default: PBA_DATABASE_URL, then the config file, then "
-                        "sqlite:///pba-data/pba.sqlite)")
+    p.add_argument(
+        "--database",
+        metavar="URL",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db "
+        "(default: PBA_DATABASE_URL, then the config file, then "
+        "sqlite:///pba-data/pba.sqlite)",
+    )
     p.add_argument("--config", metavar="FILE", help="config file (default: etc/pba-server.conf)")
 
 
@@ -26,10 +29,13 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pba-server", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the SOAP + XML-RPC server",
-                       description="Run the server. On first start of an empty SQLite "
-                       "database it is created, migrated and initialized (the generated "
-                       "admin password is printed once).")
+    s = sub.add_parser(
+        "serve",
+        help="run the SOAP + XML-RPC server",
+        description="Run the server. On first start of an empty SQLite "
+        "database it is created, migrated and initialized (the generated "
+        "admin password is printed once).",
+    )
     _db_arg(s)
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port to listen on (default 8080)")
@@ -37,25 +43,34 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="threads serving calls in each worker")
     s.add_argument("--worker-fds", help=argparse.SUPPRESS)
 
-    m = sub.add_parser("migrate", help="apply database migrations",
-                       description="Apply the Alembic migrations in migrations/ up to the "
-                       "newest (or --revision).")
+    m = sub.add_parser(
+        "migrate",
+        help="apply database migrations",
+        description="Apply the Alembic migrations in migrations/ up to the newest (or --revision).",
+    )
     _db_arg(m)
     m.add_argument("--revision", default="head")
 
-    i = sub.add_parser("init", help="create the provider account and first admin",
-                       description="Create the provider account and its first admin user. "
-                       "Refuses to run on a database that already has a provider.")
+    i = sub.add_parser(
+        "init",
+        help="create the provider account and first admin",
+        description="Create the provider account and its first admin user. "
+        "Refuses to run on a database that already has a provider.",
+    )
     _db_arg(i)
     i.add_argument("--admin-login", default="admin")
-    i.add_argument("--admin-password",
-                   help="admin password (asked for, or generated when not a terminal)")
+    i.add_argument(
+        "--admin-password", help="admin password (asked for, or generated when not a terminal)"
+    )
     i.add_argument("--provider-name", default="Provider")
     i.add_argument("--currency", default="USD", help="the provider's currency (ISO 4217)")
 
-    w = sub.add_parser("export-wsdl", help="write the WSDL to wsdl/pba.wsdl",
-                       description="Write the WSDL the server serves, with the address "
-                       f"{WSDL_LOCATION}, to a file.")
+    w = sub.add_parser(
+        "export-wsdl",
+        help="write the WSDL to wsdl/pba.wsdl",
+        description="Write the WSDL the server serves, with the address "
+        f"{WSDL_LOCATION}, to a file.",
+    )
     w.add_argument("--output", default=str(WSDL_PATH))
     return ap
 
@@ -69,8 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pba_server import bootstrap
     from pba_server.accounts import setup
 
-    settings = _settings(args, host=args.host, port=args.port, workers=args.workers,
-                         threads=args.threads)
+    settings = _settings(
+        args, host=args.host, port=args.port, workers=args.workers, threads=args.threads
+    )
     bootstrap.configure_logging(settings.log_level)
     if args.worker_fds:
         from pba_server.api import serve
@@ -89,8 +105,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  login:    {result.admin_login}")
         print(f"  password: {result.admin_password}   (shown only this once)")
     base = f"http://{settings.host}:{settings.port}"
-    print(f"pba-server listening on {base} ({settings.workers} worker(s), database "
-          f"{app.engine.url.render_as_string(hide_password=True)})")
+    print(
+        f"pba-server listening on {base} ({settings.workers} worker(s), database "
+        f"{app.engine.url.render_as_string(hide_password=True)})"
+    )
     print(f"  SOAP:    {base}/soap   WSDL: {base}/soap?wsdl")
     print(f"  XML-RPC: {base}/xmlrpc")
     print(f"  health:  {base}/health")
@@ -102,8 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         app.engine.dispose()
         argv = [a for a in sys.argv[1:]]
-        return serve.run_master(argv, settings.workers, settings.host, settings.port,
-                                settings.tls_port)
+        return serve.run_master(
+            argv, settings.workers, settings.host, settings.port, settings.tls_port
+        )
     serve.run_worker(app)
     return 0
 
@@ -134,8 +153,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     if state == "empty":
         migrate.upgrade(engine)
     elif state != "current":
-        print(f"pba-server: the database schema is {state}; run pba-server migrate first",
-              file=sys.stderr)
+        print(
+            f"pba-server: the database schema is {state}; run pba-server migrate first",
+            file=sys.stderr,
+        )
         return 2
     password = args.admin_password
     if password is None and sys.stdin.isatty():
@@ -145,8 +166,13 @@ def cmd_init(args: argparse.Namespace) -> int:
             return 2
     try:
         result = setup.initialize(
-            engine, SystemClock(), bootstrap.secret_box(settings), admin_login=args.admin_login,
-            admin_password=password, provider_name=args.provider_name, currency=args.currency,
+            engine,
+            SystemClock(),
+            bootstrap.secret_box(settings),
+            admin_login=args.admin_login,
+            admin_password=password,
+            provider_name=args.provider_name,
+            currency=args.currency,
         )
     except PbaError as exc:
         print(f"pba-server: {exc.message}", file=sys.stderr)
@@ -175,8 +201,12 @@ def cmd_export_wsdl(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"serve": cmd_serve, "migrate": cmd_migrate, "init": cmd_init,
-               "export-wsdl": cmd_export_wsdl}[args.command]
+    handler = {
+        "serve": cmd_serve,
+        "migrate": cmd_migrate,
+        "init": cmd_init,
+        "export-wsdl": cmd_export_wsdl,
+    }[args.command]
     return handler(args)
 
 

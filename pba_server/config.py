@@ -22,7 +22,7 @@ class Settings:
     db_pool_size: int = 16
     max_request_bytes: int = 4 * 1024 * 1024
     secret_key: str = ""  # Fernet key; if empty, secret_key_file is used
-    secret_key_file: str = "pba-data/secret.key"
+    secret_key_file: str = "pba-data/secret.key"  # noqa: S105 - a path
     tls_port: int = 0  # 0 = no TLS listener
     tls_cert: str = ""
     tls_key: str = ""
@@ -45,8 +45,11 @@ def _convert(name: str, value: str) -> Any:
     return value
 
 
-def load(config_file: str | None = None, overrides: dict[str, Any] | None = None,
-         environ: dict[str, str] | None = None) -> Settings:
+def load(
+    config_file: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
     env = os.environ if environ is None else environ
     settings = Settings()
     names = {f.name for f in fields(Settings)}
@@ -67,7 +70,7 @@ def load(config_file: str | None = None, overrides: dict[str, Any] | None = None
     for key, value in env.items():
         if not key.startswith(_ENV_PREFIX) or key == "PBA_CONFIG":
             continue
-        name = _ALIASES.get(key[len(_ENV_PREFIX):], key[len(_ENV_PREFIX):].lower())
+        name = _ALIASES.get(key[len(_ENV_PREFIX) :], key[len(_ENV_PREFIX) :].lower())
         if name in names:
             env_values[name] = _convert(name, value)
     settings = replace(settings, **env_values)
@@ -76,5 +79,5 @@ def load(config_file: str | None = None, overrides: dict[str, Any] | None = None
     if settings.database.startswith("sqlite:///") and not settings.database.startswith(
         "sqlite:////"
     ):
-        Path(settings.database[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(settings.database[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     return settings

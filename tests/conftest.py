@@ -131,8 +131,11 @@ def env(migrated_engine: Engine, backend: str, tmp_path: Path) -> Iterator[Env]:
     clean(migrated_engine)
     if backend not in _apps:
         clock = TestClock()
-        settings = Settings(database=str(migrated_engine.url.render_as_string(False)),
-                            secret_key=TEST_KEY, threads=8)
+        settings = Settings(
+            database=str(migrated_engine.url.render_as_string(False)),
+            secret_key=TEST_KEY,
+            threads=8,
+        )
         _apps[backend] = (build_app(settings, clock=clock, engine=migrated_engine), clock)
     app, clock = _apps[backend]
     clock.frozen = False

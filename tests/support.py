@@ -50,8 +50,9 @@ class Api:
             return str(self.env.admin_password)
         return password
 
-    def soap_client(self, login: str | None = "admin", password: str | None = None,
-                    **kw: Any) -> zeep.Client:
+    def soap_client(
+        self, login: str | None = "admin", password: str | None = None, **kw: Any
+    ) -> zeep.Client:
         client = soap_client(self.base, login, self._pw(login, password), **kw)
         self._open.append(client.transport.session)
         return client

@@ -18,8 +18,13 @@ def test_whoami_over_both_protocols(api):
 
 def test_account_create_and_get_soap(api):
     svc = api.soap()
-    acc = svc.AccountCreate(type="reseller", name="Acme Hosting", partner_level="basic",
-                            credit_limit=Decimal("1500.50"), country="de")
+    acc = svc.AccountCreate(
+        type="reseller",
+        name="Acme Hosting",
+        partner_level="basic",
+        credit_limit=Decimal("1500.50"),
+        country="de",
+    )
     assert acc.type == "reseller"
     assert acc.credit_limit == Decimal("1500.50")
     assert acc.country == "DE"

@@ -85,9 +85,13 @@ class _Found:
         if self.account_status == "closed":
             raise AuthFailed("this user's account is closed")
         return Principal(
-            user_id=self.user_id, login=self.login, account_id=self.account_id,
-            account_path=self.account_path, roles=frozenset(self.roles.split(",")),
-            via="apikey" if self.key_id else "password", api_key_id=self.key_id,
+            user_id=self.user_id,
+            login=self.login,
+            account_id=self.account_id,
+            account_path=self.account_path,
+            roles=frozenset(self.roles.split(",")),
+            via="apikey" if self.key_id else "password",
+            api_key_id=self.key_id,
         )
 
 
@@ -112,9 +116,7 @@ class Authenticator:
             raise AuthFailed("invalid login or password")
         if login.startswith(API_KEY_PREFIX):
             found = self._load_key(uow, login)
-            secret = (
-                self.secrets.decrypt(found.key_secret_encrypted or "") if found else ""
-            )
+            secret = self.secrets.decrypt(found.key_secret_encrypted or "") if found else ""
             if found is None or not hmac.compare_digest(secret.encode(), password.encode()):
                 uow.session.rollback()
                 self._check_throttle(login, address)
@@ -143,7 +145,12 @@ class Authenticator:
         return principal
 
     def digest(
-        self, uow: UnitOfWork, login: str, digest_b64: str, nonce_b64: str, created: str,
+        self,
+        uow: UnitOfWork,
+        login: str,
+        digest_b64: str,
+        nonce_b64: str,
+        created: str,
         address: str,
     ) -> Principal:
         """WS-Security PasswordDigest: Base64(SHA-1(nonce + created + secret)).
@@ -171,7 +178,9 @@ class Authenticator:
             raise AuthFailed("invalid login or password")
         secret = self.secrets.decrypt(found.key_secret_encrypted or "")
         expected = base64.b64encode(
-            hashlib.sha1(nonce + created.encode() + secret.encode()).digest()
+            hashlib.sha1(  # noqa: S324 - fixed by the WS-Security profile
+                nonce + created.encode() + secret.encode()
+            ).digest()
         ).decode()
         if not hmac.compare_digest(expected.encode(), digest_b64.strip().encode()):
             self._failed(login, address)
@@ -186,8 +195,14 @@ class Authenticator:
     def _load_user(self, uow: UnitOfWork, login: str) -> _Found | None:
         row = uow.session.execute(
             select(
-                User.id, User.login, User.password_hash, User.status, User.roles,
-                Account.id, Account.path, Account.status,
+                User.id,
+                User.login,
+                User.password_hash,
+                User.status,
+                User.roles,
+                Account.id,
+                Account.path,
+                Account.status,
             )
             .join(Account, User.account_id == Account.id)
             .where(User.login == login)
@@ -197,9 +212,18 @@ class Authenticator:
     def _load_key(self, uow: UnitOfWork, key_id: str) -> _Found | None:
         row = uow.session.execute(
             select(
-                User.id, User.login, User.password_hash, User.status, User.roles,
-                Account.id, Account.path, Account.status,
-                ApiKey.id, ApiKey.key_id, ApiKey.secret_encrypted, ApiKey.last_used_at,
+                User.id,
+                User.login,
+                User.password_hash,
+                User.status,
+                User.roles,
+                Account.id,
+                Account.path,
+                Account.status,
+                ApiKey.id,
+                ApiKey.key_id,
+                ApiKey.secret_encrypted,
+                ApiKey.last_used_at,
             )
             .join(User, ApiKey.user_id == User.id)
             .join(Account, User.account_id == Account.id)
@@ -220,6 +244,7 @@ class Authenticator:
                     update(ApiKey).where(ApiKey.id == found.key_pk).values(last_used_at=now)
                 )
                 side.commit()
+
     def _remember_nonce(self, nonce: str, now: datetime) -> None:
         with UnitOfWork(self.engine) as side:
             side.session.add(UsedNonce(nonce=nonce, seen_at=now))
@@ -254,8 +279,12 @@ class Authenticator:
                 )
                 if row is None:
                     side.session.add(
-                        LoginFailure(login=login[:128], address=address[:64], failures=1,
-                                     last_failure_at=self.clock.now())
+                        LoginFailure(
+                            login=login[:128],
+                            address=address[:64],
+                            failures=1,
+                            last_failure_at=self.clock.now(),
+                        )
                     )
                 else:
                     row.failures += 1

@@ -6,6 +6,13 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from pba_server.accounts.types import (
+    AccountStatus,
+    AccountType,
+    ContactKind,
+    PartnerLevel,
+    UserStatus,
+)
 from pba_server.core.db import Base, CurrencyCode, Money, UtcDateTime
 
 
@@ -20,15 +27,15 @@ class Account(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str | None] = mapped_column(String(32), unique=True)
-    type: Mapped[str] = mapped_column(String(32))
+    type: Mapped[AccountType] = mapped_column(String(32))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     # materialized path "/1/7/42/": subtree checks are a prefix match
     path: Mapped[str] = mapped_column(String(512))
     name: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[AccountStatus] = mapped_column(String(16))
     currency: Mapped[str] = mapped_column(CurrencyCode())
     credit_limit: Mapped[Decimal] = mapped_column(Money())
-    partner_level: Mapped[str | None] = mapped_column(String(16))
+    partner_level: Mapped[PartnerLevel | None] = mapped_column(String(16))
     tax_id: Mapped[str | None] = mapped_column(String(64))
     country: Mapped[str | None] = mapped_column(String(2))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -44,7 +51,7 @@ class Contact(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[ContactKind] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str] = mapped_column(String(255))
     phone: Mapped[str | None] = mapped_column(String(64))
@@ -67,7 +74,7 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255))
     roles: Mapped[str] = mapped_column(String(255))  # comma-separated, sorted
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[UserStatus] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

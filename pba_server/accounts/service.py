@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from decimal import Decimal
+from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -116,7 +117,7 @@ def get_account(ctx: CallContext, account_id: int, *, for_update: bool = False) 
     acc = ctx.session.scalar(q)
     if acc is None or not ctx.principal.sees(acc.path):
         raise NotFound(f"account {account_id} not found")
-    return acc
+    return acc  # type: ignore[no-any-return]
 
 
 def _below_caller(ctx: CallContext, acc: Account, what: str) -> None:
@@ -127,19 +128,35 @@ def _below_caller(ctx: CallContext, acc: Account, what: str) -> None:
 
 def _contact_info(c: Contact) -> ContactInfo:
     return ContactInfo(
-        id=c.id, account_id=c.account_id, kind=c.kind, name=c.name,  # type: ignore[arg-type]
-        email=c.email, phone=c.phone, address=c.address, city=c.city, state=c.state,
-        postal_code=c.postal_code, country=c.country,
+        id=c.id,
+        account_id=c.account_id,
+        kind=c.kind,
+        name=c.name,
+        email=c.email,
+        phone=c.phone,
+        address=c.address,
+        city=c.city,
+        state=c.state,
+        postal_code=c.postal_code,
+        country=c.country,
     )
 
 
 def _account_info(acc: Account, contacts: list[Contact]) -> AccountInfo:
     return AccountInfo(
-        id=acc.id, number=acc.number or "", type=acc.type,  # type: ignore[arg-type]
-        name=acc.name, status=acc.status, currency=acc.currency,  # type: ignore[arg-type]
-        credit_limit=quantize(acc.credit_limit, acc.currency), created_at=acc.created_at, updated_at=acc.updated_at,
-        parent_id=acc.parent_id, partner_level=acc.partner_level,  # type: ignore[arg-type]
-        tax_id=acc.tax_id, country=acc.country,
+        id=acc.id,
+        number=acc.number or "",
+        type=acc.type,
+        name=acc.name,
+        status=acc.status,
+        currency=acc.currency,
+        credit_limit=quantize(acc.credit_limit, acc.currency),
+        created_at=acc.created_at,
+        updated_at=acc.updated_at,
+        parent_id=acc.parent_id,
+        partner_level=acc.partner_level,
+        tax_id=acc.tax_id,
+        country=acc.country,
         contacts=[_contact_info(c) for c in contacts],
     )
 
@@ -161,17 +178,25 @@ def account_info(ctx: CallContext, acc: Account) -> AccountInfo:
 
 def _snapshot(acc: Account) -> dict[str, object]:
     return {
-        "name": acc.name, "status": acc.status, "currency": acc.currency,
-        "credit_limit": acc.credit_limit, "partner_level": acc.partner_level,
-        "tax_id": acc.tax_id, "country": acc.country, "type": acc.type,
+        "name": acc.name,
+        "status": acc.status,
+        "currency": acc.currency,
+        "credit_limit": acc.credit_limit,
+        "partner_level": acc.partner_level,
+        "tax_id": acc.tax_id,
+        "country": acc.country,
+        "type": acc.type,
         "parent_id": acc.parent_id,
     }
 
 
 def _new_contact(account_id: int, c: ContactInput, field: str) -> Contact:
     return Contact(
-        account_id=account_id, kind=c.kind, name=_text(c.name, f"{field}.name"),
-        email=_email(c.email, f"{field}.email"), phone=_opt_text(c.phone, f"{field}.phone", 64),
+        account_id=account_id,
+        kind=c.kind,
+        name=_text(c.name, f"{field}.name"),
+        email=_email(c.email, f"{field}.email"),
+        phone=_opt_text(c.phone, f"{field}.phone", 64),
         address=_opt_text(c.address, f"{field}.address"),
         city=_opt_text(c.city, f"{field}.city", 128),
         state=_opt_text(c.state, f"{field}.state", 128),
@@ -195,10 +220,18 @@ def insert_account(
     """Write an account row and give it its path and number (one flush)."""
     now = ctx.now()
     acc = Account(
-        type=type, parent_id=parent.id if parent else None, path="", name=name,
-        status="active", currency=currency, credit_limit=credit_limit,
-        partner_level=partner_level, tax_id=tax_id, country=country,
-        created_at=now, updated_at=now,
+        type=type,
+        parent_id=parent.id if parent else None,
+        path="",
+        name=name,
+        status="active",
+        currency=currency,
+        credit_limit=credit_limit,
+        partner_level=partner_level,
+        tax_id=tax_id,
+        country=country,
+        created_at=now,
+        updated_at=now,
     )
     ctx.session.add(acc)
     ctx.session.flush()
@@ -255,14 +288,17 @@ def account_create(
     if type == "department" and cur != parent.currency:
         raise ValidationError("currency", "a department uses its enterprise's currency")
     acc = insert_account(
-        ctx, type=type, parent=parent, name=_text(name, "name"), currency=cur,
+        ctx,
+        type=type,
+        parent=parent,
+        name=_text(name, "name"),
+        currency=cur,
         credit_limit=_credit_limit(credit_limit if credit_limit is not None else Decimal(0), cur),
-        partner_level=partner_level, tax_id=_opt_text(tax_id, "tax_id", 64),
+        partner_level=partner_level,
+        tax_id=_opt_text(tax_id, "tax_id", 64),
         country=_country(country),
     )
-    new_contacts = [
-        _new_contact(acc.id, c, f"contacts[{i}]") for i, c in enumerate(contacts or [])
-    ]
+    new_contacts = [_new_contact(acc.id, c, f"contacts[{i}]") for i, c in enumerate(contacts or [])]
     ctx.session.add_all(new_contacts)
     ctx.session.flush()
     audit.record(ctx, "account", acc.id, acc.path, {"created": _snapshot(acc)})
@@ -309,7 +345,9 @@ def account_list(
     contacts = _contacts_of(ctx, [a.id for a in rows])
     return AccountPage(
         items=[_account_info(a, contacts[a.id]) for a in rows],
-        total=total, offset=offset, limit=limit,
+        total=total,
+        offset=offset,
+        limit=limit,
     )
 
 
@@ -353,8 +391,13 @@ def account_set_credit_limit(
         raise InvalidState(f"account {acc.id} is closed")
     new = _credit_limit(credit_limit, acc.currency)
     if new != acc.credit_limit:
-        audit.record(ctx, "account", acc.id, acc.path,
-                     {"credit_limit": {"from": acc.credit_limit, "to": new}})
+        audit.record(
+            ctx,
+            "account",
+            acc.id,
+            acc.path,
+            {"credit_limit": {"from": acc.credit_limit, "to": new}},
+        )
         acc.credit_limit = new
         acc.updated_at = ctx.now()
     return account_info(ctx, acc)
@@ -381,8 +424,13 @@ def account_set_partner_level(
                 f"reseller {acc.id} owns {children} account(s); an affiliate owns none"
             )
     if partner_level != acc.partner_level:
-        audit.record(ctx, "account", acc.id, acc.path,
-                     {"partner_level": {"from": acc.partner_level, "to": partner_level}})
+        audit.record(
+            ctx,
+            "account",
+            acc.id,
+            acc.path,
+            {"partner_level": {"from": acc.partner_level, "to": partner_level}},
+        )
         acc.partner_level = partner_level
         acc.updated_at = ctx.now()
     return account_info(ctx, acc)
@@ -396,17 +444,22 @@ def _transition(ctx: CallContext, account_id: int, event: str, reason: str | Non
     new = ACCOUNT_STATES.next(acc.status, event)
     if event == "close":
         open_children = ctx.session.scalar(
-            select(func.count()).select_from(Account).where(
-                Account.parent_id == acc.id, Account.status != "closed"
-            )
+            select(func.count())
+            .select_from(Account)
+            .where(Account.parent_id == acc.id, Account.status != "closed")
         )
         if open_children:
             raise InvalidState(
                 f"account {acc.id} has {open_children} account(s) below it that are not closed"
             )
-    audit.record(ctx, "account", acc.id, acc.path,
-                 {"status": {"from": acc.status, "to": new}, "reason": reason})
-    acc.status = new
+    audit.record(
+        ctx,
+        "account",
+        acc.id,
+        acc.path,
+        {"status": {"from": acc.status, "to": new}, "reason": reason},
+    )
+    acc.status = cast(AccountStatus, new)
     acc.updated_at = ctx.now()
     return account_info(ctx, acc)
 
@@ -435,7 +488,8 @@ def account_close(ctx: CallContext, *, account_id: int, reason: str | None = Non
 
 def _get_contact(ctx: CallContext, contact_id: int) -> tuple[Contact, Account]:
     row = ctx.session.execute(
-        select(Contact, Account).join(Account, Contact.account_id == Account.id)
+        select(Contact, Account)
+        .join(Account, Contact.account_id == Account.id)
         .where(Contact.id == contact_id)
     ).first()
     if row is None or not ctx.principal.sees(row[1].path):
@@ -543,8 +597,13 @@ def check_password(password: str, field: str = "password") -> str:
 
 def _user_info(u: User) -> UserInfo:
     return UserInfo(
-        id=u.id, account_id=u.account_id, login=u.login, full_name=u.full_name,
-        roles=u.roles.split(","), status=u.status, created_at=u.created_at,  # type: ignore[arg-type]
+        id=u.id,
+        account_id=u.account_id,
+        login=u.login,
+        full_name=u.full_name,
+        roles=cast(list[Role], u.roles.split(",")),
+        status=u.status,
+        created_at=u.created_at,
         email=u.email,
     )
 
@@ -560,17 +619,28 @@ def _get_user(ctx: CallContext, user_id: int, *, for_update: bool = False) -> tu
 
 
 def insert_user(
-    ctx: CallContext, *, account: Account, login: str, password: str, full_name: str,
-    email: str | None, roles: list[Role],
+    ctx: CallContext,
+    *,
+    account: Account,
+    login: str,
+    password: str,
+    full_name: str,
+    email: str | None,
+    roles: list[Role],
 ) -> User:
     if not LOGIN_RE.match(login):
         raise ValidationError("login", "must be 3-128 letters, digits or . _ @ + -")
     now = ctx.now()
     user = User(
-        account_id=account.id, login=login, password_hash=hash_password(check_password(password)),
+        account_id=account.id,
+        login=login,
+        password_hash=hash_password(check_password(password)),
         full_name=_text(full_name, "full_name"),
         email=_email(email, "email") if email else None,
-        roles=_roles(roles), status="active", created_at=now, updated_at=now,
+        roles=_roles(roles),
+        status="active",
+        created_at=now,
+        updated_at=now,
     )
     try:
         with ctx.session.begin_nested():
@@ -597,8 +667,15 @@ def user_create(
     acc = get_account(ctx, account_id)
     if acc.status == "closed":
         raise InvalidState(f"account {acc.id} is closed")
-    user = insert_user(ctx, account=acc, login=login, password=password, full_name=full_name,
-                       email=email, roles=roles)
+    user = insert_user(
+        ctx,
+        account=acc,
+        login=login,
+        password=password,
+        full_name=full_name,
+        email=email,
+        roles=roles,
+    )
     info = _user_info(user)
     audit.record(ctx, "user", user.id, acc.path, {"created": info})
     return info
@@ -675,7 +752,9 @@ def _set_user_status(ctx: CallContext, user_id: int, status: UserStatus) -> User
     if user.id == ctx.principal.user_id:
         raise Forbidden("a user cannot disable or enable itself")
     if user.status != status:
-        audit.record(ctx, "user", user.id, acc.path, {"status": {"from": user.status, "to": status}})
+        audit.record(
+            ctx, "user", user.id, acc.path, {"status": {"from": user.status, "to": status}}
+        )
         user.status = status
         user.updated_at = ctx.now()
     return _user_info(user)
@@ -699,9 +778,13 @@ def who_am_i(ctx: CallContext) -> WhoAmIInfo:
     p = ctx.principal
     acc = get_account(ctx, p.account_id)
     return WhoAmIInfo(
-        user_id=p.user_id, login=p.login, roles=sorted(p.roles),  # type: ignore[arg-type]
-        account_id=acc.id, account_number=acc.number or "", account_name=acc.name,
-        account_type=acc.type,  # type: ignore[arg-type]
+        user_id=p.user_id,
+        login=p.login,
+        roles=cast(list[Role], sorted(p.roles)),
+        account_id=acc.id,
+        account_number=acc.number or "",
+        account_name=acc.name,
+        account_type=acc.type,
         authenticated_by="apikey" if p.via == "apikey" else "password",
     )
 
@@ -711,8 +794,12 @@ def who_am_i(ctx: CallContext) -> WhoAmIInfo:
 
 def _api_key_info(k: ApiKey) -> ApiKeyInfo:
     return ApiKeyInfo(
-        key_id=k.key_id, user_id=k.user_id, name=k.name, created_at=k.created_at,
-        revoked_at=k.revoked_at, last_used_at=k.last_used_at,
+        key_id=k.key_id,
+        user_id=k.user_id,
+        name=k.name,
+        created_at=k.created_at,
+        revoked_at=k.revoked_at,
+        last_used_at=k.last_used_at,
     )
 
 
@@ -725,9 +812,7 @@ def _key_owner(ctx: CallContext, user_id: int | None) -> tuple[User, Account]:
 
 
 @operation("ApiKeyCreate", idempotent=True)
-def api_key_create(
-    ctx: CallContext, *, name: str, user_id: int | None = None
-) -> ApiKeyCreated:
+def api_key_create(ctx: CallContext, *, name: str, user_id: int | None = None) -> ApiKeyCreated:
     """Create API credentials for a machine client acting as ``user_id`` (default:
     the caller). The secret is shown only in this answer; use key id and secret
     as HTTP Basic login/password or as a WS-Security UsernameToken (PasswordText
@@ -735,15 +820,20 @@ def api_key_create(
     user, acc = _key_owner(ctx, user_id)
     secret = secrets.token_urlsafe(32)
     key = ApiKey(
-        key_id="pk_" + secrets.token_hex(12), user_id=user.id, name=_text(name, "name"),
-        secret_encrypted=ctx.secrets.encrypt(secret), created_at=ctx.now(),
+        key_id="pk_" + secrets.token_hex(12),
+        user_id=user.id,
+        name=_text(name, "name"),
+        secret_encrypted=ctx.secrets.encrypt(secret),
+        created_at=ctx.now(),
     )
     ctx.session.add(key)
     ctx.session.flush()
-    audit.record(ctx, "api_key", key.key_id, acc.path, {"created": {"user_id": user.id,
-                                                                     "name": key.name}})
-    return ApiKeyCreated(key_id=key.key_id, secret=secret, user_id=user.id, name=key.name,
-                         created_at=key.created_at)
+    audit.record(
+        ctx, "api_key", key.key_id, acc.path, {"created": {"user_id": user.id, "name": key.name}}
+    )
+    return ApiKeyCreated(
+        key_id=key.key_id, secret=secret, user_id=user.id, name=key.name, created_at=key.created_at
+    )
 
 
 @operation("ApiKeyList")
@@ -768,4 +858,3 @@ def api_key_revoke(ctx: CallContext, *, key_id: str) -> ApiKeyInfo:
         key.revoked_at = ctx.now()
         audit.record(ctx, "api_key", key.key_id, acc.path, {"revoked": True})
     return _api_key_info(key)
-

@@ -30,14 +30,21 @@ class InitResult:
 
 def provider_exists(engine: Engine) -> bool:
     with UnitOfWork(engine) as uow:
-        return uow.session.scalar(
-            select(Account.id).where(Account.type == "provider").limit(1)
-        ) is not None
+        return (
+            uow.session.scalar(select(Account.id).where(Account.type == "provider").limit(1))
+            is not None
+        )
 
 
 def initialize(
-    engine: Engine, clock: Clock, secret_box: SecretBox, *, admin_login: str = "admin",
-    admin_password: str | None = None, provider_name: str = "Provider", currency: str = "USD",
+    engine: Engine,
+    clock: Clock,
+    secret_box: SecretBox,
+    *,
+    admin_login: str = "admin",
+    admin_password: str | None = None,
+    provider_name: str = "Provider",
+    currency: str = "USD",
 ) -> InitResult:
     """Create the provider and its admin; Conflict if the database already has a provider."""
     generated = admin_password is None
@@ -45,18 +52,42 @@ def initialize(
     with UnitOfWork(engine) as uow:
         if uow.session.scalar(select(Account.id).where(Account.type == "provider").limit(1)):
             raise Conflict("this database is already initialized (it has a provider account)")
-        ctx = CallContext(uow=uow, principal=SYSTEM, clock=clock, secrets=secret_box,
-                          operation="Init", correlation_id="init")
-        provider = insert_account(
-            ctx, type="provider", parent=None, name=provider_name,
-            currency=check_currency(currency), credit_limit=0,  # type: ignore[arg-type]
+        ctx = CallContext(
+            uow=uow,
+            principal=SYSTEM,
+            clock=clock,
+            secrets=secret_box,
+            operation="Init",
+            correlation_id="init",
         )
-        user = insert_user(ctx, account=provider, login=admin_login, password=password,
-                           full_name="Administrator", email=None, roles=["admin"])
-        audit.record(ctx, "account", provider.id, provider.path,
-                     {"created": {"type": "provider", "name": provider_name, "admin": user.login}})
+        provider = insert_account(
+            ctx,
+            type="provider",
+            parent=None,
+            name=provider_name,
+            currency=check_currency(currency),
+            credit_limit=0,  # type: ignore[arg-type]
+        )
+        user = insert_user(
+            ctx,
+            account=provider,
+            login=admin_login,
+            password=password,
+            full_name="Administrator",
+            email=None,
+            roles=["admin"],
+        )
+        audit.record(
+            ctx,
+            "account",
+            provider.id,
+            provider.path,
+            {"created": {"type": "provider", "name": provider_name, "admin": user.login}},
+        )
         try:
             uow.commit()
         except IntegrityError:
-            raise Conflict("this database is already initialized (it has a provider account)") from None
+            raise Conflict(
+                "this database is already initialized (it has a provider account)"
+            ) from None
         return InitResult(provider.id, admin_login, password, generated)

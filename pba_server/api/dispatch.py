@@ -91,9 +91,7 @@ class Dispatcher:
             ) from exc
         except Exception as exc:
             log.exception("internal error in %s [cid=%s]", name, meta.correlation_id)
-            raise InternalError(
-                f"internal error (correlation id {meta.correlation_id})"
-            ) from exc
+            raise InternalError(f"internal error (correlation id {meta.correlation_id})") from exc
 
     def args_of(self, op: Operation, raw: dict[str, Any]) -> dict[str, Any]:
         names = {p.name for p in op.params}
@@ -118,7 +116,11 @@ class Dispatcher:
             )
         if creds.digest:
             return self.auth.digest(
-                uow, creds.login, creds.password, creds.nonce or "", creds.created or "",
+                uow,
+                creds.login,
+                creds.password,
+                creds.nonce or "",
+                creds.created or "",
                 meta.source_address,
             )
         return self.auth.password(uow, creds.login, creds.password, meta.source_address)
@@ -133,15 +135,18 @@ class Dispatcher:
             meta.user = principal.login
             principal.require_role(op.roles, op.name)
             ctx = CallContext(
-                uow=uow, principal=principal, clock=self.clock, secrets=self.secrets,
-                operation=op.name, correlation_id=meta.correlation_id,
+                uow=uow,
+                principal=principal,
+                clock=self.clock,
+                secrets=self.secrets,
+                operation=op.name,
+                correlation_id=meta.correlation_id,
                 source_address=meta.source_address,
             )
             req_hash = ""
             if key is not None:
                 req_hash = idempotency.request_hash(op.name, dump(args))
-                stored = idempotency.find(uow.session, principal.account_id, key, op.name,
-                                          req_hash)
+                stored = idempotency.find(uow.session, principal.account_id, key, op.name, req_hash)
                 if stored is not None:
                     meta.extra["idempotent_replay"] = "1"
                     return coerce(op.result, json.loads(stored), "result")
@@ -149,8 +154,13 @@ class Dispatcher:
             if key is not None:
                 try:
                     idempotency.store(
-                        uow.session, principal.account_id, key, op.name, req_hash,
-                        json.dumps(dump(result)), self.clock.now(),
+                        uow.session,
+                        principal.account_id,
+                        key,
+                        op.name,
+                        req_hash,
+                        json.dumps(dump(result)),
+                        self.clock.now(),
                     )
                 except IntegrityError:
                     # A concurrent call with the same key committed first: ours

@@ -67,13 +67,17 @@ class LimitedRequest(server.Request):
             b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
         )
-        access_log.info("%s %s - - 413 0.0ms body>%d", time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                        time.gmtime()), "-", self._limit())
+        access_log.info(
+            "%s %s - - 413 0.0ms body>%d",
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "-",
+            self._limit(),
+        )
         transport.loseConnection()
 
 
 class PbaSite(server.Site):
-    requestFactory = LimitedRequest
+    requestFactory = LimitedRequest  # noqa: N815 - Twisted's name
 
     def __init__(self, root: resource.Resource, max_request_bytes: int) -> None:
         super().__init__(root)
@@ -103,22 +107,29 @@ def _meta(request: server.Request, protocol: str) -> CallMeta:
     if not _CID_RE.match(cid):
         cid = uuid.uuid4().hex
     peer = request.getClientAddress()
-    return CallMeta(correlation_id=cid, source_address=getattr(peer, "host", "-"),
-                    protocol=protocol)
+    return CallMeta(
+        correlation_id=cid, source_address=getattr(peer, "host", "-"), protocol=protocol
+    )
 
 
 def _log_line(meta: CallMeta, started: float, status: int) -> None:
     access_log.info(
         "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s%s",
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), meta.user, meta.operation,
-        meta.protocol, (time.perf_counter() - started) * 1000, meta.extra.get("code", "OK"),
-        status, meta.correlation_id, meta.source_address,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        meta.user,
+        meta.operation,
+        meta.protocol,
+        (time.perf_counter() - started) * 1000,
+        meta.extra.get("code", "OK"),
+        status,
+        meta.correlation_id,
+        meta.source_address,
         " replay=1" if meta.extra.get("idempotent_replay") else "",
     )
 
 
 class _ThreadedResource(resource.Resource):
-    isLeaf = True
+    isLeaf = True  # noqa: N815 - Twisted's name
 
     def __init__(self, pool: ThreadPool, reactor: Any = None) -> None:
         super().__init__()
@@ -126,7 +137,10 @@ class _ThreadedResource(resource.Resource):
         self.reactor: IReactorThreads = reactor or _reactor
 
     def _run(
-        self, request: server.Request, meta: CallMeta, work: Callable[[], tuple[int, bytes]],
+        self,
+        request: server.Request,
+        meta: CallMeta,
+        work: Callable[[], tuple[int, bytes]],
         content_type: bytes,
     ) -> Any:
         started = time.perf_counter()
@@ -162,8 +176,13 @@ class _ThreadedResource(resource.Resource):
 
 
 class SoapResource(_ThreadedResource):
-    def __init__(self, handler: SoapHandler, pool: ThreadPool, reactor: Any = None,
-                 public_url: str | None = None) -> None:
+    def __init__(
+        self,
+        handler: SoapHandler,
+        pool: ThreadPool,
+        reactor: Any = None,
+        public_url: str | None = None,
+    ) -> None:
         super().__init__(pool, reactor)
         self.handler = handler
         self.public_url = public_url
@@ -186,8 +205,12 @@ class SoapResource(_ThreadedResource):
         creds = _credentials(request)
         body = request.content.read() if request.content else b""
         ctype = (request.getHeader(b"content-type") or b"text/xml").decode("latin-1")
-        return self._run(request, meta, lambda: self.handler.handle(body, ctype, creds, meta),
-                         b"text/xml; charset=utf-8")
+        return self._run(
+            request,
+            meta,
+            lambda: self.handler.handle(body, ctype, creds, meta),
+            b"text/xml; charset=utf-8",
+        )
 
 
 class XmlRpcResource(_ThreadedResource):
@@ -204,13 +227,21 @@ class XmlRpcResource(_ThreadedResource):
         meta = _meta(request, "xmlrpc")
         creds = _credentials(request)
         body = request.content.read() if request.content else b""
-        return self._run(request, meta, lambda: (200, self.handler.handle(body, creds, meta)),
-                         b"text/xml; charset=utf-8")
+        return self._run(
+            request,
+            meta,
+            lambda: (200, self.handler.handle(body, creds, meta)),
+            b"text/xml; charset=utf-8",
+        )
 
 
 class HealthResource(_ThreadedResource):
-    def __init__(self, check: Callable[[], tuple[bool, dict[str, Any]]], pool: ThreadPool,
-                 reactor: Any = None) -> None:
+    def __init__(
+        self,
+        check: Callable[[], tuple[bool, dict[str, Any]]],
+        pool: ThreadPool,
+        reactor: Any = None,
+    ) -> None:
         super().__init__(pool, reactor)
         self.check = check
 
@@ -228,8 +259,12 @@ class HealthResource(_ThreadedResource):
 
 
 def build_root(
-    soap: SoapHandler, xmlrpc: XmlRpcHandler, health: Callable[[], tuple[bool, dict[str, Any]]],
-    pool: ThreadPool, reactor: Any = None, public_url: str | None = None,
+    soap: SoapHandler,
+    xmlrpc: XmlRpcHandler,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+    pool: ThreadPool,
+    reactor: Any = None,
+    public_url: str | None = None,
 ) -> resource.Resource:
     root = resource.Resource()
     root.putChild(b"soap", SoapResource(soap, pool, reactor, public_url))

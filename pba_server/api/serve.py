@@ -23,8 +23,9 @@ reactor: Any = _reactor
 
 
 def make_site(app: App, pool: ThreadPool, reactor_: Any = None) -> PbaSite:
-    root = build_root(app.soap, app.xmlrpc, app.health, pool, reactor_,
-                      app.settings.public_url or None)
+    root = build_root(
+        app.soap, app.xmlrpc, app.health, pool, reactor_, app.settings.public_url or None
+    )
     return PbaSite(root, app.settings.max_request_bytes)
 
 
@@ -85,8 +86,7 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
     reactor.run()
 
 
-def run_master(argv: list[str], settings_workers: int, host: str, port: int,
-               tls_port: int) -> int:
+def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls_port: int) -> int:
     """Bind, then start ``settings_workers`` copies of this command as workers."""
     socks = [listen_socket(host, port)]
     if tls_port:
@@ -109,7 +109,7 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int,
     signal.signal(signal.SIGINT, stop)
     pass_fds = tuple(sk.fileno() for sk in socks)
     for _ in range(settings_workers):
-        children.append(subprocess.Popen(cmd, pass_fds=pass_fds))
+        children.append(subprocess.Popen(cmd, pass_fds=pass_fds))  # noqa: S603 - our own argv
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.5)
@@ -124,7 +124,7 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int,
                 stop(0, None)
                 break
             log.warning("worker %d exited with %s; starting a new one", c.pid, code)
-            children[i] = subprocess.Popen(cmd, pass_fds=pass_fds)
+            children[i] = subprocess.Popen(cmd, pass_fds=pass_fds)  # noqa: S603 - our own argv
     for c in children:
         try:
             c.wait(timeout=10)

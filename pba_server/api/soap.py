@@ -45,10 +45,6 @@ log = logging.getLogger("pba.soap")
 TNS = "urn:pba-server:v1"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-PASSWORD_DIGEST = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0"
-    "#PasswordDigest"
-)
 NS_SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
@@ -70,8 +66,11 @@ def fault_for(err: PbaError, correlation_id: str) -> PbaFault:
     detail = etree.Element("detail")
     el = etree.SubElement(detail, f"{{{TNS}}}PbaFault", nsmap={"tns": TNS})
     for name, value in (
-        ("code", err.code), ("number", str(err.number)), ("message", err.message),
-        ("field", err.field), ("correlation_id", correlation_id),
+        ("code", err.code),
+        ("number", str(err.number)),
+        ("message", err.message),
+        ("field", err.field),
+        ("correlation_id", correlation_id),
     ):
         if value is not None:
             etree.SubElement(el, f"{{{TNS}}}{name}").text = value
@@ -130,18 +129,26 @@ class TypeMapper:
             raise TypeError(f"two wire types named {cls.__name__}")
         self._names[cls.__name__] = cls
         fields = [(n, self.spyne_type(t, required=r)) for n, t, r in fields_of(cls)]
-        model = type(cls.__name__, (ComplexModel,), {
-            "__namespace__": TNS, "__type_name__": cls.__name__, "_type_info": fields,
-            "__module__": __name__,
-        })
+        model = type(
+            cls.__name__,
+            (ComplexModel,),
+            {
+                "__namespace__": TNS,
+                "__type_name__": cls.__name__,
+                "_type_info": fields,
+                "__module__": __name__,
+            },
+        )
         self._models[cls] = model
         return model
 
     def to_plain(self, value: Any) -> Any:
         """spyne input objects -> dicts/lists for the dispatcher to coerce."""
         if isinstance(value, ComplexModel):
-            return {k: self.to_plain(getattr(value, k, None))
-                    for k in type(value).get_flat_type_info(type(value))}
+            return {
+                k: self.to_plain(getattr(value, k, None))
+                for k in type(value).get_flat_type_info(type(value))
+            }
         if isinstance(value, (list, tuple)):
             return [self.to_plain(v) for v in value]
         return value
@@ -156,8 +163,9 @@ class TypeMapper:
             return [self.to_spyne(item, v) for v in value]
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             model = self.model(type(value))
-            return model(**{n: self.to_spyne(t, getattr(value, n))
-                            for n, t, _r in fields_of(type(value))})
+            return model(
+                **{n: self.to_spyne(t, getattr(value, n)) for n, t, _r in fields_of(type(value))}
+            )
         return value
 
 
@@ -179,7 +187,9 @@ class HardenedSoap11(Soap11):
 
 
 def read_wss(envelope: etree._Element) -> Credentials | None:
-    token = envelope.find(f"{{{NS_SOAP_ENV}}}Header/{{{NS_WSSE}}}Security/{{{NS_WSSE}}}UsernameToken")
+    token = envelope.find(
+        f"{{{NS_SOAP_ENV}}}Header/{{{NS_WSSE}}}Security/{{{NS_WSSE}}}UsernameToken"
+    )
     if token is None:
         return None
     username = token.findtext(f"{{{NS_WSSE}}}Username") or ""
@@ -187,8 +197,11 @@ def read_wss(envelope: etree._Element) -> Credentials | None:
     password = (pw.text or "") if pw is not None else ""
     digest = pw is not None and pw.get("Type", "").endswith("#PasswordDigest")
     return Credentials(
-        login=username.strip(), password=password, digest=digest,
-        nonce=token.findtext(f"{{{NS_WSSE}}}Nonce"), created=token.findtext(f"{{{NS_WSU}}}Created"),
+        login=username.strip(),
+        password=password,
+        digest=digest,
+        nonce=token.findtext(f"{{{NS_WSSE}}}Nonce"),
+        created=token.findtext(f"{{{NS_WSU}}}Created"),
     )
 
 
@@ -227,8 +240,11 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         methods = {op.name: self._method(op) for op in operations.values()}
         service = type("PbaService", (ServiceBase,), {**methods, "__module__": __name__})
         app = Application(
-            [service], tns=TNS, name="PbaServer",
-            in_protocol=HardenedSoap11(validator="lxml"), out_protocol=Soap11(),
+            [service],
+            tns=TNS,
+            name="PbaServer",
+            in_protocol=HardenedSoap11(validator="lxml"),
+            out_protocol=Soap11(),
         )
         super().__init__(app)
         self._wsdl_cache: dict[str, bytes] = {}
@@ -239,7 +255,9 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         names = [p.name for p in op.params]
         in_types = [mapper.spyne_type(p.type, required=p.required) for p in op.params]
         result_tp = op.result
-        returns = mapper.spyne_type(result_tp, required=True) if result_tp is not type(None) else None
+        returns = (
+            mapper.spyne_type(result_tp, required=True) if result_tp is not type(None) else None
+        )
 
         def method(ctx: Any, *args: Any) -> Any:
             req: _Req = ctx.transport.req
@@ -254,8 +272,9 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
 
         method.__name__ = op.name
         method.__doc__ = op.doc
-        return rpc(*in_types, _args=names, _returns=returns, _throws=[PbaFault],
-                   _operation_name=op.name)(method)
+        return rpc(
+            *in_types, _args=names, _returns=returns, _throws=[PbaFault], _operation_name=op.name
+        )(method)
 
     def wsdl(self, url: str) -> bytes:
         doc = self._wsdl_cache.get(url)
@@ -301,12 +320,16 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         code = getattr(err, "faultcode", "") or ""
         text = getattr(err, "faultstring", "") or str(err)
         if "ValidationError" in code or "SchemaValidation" in code:
-            return fault_for(ValidationError(None, f"request does not match the WSDL: {text}"),
-                             meta.correlation_id)
+            return fault_for(
+                ValidationError(None, f"request does not match the WSDL: {text}"),
+                meta.correlation_id,
+            )
         if code.startswith("Client"):
             if "ResourceNotFound" in code or "MethodNotFound" in code:
                 text = f"unknown operation: {text}"
             return fault_for(MalformedRequest(text), meta.correlation_id)
         log.error("unexpected SOAP fault [cid=%s]: %r", meta.correlation_id, err)
-        return fault_for(InternalError(f"internal error (correlation id {meta.correlation_id})"),
-                         meta.correlation_id)
+        return fault_for(
+            InternalError(f"internal error (correlation id {meta.correlation_id})"),
+            meta.correlation_id,
+        )

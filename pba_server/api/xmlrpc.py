@@ -10,6 +10,7 @@ error's number and its faultString starts with the stable code.
 
 from __future__ import annotations
 
+import dataclasses
 import xmlrpc.client
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,7 +20,7 @@ from pba_server.api import xmlsafe
 from pba_server.api.dispatch import CallMeta, Credentials, Dispatcher
 from pba_server.core.errors import MalformedRequest, PbaError, UnknownOperation, ValidationError
 from pba_server.core.operations import Operation
-from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
+from pba_server.core.schema import is_literal, list_item, unwrap_optional
 
 INT32_MAX = 2**31 - 1
 
@@ -39,8 +40,8 @@ def to_wire(value: Any) -> Any:
         return [to_wire(v) for v in value]
     if isinstance(value, dict):
         return {k: to_wire(v) for k, v in value.items()}
-    if hasattr(value, "__dataclass_fields__"):
-        return {n: to_wire(getattr(value, n)) for n, _t, _r in fields_of(type(value))}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
     raise TypeError(f"cannot send {type(value).__name__} over XML-RPC")
 
 
@@ -63,10 +64,13 @@ def _type_name(tp: Any) -> str:
 
 def method_help(op: Operation) -> str:
     params = "\n".join(
-        f"  {p.name}: {_type_name(p.type)}{'' if p.required else ' (optional)'}"
+        f"  {p.name}: {_type_name(unwrap_optional(p.type)[0])}{'' if p.required else ' (optional)'}"
         for p in op.params
     )
-    return f"{op.name}(struct)\n\n{op.doc}\n\nParameters (one struct):\n{params}\n\nReturns: {_type_name(op.result)}"
+    return (
+        f"{op.name}(struct)\n\n{op.doc}\n\nParameters (one struct):\n{params}\n\n"
+        f"Returns: {_type_name(op.result)}"
+    )
 
 
 class XmlRpcHandler:
@@ -95,13 +99,22 @@ class XmlRpcHandler:
                 msg = f"{msg} (correlation id {meta.correlation_id})"
             return xmlrpc.client.dumps(
                 xmlrpc.client.Fault(err.number, f"{err.code}: {msg}"),
-                methodresponse=True, allow_none=True,
+                methodresponse=True,
+                allow_none=True,
             ).encode("utf-8")
 
-    def _invoke(self, name: str, params: tuple[Any, ...], creds: Credentials, meta: CallMeta) -> Any:
+    def _invoke(
+        self, name: str, params: tuple[Any, ...], creds: Credentials, meta: CallMeta
+    ) -> Any:
         if name == "system.listMethods":
-            return sorted([*self.operations, "system.listMethods", "system.methodHelp",
-                           "system.methodSignature"])
+            return sorted(
+                [
+                    *self.operations,
+                    "system.listMethods",
+                    "system.methodHelp",
+                    "system.methodSignature",
+                ]
+            )
         if name == "system.methodHelp":
             op = self._op(params)
             return method_help(op) if op else ""

@@ -24,8 +24,14 @@ def _parser() -> etree.XMLParser:
     p = getattr(_local, "parser", None)
     if p is None:
         p = etree.XMLParser(
-            resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-            huge_tree=False, remove_pis=True, remove_comments=True, collect_ids=False,
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_pis=True,
+            remove_comments=True,
+            collect_ids=False,
         )
         _local.parser = p
     return p

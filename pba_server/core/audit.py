@@ -43,9 +43,7 @@ def record(
 
 def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Changed fields as ``{field: {"from": old, "to": new}}``."""
-    return {
-        k: {"from": before.get(k), "to": v} for k, v in after.items() if before.get(k) != v
-    }
+    return {k: {"from": before.get(k), "to": v} for k, v in after.items() if before.get(k) != v}
 
 
 @dataclass
@@ -96,14 +94,18 @@ def audit_log_list(
     if until:
         q = q.where(AuditEntry.at < until)
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
-    rows = ctx.session.scalars(
-        q.order_by(AuditEntry.id.desc()).offset(offset).limit(limit)
-    ).all()
+    rows = ctx.session.scalars(q.order_by(AuditEntry.id.desc()).offset(offset).limit(limit)).all()
     items = [
         AuditLogEntry(
-            id=r.id, at=r.at, user_login=r.user_login, user_id=r.user_id,
-            actor_account_id=r.actor_account_id, operation=r.operation,
-            target_type=r.target_type, target_id=r.target_id, changes=r.changes,
+            id=r.id,
+            at=r.at,
+            user_login=r.user_login,
+            user_id=r.user_id,
+            actor_account_id=r.actor_account_id,
+            operation=r.operation,
+            target_type=r.target_type,
+            target_id=r.target_id,
+            changes=r.changes,
             correlation_id=r.correlation_id,
         )
         for r in rows

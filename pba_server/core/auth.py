@@ -39,7 +39,12 @@ def verify_password(password: str, stored: str) -> bool:
     salt = base64.b64decode(salt_b64)
     expected = base64.b64decode(digest_b64)
     digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected),
+        password.encode(),
+        salt=salt,
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        dklen=len(expected),
         maxmem=128 * 1024 * 1024,
     )
     return hmac.compare_digest(digest, expected)
@@ -84,6 +89,10 @@ class Principal:
 
 
 SYSTEM = Principal(
-    user_id=0, login="system", account_id=0, account_path="/", roles=frozenset({"admin"}),
+    user_id=0,
+    login="system",
+    account_id=0,
+    account_path="/",
+    roles=frozenset({"admin"}),
     via="system",
 )

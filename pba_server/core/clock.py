@@ -45,4 +45,4 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-__all__ = ["Clock", "SystemClock", "FixedClock", "as_utc", "timedelta"]
+__all__ = ["Clock", "FixedClock", "SystemClock", "as_utc", "timedelta"]

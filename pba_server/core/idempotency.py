@@ -33,9 +33,7 @@ def check_key(key: str) -> str:
     return key
 
 
-def find(
-    session: Session, account_id: int, key: str, operation: str, req_hash: str
-) -> str | None:
+def find(session: Session, account_id: int, key: str, operation: str, req_hash: str) -> str | None:
     """The stored JSON response for a replay, None if the key is new."""
     row = session.scalar(
         select(IdempotencyKey).where(
@@ -46,8 +44,7 @@ def find(
         return None
     if row.operation != operation or row.request_hash != req_hash:
         raise Conflict(
-            f"idempotency key {key!r} was already used for a different request "
-            f"({row.operation})"
+            f"idempotency key {key!r} was already used for a different request ({row.operation})"
         )
     return row.response
 
@@ -63,8 +60,12 @@ def store(
 ) -> None:
     session.add(
         IdempotencyKey(
-            account_id=account_id, key=key, operation=operation, request_hash=req_hash,
-            response=response_json, created_at=now,
+            account_id=account_id,
+            key=key,
+            operation=operation,
+            request_hash=req_hash,
+            response=response_json,
+            created_at=now,
         )
     )
     session.flush()

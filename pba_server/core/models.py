@@ -14,8 +14,11 @@ class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (
         Index("ix_audit_log_target", "target_type", "target_id"),
-        Index("ix_audit_log_path", "target_path",
-              postgresql_ops={"target_path": "varchar_pattern_ops"}),
+        Index(
+            "ix_audit_log_path",
+            "target_path",
+            postgresql_ops={"target_path": "varchar_pattern_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

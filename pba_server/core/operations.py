@@ -69,9 +69,7 @@ def operation(
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise TypeError(f"{func.__qualname__}: parameter {pname} must be keyword-only")
             required = p.default is inspect.Parameter.empty
-            params.append(
-                Param(pname, hints[pname], required, None if required else p.default)
-            )
+            params.append(Param(pname, hints[pname], required, None if required else p.default))
         if idempotent:
             params.append(Param("idempotency_key", str | None, False, None))
         if name in _REGISTRY:
