@@ -60,10 +60,56 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _profile_worker(pool: ThreadPool, directory: str) -> None:
+    """``PBA_PROFILE_DIR``: cProfile the reactor and every call thread of this
+    worker, written to ``DIR/worker-PID.prof`` at shutdown (for benchmarks)."""
+    import cProfile
+    import pstats
+    import threading
+
+    profiles: list[cProfile.Profile] = []
+    local = threading.local()
+    lock = threading.Lock()
+    orig = pool.callInThreadWithCallback
+
+    def call(on_result: Any, func: Any, *a: Any, **kw: Any) -> None:
+        def run(*a: Any, **kw: Any) -> Any:
+            prof = getattr(local, "prof", None)
+            if prof is None:
+                prof = local.prof = cProfile.Profile()
+                with lock:
+                    profiles.append(prof)
+            prof.enable()
+            try:
+                return func(*a, **kw)
+            finally:
+                prof.disable()
+
+        orig(on_result, run, *a, **kw)
+
+    pool.callInThreadWithCallback = call  # type: ignore[method-assign]
+    main = cProfile.Profile()
+    profiles.append(main)
+    main.enable()
+
+    def dump() -> None:
+        main.disable()
+        with lock:
+            stats = pstats.Stats(profiles[0])
+            for p in profiles[1:]:
+                stats.add(p)
+        os.makedirs(directory, exist_ok=True)
+        stats.dump_stats(os.path.join(directory, f"worker-{os.getpid()}.prof"))
+
+    reactor.addSystemEventTrigger("after", "shutdown", dump)
+
+
 def run_worker(app: App, fds: list[int] | None = None) -> None:
     """Serve in this process: on inherited sockets (worker) or new ones."""
     s = app.settings
     pool = start_pool(s.threads)
+    if os.environ.get("PBA_PROFILE_DIR"):
+        _profile_worker(pool, os.environ["PBA_PROFILE_DIR"])
     site = make_site(app, pool)
     socks: list[socket.socket] = []
     if fds:
