@@ -162,11 +162,19 @@ class TypeMapper:
             item = list_item(unwrap_optional(tp)[0])
             return [self.to_spyne(item, v) for v in value]
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            model = self.model(type(value))
-            return model(
-                **{n: self.to_spyne(t, getattr(value, n)) for n, t, _r in fields_of(type(value))}
+            # spyne serializes by the declared model, reading members with
+            # getattr: a plain attribute bag does, at a fraction of the cost of
+            # constructing a ComplexModel instance (which initializes every member).
+            out = _Members()
+            out.__dict__.update(
+                {n: self.to_spyne(t, getattr(value, n)) for n, t, _r in fields_of(type(value))}
             )
+            return out
         return value
+
+
+class _Members:
+    """Values of one response object, for spyne's serializer."""
 
 
 # ---------------------------------------------------------------- protocol
