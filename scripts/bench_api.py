@@ -390,12 +390,21 @@ def run_wrk(
         ]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
     results = []
-    for s, p in zip(streams, procs, strict=True):
-        try:
-            out, _ = p.communicate(timeout=duration + 60)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
+    outputs = []
+    try:
+        for p in procs:
+            try:
+                out, _ = p.communicate(timeout=duration + 60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            outputs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:  # interrupted: no wrk outlives us
+                p.kill()
+                p.wait()
+    for s, out in zip(streams, outputs, strict=True):
         line = next((x for x in out.decode().splitlines() if x.startswith("WRKRESULT")), None)
         if line is None:
             raise RuntimeError(f"wrk failed for {s.name}:\n{out.decode()}")
