@@ -88,7 +88,6 @@ class Result:
     max_ms: float = 0.0
     conns: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
-    samples: list[float] = field(default_factory=list, repr=False)
 
     @property
     def rps(self) -> float:
@@ -237,23 +236,23 @@ def _conn_loop(
 
 def _py_process(
     port: int,
-    assignments: list[tuple[int, Stream, int]],
+    assignments: list[tuple[int, Stream, int, int]],
     start_at: float,
     duration: float,
-    max_per_conn: int,
     q: Any,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     while time.time() < start_at:
         time.sleep(0.001)
-    deadline = time.monotonic() + duration
+    started = time.monotonic()
+    deadline = started + duration
     per: dict[int, tuple[list[float], list[int]]] = {}
     threads = []
-    for idx, stream, offset in assignments:
+    for idx, stream, offset, cap in assignments:
         lat, errs = per.setdefault(idx, ([], [0]))
         t = threading.Thread(
             target=_conn_loop,
-            args=(port, stream, offset, deadline, max_per_conn, lat, errs),
+            args=(port, stream, offset, deadline, cap, lat, errs),
             daemon=True,
         )
         threads.append(t)
@@ -261,7 +260,8 @@ def _py_process(
         t.start()
     for t in threads:
         t.join(duration + 60)
-    q.put({idx: (lat, errs[0]) for idx, (lat, errs) in per.items()})
+    elapsed = time.monotonic() - started
+    q.put((elapsed, {idx: (lat, errs[0]) for idx, (lat, errs) in per.items()}))
 
 
 def run_python(
@@ -269,29 +269,27 @@ def run_python(
 ) -> list[Result]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    conns: list[tuple[int, Stream, int]] = []
+    conns: list[tuple[int, Stream, int, int]] = []
     for idx, s in enumerate(streams):
-        conns += [(idx, s, k * 7) for k in range(s.connections)]
+        cap = max(1, max_requests // s.connections)  # --max-requests per stream
+        conns += [(idx, s, k * 7, cap) for k in range(s.connections)]
     nprocs = max(1, min(procs, len(conns)))
-    buckets: list[list[tuple[int, Stream, int]]] = [[] for _ in range(nprocs)]
+    buckets: list[list[tuple[int, Stream, int, int]]] = [[] for _ in range(nprocs)]
     for k, c in enumerate(conns):
         buckets[k % nprocs].append(c)
-    max_per_conn = max(1, max_requests // max(1, min(s.connections for s in streams)))
     start_at = time.time() + 1.0  # let all processes start before the clock runs
     ps = [
-        ctx.Process(
-            target=_py_process,
-            args=(port, b, start_at, duration, max_per_conn, q),
-            daemon=True,
-        )
+        ctx.Process(target=_py_process, args=(port, b, start_at, duration, q), daemon=True)
         for b in buckets
     ]
     for p in ps:
         p.start()
     merged: dict[int, tuple[list[float], int]] = {}
+    elapsed = 0.0
     try:
         for _ in ps:
-            part = q.get(timeout=duration + 90)
+            took, part = q.get(timeout=duration + 90)
+            elapsed = max(elapsed, took)
             for idx, (lat, e) in part.items():
                 old = merged.get(idx, ([], 0))
                 merged[idx] = (old[0] + lat, old[1] + e)
@@ -303,7 +301,7 @@ def run_python(
     results = []
     for idx, s in enumerate(streams):
         lat, e = merged.get(idx, ([], 0))
-        results.append(summarize(s.name, lat, e, duration))
+        results.append(summarize(s.name, lat, e, elapsed or duration))
     return results
 
 
@@ -731,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
         "--max-requests",
         type=int,
         default=500_000,
-        help="cap on requests per stream and scenario (python load generator)",
+        help="cap on requests per stream and scenario (python load generator; "
+        "wrk is bounded by --duration alone)",
     )
     ap.add_argument("--accounts", type=int, default=50, help="accounts seeded for AccountGet")
     ap.add_argument("--auth", choices=("password", "apikey"), default="password")
