@@ -51,10 +51,19 @@ def _tls_factory(app: App, site: PbaSite) -> Any:
     return TLSMemoryBIOFactory(cert.options(), False, site)
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+# Linux spreads new connections evenly over the listening sockets of one
+# SO_REUSEPORT group. With one socket shared by all workers, the worker that
+# wakes first accepts a whole burst, and keep-alive clients stay on it: in the
+# benchmark all 8 connections landed on one of 3 workers.
+REUSE_PORT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(1024)
     sock.setblocking(False)
@@ -138,15 +147,51 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
     reactor.run()
 
 
+def _worker_sockets(host: str, port: int, tls_port: int, n: int) -> list[list[socket.socket]]:
+    """The listening socket(s) of each of ``n`` workers: on Linux one
+    SO_REUSEPORT socket per worker (and port), all bound by the master before
+    any worker starts, so connections queue in a backlog until a worker takes
+    them, and a restarted worker takes over its predecessor's socket with its
+    queue. Elsewhere, one socket shared by all workers."""
+    if not REUSE_PORT:
+        shared = [listen_socket(host, port)]
+        if tls_port:
+            shared.append(listen_socket(host, tls_port))
+        return [shared] * n
+    # An ordinary bind first: it fails, as before, when anything (say another
+    # pba-server) holds the port, instead of silently joining its group.
+    for p in (port, tls_port) if tls_port else (port,):
+        probe = listen_socket(host, p)
+        chosen = probe.getsockname()[1]
+        probe.close()
+        if p == port:
+            port = chosen
+        else:
+            tls_port = chosen
+    per_worker: list[list[socket.socket]] = []
+    for _ in range(n):
+        socks = [listen_socket(host, port, reuse_port=True)]
+        if tls_port:
+            socks.append(listen_socket(host, tls_port, reuse_port=True))
+        per_worker.append(socks)
+    return per_worker
+
+
 def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls_port: int) -> int:
     """Bind, then start ``settings_workers`` copies of this command as workers."""
-    socks = [listen_socket(host, port)]
-    if tls_port:
-        socks.append(listen_socket(host, tls_port))
-    fds = [str(sk.fileno()) for sk in socks]
-    for sk in socks:
-        os.set_inheritable(sk.fileno(), True)
-    cmd = [sys.executable, "-m", "pba_server.cli", *argv, "--worker-fds", ",".join(fds)]
+    worker_socks = _worker_sockets(host, port, tls_port, settings_workers)
+    for socks in worker_socks:
+        for sk in socks:
+            os.set_inheritable(sk.fileno(), True)
+
+    def cmd(i: int) -> list[str]:
+        fds = ",".join(str(sk.fileno()) for sk in worker_socks[i])
+        return [sys.executable, "-m", "pba_server.cli", *argv, "--worker-fds", fds]
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        pass_fds = tuple(sk.fileno() for sk in worker_socks[i])
+        return subprocess.Popen(cmd(i), pass_fds=pass_fds)  # noqa: S603 - our own argv
+
     children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -159,9 +204,8 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    pass_fds = tuple(sk.fileno() for sk in socks)
-    for _ in range(settings_workers):
-        children.append(subprocess.Popen(cmd, pass_fds=pass_fds))  # noqa: S603 - our own argv
+    for i in range(settings_workers):
+        children.append(spawn(i))
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.5)
@@ -176,7 +220,7 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
                 stop(0, None)
                 break
             log.warning("worker %d exited with %s; starting a new one", c.pid, code)
-            children[i] = subprocess.Popen(cmd, pass_fds=pass_fds)  # noqa: S603 - our own argv
+            children[i] = spawn(i)
     for c in children:
         try:
             c.wait(timeout=10)
