@@ -87,7 +87,7 @@ class Result:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     conns: int = 0
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:
@@ -480,15 +480,21 @@ class CpuMeter:
         }
 
     @staticmethod
-    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         def used(kind: str) -> float:
             return sum(v - a[kind].get(p, 0.0) for p, v in b[kind].items())
 
+        per_proc = sorted(
+            (v - a["server"].get(p, 0.0) for p, v in b["server"].items()), reverse=True
+        )
+        srv = sum(per_proc)
         return {
-            "server": used("server"),
+            "server": srv,
             "pg": used("pg"),
             "busy": b["busy"] - a["busy"],
             "total": b["total"] - a["total"],
+            # how evenly the server's processes shared the work (master included)
+            "split": [round(x / srv, 2) for x in per_proc if srv and x / srv >= 0.01],
         }
 
 
@@ -687,7 +693,7 @@ def print_table(rows: list[tuple[str, Result]], out: Any = sys.stdout) -> None:
     print(
         f"{'scenario':<14} {'stream':<14} {'conns':>5} {'req/s':>8} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7} {'requests':>9} {'errors':>6}  "
-        f"{'srv cpu ms/req':>14} {'pg cpu ms/req':>13} {'machine busy':>12}",
+        f"{'srv cpu ms/req':>14} {'pg cpu ms/req':>13} {'machine busy':>12}  srv cpu split",
         file=out,
     )
     per_scen: dict[str, int] = {}
@@ -701,7 +707,7 @@ def print_table(rows: list[tuple[str, Result]], out: Any = sys.stdout) -> None:
             f"{scen:<14} {r.name:<14} {r.conns:>5} {r.rps:>8.0f} "
             f"{r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.requests:>9} {r.errors:>6}  "
             f"{1000 * c.get('server', 0) / n:>14.2f} {1000 * c.get('pg', 0) / n:>13.2f} "
-            f"{busy:>11.0%}",
+            f"{busy:>11.0%}  {'/'.join(f'{x:.0%}' for x in c.get('split', []))}",
             file=out,
         )
     out.flush()
