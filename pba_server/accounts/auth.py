@@ -106,7 +106,6 @@ class Authenticator:
         self.secrets = secret_box
         self.clock = clock
         self._cache = _VerifiedCache()
-        self._nonce_purge_at = 0.0
 
     # -------------------------------------------------------------- entry points
 
@@ -252,11 +251,6 @@ class Authenticator:
                 side.session.flush()
             except IntegrityError:
                 raise AuthFailed("WS-Security Nonce was already used (replay)") from None
-            if time.monotonic() > self._nonce_purge_at:
-                self._nonce_purge_at = time.monotonic() + 60
-                side.session.execute(
-                    delete(UsedNonce).where(UsedNonce.seen_at < now - 2 * DIGEST_WINDOW)
-                )
             side.commit()
 
     def _check_throttle(self, login: str, address: str) -> None:

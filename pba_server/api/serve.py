@@ -17,6 +17,7 @@ from twisted.python.threadpool import ThreadPool
 
 from pba_server.api.http import PbaSite, build_root
 from pba_server.bootstrap import App
+from pba_server.scheduler.jobs import Ticker
 
 log = logging.getLogger("pba")
 reactor: Any = _reactor
@@ -83,6 +84,9 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
     for sk in socks:
         sk.close()  # the reactor holds its own duplicate
     reactor.suggestThreadPoolSize(4)
+    ticker = Ticker(app.engine, app.clock)
+    ticker.start()
+    reactor.addSystemEventTrigger("before", "shutdown", ticker.stop)
     reactor.run()
 
 
