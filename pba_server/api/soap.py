@@ -90,13 +90,17 @@ class TypeMapper:
         self._models: dict[type, type[ComplexModel]] = {}
         self._names: dict[str, type] = {}
 
-    def spyne_type(self, tp: Any, *, required: bool) -> Any:
+    def spyne_type(self, tp: Any, *, required: bool, param: bool = False) -> Any:
         inner, optional = unwrap_optional(tp)
         item = list_item(inner)
         if item is not None:
             # repeated elements, not a wrapper type: clients get a plain list
+            # a required list parameter needs at least one item; a result
+            # list may be empty
             return self._base(unwrap_optional(item)[0]).customize(
-                min_occurs=0, max_occurs="unbounded", nillable=False
+                min_occurs=1 if param and required and not optional else 0,
+                max_occurs="unbounded",
+                nillable=False,
             )
         base = self._base(inner)
         if required and not optional:
@@ -253,7 +257,7 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         mapper = self.mapper
         dispatcher = self.dispatcher
         names = [p.name for p in op.params]
-        in_types = [mapper.spyne_type(p.type, required=p.required) for p in op.params]
+        in_types = [mapper.spyne_type(p.type, required=p.required, param=True) for p in op.params]
         result_tp = op.result
         returns = (
             mapper.spyne_type(result_tp, required=True) if result_tp is not type(None) else None
