@@ -26,9 +26,9 @@ def service_ctx(env: Any, login: str = "admin", operation: str = "test") -> Iter
     """A call context as the dispatcher builds it, for ``login``; commits on success."""
     with UnitOfWork(env.app.engine) as uow:
         user, acc = uow.session.execute(
-            select(User, Account).join(Account, User.account_id == Account.id).where(
-                User.login == login
-            )
+            select(User, Account)
+            .join(Account, User.account_id == Account.id)
+            .where(User.login == login)
         ).one()
         principal = Principal(
             user_id=user.id,

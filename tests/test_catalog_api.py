@@ -187,7 +187,7 @@ def test_story_reseller_price_makes_quotes_differ(call: Caller, api: Any) -> Non
     # PlanList as each account sees it: the reseller's customer sees its prices
     seen = as_reseller("PlanList", account_id=rcust["id"])
     assert seen["total"] == 1
-    quarterly = [p for p in seen["items"][0]["periods"] if p["count"] == 3][0]
+    quarterly = next(p for p in seen["items"][0]["periods"] if p["count"] == 3)
     assert D(quarterly["recurring_fee"]) == Decimal("99.00")
     assert seen["items"][0]["price_source"] == "reseller_price"
     direct = call("PlanList", account_id=customer["id"])["items"][0]
@@ -217,3 +217,233 @@ def test_story_reseller_price_makes_quotes_differ(call: Caller, api: Any) -> Non
     assert [p["plan_id"] for p in as_reseller("ResellerPriceList", reseller_id=reseller["id"])] == [
         plan["id"]
     ]
+
+
+def test_resources_and_templates(call: Caller) -> None:
+    disk = call("ResourceCreate", name="Disk", unit="GB", kind="allocated")
+    traffic = call(
+        "ResourceCreate", name="Traffic", unit="GB", kind="metered", usage_reporting="per_period"
+    )
+    assert call("ResourceList")["total"] == 2
+    up = call("ResourceUpdate", resource_id=disk["id"], name="Disk space", description="SSD")
+    assert up["name"] == "Disk space" and up["description"] == "SSD" and up["kind"] == "allocated"
+    code, msg = call.fault("ResourceCreate", name="Traffic", unit="GB", kind="metered")
+    assert code == "Client.Validation" and msg.startswith("name:")
+
+    t = call(
+        "ServiceTemplateCreate",
+        name="Hosting",
+        service_type="hosting",
+        module="plesk",
+        resources=[{"resource_id": disk["id"], "default_limit": "10"}],
+    )
+    assert call("ServiceTemplateGet", template_id=t["id"])["name"] == "Hosting"
+    assert [x["id"] for x in call("ServiceTemplateList")["items"]] == [t["id"]]
+    t2 = call(
+        "ServiceTemplateUpdate",
+        template_id=t["id"],
+        resources=[
+            {"resource_id": disk["id"], "default_limit": "20"},
+            {"resource_id": traffic["id"], "default_limit": "100"},
+        ],
+        order_parameters=[{"name": "domain", "type": "domain"}],
+        shared_with_resellers=True,
+    )
+    assert [D(r["default_limit"]) for r in t2["resources"]] == [20, 100]
+    assert t2["shared_with_resellers"] is True
+    assert t2["order_parameters"][0]["required"] is True
+    code, msg = call.fault(
+        "ServiceTemplateUpdate",
+        template_id=t["id"],
+        order_parameters=[{"name": "os", "type": "string", "pattern": "([a-z"}],
+    )
+    assert code == "Client.Validation" and msg.startswith("order_parameters[0].pattern:")
+    code, _ = call.fault("ServiceTemplateGet", template_id=t["id"] + 1000)
+    assert code == "Client.NotFound"
+
+
+def _plan(call: Caller, name: str = "Basic") -> tuple[dict[str, Any], dict[str, Any]]:
+    r = call("ResourceCreate", name=f"Disk {name}", unit="GB", kind="allocated")
+    t = call(
+        "ServiceTemplateCreate",
+        name=f"T {name}",
+        service_type="hosting",
+        module="plesk",
+        resources=[{"resource_id": r["id"], "default_limit": "10"}],
+    )
+    p = call(
+        "PlanCreate",
+        template_id=t["id"],
+        name=name,
+        periods=[{"count": 1, "unit": "month", "setup_fee": "5.00", "recurring_fee": "10.00"}],
+        rates=[{"resource_id": r["id"], "included": "10", "maximum": "50", "overage_price": "1"}],
+        trial={"length": 14, "unit": "day", "requires_card": True},
+    )
+    return t, p
+
+
+def test_plan_lifecycle_and_versions(call: Caller) -> None:
+    _t, p = _plan(call)
+    assert p["trial"] == {"length": 14, "unit": "day", "requires_card": True}
+    assert p["periods"][0]["is_default"] is True
+    # a draft changes in place
+    d = call(
+        "PlanUpdate",
+        plan_id=p["id"],
+        periods=[{"count": 1, "unit": "month", "setup_fee": "5.00", "recurring_fee": "11.00"}],
+    )
+    assert d["version"] == 1 and D(d["periods"][0]["recurring_fee"]) == Decimal("11.00")
+    call("PlanPublish", plan_id=p["id"])
+    # once published, a price change is a new version; the old one stays as sold
+    v2 = call(
+        "PlanUpdate",
+        plan_id=p["id"],
+        periods=[
+            {"count": 1, "unit": "month", "setup_fee": "5.00", "recurring_fee": "12.00"},
+            {"count": 1, "unit": "year", "setup_fee": "0", "recurring_fee": "120.00"},
+        ],
+        remove_trial=True,
+    )
+    assert v2["version"] == 2 and v2["trial"] is None and len(v2["periods"]) == 2
+    v1 = call("PlanGet", plan_id=p["id"], version=1)
+    assert v1["version"] == 1 and D(v1["periods"][0]["recurring_fee"]) == Decimal("11.00")
+    assert v1["trial"]["length"] == 14
+    # renaming is not a price change
+    assert call("PlanUpdate", plan_id=p["id"], name="Basic 2")["version"] == 2
+    _t2, other = _plan(call, "Premium")
+    up = call("PlanUpdate", plan_id=p["id"], upgrade_to=[other["id"]], change_timing="period_end")
+    assert up["upgrade_to"] == [other["id"]] and up["change_timing"] == "period_end"
+    assert up["version"] == 3  # change timing is a term of the version
+
+    assert call("PlanList", status="published")["total"] == 1
+    assert call("PlanUnpublish", plan_id=p["id"])["status"] == "unpublished"
+    code, _ = call.fault("PlanDelete", plan_id=p["id"])
+    assert code == "Client.InvalidState"
+    assert call("PlanArchive", plan_id=p["id"])["status"] == "archived"
+    code, _ = call.fault("PlanPublish", plan_id=p["id"])
+    assert code == "Client.InvalidState"
+    code, _ = call.fault("PlanUpdate", plan_id=p["id"], description="x")
+    assert code == "Client.InvalidState"
+    # a draft another plan may change to stays; a never-published one can go
+    code, _ = call.fault("PlanDelete", plan_id=other["id"])
+    assert code == "Client.InvalidState"
+    _t3, spare = _plan(call, "Spare")
+    assert call("PlanDelete", plan_id=spare["id"]) is True
+    code, _ = call.fault("PlanGet", plan_id=spare["id"])
+    assert code == "Client.NotFound"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"periods": [{"count": 1, "unit": "month", "setup_fee": "-1", "recurring_fee": "1"}]},
+            "periods[0].setup_fee",
+        ),
+        (
+            {"periods": [{"count": 0, "unit": "month", "setup_fee": "0", "recurring_fee": "1"}]},
+            "periods[0].count",
+        ),
+        (
+            {"periods": [{"count": 1, "unit": "week", "setup_fee": "0", "recurring_fee": "1"}]},
+            "periods[0].unit",
+        ),
+        (
+            {
+                "periods": [
+                    {"count": 1, "unit": "month", "setup_fee": "0.001", "recurring_fee": "1"}
+                ]
+            },
+            "periods[0].setup_fee",
+        ),
+        ({"rates": [{"resource_id": 999999, "included": "1"}]}, "rates[0].resource_id"),
+        ({"name": "Premium"}, "name"),
+    ],
+)
+def test_plan_validation_names_the_field(call: Caller, change: dict[str, Any], field: str) -> None:
+    _t, p = _plan(call)
+    _plan(call, "Premium")
+    code, msg = call.fault("PlanUpdate", plan_id=p["id"], **change)
+    assert code == "Client.Validation"
+    if call.protocol == "soap" and field.endswith(".unit"):
+        # spyne's schema validation refuses an unknown enumeration value first;
+        # its message names the element, not the path
+        assert "'{urn:pba-server:v1}unit'" in msg, msg
+    else:
+        assert msg.startswith(f"{field}:"), msg
+
+
+def test_rate_included_above_maximum(call: Caller) -> None:
+    t, p = _plan(call)
+    rid = t["resources"][0]["resource_id"]
+    code, msg = call.fault(
+        "PlanUpdate",
+        plan_id=p["id"],
+        rates=[{"resource_id": rid, "included": "60", "maximum": "50"}],
+    )
+    assert code == "Client.Validation" and msg.startswith("rates[0].included:")
+
+
+def test_promotions(call: Caller) -> None:
+    _t, p = _plan(call)
+    code, msg = call.fault("PromotionCreate", name="Both", code="X", percent="10", amount="5.00")
+    assert code == "Client.Validation" and msg.startswith("amount:")
+    code, msg = call.fault("PromotionCreate", name="Big", code="X", percent="150")
+    assert msg.startswith("percent:")
+    fixed = call(
+        "PromotionCreate",
+        name="Five off setup",
+        code="setup5",
+        amount="5.00",
+        on_setup=True,
+        on_recurring=False,
+        valid_from="2020-01-01T00:00:00+00:00",
+        max_uses=100,
+        once_per_account=True,
+    )
+    assert fixed["currency"] == "USD" and D(fixed["amount"]) == Decimal("5.00")
+    assert fixed["cycles"] is None and fixed["once_per_account"] is True
+    code, msg = call.fault("PromotionCreate", name="Dup", code="SETUP5", percent="1")
+    assert code == "Client.Validation" and msg.startswith("code:")
+    assert call("PromotionGet", promotion_id=fixed["id"])["name"] == "Five off setup"
+    assert call("PromotionList")["total"] == 1
+
+    call("PlanPublish", plan_id=p["id"])
+    cust = call("AccountCreate", type="customer_personal", name="C")
+    q = call("PriceQuote", account_id=cust["id"], plan_id=p["id"], promotion_code="setup5")
+    assert D(q["total"]) == Decimal("10.00")  # 5.00 setup - 5.00 + 10.00 recurring
+    assert call("PromotionDisable", promotion_id=fixed["id"])["status"] == "disabled"
+    assert call("PromotionList", status="active")["total"] == 0
+    code, msg = call.fault(
+        "PriceQuote", account_id=cust["id"], plan_id=p["id"], promotion_code="setup5"
+    )
+    assert code == "Client.Validation" and "disabled" in msg
+
+
+def test_reseller_price_currency_must_match_plan(call: Caller) -> None:
+    _t, p = _plan(call)
+    call("PlanPublish", plan_id=p["id"])
+    r = call("AccountCreate", type="reseller", name="R", partner_level="basic")
+    code, msg = call.fault(
+        "ResellerPriceSet",
+        reseller_id=r["id"],
+        plan_id=p["id"],
+        period_count=1,
+        period_unit="month",
+        currency="EUR",
+        setup_fee="1.00",
+        recurring_fee="2.00",
+    )
+    assert code == "Client.Validation" and msg.startswith("currency:")
+    adv = call("AccountCreate", type="reseller", name="A", partner_level="advanced")
+    code, msg = call.fault(
+        "ResellerPriceSet",
+        reseller_id=adv["id"],
+        plan_id=p["id"],
+        period_count=1,
+        period_unit="month",
+        currency="USD",
+        setup_fee="1.00",
+        recurring_fee="2.00",
+    )
+    assert msg.startswith("reseller_id:")

@@ -219,6 +219,23 @@ def _savepoint_unique(ctx: CallContext, obj: object, field: str, message: str) -
         raise ValidationError(field, message) from None
 
 
+def _rename(ctx: CallContext, obj: Resource | ServiceTemplate | Plan, name: str, what: str) -> None:
+    """Set a new name in a savepoint, so a duplicate is a fault naming the field
+    (the database's unique constraint decides, not a check that could race)."""
+    new = _text(name, "name")
+    if new == obj.name:
+        return
+    ctx.session.flush()  # nothing else may ride into the savepoint
+    try:
+        with ctx.session.begin_nested():
+            obj.name = new
+            ctx.session.flush()
+    except IntegrityError:
+        raise ValidationError(
+            "name", f"account {obj.owner_id} already has a {what} {new!r}"
+        ) from None
+
+
 # ---------------------------------------------------------------- resources
 
 
@@ -318,7 +335,7 @@ def resource_update(
     _require_editor(ctx, r.owner_id, "resource", resource_id)
     before = asdict(_resource_info(r))
     if name is not None:
-        r.name = _text(name, "name")
+        _rename(ctx, r, name, "resource")
     if unit is not None:
         r.unit = _unit(unit)
     if usage_reporting is not None:
@@ -329,11 +346,6 @@ def resource_update(
     changes = audit.diff(before, asdict(info))
     if changes:
         r.updated_at = info.updated_at = ctx.now()
-        try:
-            with ctx.session.begin_nested():
-                ctx.session.flush()
-        except IntegrityError:
-            raise ValidationError("name", f"a resource named {r.name!r} exists") from None
         audit.record(ctx, "resource", r.id, _account(ctx, r.owner_id).path, changes)
     return info
 
@@ -514,7 +526,7 @@ def service_template_update(
     owner = _account(ctx, t.owner_id)
     before = _template_snapshot(_template_info(ctx, t))
     if name is not None:
-        t.name = _text(name, "name")
+        _rename(ctx, t, name, "template")
     if description is not None:
         t.description = _opt_text(description, "description")
     if module is not None:
@@ -551,11 +563,7 @@ def service_template_update(
             TemplateResourceRow(template_id=t.id, resource_id=rid, position=i, default_limit=lim)
             for i, (rid, lim) in enumerate(new)
         )
-    try:
-        with ctx.session.begin_nested():
-            ctx.session.flush()
-    except IntegrityError:
-        raise ValidationError("name", f"a template named {t.name!r} exists") from None
+    ctx.session.flush()
     info = _template_info(ctx, t)
     changes = audit.diff(before, _template_snapshot(info))
     if changes:
@@ -579,6 +587,10 @@ class Terms:
     change_timing: ChangeTiming
     refund_policy: RefundPolicy
     refund_days: int
+
+
+def _terms_dict(terms: Terms) -> dict[str, object]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(terms).items()}
 
 
 def _check_periods(periods: Sequence[PlanPeriod], currency: str) -> tuple[PlanPeriod, ...]:
@@ -1064,14 +1076,11 @@ def plan_update(
         raise InvalidState(f"plan {plan.id} is archived")
     owner = _account(ctx, plan.owner_id)
     changes: dict[str, object] = {}
-    if name is not None and _text(name, "name") != plan.name:
-        changes["name"] = {"from": plan.name, "to": name.strip()}
-        plan.name = name.strip()
-        try:
-            with ctx.session.begin_nested():
-                ctx.session.flush()
-        except IntegrityError:
-            raise ValidationError("name", f"account {owner.id} has a plan {plan.name!r}") from None
+    if name is not None:
+        old_name = plan.name
+        _rename(ctx, plan, name, "plan")
+        if plan.name != old_name:
+            changes["name"] = {"from": old_name, "to": plan.name}
     if description is not None:
         new_desc = _opt_text(description, "description")
         if new_desc != plan.description:
@@ -1105,7 +1114,7 @@ def plan_update(
         ),
     )
     if new_terms != old_terms:
-        terms_diff = audit.diff(asdict(old_terms), asdict(new_terms))
+        terms_diff = audit.diff(_terms_dict(old_terms), _terms_dict(new_terms))
         if plan.first_published_at is None:
             _write_terms(ctx, v, new_terms)
             changes["terms"] = terms_diff
