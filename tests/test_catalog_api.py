@@ -447,3 +447,22 @@ def test_reseller_price_currency_must_match_plan(call: Caller) -> None:
         recurring_fee="2.00",
     )
     assert msg.startswith("reseller_id:")
+
+
+def test_roles_guard_catalog_changes(call: Caller, api: Any) -> None:
+    me = call("WhoAmI")
+    call(
+        "UserCreate",
+        account_id=me["account_id"],
+        login=f"helpdesk-{call.protocol}",
+        password="helpdesk-password-1",
+        full_name="Help Desk",
+        roles=["support"],
+    )
+    support = Caller(api, call.protocol, f"helpdesk-{call.protocol}", "helpdesk-password-1")
+    code, _ = support.fault("ResourceCreate", name="Disk", unit="GB", kind="allocated")
+    assert code == "Client.Forbidden"
+    call("ResourceCreate", name="Disk", unit="GB", kind="allocated")
+    assert support("ResourceList")["total"] == 1
+    entries = call("AuditLogList", target_type="resource")["items"]
+    assert [e["operation"] for e in entries] == ["ResourceCreate"]
