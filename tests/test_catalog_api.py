@@ -466,3 +466,84 @@ def test_roles_guard_catalog_changes(call: Caller, api: Any) -> None:
     assert support("ResourceList")["total"] == 1
     entries = call("AuditLogList", target_type="resource")["items"]
     assert [e["operation"] for e in entries] == ["ResourceCreate"]
+
+
+def test_wholesale_prices_for_an_advanced_reseller(call: Caller, api: Any) -> None:
+    disk = call("ResourceCreate", name="Disk", unit="GB", kind="allocated")
+    t = call(
+        "ServiceTemplateCreate",
+        name="Shared",
+        service_type="hosting",
+        module="plesk",
+        resources=[{"resource_id": disk["id"], "default_limit": "10"}],
+        shared_with_resellers=True,
+    )
+    adv = call("AccountCreate", type="reseller", name="Adv", partner_level="advanced")
+    _user(call, adv["id"], f"adv-{call.protocol}")
+    as_adv = Caller(api, call.protocol, f"adv-{call.protocol}", "reseller-password-1")
+    own = as_adv(
+        "PlanCreate",
+        template_id=t["id"],
+        name="Adv Hosting",
+        periods=[{"count": 1, "unit": "month", "setup_fee": "0", "recurring_fee": "15.00"}],
+    )
+    assert own["owner_id"] == adv["id"]
+    per_plan = call(
+        "WholesalePriceSet",
+        reseller_id=adv["id"],
+        plan_id=own["id"],
+        currency="USD",
+        setup_fee="2.00",
+        recurring_fee="6.00",
+    )
+    per_unit = call(
+        "WholesalePriceSet",
+        reseller_id=adv["id"],
+        resource_id=disk["id"],
+        currency="USD",
+        setup_fee="0",
+        recurring_fee="0.025",
+    )
+    assert D(per_unit["recurring_fee"]) == Decimal("0.025")
+    again = call(
+        "WholesalePriceSet",
+        reseller_id=adv["id"],
+        plan_id=own["id"],
+        currency="USD",
+        setup_fee="2.00",
+        recurring_fee="7.00",
+    )
+    assert again["id"] == per_plan["id"] and D(again["recurring_fee"]) == 7
+    listed = as_adv("WholesalePriceList", reseller_id=adv["id"])
+    assert [(w["plan_id"], w["resource_id"]) for w in listed] == [
+        (own["id"], None),
+        (None, disk["id"]),
+    ]
+    code, msg = call.fault(
+        "WholesalePriceSet",
+        reseller_id=adv["id"],
+        plan_id=own["id"],
+        resource_id=disk["id"],
+        currency="USD",
+        setup_fee="0",
+        recurring_fee="1",
+    )
+    assert code == "Client.Validation" and msg.startswith("plan_id:")
+    code, msg = call.fault(
+        "WholesalePriceSet",
+        reseller_id=adv["id"],
+        plan_id=own["id"],
+        currency="EUR",
+        setup_fee="0",
+        recurring_fee="1",
+    )
+    assert msg.startswith("currency:")
+    code, _ = as_adv.fault(
+        "WholesalePriceSet",
+        reseller_id=adv["id"],
+        plan_id=own["id"],
+        currency="USD",
+        setup_fee="0",
+        recurring_fee="0",
+    )
+    assert code == "Client.Forbidden"

@@ -1,8 +1,8 @@
-"""catalog: resources, service templates, plans and versions, promotions, reseller prices
+"""catalog: resources, service templates, plans and versions, promotions, reseller and wholesale prices
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 04:53:42.783663
+Create Date: 2026-11-22 04:59:29.920919
 """
 
 from __future__ import annotations
@@ -149,6 +149,24 @@ def upgrade() -> None:
     sa.UniqueConstraint('reseller_id', 'plan_id', 'period_count', 'period_unit', name=op.f('uq_reseller_prices_reseller_id_plan_id_period_count_period_unit'))
     )
     op.create_index(op.f('ix_reseller_prices_plan_id'), 'reseller_prices', ['plan_id'], unique=False)
+    op.create_table('wholesale_prices',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('reseller_id', sa.Integer(), nullable=False),
+    sa.Column('plan_id', sa.Integer(), nullable=True),
+    sa.Column('resource_id', sa.Integer(), nullable=True),
+    sa.Column('currency', sa.CHAR(length=3), nullable=False),
+    sa.Column('setup_fee', sa.Numeric(precision=19, scale=4), nullable=False),
+    sa.Column('recurring_fee', sa.Numeric(precision=19, scale=4), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_wholesale_prices_plan_id_plans')),
+    sa.ForeignKeyConstraint(['reseller_id'], ['accounts.id'], name=op.f('fk_wholesale_prices_reseller_id_accounts')),
+    sa.ForeignKeyConstraint(['resource_id'], ['resources.id'], name=op.f('fk_wholesale_prices_resource_id_resources')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_wholesale_prices')),
+    sa.UniqueConstraint('reseller_id', 'plan_id', name=op.f('uq_wholesale_prices_reseller_id_plan_id')),
+    sa.UniqueConstraint('reseller_id', 'resource_id', name=op.f('uq_wholesale_prices_reseller_id_resource_id'))
+    )
+    op.create_index(op.f('ix_wholesale_prices_plan_id'), 'wholesale_prices', ['plan_id'], unique=False)
+    op.create_index(op.f('ix_wholesale_prices_resource_id'), 'wholesale_prices', ['resource_id'], unique=False)
     op.create_table('plan_periods',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('version_id', sa.Integer(), nullable=False),
@@ -185,6 +203,9 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_plan_rates_resource_id'), table_name='plan_rates')
     op.drop_table('plan_rates')
     op.drop_table('plan_periods')
+    op.drop_index(op.f('ix_wholesale_prices_resource_id'), table_name='wholesale_prices')
+    op.drop_index(op.f('ix_wholesale_prices_plan_id'), table_name='wholesale_prices')
+    op.drop_table('wholesale_prices')
     op.drop_index(op.f('ix_reseller_prices_plan_id'), table_name='reseller_prices')
     op.drop_table('reseller_prices')
     op.drop_table('promotion_plans')

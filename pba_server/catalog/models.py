@@ -196,3 +196,24 @@ class ResellerPrice(Base):
     recurring_fee: Mapped[Decimal] = mapped_column(Money())
     renewal_fee: Mapped[Decimal] = mapped_column(Money())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WholesalePrice(Base):
+    """What a parent charges an advanced reseller: per subscription of one of the
+    reseller's plans (setup, and recurring per month), or per unit and month of
+    a resource its subscriptions use."""
+
+    __tablename__ = "wholesale_prices"
+    __table_args__ = (
+        UniqueConstraint("reseller_id", "plan_id"),
+        UniqueConstraint("reseller_id", "resource_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reseller_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"), index=True)
+    resource_id: Mapped[int | None] = mapped_column(ForeignKey("resources.id"), index=True)
+    currency: Mapped[str] = mapped_column(CurrencyCode())
+    setup_fee: Mapped[Decimal] = mapped_column(Money())
+    recurring_fee: Mapped[Decimal] = mapped_column(Money())  # per month
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

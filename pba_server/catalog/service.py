@@ -35,6 +35,7 @@ from pba_server.catalog.models import (
     ResellerPrice,
     Resource,
     ServiceTemplate,
+    WholesalePrice,
 )
 from pba_server.catalog.models import TemplateResource as TemplateResourceRow
 from pba_server.catalog.types import (
@@ -67,6 +68,7 @@ from pba_server.catalog.types import (
     ServiceType,
     TemplateResource,
     UsageReporting,
+    WholesalePriceInfo,
 )
 from pba_server.core import audit
 from pba_server.core.context import CallContext
@@ -1186,6 +1188,7 @@ def plan_delete(ctx: CallContext, *, plan_id: int) -> bool:
     ctx.session.execute(delete(PlanUpgrade).where(PlanUpgrade.plan_id == plan.id))
     ctx.session.execute(delete(PromotionPlan).where(PromotionPlan.plan_id == plan.id))
     ctx.session.execute(delete(ResellerPrice).where(ResellerPrice.plan_id == plan.id))
+    ctx.session.execute(delete(WholesalePrice).where(WholesalePrice.plan_id == plan.id))
     audit.record(ctx, "plan", plan.id, _account(ctx, plan.owner_id).path, {"deleted": plan.name})
     ctx.session.delete(plan)
     ctx.session.flush()
@@ -1515,6 +1518,105 @@ def reseller_price_list(
         q.order_by(ResellerPrice.plan_id, ResellerPrice.period_unit, ResellerPrice.period_count)
     )
     return [_reseller_price_info(r) for r in rows]
+
+
+# ---------------------------------------------------------------- wholesale prices
+
+
+def _wholesale_info(w: WholesalePrice) -> WholesalePriceInfo:
+    return WholesalePriceInfo(
+        id=w.id,
+        reseller_id=w.reseller_id,
+        currency=w.currency,
+        setup_fee=quantize(w.setup_fee, w.currency),
+        recurring_fee=w.recurring_fee.normalize(),
+        updated_at=w.updated_at,
+        plan_id=w.plan_id,
+        resource_id=w.resource_id,
+    )
+
+
+@operation("WholesalePriceSet", roles=EDITORS, mutating=True)
+def wholesale_price_set(
+    ctx: CallContext,
+    *,
+    reseller_id: int,
+    currency: str,
+    setup_fee: Decimal,
+    recurring_fee: Decimal,
+    plan_id: int | None = None,
+    resource_id: int | None = None,
+) -> WholesalePriceInfo:
+    """Set what an advanced reseller pays its parent (replacing an earlier price):
+    for each subscription of one of its own plans (``plan_id``: a setup fee and
+    a recurring fee per month), or for a resource its subscriptions use
+    (``resource_id``: setup and recurring price per unit, the latter per month).
+    Only an account above the reseller sets it, in the reseller's currency."""
+    reseller = _visible_account(ctx, reseller_id, "reseller_id")
+    if reseller.id == ctx.principal.account_id:
+        raise Forbidden("a reseller's wholesale prices are set by the account above it")
+    if reseller.type != "reseller" or reseller.partner_level != "advanced":
+        raise ValidationError(
+            "reseller_id", "wholesale prices are for advanced resellers; basic ones get price lists"
+        )
+    if (plan_id is None) == (resource_id is None):
+        raise ValidationError("plan_id", "give a plan_id or a resource_id, not both or neither")
+    cur = check_currency(currency)
+    if cur != reseller.currency:
+        raise ValidationError(
+            "currency", f"reseller {reseller.id} is billed in {reseller.currency}"
+        )
+    if plan_id is not None:
+        plan = ctx.session.get(Plan, plan_id)
+        if plan is None or plan.owner_id != reseller.id:
+            raise ValidationError("plan_id", f"reseller {reseller.id} has no plan {plan_id}")
+        setup = _fee(setup_fee, cur, "setup_fee")
+        recurring = _fee(recurring_fee, cur, "recurring_fee")
+    else:
+        res = ctx.session.get(Resource, resource_id)
+        if res is None or res.owner_id not in _ancestor_ids(reseller.path)[:-1]:
+            raise ValidationError(
+                "resource_id", f"no resource {resource_id} of an account above the reseller"
+            )
+        setup = _amount(setup_fee, "setup_fee")
+        recurring = _amount(recurring_fee, "recurring_fee")
+    q = select(WholesalePrice).where(WholesalePrice.reseller_id == reseller.id)
+    q = q.where(
+        WholesalePrice.plan_id == plan_id
+        if plan_id is not None
+        else WholesalePrice.resource_id == resource_id
+    )
+    row = ctx.session.scalar(q.with_for_update())
+    before = None if row is None else _wholesale_info(row)
+    if row is None:
+        row = WholesalePrice(
+            reseller_id=reseller.id, plan_id=plan_id, resource_id=resource_id, currency=cur
+        )
+        ctx.session.add(row)
+    row.setup_fee, row.recurring_fee = setup, recurring
+    row.updated_at = ctx.now()
+    ctx.session.flush()
+    info = _wholesale_info(row)
+    audit.record(
+        ctx,
+        "wholesale_price",
+        row.id,
+        reseller.path,
+        {"set": info} if before is None else audit.diff(asdict(before), asdict(info)),
+    )
+    return info
+
+
+@operation("WholesalePriceList")
+def wholesale_price_list(ctx: CallContext, *, reseller_id: int) -> list[WholesalePriceInfo]:
+    """What an advanced reseller pays its parent (the reseller itself may read it)."""
+    reseller = _visible_account(ctx, reseller_id, "reseller_id")
+    rows = ctx.session.scalars(
+        select(WholesalePrice)
+        .where(WholesalePrice.reseller_id == reseller.id)
+        .order_by(WholesalePrice.id)
+    )
+    return [_wholesale_info(w) for w in rows]
 
 
 # ---------------------------------------------------------------- quotes

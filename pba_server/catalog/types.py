@@ -210,6 +210,21 @@ class ResellerPriceInfo:
 
 
 @dataclass
+class WholesalePriceInfo:
+    """A parent's price to an advanced reseller, for one of the reseller's plans
+    (per subscription) or one resource (per unit); recurring is per month."""
+
+    id: int
+    reseller_id: int
+    currency: str
+    setup_fee: Decimal
+    recurring_fee: Decimal
+    updated_at: datetime
+    plan_id: int | None = None
+    resource_id: int | None = None
+
+
+@dataclass
 class ResourceQuantity:
     resource_id: int
     quantity: Decimal
