@@ -315,6 +315,13 @@ def test_plan_lifecycle_and_versions(call: Caller) -> None:
     assert up["upgrade_to"] == [other["id"]] and up["change_timing"] == "period_end"
     assert up["version"] == 3  # change timing is a term of the version
 
+    # subscribers of version 1 move to the current version at their next renewal
+    m = call("PlanMigrateSubscribers", plan_id=p["id"], from_version=1)
+    assert (m["from_version"], m["to_version"]) == (1, 3)
+    assert [x["from_version"] for x in call("PlanMigrationList", plan_id=p["id"])] == [1]
+    code, msg = call.fault("PlanMigrateSubscribers", plan_id=p["id"], from_version=4)
+    assert code == "Client.Validation" and msg.startswith("from_version:")
+
     assert call("PlanList", status="published")["total"] == 1
     assert call("PlanUnpublish", plan_id=p["id"])["status"] == "unpublished"
     code, _ = call.fault("PlanDelete", plan_id=p["id"])

@@ -279,3 +279,20 @@ def quote_env(env: Any) -> dict[str, Any]:
         )
         cust = accounts.account_create(ctx, type="customer_personal", name="C").id
     return {"env": env, "disk": disk, "app": app, "plan": plan, "customer": cust}
+
+
+def test_renewal_version_follows_migrations(env: Any) -> None:
+    _rid, t = _template(env)
+    plan_id = _published_plan(env, t)
+    with service_ctx(env) as ctx:
+        for fee in ("11.00", "12.00"):
+            catalog.plan_update(ctx, plan_id=plan_id, periods=[_month(recurring=fee)])
+        assert catalog.renewal_version(ctx, plan_id, 1) == 1  # nothing requested: keep it
+        catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=1, to_version=2)
+        assert catalog.renewal_version(ctx, plan_id, 1) == 2
+        catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=2)
+        assert catalog.renewal_version(ctx, plan_id, 1) == 3
+        assert catalog.renewal_version(ctx, plan_id, 3) == 3
+        with pytest.raises(ValidationError) as e:
+            catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=3)
+        assert e.value.field == "to_version"

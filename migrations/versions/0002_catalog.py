@@ -1,8 +1,8 @@
-"""catalog: resources, service templates, plans and versions, promotions, reseller and wholesale prices
+"""catalog: resources, service templates, plans, versions and migrations, promotions, reseller and wholesale prices
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 04:59:29.920919
+Create Date: 2026-11-22 05:01:12.151003
 """
 
 from __future__ import annotations
@@ -100,6 +100,17 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['resource_id'], ['resources.id'], name=op.f('fk_template_resources_resource_id_resources')),
     sa.ForeignKeyConstraint(['template_id'], ['service_templates.id'], name=op.f('fk_template_resources_template_id_service_templates')),
     sa.PrimaryKeyConstraint('template_id', 'resource_id', name=op.f('pk_template_resources'))
+    )
+    op.create_table('plan_migrations',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('plan_id', sa.Integer(), nullable=False),
+    sa.Column('from_version', sa.Integer(), nullable=False),
+    sa.Column('to_version', sa.Integer(), nullable=False),
+    sa.Column('requested_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('requested_by', sa.String(length=128), nullable=False),
+    sa.ForeignKeyConstraint(['plan_id'], ['plans.id'], name=op.f('fk_plan_migrations_plan_id_plans')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_plan_migrations')),
+    sa.UniqueConstraint('plan_id', 'from_version', name=op.f('uq_plan_migrations_plan_id_from_version'))
     )
     op.create_table('plan_upgrades',
     sa.Column('plan_id', sa.Integer(), nullable=False),
@@ -211,6 +222,7 @@ def downgrade() -> None:
     op.drop_table('promotion_plans')
     op.drop_table('plan_versions')
     op.drop_table('plan_upgrades')
+    op.drop_table('plan_migrations')
     op.drop_table('template_resources')
     op.drop_index(op.f('ix_plans_template_id'), table_name='plans')
     op.drop_index('ix_plans_owner_status', table_name='plans')

@@ -217,3 +217,18 @@ class WholesalePrice(Base):
     setup_fee: Mapped[Decimal] = mapped_column(Money())
     recurring_fee: Mapped[Decimal] = mapped_column(Money())  # per month
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PlanMigration(Base):
+    """A request to move the subscribers of one plan version to another at their
+    next renewal. Subscriptions read it when they renew (:func:`renewal_version`)."""
+
+    __tablename__ = "plan_migrations"
+    __table_args__ = (UniqueConstraint("plan_id", "from_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
+    from_version: Mapped[int] = mapped_column(Integer)
+    to_version: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    requested_by: Mapped[str] = mapped_column(String(128))

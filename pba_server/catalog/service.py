@@ -26,6 +26,7 @@ from pba_server.accounts.models import Account
 from pba_server.catalog import parameters, pricing
 from pba_server.catalog.models import (
     Plan,
+    PlanMigration,
     PlanPeriodRow,
     PlanRateRow,
     PlanUpgrade,
@@ -45,6 +46,7 @@ from pba_server.catalog.types import (
     PeriodChoice,
     PeriodUnit,
     PlanInfo,
+    PlanMigrationInfo,
     PlanPage,
     PlanPeriod,
     PlanStatus,
@@ -1186,6 +1188,7 @@ def plan_delete(ctx: CallContext, *, plan_id: int) -> bool:
     ctx.session.execute(delete(PlanRateRow).where(PlanRateRow.version_id.in_(versions)))
     ctx.session.execute(delete(PlanVersion).where(PlanVersion.plan_id == plan.id))
     ctx.session.execute(delete(PlanUpgrade).where(PlanUpgrade.plan_id == plan.id))
+    ctx.session.execute(delete(PlanMigration).where(PlanMigration.plan_id == plan.id))
     ctx.session.execute(delete(PromotionPlan).where(PromotionPlan.plan_id == plan.id))
     ctx.session.execute(delete(ResellerPrice).where(ResellerPrice.plan_id == plan.id))
     ctx.session.execute(delete(WholesalePrice).where(WholesalePrice.plan_id == plan.id))
@@ -1193,6 +1196,84 @@ def plan_delete(ctx: CallContext, *, plan_id: int) -> bool:
     ctx.session.delete(plan)
     ctx.session.flush()
     return True
+
+
+def _migration_info(m: PlanMigration) -> PlanMigrationInfo:
+    return PlanMigrationInfo(
+        id=m.id,
+        plan_id=m.plan_id,
+        from_version=m.from_version,
+        to_version=m.to_version,
+        requested_at=m.requested_at,
+        requested_by=m.requested_by,
+    )
+
+
+@operation("PlanMigrateSubscribers", roles=EDITORS, mutating=True)
+def plan_migrate_subscribers(
+    ctx: CallContext, *, plan_id: int, from_version: int, to_version: int | None = None
+) -> PlanMigrationInfo:
+    """Move the subscriptions of a plan that are on ``from_version`` to
+    ``to_version`` (default: the current version) at their next renewal; until
+    then they keep paying what they were sold at. Asking again for the same
+    ``from_version`` replaces the earlier request. Subscriptions that renew
+    look the request up (``renewal_version``)."""
+    plan = _editable_plan(ctx, plan_id)
+    target = to_version if to_version is not None else plan.current_version
+    if from_version == target:
+        raise ValidationError("to_version", "must differ from from_version")
+    for field, number in (("from_version", from_version), ("to_version", target)):
+        if number < 1 or number > plan.current_version:
+            raise ValidationError(field, f"plan {plan.id} has no version {number}")
+    row = ctx.session.scalar(
+        select(PlanMigration)
+        .where(PlanMigration.plan_id == plan.id, PlanMigration.from_version == from_version)
+        .with_for_update()
+    )
+    before = None if row is None else row.to_version
+    if row is None:
+        row = PlanMigration(plan_id=plan.id, from_version=from_version)
+        ctx.session.add(row)
+    row.to_version = target
+    row.requested_at = ctx.now()
+    row.requested_by = ctx.principal.login
+    ctx.session.flush()
+    audit.record(
+        ctx,
+        "plan",
+        plan.id,
+        _account(ctx, plan.owner_id).path,
+        {"migrate_subscribers": {"from_version": from_version, "to": target, "was": before}},
+    )
+    return _migration_info(row)
+
+
+@operation("PlanMigrationList")
+def plan_migration_list(ctx: CallContext, *, plan_id: int) -> list[PlanMigrationInfo]:
+    """The version migrations requested for a plan, by from_version."""
+    plan = _get_plan(ctx, plan_id)
+    _require_editor(ctx, plan.owner_id, "plan", plan_id)
+    rows = ctx.session.scalars(
+        select(PlanMigration)
+        .where(PlanMigration.plan_id == plan.id)
+        .order_by(PlanMigration.from_version)
+    )
+    return [_migration_info(m) for m in rows]
+
+
+def renewal_version(ctx: CallContext, plan_id: int, version: int) -> int:
+    """The plan version a subscription on ``version`` renews at (for subscriptions)."""
+    seen = {version}
+    while True:
+        nxt = ctx.session.scalar(
+            select(PlanMigration.to_version).where(
+                PlanMigration.plan_id == plan_id, PlanMigration.from_version == version
+            )
+        )
+        if nxt is None or nxt in seen:
+            return version
+        seen.add(nxt)
+        version = nxt
 
 
 # ---------------------------------------------------------------- promotions

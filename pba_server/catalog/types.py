@@ -151,6 +151,18 @@ class PlanInfo:
 
 
 @dataclass
+class PlanMigrationInfo:
+    """Subscribers of ``from_version`` move to ``to_version`` at their next renewal."""
+
+    id: int
+    plan_id: int
+    from_version: int
+    to_version: int
+    requested_at: datetime
+    requested_by: str
+
+
+@dataclass
 class PlanPage:
     items: list[PlanInfo]
     total: int
