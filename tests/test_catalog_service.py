@@ -14,6 +14,8 @@ from pba_server.accounts import service as accounts
 from pba_server.catalog import service as catalog
 from pba_server.catalog.models import PlanPeriodRow, PlanVersion
 from pba_server.catalog.types import (
+    ModuleSetting,
+    OrderParameter,
     PeriodChoice,
     PlanPeriod,
     ResourceQuantity,
@@ -296,3 +298,34 @@ def test_renewal_version_follows_migrations(env: Any) -> None:
         with pytest.raises(ValidationError) as e:
             catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=3)
         assert e.value.field == "to_version"
+
+
+def test_what_a_reseller_reads_of_its_parents_catalog(env: Any) -> None:
+    with service_ctx(env) as ctx:
+        r = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated")
+        t = catalog.service_template_create(
+            ctx,
+            name="VPS",
+            service_type="virtual_server",
+            module="vps_manager",
+            resources=[TemplateResource(r.id, Decimal(10))],
+            module_settings=[ModuleSetting("api_url", "https://panel.internal/")],
+            order_parameters=[OrderParameter("hostname", "hostname")],
+        ).id
+        draft = catalog.plan_create(ctx, template_id=t, name="Draft", periods=[_month()]).id
+    _reseller(env, "Basic", "basic")
+    with service_ctx(env, "basic") as ctx:
+        seen = catalog.service_template_get(ctx, template_id=t)
+        assert seen.module_settings == [] and [p.name for p in seen.order_parameters] == [
+            "hostname"
+        ]
+        cust = accounts.account_create(ctx, type="customer_personal", name="C")
+        # an unpublished plan above is not there at all
+        with pytest.raises(NotFound):
+            catalog.price_quote(ctx, account_id=cust.id, plan_id=draft)
+        with pytest.raises(NotFound):
+            catalog.plan_get(ctx, plan_id=draft)
+    with service_ctx(env) as ctx:
+        assert catalog.service_template_get(ctx, template_id=t).module_settings[0].name == (
+            "api_url"
+        )

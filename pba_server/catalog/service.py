@@ -363,7 +363,9 @@ def _template_info(ctx: CallContext, t: ServiceTemplate) -> ServiceTemplateInfo:
         .where(TemplateResourceRow.template_id == t.id)
         .order_by(TemplateResourceRow.position)
     )
-    settings = json.loads(t.module_settings)
+    # module settings are the provisioning side's (endpoints, credentials
+    # references): only those who manage the template see them
+    settings = json.loads(t.module_settings) if _manages(ctx, t.owner_id) else {}
     return ServiceTemplateInfo(
         id=t.id,
         owner_id=t.owner_id,
@@ -1770,9 +1772,7 @@ def price_quote(
     buyer = _visible_account(
         ctx, account_id if account_id is not None else ctx.principal.account_id
     )
-    plan = ctx.session.get(Plan, plan_id)
-    if plan is None or not (_manages(ctx, plan.owner_id) or _above_or_self(ctx, plan.owner_id)):
-        raise NotFound(f"plan {plan_id} not found")
+    plan = _get_plan(ctx, plan_id)
     owner = catalog_owner_of(ctx, buyer)
     if owner is None or plan.owner_id != owner.id:
         raise ValidationError("plan_id", f"account {buyer.id} cannot buy plan {plan.id}")

@@ -76,7 +76,7 @@ class ServiceTemplateInfo:
     updated_at: datetime
     description: str | None = None
     resources: list[TemplateResource] = field(default_factory=list)
-    module_settings: list[ModuleSetting] = field(default_factory=list)
+    module_settings: list[ModuleSetting] = field(default_factory=list)  # to its managers only
     order_parameters: list[OrderParameter] = field(default_factory=list)
 
 
