@@ -219,6 +219,11 @@ def test_story_reseller_price_makes_quotes_differ(call: Caller, api: Any) -> Non
     ]
 
 
+def test_currencies(call: Caller) -> None:
+    currencies = {c["code"]: c["minor_units"] for c in call("CurrencyList")}
+    assert currencies["USD"] == 2 and currencies["JPY"] == 0 and currencies["BHD"] == 3
+
+
 def test_resources_and_templates(call: Caller) -> None:
     disk = call("ResourceCreate", name="Disk", unit="GB", kind="allocated")
     traffic = call(

@@ -329,3 +329,35 @@ def test_what_a_reseller_reads_of_its_parents_catalog(env: Any) -> None:
         assert catalog.service_template_get(ctx, template_id=t).module_settings[0].name == (
             "api_url"
         )
+
+
+def test_promotion_uses_are_counted_by_the_database(env: Any) -> None:
+    _rid, t = _template(env)
+    plan_id = _published_plan(env, t)
+    with service_ctx(env) as ctx:
+        once = catalog.promotion_create(
+            ctx, name="Once", code="ONCE", percent=Decimal(10), once_per_account=True
+        ).id
+        two = catalog.promotion_create(
+            ctx, name="Two", code="TWO", percent=Decimal(5), max_uses=2
+        ).id
+        a = accounts.account_create(ctx, type="customer_personal", name="A").id
+        b = accounts.account_create(ctx, type="customer_personal", name="B").id
+    with service_ctx(env) as ctx:
+        catalog.promotion_redeem(ctx, once, a, "order-1")
+        catalog.promotion_redeem(ctx, two, a)
+        catalog.promotion_redeem(ctx, two, b)
+    with service_ctx(env) as ctx:
+        with pytest.raises(ValidationError) as e:
+            catalog.price_quote(ctx, account_id=a, plan_id=plan_id, promotion_code="once")
+        assert "already used" in e.value.message
+        assert catalog.price_quote(ctx, account_id=b, plan_id=plan_id, promotion_code="once").total
+        with pytest.raises(ValidationError) as e:
+            catalog.price_quote(ctx, account_id=b, plan_id=plan_id, promotion_code="two")
+        assert "used up" in e.value.message
+    for promo, account in ((once, a), (two, b)):
+        with pytest.raises(ValidationError), service_ctx(env) as ctx:
+            catalog.promotion_redeem(ctx, promo, account)
+    with service_ctx(env) as ctx:
+        assert catalog.promotion_get(ctx, promotion_id=two).used_count == 2
+        assert catalog.promotion_get(ctx, promotion_id=once).used_count == 1

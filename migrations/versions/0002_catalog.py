@@ -1,8 +1,8 @@
-"""catalog: resources, service templates, plans, versions and migrations, promotions, reseller and wholesale prices
+"""catalog: resources, service templates, plans, versions and migrations, promotions and their uses, reseller and wholesale prices
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-22 05:01:12.151003
+Create Date: 2026-11-22 05:04:01.367696
 """
 
 from __future__ import annotations
@@ -92,6 +92,19 @@ def upgrade() -> None:
     )
     op.create_index('ix_plans_owner_status', 'plans', ['owner_id', 'status'], unique=False)
     op.create_index(op.f('ix_plans_template_id'), 'plans', ['template_id'], unique=False)
+    op.create_table('promotion_uses',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('promotion_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('once_key', sa.Integer(), nullable=True),
+    sa.Column('reference', sa.String(length=64), nullable=True),
+    sa.Column('used_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_promotion_uses_account_id_accounts')),
+    sa.ForeignKeyConstraint(['promotion_id'], ['promotions.id'], name=op.f('fk_promotion_uses_promotion_id_promotions')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_promotion_uses')),
+    sa.UniqueConstraint('promotion_id', 'once_key', name=op.f('uq_promotion_uses_promotion_id_once_key'))
+    )
+    op.create_index(op.f('ix_promotion_uses_account_id'), 'promotion_uses', ['account_id'], unique=False)
     op.create_table('template_resources',
     sa.Column('template_id', sa.Integer(), nullable=False),
     sa.Column('resource_id', sa.Integer(), nullable=False),
@@ -224,6 +237,8 @@ def downgrade() -> None:
     op.drop_table('plan_upgrades')
     op.drop_table('plan_migrations')
     op.drop_table('template_resources')
+    op.drop_index(op.f('ix_promotion_uses_account_id'), table_name='promotion_uses')
+    op.drop_table('promotion_uses')
     op.drop_index(op.f('ix_plans_template_id'), table_name='plans')
     op.drop_index('ix_plans_owner_status', table_name='plans')
     op.drop_table('plans')

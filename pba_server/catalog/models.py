@@ -232,3 +232,18 @@ class PlanMigration(Base):
     to_version: Mapped[int] = mapped_column(Integer)
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
     requested_by: Mapped[str] = mapped_column(String(128))
+
+
+class PromotionUse(Base):
+    """One use of a promotion by an order. ``once_key`` is the account id for a
+    once-per-account promotion (else NULL), so the database refuses a second use."""
+
+    __tablename__ = "promotion_uses"
+    __table_args__ = (UniqueConstraint("promotion_id", "once_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    promotion_id: Mapped[int] = mapped_column(ForeignKey("promotions.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    once_key: Mapped[int | None] = mapped_column(Integer)
+    reference: Mapped[str | None] = mapped_column(String(64))  # e.g. the order number
+    used_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -257,6 +257,8 @@ class PromotionTerms:
     max_uses: int | None
     used_count: int
     currency: str | None  # of a fixed amount
+    used_by_account: bool = False  # only matters when once_per_account
+    once_per_account: bool = False
 
 
 def check_promotion(
@@ -277,6 +279,8 @@ def check_promotion(
         raise ValidationError(field, "this promotion has expired")
     if terms.max_uses is not None and terms.used_count >= terms.max_uses:
         raise ValidationError(field, "this promotion has been used up")
+    if terms.once_per_account and terms.used_by_account:
+        raise ValidationError(field, "this account has already used this promotion")
     if terms.plan_ids and plan_id not in terms.plan_ids:
         raise ValidationError(field, "this promotion does not apply to this plan")
     if terms.periods and period not in terms.periods:

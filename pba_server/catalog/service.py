@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pba_server.accounts.models import Account
@@ -33,6 +33,7 @@ from pba_server.catalog.models import (
     PlanVersion,
     Promotion,
     PromotionPlan,
+    PromotionUse,
     ResellerPrice,
     Resource,
     ServiceTemplate,
@@ -41,6 +42,7 @@ from pba_server.catalog.models import (
 from pba_server.catalog.models import TemplateResource as TemplateResourceRow
 from pba_server.catalog.types import (
     ChangeTiming,
+    CurrencyInfo,
     ModuleSetting,
     OrderParameter,
     PeriodChoice,
@@ -75,7 +77,7 @@ from pba_server.catalog.types import (
 from pba_server.core import audit
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
-from pba_server.core.money import check_currency, money, quantize, to_decimal
+from pba_server.core.money import MINOR_UNITS, check_currency, money, quantize, to_decimal
 from pba_server.core.operations import operation
 from pba_server.core.paging import check_page
 from pba_server.core.states import StateMachine
@@ -238,6 +240,16 @@ def _rename(ctx: CallContext, obj: Resource | ServiceTemplate | Plan, name: str,
         raise ValidationError(
             "name", f"account {obj.owner_id} already has a {what} {new!r}"
         ) from None
+
+
+# ---------------------------------------------------------------- currencies
+
+
+@operation("CurrencyList")
+def currency_list(ctx: CallContext) -> list[CurrencyInfo]:
+    """The ISO 4217 currencies plans, price lists and accounts may use, with the
+    number of decimals amounts in each are rounded to (half-up, once per line)."""
+    return [CurrencyInfo(code, units) for code, units in sorted(MINOR_UNITS.items())]
 
 
 # ---------------------------------------------------------------- resources
@@ -1312,8 +1324,20 @@ def _promotion_info(ctx: CallContext, p: Promotion) -> PromotionInfo:
     )
 
 
-def _promotion_terms(ctx: CallContext, p: Promotion) -> pricing.PromotionTerms:
+def _promotion_terms(
+    ctx: CallContext, p: Promotion, buyer_id: int | None = None
+) -> pricing.PromotionTerms:
     info = _promotion_info(ctx, p)
+    used = False
+    if p.once_per_account and buyer_id is not None:
+        used = (
+            ctx.session.scalar(
+                select(PromotionUse.id).where(
+                    PromotionUse.promotion_id == p.id, PromotionUse.once_key == buyer_id
+                )
+            )
+            is not None
+        )
     return pricing.PromotionTerms(
         status=p.status,
         plan_ids=frozenset(info.plan_ids),
@@ -1323,6 +1347,8 @@ def _promotion_terms(ctx: CallContext, p: Promotion) -> pricing.PromotionTerms:
         max_uses=p.max_uses,
         used_count=p.used_count,
         currency=p.currency if p.amount is not None else None,
+        used_by_account=used,
+        once_per_account=p.once_per_account,
     )
 
 
@@ -1490,6 +1516,35 @@ def promotion_disable(ctx: CallContext, *, promotion_id: int) -> PromotionInfo:
         p.status = "disabled"
         p.updated_at = ctx.now()
     return _promotion_info(ctx, p)
+
+
+def promotion_redeem(
+    ctx: CallContext, promotion_id: int, account_id: int, reference: str | None = None
+) -> None:
+    """Count one use of a promotion by an order (for orders, in the order's
+    transaction). The database decides: the use count rises only while below
+    ``max_uses``, and a once-per-account promotion takes one use per account."""
+    counted = ctx.session.execute(
+        update(Promotion)
+        .where(
+            Promotion.id == promotion_id,
+            Promotion.status == "active",
+            (Promotion.max_uses.is_(None)) | (Promotion.used_count < Promotion.max_uses),
+        )
+        .values(used_count=Promotion.used_count + 1)
+        .execution_options(synchronize_session="fetch")
+    )
+    if counted.rowcount != 1:
+        raise ValidationError("promotion_code", "this promotion has been used up or disabled")
+    p = ctx.session.get(Promotion, promotion_id)
+    use = PromotionUse(
+        promotion_id=promotion_id,
+        account_id=account_id,
+        once_key=account_id if p is not None and p.once_per_account else None,
+        reference=reference,
+        used_at=ctx.now(),
+    )
+    _savepoint_unique(ctx, use, "promotion_code", "this account has already used this promotion")
 
 
 # ---------------------------------------------------------------- reseller prices
@@ -1706,7 +1761,7 @@ def wholesale_price_list(ctx: CallContext, *, reseller_id: int) -> list[Wholesal
 
 
 def _find_promotion(
-    ctx: CallContext, plan: Plan, period: pricing.Period, code: str | None
+    ctx: CallContext, plan: Plan, period: pricing.Period, code: str | None, buyer_id: int
 ) -> Promotion | None:
     now = ctx.now()
     if code is not None and code.strip():
@@ -1718,7 +1773,7 @@ def _find_promotion(
         if p is None:
             raise ValidationError("promotion_code", "unknown promotion code")
         pricing.check_promotion(
-            _promotion_terms(ctx, p),
+            _promotion_terms(ctx, p, buyer_id),
             plan_id=plan.id,
             period=period,
             currency=plan.currency,
@@ -1737,7 +1792,7 @@ def _find_promotion(
     for p in automatic:
         try:
             pricing.check_promotion(
-                _promotion_terms(ctx, p),
+                _promotion_terms(ctx, p, buyer_id),
                 plan_id=plan.id,
                 period=period,
                 currency=plan.currency,
@@ -1852,7 +1907,7 @@ def quote(
         if rq.resource_id in extra:
             raise ValidationError(f"resources[{i}].resource_id", "is given twice")
         extra[rq.resource_id] = _amount(rq.quantity, f"resources[{i}].quantity")
-    promo = _find_promotion(ctx, plan, period, promotion_code)
+    promo = _find_promotion(ctx, plan, period, promotion_code, buyer.id)
     priced = pricing.price_period(
         currency=plan.currency,
         period=period,

@@ -268,3 +268,9 @@ class PriceQuoteInfo:
     promotion_id: int | None = None
     discount_cycles: int | None = None  # how many periods the discount lasts; None: forever
     trial: PlanTrial | None = None
+
+
+@dataclass
+class CurrencyInfo:
+    code: str  # ISO 4217
+    minor_units: int  # decimals amounts in it are rounded to (half-up, per line)
