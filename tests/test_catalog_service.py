@@ -23,7 +23,7 @@ from pba_server.catalog.types import (
     TemplateResource,
 )
 from pba_server.core import audit
-from pba_server.core.errors import Forbidden, NotFound, ValidationError
+from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from tests.catalog_support import service_ctx
 
 PW = "a-long-password-1"
@@ -361,3 +361,16 @@ def test_promotion_uses_are_counted_by_the_database(env: Any) -> None:
     with service_ctx(env) as ctx:
         assert catalog.promotion_get(ctx, promotion_id=two).used_count == 2
         assert catalog.promotion_get(ctx, promotion_id=once).used_count == 1
+
+
+def test_quote_needs_a_buyer_that_can_buy(env: Any) -> None:
+    _rid, t = _template(env)
+    plan_id = _published_plan(env, t)
+    with service_ctx(env) as ctx:
+        with pytest.raises(ValidationError) as e:
+            catalog.price_quote(ctx, plan_id=plan_id)  # the provider itself
+        assert e.value.field == "account_id"
+        c = accounts.account_create(ctx, type="customer_personal", name="C").id
+        accounts.account_close(ctx, account_id=c)
+        with pytest.raises(InvalidState):
+            catalog.price_quote(ctx, account_id=c, plan_id=plan_id)

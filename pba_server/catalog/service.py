@@ -1827,9 +1827,15 @@ def price_quote(
     buyer = _visible_account(
         ctx, account_id if account_id is not None else ctx.principal.account_id
     )
+    if buyer.status == "closed":
+        raise InvalidState(f"account {buyer.id} is closed")
     plan = _get_plan(ctx, plan_id)
     owner = catalog_owner_of(ctx, buyer)
-    if owner is None or plan.owner_id != owner.id:
+    if owner is None:
+        raise ValidationError(
+            "account_id", f"account {buyer.id} buys from no one; give the buying account's id"
+        )
+    if plan.owner_id != owner.id:
         raise ValidationError("plan_id", f"account {buyer.id} cannot buy plan {plan.id}")
     if plan.status != "published":
         raise InvalidState(f"plan {plan.id} is {plan.status}, not for sale")
