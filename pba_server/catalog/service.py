@@ -369,29 +369,43 @@ def resource_update(
 # ---------------------------------------------------------------- templates
 
 
+def _template_infos(
+    ctx: CallContext, templates: Sequence[ServiceTemplate]
+) -> list[ServiceTemplateInfo]:
+    res: dict[int, list[TemplateResource]] = {t.id: [] for t in templates}
+    if res:
+        for r in ctx.session.scalars(
+            select(TemplateResourceRow)
+            .where(TemplateResourceRow.template_id.in_(list(res)))
+            .order_by(TemplateResourceRow.template_id, TemplateResourceRow.position)
+        ):
+            res[r.template_id].append(TemplateResource(r.resource_id, r.default_limit.normalize()))
+    out = []
+    for t in templates:
+        # module settings are the provisioning side's (endpoints, credentials
+        # references): only those who manage the template see them
+        settings = json.loads(t.module_settings) if _manages(ctx, t.owner_id) else {}
+        out.append(
+            ServiceTemplateInfo(
+                id=t.id,
+                owner_id=t.owner_id,
+                name=t.name,
+                service_type=t.service_type,
+                module=t.module,
+                shared_with_resellers=t.shared_with_resellers,
+                created_at=t.created_at,
+                updated_at=t.updated_at,
+                description=t.description,
+                resources=res[t.id],
+                module_settings=[ModuleSetting(k, v) for k, v in sorted(settings.items())],
+                order_parameters=[OrderParameter(**p) for p in json.loads(t.order_parameters)],
+            )
+        )
+    return out
+
+
 def _template_info(ctx: CallContext, t: ServiceTemplate) -> ServiceTemplateInfo:
-    res = ctx.session.scalars(
-        select(TemplateResourceRow)
-        .where(TemplateResourceRow.template_id == t.id)
-        .order_by(TemplateResourceRow.position)
-    )
-    # module settings are the provisioning side's (endpoints, credentials
-    # references): only those who manage the template see them
-    settings = json.loads(t.module_settings) if _manages(ctx, t.owner_id) else {}
-    return ServiceTemplateInfo(
-        id=t.id,
-        owner_id=t.owner_id,
-        name=t.name,
-        service_type=t.service_type,
-        module=t.module,
-        shared_with_resellers=t.shared_with_resellers,
-        created_at=t.created_at,
-        updated_at=t.updated_at,
-        description=t.description,
-        resources=[TemplateResource(r.resource_id, r.default_limit) for r in res],
-        module_settings=[ModuleSetting(k, v) for k, v in sorted(settings.items())],
-        order_parameters=[OrderParameter(**p) for p in json.loads(t.order_parameters)],
-    )
+    return _template_infos(ctx, [t])[0]
 
 
 def _get_template(ctx: CallContext, template_id: int) -> ServiceTemplate:
@@ -521,7 +535,7 @@ def service_template_list(
         q = q.where(ServiceTemplate.service_type == service_type)
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = ctx.session.scalars(q.order_by(ServiceTemplate.id).offset(offset).limit(limit))
-    return ServiceTemplatePage([_template_info(ctx, t) for t in rows], total, offset, limit)
+    return ServiceTemplatePage(_template_infos(ctx, list(rows)), total, offset, limit)
 
 
 @operation("ServiceTemplateUpdate", roles=EDITORS, mutating=True)
@@ -723,42 +737,58 @@ def _load_version(ctx: CallContext, plan: Plan, version: int | None = None) -> P
     return v  # type: ignore[no-any-return]
 
 
-def _terms_of(ctx: CallContext, v: PlanVersion) -> Terms:
-    periods = ctx.session.scalars(
-        select(PlanPeriodRow).where(PlanPeriodRow.version_id == v.id).order_by(PlanPeriodRow.id)
-    )
-    rates = ctx.session.scalars(
-        select(PlanRateRow).where(PlanRateRow.version_id == v.id).order_by(PlanRateRow.id)
-    )
-    return Terms(
-        periods=tuple(
-            PlanPeriod(p.count, p.unit, p.setup_fee, p.recurring_fee, p.renewal_fee, p.is_default)
-            for p in periods
-        ),
-        rates=tuple(
-            ResourceRate(
-                r.resource_id,
-                r.included,
-                r.maximum,
-                r.unit_setup_price,
-                r.unit_recurring_price,
-                r.overage_price,
-                r.optional,
-                r.complimentary,
+def _terms_for(ctx: CallContext, versions: Sequence[PlanVersion]) -> dict[int, Terms]:
+    """The terms of several plan versions, in three queries: ``{version id: Terms}``."""
+    ids = [v.id for v in versions]
+    periods: dict[int, list[PlanPeriod]] = {i: [] for i in ids}
+    rates: dict[int, list[ResourceRate]] = {i: [] for i in ids}
+    if ids:
+        for p in ctx.session.scalars(
+            select(PlanPeriodRow)
+            .where(PlanPeriodRow.version_id.in_(ids))
+            .order_by(PlanPeriodRow.id)
+        ):
+            periods[p.version_id].append(
+                PlanPeriod(
+                    p.count, p.unit, p.setup_fee, p.recurring_fee, p.renewal_fee, p.is_default
+                )
             )
-            for r in rates
-        ),
-        trial=(
-            PlanTrial(v.trial_length, v.trial_unit, v.trial_requires_card)
-            if v.trial_length is not None and v.trial_unit is not None
-            else None
-        ),
-        auto_renew=v.auto_renew,
-        billing_in_advance=v.billing_in_advance,
-        change_timing=v.change_timing,
-        refund_policy=v.refund_policy,
-        refund_days=v.refund_days,
-    )
+        for r in ctx.session.scalars(
+            select(PlanRateRow).where(PlanRateRow.version_id.in_(ids)).order_by(PlanRateRow.id)
+        ):
+            rates[r.version_id].append(
+                ResourceRate(
+                    r.resource_id,
+                    r.included,
+                    r.maximum,
+                    r.unit_setup_price,
+                    r.unit_recurring_price,
+                    r.overage_price,
+                    r.optional,
+                    r.complimentary,
+                )
+            )
+    return {
+        v.id: Terms(
+            periods=tuple(periods[v.id]),
+            rates=tuple(rates[v.id]),
+            trial=(
+                PlanTrial(v.trial_length, v.trial_unit, v.trial_requires_card)
+                if v.trial_length is not None and v.trial_unit is not None
+                else None
+            ),
+            auto_renew=v.auto_renew,
+            billing_in_advance=v.billing_in_advance,
+            change_timing=v.change_timing,
+            refund_policy=v.refund_policy,
+            refund_days=v.refund_days,
+        )
+        for v in versions
+    }
+
+
+def _terms_of(ctx: CallContext, v: PlanVersion) -> Terms:
+    return _terms_for(ctx, [v])[v.id]
 
 
 def _write_terms(ctx: CallContext, v: PlanVersion, terms: Terms) -> None:
@@ -865,6 +895,100 @@ def _reseller_prices(
     return {(r.plan_id, r.period_count, r.period_unit): r for r in rows}
 
 
+def _plan_infos(
+    ctx: CallContext,
+    plans: Sequence[Plan],
+    prices: dict[tuple[int, int, str], ResellerPrice] | None = None,
+    versions: dict[int, PlanVersion] | None = None,
+) -> list[PlanInfo]:
+    """Plans with the terms of their current version (or the given ``versions``,
+    by plan id), in a fixed number of queries; reseller ``prices`` replace the
+    fees of the periods they cover."""
+    if not plans:
+        return []
+    ids = [p.id for p in plans]
+    if versions is None:
+        versions = {
+            v.plan_id: v
+            for v in ctx.session.scalars(
+                select(PlanVersion)
+                .join(
+                    Plan,
+                    (Plan.id == PlanVersion.plan_id)
+                    & (Plan.current_version == PlanVersion.version),
+                )
+                .where(Plan.id.in_(ids))
+            )
+        }
+    terms_by_version = _terms_for(ctx, list(versions.values()))
+    upgrades: dict[int, list[int]] = {i: [] for i in ids}
+    for up in ctx.session.scalars(
+        select(PlanUpgrade).where(PlanUpgrade.plan_id.in_(ids)).order_by(PlanUpgrade.to_plan_id)
+    ):
+        upgrades[up.plan_id].append(up.to_plan_id)
+    out = []
+    for plan in plans:
+        v = versions[plan.id]
+        terms = terms_by_version[v.id]
+        periods = list(terms.periods)
+        source: PriceSource = "plan"
+        for i, p in enumerate(periods):
+            rp = (prices or {}).get((plan.id, p.count, p.unit))
+            if rp is not None:
+                periods[i] = PlanPeriod(
+                    p.count, p.unit, rp.setup_fee, rp.recurring_fee, rp.renewal_fee, p.is_default
+                )
+                source = "reseller_price"
+        out.append(
+            PlanInfo(
+                id=plan.id,
+                owner_id=plan.owner_id,
+                template_id=plan.template_id,
+                name=plan.name,
+                currency=plan.currency,
+                status=plan.status,
+                version=v.version,
+                auto_renew=terms.auto_renew,
+                billing_in_advance=terms.billing_in_advance,
+                change_timing=terms.change_timing,
+                refund_policy=terms.refund_policy,
+                refund_days=terms.refund_days,
+                created_at=plan.created_at,
+                updated_at=plan.updated_at,
+                price_source=source,
+                description=plan.description,
+                trial=terms.trial,
+                periods=[
+                    PlanPeriod(
+                        p.count,
+                        p.unit,
+                        quantize(p.setup_fee, plan.currency),
+                        quantize(p.recurring_fee, plan.currency),
+                        quantize(p.renewal_fee, plan.currency),
+                        p.is_default,
+                    )
+                    for p in periods
+                ],
+                rates=[
+                    ResourceRate(
+                        r.resource_id,
+                        r.included.normalize(),
+                        None if r.maximum is None else r.maximum.normalize(),
+                        r.unit_setup_price.normalize(),
+                        r.unit_recurring_price.normalize(),
+                        r.overage_price.normalize(),
+                        r.optional,
+                        r.complimentary,
+                    )
+                    for r in terms.rates
+                ],
+                upgrade_to=upgrades[plan.id],
+                version_created_at=v.created_at,
+            )
+        )
+    return out
+
+
 def _plan_info(
     ctx: CallContext,
     plan: Plan,
@@ -872,62 +996,7 @@ def _plan_info(
     prices: dict[tuple[int, int, str], ResellerPrice] | None = None,
 ) -> PlanInfo:
     v = version or _load_version(ctx, plan)
-    terms = _terms_of(ctx, v)
-    periods = list(terms.periods)
-    source: PriceSource = "plan"
-    if prices:
-        for i, p in enumerate(periods):
-            rp = prices.get((plan.id, p.count, p.unit))
-            if rp is not None:
-                periods[i] = PlanPeriod(
-                    p.count, p.unit, rp.setup_fee, rp.recurring_fee, rp.renewal_fee, p.is_default
-                )
-                source = "reseller_price"
-    return PlanInfo(
-        id=plan.id,
-        owner_id=plan.owner_id,
-        template_id=plan.template_id,
-        name=plan.name,
-        currency=plan.currency,
-        status=plan.status,
-        version=v.version,
-        auto_renew=terms.auto_renew,
-        billing_in_advance=terms.billing_in_advance,
-        change_timing=terms.change_timing,
-        refund_policy=terms.refund_policy,
-        refund_days=terms.refund_days,
-        created_at=plan.created_at,
-        updated_at=plan.updated_at,
-        price_source=source,
-        description=plan.description,
-        trial=terms.trial,
-        periods=[
-            PlanPeriod(
-                p.count,
-                p.unit,
-                quantize(p.setup_fee, plan.currency),
-                quantize(p.recurring_fee, plan.currency),
-                quantize(p.renewal_fee, plan.currency),
-                p.is_default,
-            )
-            for p in periods
-        ],
-        rates=[
-            ResourceRate(
-                r.resource_id,
-                r.included.normalize(),
-                None if r.maximum is None else r.maximum.normalize(),
-                r.unit_setup_price.normalize(),
-                r.unit_recurring_price.normalize(),
-                r.overage_price.normalize(),
-                r.optional,
-                r.complimentary,
-            )
-            for r in terms.rates
-        ],
-        upgrade_to=_upgrades_of(ctx, plan.id),
-        version_created_at=v.created_at,
-    )
+    return _plan_infos(ctx, [plan], prices, {plan.id: v})[0]
 
 
 def _plan_readable(ctx: CallContext, plan: Plan) -> bool:
@@ -1061,7 +1130,7 @@ def plan_list(
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = list(ctx.session.scalars(q.order_by(Plan.id).offset(offset).limit(limit)))
     prices = _reseller_prices(ctx, prices_from, [p.id for p in rows])
-    return PlanPage([_plan_info(ctx, p, None, prices) for p in rows], total, offset, limit)
+    return PlanPage(_plan_infos(ctx, rows, prices), total, offset, limit)
 
 
 @operation("PlanUpdate", roles=EDITORS, mutating=True)
