@@ -190,6 +190,8 @@ def test_story_reseller_price_makes_quotes_differ(call: Caller, api: Any) -> Non
     quarterly = next(p for p in seen["items"][0]["periods"] if p["count"] == 3)
     assert D(quarterly["recurring_fee"]) == Decimal("99.00")
     assert seen["items"][0]["price_source"] == "reseller_price"
+    got = as_reseller("PlanGet", plan_id=plan["id"])
+    assert got["price_source"] == "reseller_price"
     direct = call("PlanList", account_id=customer["id"])["items"][0]
     assert [D(p["recurring_fee"]) for p in direct["periods"]] == [Decimal(30), Decimal(85)]
 
@@ -559,3 +561,25 @@ def test_wholesale_prices_for_an_advanced_reseller(call: Caller, api: Any) -> No
         recurring_fee="0",
     )
     assert code == "Client.Forbidden"
+
+
+def test_plan_create_is_idempotent(call: Caller) -> None:
+    r = call("ResourceCreate", name="Disk", unit="GB", kind="allocated")
+    t = call(
+        "ServiceTemplateCreate",
+        name="T",
+        service_type="hosting",
+        module="plesk",
+        resources=[{"resource_id": r["id"], "default_limit": "1"}],
+    )
+    args = {
+        "template_id": t["id"],
+        "name": "Once",
+        "periods": [{"count": 1, "unit": "year", "setup_fee": "0", "recurring_fee": "99.00"}],
+        "trial": {"length": 1, "unit": "month"},
+        "idempotency_key": f"plan-once-{call.protocol}",
+    }
+    first = call("PlanCreate", **args)
+    again = call("PlanCreate", **args)
+    assert again["id"] == first["id"] and again["trial"] == first["trial"]
+    assert call("PlanList")["total"] == 1
