@@ -215,6 +215,9 @@ def test_selection_faults_name_the_input() -> None:
         with pytest.raises(ValidationError) as e:
             pricing.selected_units(rates, kw.get("options", []), kw.get("extra", {}))
         assert e.value.field == field, kw
+    with pytest.raises(ValidationError) as e:
+        pricing.selected_units([Rate(4, "x", ZERO, maximum=ZERO, optional=True)], [4], {})
+    assert e.value.field == "options"
     units = pricing.selected_units(rates, [2], {1: Decimal(10)})
     assert units == {1: (Decimal(10), Decimal(10)), 2: (ZERO, Decimal(1)), 3: (Decimal(5), ZERO)}
 

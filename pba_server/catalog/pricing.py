@@ -146,9 +146,12 @@ def selected_units(
             )
         out[rid] = (rate.included, qty)
     # A picked application with nothing included is bought as one unit.
-    for rid in picked:
+    for rid in sorted(picked):
         included, bought = out[rid]
         if included == 0 and bought == 0:
+            cap = by_id[rid].maximum
+            if cap is not None and cap < 1:
+                raise ValidationError("options", f"resource {rid} cannot be bought (maximum {cap})")
             out[rid] = (ZERO, Decimal(1))
     return out
 
