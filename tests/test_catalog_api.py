@@ -583,3 +583,15 @@ def test_plan_create_is_idempotent(call: Caller) -> None:
     again = call("PlanCreate", **args)
     assert again["id"] == first["id"] and again["trial"] == first["trial"]
     assert call("PlanList")["total"] == 1
+
+
+def test_a_template_may_bundle_no_resources(call: Caller) -> None:
+    t = call("ServiceTemplateCreate", name="Licence", service_type="licence", module="keys")
+    assert t["resources"] == []
+    p = call(
+        "PlanCreate",
+        template_id=t["id"],
+        name="Licence yearly",
+        periods=[{"count": 1, "unit": "year", "setup_fee": "0", "recurring_fee": "49.00"}],
+    )
+    assert p["rates"] == []

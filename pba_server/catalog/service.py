@@ -466,7 +466,7 @@ def service_template_create(
     name: str,
     service_type: ServiceType,
     module: str,
-    resources: list[TemplateResource],
+    resources: list[TemplateResource] | None = None,
     order_parameters: list[OrderParameter] | None = None,
     module_settings: list[ModuleSetting] | None = None,
     description: str | None = None,
@@ -480,7 +480,7 @@ def service_template_create(
     owner = _owner_for_create(ctx, owner_id)
     if not MODULE_RE.match(module.strip()):
         raise ValidationError("module", "must be a module name such as plesk or vps_manager")
-    res = _template_resources(ctx, owner, resources)
+    res = _template_resources(ctx, owner, resources or [])
     params = parameters.check_definitions(order_parameters or [], "order_parameters")
     now = ctx.now()
     t = ServiceTemplate(
