@@ -1362,14 +1362,23 @@ def renewal_version(ctx: CallContext, plan_id: int, version: int) -> int:
 # ---------------------------------------------------------------- promotions
 
 
-def _promotion_info(ctx: CallContext, p: Promotion) -> PromotionInfo:
-    plan_ids = list(
-        ctx.session.scalars(
-            select(PromotionPlan.plan_id)
-            .where(PromotionPlan.promotion_id == p.id)
+def _promotion_plan_ids(ctx: CallContext, ids: Sequence[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {i: [] for i in ids}
+    if ids:
+        for row in ctx.session.scalars(
+            select(PromotionPlan)
+            .where(PromotionPlan.promotion_id.in_(ids))
             .order_by(PromotionPlan.plan_id)
-        )
-    )
+        ):
+            out[row.promotion_id].append(row.plan_id)
+    return out
+
+
+def _promotion_info(
+    ctx: CallContext, p: Promotion, plan_ids: list[int] | None = None
+) -> PromotionInfo:
+    if plan_ids is None:
+        plan_ids = _promotion_plan_ids(ctx, [p.id])[p.id]
     return PromotionInfo(
         id=p.id,
         owner_id=p.owner_id,
@@ -1566,7 +1575,11 @@ def promotion_list(
         q = q.where(Promotion.status == status)
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = ctx.session.scalars(q.order_by(Promotion.id).offset(offset).limit(limit))
-    return PromotionPage([_promotion_info(ctx, p) for p in rows], total, offset, limit)
+    promos = list(rows)
+    plans = _promotion_plan_ids(ctx, [p.id for p in promos])
+    return PromotionPage(
+        [_promotion_info(ctx, p, plans[p.id]) for p in promos], total, offset, limit
+    )
 
 
 @operation("PromotionDisable", roles=EDITORS, mutating=True)
