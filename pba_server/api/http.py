@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -114,7 +115,7 @@ def _meta(request: server.Request, protocol: str) -> CallMeta:
 
 def _log_line(meta: CallMeta, started: float, status: int) -> None:
     access_log.info(
-        "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s%s",
+        "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s pid=%d%s",
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         meta.user,
         meta.operation,
@@ -124,6 +125,7 @@ def _log_line(meta: CallMeta, started: float, status: int) -> None:
         status,
         meta.correlation_id,
         meta.source_address,
+        os.getpid(),  # which worker process served it (serve --workers N)
         " replay=1" if meta.extra.get("idempotent_replay") else "",
     )
 
