@@ -10,7 +10,8 @@ from typing import Any
 
 from pba_server import config
 
-WSDL_PATH = Path(__file__).resolve().parent.parent / "wsdl" / "pba.wsdl"
+# relative to the working directory: an installed package has no source tree to write into
+WSDL_PATH = Path("wsdl") / "pba.wsdl"
 WSDL_LOCATION = "http://127.0.0.1:8080/soap"
 
 
@@ -69,9 +70,10 @@ def parser() -> argparse.ArgumentParser:
         "export-wsdl",
         help="write the WSDL to wsdl/pba.wsdl",
         description="Write the WSDL the server serves, with the address "
-        f"{WSDL_LOCATION}, to a file.",
+        f"{WSDL_LOCATION}, to a file (default: wsdl/pba.wsdl under the current directory; "
+        "run it from the repository root to refresh the committed copy).",
     )
-    w.add_argument("--output", default=str(WSDL_PATH))
+    w.add_argument("--output", default=str(WSDL_PATH), help="default: %(default)s")
     return ap
 
 
