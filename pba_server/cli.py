@@ -209,7 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         "init": cmd_init,
         "export-wsdl": cmd_export_wsdl,
     }[args.command]
-    return handler(args)
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return handler(args)
+    except DBAPIError as exc:
+        # an operator's mistake (wrong URL, database down): one line, no traceback
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        print(f"pba-server: cannot use the database: {reason}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

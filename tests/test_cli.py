@@ -301,12 +301,23 @@ def test_health_is_503_when_the_schema_is_not_current(configured):
 
 def test_check_schema_refuses_a_behind_postgresql_schema(monkeypatch):
     monkeypatch.setattr(bootstrap.migrate, "schema_state", lambda _e: ("behind", "0000", "0001"))
-    url = "postgresql+psycopg://postgres@127.0.0.1:5432/never_connected"
+    url = "postgresql+psycopg://pba:s3cret-pw@127.0.0.1:5432/never_connected"
     engine = create_engine(url)
     with pytest.raises(bootstrap.SchemaNotCurrent) as e:
         bootstrap.check_schema(engine, Settings(database=url))
-    assert "behind" in str(e.value) and "pba-server migrate" in str(e.value)
     engine.dispose()
+    message = str(e.value)
+    assert "behind" in message and "pba-server migrate --database" in message
+    assert "s3cret-pw" not in message  # the message ends up in logs
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate", "init"])
+def test_unreachable_database_is_one_clear_line(command, tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"  # nothing listens
+    r = run_cli(command, "--database", url, cwd=tmp_path, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr.startswith("pba-server: cannot use the database: connection failed")
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2
 
 
 def test_postgresql_refuses_to_serve_until_migrated(tmp_path):
