@@ -419,3 +419,23 @@ def test_workers_share_one_port_restart_and_stop_cleanly(tmp_path):
                 assert not Path(f"/proc/{pid}").exists(), pid
             with socket.socket() as sk, pytest.raises(ConnectionRefusedError):
                 sk.connect(("127.0.0.1", int(s.base.rsplit(":", 1)[1])))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # exited, waiting for init to reap it
+
+
+def test_workers_stop_when_the_master_is_killed(tmp_path):
+    with running("--workers", "2", "--threads", "2", cwd=tmp_path) as s:
+        master = s.proc.pid
+        workers = _wait_for(
+            lambda: len(children_of(master)) == 2 and children_of(master), 20, "two workers"
+        )
+        assert _served_by(s, rounds=40) == workers  # both up and serving
+        os.kill(master, signal.SIGKILL)
+        s.proc.wait(timeout=10)
+        _wait_for(lambda: all(_gone(p) for p in workers), 15, "orphaned workers to stop")

@@ -3,6 +3,7 @@ sharing one listening socket (the kernel spreads connections among them)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -83,11 +84,31 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
         reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
     for sk in socks:
         sk.close()  # the reactor holds its own duplicate
+    if fds:
+        _stop_with_master(os.getppid())
     reactor.suggestThreadPoolSize(4)
     ticker = Ticker(app.engine, app.clock)
     ticker.start()
     reactor.addSystemEventTrigger("before", "shutdown", ticker.stop)
+    # What start-up built lives as long as the process: keep it out of the
+    # collector's way (and out of the final collection, which otherwise makes
+    # a SIGTERM take seconds).
+    gc.freeze()
     reactor.run()
+
+
+def _stop_with_master(master: int) -> None:
+    """A worker whose master is gone (killed with SIGKILL) stops instead of lingering."""
+    from twisted.internet.task import LoopingCall
+
+    def check() -> None:
+        if os.getppid() != master:
+            log.warning("worker %d: the master process %d is gone; stopping", os.getpid(), master)
+            watch.stop()
+            reactor.stop()
+
+    watch = LoopingCall(check)
+    watch.start(1.0, now=False)
 
 
 def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls_port: int) -> int:
@@ -113,8 +134,11 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
     signal.signal(signal.SIGINT, stop)
     pass_fds = tuple(sk.fileno() for sk in socks)
     for _ in range(settings_workers):
+        if stopping:  # SIGTERM while starting: start no more
+            break
         children.append(subprocess.Popen(cmd, pass_fds=pass_fds))  # noqa: S603 - our own argv
     restarts: list[float] = []
+    gave_up = False
     while not stopping:
         time.sleep(0.5)
         for i, c in enumerate(children):
@@ -125,6 +149,7 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
             restarts = [t for t in restarts if now - t < 60] + [now]
             if len(restarts) > 5 * settings_workers:
                 log.error("workers keep dying (last exit %s); giving up", code)
+                gave_up = True
                 stop(0, None)
                 break
             log.warning("worker %d exited with %s; starting a new one", c.pid, code)
@@ -134,4 +159,5 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
             c.wait(timeout=10)
         except subprocess.TimeoutExpired:
             c.kill()
-    return 0
+            c.wait()
+    return 1 if gave_up else 0
