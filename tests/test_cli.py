@@ -206,11 +206,11 @@ def test_every_call_is_logged_in_one_line(configured):
         assert e.value.faultString.startswith("Client.NotFound")
     session = requests.Session()
     session.auth = ADMIN
-    session.headers["X-Correlation-Id"] = soap_cid
     with session:
         client = zeep.Client(
             f"{configured.base}/soap?wsdl", transport=zeep.Transport(session=session)
         )
+        session.headers["X-Correlation-Id"] = soap_cid  # for the call, not the WSDL
         with pytest.raises(zeep.exceptions.Fault) as f:
             client.service.AccountGet(account_id=999999)
         assert f.value.code.endswith("Client.NotFound")
@@ -234,6 +234,29 @@ def test_every_call_is_logged_in_one_line(configured):
     )
     for line in (ok, fault, soap):
         assert "\n" not in line.group(0)
+
+
+def test_other_requests_are_logged_too(configured):
+    wsdl_cid, missing_cid = (f"t-{uuid.uuid4().hex[:12]}" for _ in range(2))
+    status, _h, body = http_get(f"{configured.base}/soap?wsdl", {"X-Correlation-Id": wsdl_cid})
+    assert status == 200 and b"urn:pba-server:v1" in body
+    status, _h, _b = http_get(
+        f"{configured.base}/no/such%20thing", {"X-Correlation-Id": missing_cid}
+    )
+    assert status == 404
+    wsdl = _log_line(configured, wsdl_cid)
+    assert (wsdl["user"], wsdl["op"], wsdl["result"], wsdl["http"]) == (
+        "-",
+        "GET:/soap?wsdl",
+        "OK",
+        "200",
+    )
+    missing = _log_line(configured, missing_cid)
+    assert (missing["op"], missing["result"], missing["http"]) == (
+        "GET:/no/such%20thing",
+        "HTTP.404",
+        "404",
+    )
 
 
 def test_correlation_id_is_echoed_or_made_up(configured):
