@@ -119,13 +119,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     from pba_server.api import serve
 
-    if settings.workers > 1:
-        app.engine.dispose()
-        argv = [a for a in sys.argv[1:]]
-        return serve.run_master(
-            argv, settings.workers, settings.host, settings.port, settings.tls_port
-        )
-    serve.run_worker(app)
+    try:
+        if settings.workers > 1:
+            app.engine.dispose()
+            argv = [a for a in sys.argv[1:]]
+            return serve.run_master(
+                argv, settings.workers, settings.host, settings.port, settings.tls_port
+            )
+        serve.run_worker(app)
+    except serve.ListenError as exc:
+        print(f"pba-server: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -104,6 +104,28 @@ def test_first_start_on_sqlite_creates_migrates_and_prints_the_password_once(tmp
         assert whoami(again.base, "admin", passwords[0])["login"] == "admin"
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_is_a_clear_error_not_a_hang(workers, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli(
+            "serve",
+            "--database",
+            f"sqlite:///{tmp_path / 'p.sqlite'}",
+            "--port",
+            str(port),
+            "--workers",
+            workers,
+            cwd=tmp_path,
+            timeout=30,  # it used to hang: the thread pool kept the process alive
+        )
+    assert r.returncode == 2
+    assert f"pba-server: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 # ---------------------------------------------------------------- init
 
 

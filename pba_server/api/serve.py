@@ -52,12 +52,20 @@ def _tls_factory(app: App, site: PbaSite) -> Any:
     return TLSMemoryBIOFactory(cert.options(), False, site)
 
 
+class ListenError(OSError):
+    """The address is taken, not ours, or not valid: said in one line."""
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
 
@@ -65,8 +73,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
 def run_worker(app: App, fds: list[int] | None = None) -> None:
     """Serve in this process: on inherited sockets (worker) or new ones."""
     s = app.settings
-    pool = start_pool(s.threads)
-    site = make_site(app, pool)
     socks: list[socket.socket] = []
     if fds:
         plain_fd = fds[0]
@@ -78,10 +84,18 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
         if s.tls_port:
             socks.append(listen_socket(s.host, s.tls_port))
             tls_fd = socks[1].fileno()
-    family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-    reactor.adoptStreamPort(plain_fd, family, site)
-    if tls_fd is not None:
-        reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    # The pool's threads are not daemons: started before a failure, they
+    # would keep the process alive forever, so bind first and stop on error.
+    pool = start_pool(s.threads)
+    try:
+        site = make_site(app, pool)
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        reactor.adoptStreamPort(plain_fd, family, site)
+        if tls_fd is not None:
+            reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    except BaseException:
+        pool.stop()
+        raise
     for sk in socks:
         sk.close()  # the reactor holds its own duplicate
     if fds:
