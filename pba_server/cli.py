@@ -165,7 +165,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
         return 2
     password = args.admin_password
-    if password is None and sys.stdin.isatty():
+    if password is None and sys.stdin is not None and sys.stdin.isatty():  # None: fd 0 closed
         password = getpass.getpass("admin password: ")
         if password != getpass.getpass("again: "):
             print("pba-server: passwords differ", file=sys.stderr)

@@ -12,6 +12,8 @@ import re
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 import xmlrpc.client
@@ -168,7 +170,18 @@ def test_init_creates_provider_and_admin_without_prompt_and_only_once(empty_data
 
 
 def test_init_without_password_and_no_terminal_generates_one(tmp_path):
-    r = run_cli("init", "--database", f"sqlite:///{tmp_path / 'g.sqlite'}", cwd=tmp_path)
+    # stdin closed outright (fd 0 not open at all), as under some supervisors
+    r = subprocess.run(
+        [
+            *("sh", "-c", 'exec "$0" -m pba_server.cli "$@" <&-', sys.executable),
+            *("init", "--database", f"sqlite:///{tmp_path / 'g.sqlite'}"),
+        ],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert re.search(r"password: \S{12,}", r.stdout), r.stdout
 
