@@ -159,10 +159,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     if state == "empty":
         migrate.upgrade(engine)
     elif state != "current":
-        print(
-            f"pba-server: the database schema is {state}; run pba-server migrate first",
-            file=sys.stderr,
-        )
+        advice = "upgrade pba-server" if state == "ahead" else "run pba-server migrate first"
+        print(f"pba-server: the database schema is {state}; {advice}", file=sys.stderr)
         return 2
     password = args.admin_password
     if password is None and sys.stdin is not None and sys.stdin.isatty():  # None: fd 0 closed

@@ -40,6 +40,7 @@ from tests.serverproc import (
     health,
     http_get,
     running,
+    stop,
 )
 from tests.serverproc import cli as run_cli
 
@@ -104,6 +105,7 @@ def test_first_start_on_sqlite_creates_migrates_and_prints_the_password_once(tmp
         assert f"listening on {again.base}" in again.output
         assert "password" not in again.output
         assert whoami(again.base, "admin", passwords[0])["login"] == "admin"
+        assert stop(again.proc) == 0  # SIGTERM: a clean exit
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
