@@ -91,10 +91,11 @@ def check_schema(engine: Engine, settings: Settings) -> None:
             f"the database schema ({current}) is newer than this pba-server ({head}); "
             "upgrade pba-server"
         )
+    shown = engine.url.render_as_string(hide_password=True)  # not the password into logs
     raise SchemaNotCurrent(
         f"the database schema is {'empty' if current is None else 'behind'} "
         f"(at {current or 'nothing'}, this server needs {head}); run:\n"
-        f"    pba-server migrate --database '{settings.database}'"
+        f"    pba-server migrate --database '{shown}'"
     )
 
 

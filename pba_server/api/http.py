@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -33,6 +34,7 @@ access_log = logging.getLogger("pba.access")
 log = logging.getLogger("pba.http")
 
 _CID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_UNSAFE_RE = re.compile(r"[^\x21-\x7e]")  # keeps the log line one line of key=value fields
 _TOO_LARGE = b"request body too large"
 
 
@@ -84,8 +86,24 @@ class PbaSite(server.Site):
         self.max_request_bytes = max_request_bytes
         self.displayTracebacks = False
 
+    def getResourceFor(self, request: Any) -> Any:  # noqa: N802 - Twisted's name
+        request.pba_started = time.perf_counter()
+        return super().getResourceFor(request)
+
     def log(self, request: Any) -> None:
-        pass  # our own access log line is written per call
+        """One line for a request that did not write its own (GET ?wsdl, 404, 405)."""
+        if request.responseHeaders.hasHeader(b"x-correlation-id") or getattr(
+            request, "_rejected", False
+        ):
+            return  # an API call, /health or a 413: already logged
+        meta = _meta(request, "http")
+        method = request.method.decode("ascii", "replace")
+        path = request.uri[:200].decode("ascii", "replace")
+        meta.operation = _UNSAFE_RE.sub("_", f"{method}:{path}")
+        status = int(request.code)
+        if status >= 400:
+            meta.extra["code"] = f"HTTP.{status}"
+        _log_line(meta, getattr(request, "pba_started", time.perf_counter()), status)
 
 
 def _credentials(request: server.Request) -> Credentials:
@@ -114,7 +132,7 @@ def _meta(request: server.Request, protocol: str) -> CallMeta:
 
 def _log_line(meta: CallMeta, started: float, status: int) -> None:
     access_log.info(
-        "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s%s",
+        "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s pid=%d%s",
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         meta.user,
         meta.operation,
@@ -124,6 +142,7 @@ def _log_line(meta: CallMeta, started: float, status: int) -> None:
         status,
         meta.correlation_id,
         meta.source_address,
+        os.getpid(),  # which worker process served it (serve --workers N)
         " replay=1" if meta.extra.get("idempotent_replay") else "",
     )
 

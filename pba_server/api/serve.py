@@ -3,6 +3,7 @@ sharing one listening socket (the kernel spreads connections among them)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -51,12 +52,20 @@ def _tls_factory(app: App, site: PbaSite) -> Any:
     return TLSMemoryBIOFactory(cert.options(), False, site)
 
 
+class ListenError(OSError):
+    """The address is taken, not ours, or not valid: said in one line."""
+
+
 def listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
 
@@ -64,8 +73,6 @@ def listen_socket(host: str, port: int) -> socket.socket:
 def run_worker(app: App, fds: list[int] | None = None) -> None:
     """Serve in this process: on inherited sockets (worker) or new ones."""
     s = app.settings
-    pool = start_pool(s.threads)
-    site = make_site(app, pool)
     socks: list[socket.socket] = []
     if fds:
         plain_fd = fds[0]
@@ -77,17 +84,45 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
         if s.tls_port:
             socks.append(listen_socket(s.host, s.tls_port))
             tls_fd = socks[1].fileno()
-    family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-    reactor.adoptStreamPort(plain_fd, family, site)
-    if tls_fd is not None:
-        reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    # The pool's threads are not daemons: started before a failure, they
+    # would keep the process alive forever, so bind first and stop on error.
+    pool = start_pool(s.threads)
+    try:
+        site = make_site(app, pool)
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        reactor.adoptStreamPort(plain_fd, family, site)
+        if tls_fd is not None:
+            reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    except BaseException:
+        pool.stop()
+        raise
     for sk in socks:
         sk.close()  # the reactor holds its own duplicate
+    if fds:
+        _stop_with_master(os.getppid())
     reactor.suggestThreadPoolSize(4)
     ticker = Ticker(app.engine, app.clock)
     ticker.start()
     reactor.addSystemEventTrigger("before", "shutdown", ticker.stop)
+    # What start-up built lives as long as the process: keep it out of the
+    # collector's way (and out of the final collection, which otherwise makes
+    # a SIGTERM take seconds).
+    gc.freeze()
     reactor.run()
+
+
+def _stop_with_master(master: int) -> None:
+    """A worker whose master is gone (killed with SIGKILL) stops instead of lingering."""
+    from twisted.internet.task import LoopingCall
+
+    def check() -> None:
+        if os.getppid() != master:
+            log.warning("worker %d: the master process %d is gone; stopping", os.getpid(), master)
+            watch.stop()
+            reactor.stop()
+
+    watch = LoopingCall(check)
+    watch.start(1.0, now=False)
 
 
 def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls_port: int) -> int:
@@ -113,8 +148,11 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
     signal.signal(signal.SIGINT, stop)
     pass_fds = tuple(sk.fileno() for sk in socks)
     for _ in range(settings_workers):
+        if stopping:  # SIGTERM while starting: start no more
+            break
         children.append(subprocess.Popen(cmd, pass_fds=pass_fds))  # noqa: S603 - our own argv
     restarts: list[float] = []
+    gave_up = False
     while not stopping:
         time.sleep(0.5)
         for i, c in enumerate(children):
@@ -125,6 +163,7 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
             restarts = [t for t in restarts if now - t < 60] + [now]
             if len(restarts) > 5 * settings_workers:
                 log.error("workers keep dying (last exit %s); giving up", code)
+                gave_up = True
                 stop(0, None)
                 break
             log.warning("worker %d exited with %s; starting a new one", c.pid, code)
@@ -134,4 +173,5 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
             c.wait(timeout=10)
         except subprocess.TimeoutExpired:
             c.kill()
-    return 0
+            c.wait()
+    return 1 if gave_up else 0

@@ -173,6 +173,46 @@ class TypeMapper:
         return value
 
 
+# ---------------------------------------------------------------- WSDL
+
+_XSD = "{http://www.w3.org/2001/XMLSchema}"
+_SCHEMA_ORDER = {f"{_XSD}import": 0, f"{_XSD}simpleType": 1, f"{_XSD}complexType": 2}
+
+
+def stable_wsdl(doc: bytes) -> bytes:
+    """The same WSDL on every run, without spyne's leftovers.
+
+    spyne emits schema types in an order that changes from one process to the
+    next (it walks sets), so they are sorted here: the committed
+    wsdl/pba.wsdl is then compared byte for byte. spyne also leaves an unused
+    ``*ParentType`` copy of every customized enumeration, which Java's
+    wsimport would turn into a useless enum class; those are dropped.
+    """
+    root = etree.fromstring(doc)
+    used = {
+        value.rpartition(":")[2]
+        for el in root.iter()
+        for attr in ("type", "base", "element")
+        if (value := el.get(attr))
+    }
+    for schema in root.iter(f"{_XSD}schema"):
+        children = list(schema)
+        for child in children:
+            schema.remove(child)
+        kept = [
+            c
+            for c in children
+            if not (
+                c.tag == f"{_XSD}simpleType"
+                and (c.get("name") or "").endswith("ParentType")
+                and c.get("name") not in used
+            )
+        ]
+        kept.sort(key=lambda c: (_SCHEMA_ORDER.get(str(c.tag), 3), c.get("name") or ""))
+        schema.extend(kept)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
 # ---------------------------------------------------------------- protocol
 
 
@@ -285,7 +325,7 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         if doc is None:
             w = Wsdl11(self.app.interface)
             w.build_interface_document(url)
-            doc = w.get_interface_document()
+            doc = stable_wsdl(w.get_interface_document())
             self._wsdl_cache[url] = doc
         return doc
 
