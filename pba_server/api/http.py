@@ -208,7 +208,7 @@ class SoapResource(_ThreadedResource):
         return self._run(
             request,
             meta,
-            lambda: self.handler.handle(body, ctype, creds, meta),
+            lambda: self.handler.respond(body, ctype, creds, meta),
             b"text/xml; charset=utf-8",
         )
 

@@ -80,6 +80,19 @@ def fault_for(err: PbaError, correlation_id: str) -> PbaFault:
     return fault
 
 
+def fault_document(err: PbaError, correlation_id: str) -> bytes:
+    """A whole SOAP 1.1 fault envelope, built without spyne (its last resort)."""
+    env = etree.Element(f"{{{NS_SOAP_ENV}}}Envelope", nsmap={"soap11env": NS_SOAP_ENV})
+    fault = etree.SubElement(
+        etree.SubElement(env, f"{{{NS_SOAP_ENV}}}Body"), f"{{{NS_SOAP_ENV}}}Fault"
+    )
+    etree.SubElement(fault, "faultcode").text = f"soap11env:{err.code}"
+    etree.SubElement(fault, "faultstring").text = err.message
+    detail = fault_for(err, correlation_id).detail
+    etree.SubElement(fault, "detail").append(detail)
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
+
+
 # ---------------------------------------------------------------- type mapping
 
 
@@ -184,6 +197,17 @@ class HardenedSoap11(Soap11):
         # No id table: SOAP-encoding href resolution is an amplification vector.
         ctx.in_document = (root, {})
         ctx.transport.req.creds_wss = read_wss(root)
+
+    def decompose_incoming_envelope(self, ctx: Any, message: Any = Soap11.REQUEST) -> None:
+        # spyne dereferences a missing or empty Body (AttributeError, not a Fault)
+        root = ctx.in_document[0]
+        body = root.find(f"{{{NS_SOAP_ENV}}}Body")
+        if root.tag == f"{{{NS_SOAP_ENV}}}Envelope" and (body is None or len(body) == 0):
+            raise fault_for(
+                MalformedRequest("the SOAP Body must hold one operation element"),
+                ctx.transport.req.meta.correlation_id,
+            )
+        super().decompose_incoming_envelope(ctx, message)
 
 
 def read_wss(envelope: etree._Element) -> Credentials | None:
@@ -313,6 +337,19 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         out = b"".join(p_ctx.out_string)
         p_ctx.close()
         return status, out
+
+    def respond(
+        self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
+    ) -> tuple[int, bytes]:
+        """:meth:`handle`, and a SOAP Server.Internal fault (never a traceback)
+        should anything escape it; the traceback goes to the log with the cid."""
+        try:
+            return self.handle(body, content_type, creds, meta)
+        except Exception:
+            log.exception("SOAP request failed [cid=%s]", meta.correlation_id)
+            meta.extra["code"] = InternalError.code
+            err = InternalError(f"internal error (correlation id {meta.correlation_id})")
+            return 500, fault_document(err, meta.correlation_id)
 
     def _client_fault(self, err: Any, meta: CallMeta) -> PbaFault:
         if isinstance(err, PbaFault):
