@@ -330,3 +330,33 @@ def test_api_key_failures_are_throttled(api, env):
         assert _xmlrpc_code(api, key.key_id, "wrong") == 4010
     assert _xmlrpc_code(api, key.key_id, "wrong") == 4011
     assert _soap_code(api, key.key_id, "wrong") == "Client.TooManyAttempts"
+
+
+class _FromAddress(xmlrpc.client.Transport):
+    """XML-RPC from another loopback address (Linux routes all of 127/8 locally)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self._address = address
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.source_address = (self._address, 0)
+        return conn
+
+
+def test_throttle_is_per_source_address(server, api, env):
+    _make_user(api)
+    env.clock.freeze(datetime.now(UTC))
+    for _ in range(5):
+        assert _xmlrpc_code(api, "alice", "wrong") == 4010
+    assert _xmlrpc_code(api, "alice", USER_PASSWORD) == 4011
+    host = server.removeprefix("http://")
+    other = xmlrpc.client.ServerProxy(
+        f"http://alice:{USER_PASSWORD}@{host}/xmlrpc", transport=_FromAddress("127.0.0.2")
+    )
+    try:
+        assert other.WhoAmI({})["login"] == "alice"
+    finally:
+        other("close")()
+    assert _xmlrpc_code(api, "alice", USER_PASSWORD) == 4011  # still locked from 127.0.0.1
