@@ -512,3 +512,36 @@ def test_error_outside_the_dispatcher_is_still_a_fault(api, env, caplog, monkeyp
         assert "secret internal detail" not in text
         cid = text.rsplit("correlation id ", 1)[1].rstrip(")")
         assert any(cid in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_wsdl_per_host_header_is_not_built_or_kept_per_host(server, env, monkeypatch):
+    """The WSDL's address follows the Host header; varying it must neither build
+    a new document on the reactor thread nor keep one more in memory."""
+    from lxml import etree
+
+    from pba_server.api import soap
+
+    builds = []
+
+    class CountingWsdl(soap.Wsdl11):
+        def build_interface_document(self, url):
+            builds.append(url)
+            return super().build_interface_document(url)
+
+    monkeypatch.setattr(soap, "Wsdl11", CountingWsdl)
+    monkeypatch.setattr(env.app.soap, "_wsdl_template", None)
+    ns = {"s": "http://schemas.xmlsoap.org/wsdl/soap/"}
+    for i in range(30):
+        r = requests.get(f"{server}/soap?wsdl", headers={"Host": f"h{i}.example:8{i}"}, timeout=30)
+        assert r.status_code == 200
+        loc = etree.fromstring(r.content).find(".//s:address", ns).get("location")
+        assert loc == f"http://h{i}.example:8{i}/soap"
+    assert len(builds) == 1
+    # a hostile Host header stays an attribute value
+    r = requests.get(f"{server}/soap?wsdl", headers={"Host": 'a"><x&y'}, timeout=30)
+    loc = etree.fromstring(r.content).find(".//s:address", ns).get("location")
+    assert loc == 'http://a"><x&y/soap'
+    # and the document is byte for byte what spyne builds for that address
+    direct = soap.Wsdl11(env.app.soap.app.interface)
+    direct.build_interface_document("http://127.0.0.1:8080/soap")
+    assert env.app.soap.wsdl("http://127.0.0.1:8080/soap") == direct.get_interface_document()

@@ -13,6 +13,7 @@ import logging
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, get_args
+from xml.sax.saxutils import escape as xml_escape
 
 from lxml import etree
 from spyne import (
@@ -46,6 +47,7 @@ TNS = "urn:pba-server:v1"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 NS_SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_WSDL_PLACEHOLDER = "http://pba-server.invalid/soap-address-placeholder"
 
 
 class PbaFault(Fault):
@@ -271,7 +273,7 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
             out_protocol=Soap11(),
         )
         super().__init__(app)
-        self._wsdl_cache: dict[str, bytes] = {}
+        self._wsdl_template: bytes | None = None
 
     def _method(self, op: Operation) -> Any:
         mapper = self.mapper
@@ -301,13 +303,20 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         )(method)
 
     def wsdl(self, url: str) -> bytes:
-        doc = self._wsdl_cache.get(url)
-        if doc is None:
+        """The WSDL with ``url`` as the service address.
+
+        Built once, with a placeholder address: the URL comes from the
+        request's Host header, and a document built and cached per URL let
+        anyone grow memory and block the reactor (~40 ms a build) by varying it.
+        """
+        template = self._wsdl_template
+        if template is None:
             w = Wsdl11(self.app.interface)
-            w.build_interface_document(url)
-            doc = w.get_interface_document()
-            self._wsdl_cache[url] = doc
-        return doc
+            w.build_interface_document(_WSDL_PLACEHOLDER)
+            template = self._wsdl_template = w.get_interface_document()
+        return template.replace(
+            _WSDL_PLACEHOLDER.encode(), xml_escape(url, {'"': "&quot;"}).encode("utf-8")
+        )
 
     def handle(
         self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
