@@ -545,3 +545,21 @@ def test_wsdl_per_host_header_is_not_built_or_kept_per_host(server, env, monkeyp
     direct = soap.Wsdl11(env.app.soap.app.interface)
     direct.build_interface_document("http://127.0.0.1:8080/soap")
     assert env.app.soap.wsdl("http://127.0.0.1:8080/soap") == direct.get_interface_document()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nope", 404),
+        ("GET", "/", 404),
+        ("PUT", "/soap", 405),
+        ("DELETE", "/xmlrpc", 405),
+        ("POST", "/health", 405),
+        ("GET", "/xmlrpc", 405),
+        ("HEAD", "/health", 200),
+    ],
+)
+def test_unknown_paths_and_methods_are_plain_4xx(server, method, path, status):
+    r = requests.request(method, f"{server}{path}", timeout=30)
+    assert r.status_code == status
+    _assert_no_traceback(r.text)

@@ -23,7 +23,8 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web import resource, server
+from twisted.web import pages, resource, server
+from twisted.web.error import UnsupportedMethod
 
 from pba_server.api.dispatch import CallMeta, Credentials
 from pba_server.api.soap import SoapHandler
@@ -128,8 +129,32 @@ def _log_line(meta: CallMeta, started: float, status: int) -> None:
     )
 
 
+class _Root(resource.Resource):
+    """Unknown paths get a plain 404 (Twisted's NoResource is deprecated and
+    warns on every use)."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
+        return pages.notFound()
+
+    def render(self, request: server.Request) -> bytes:
+        body: bytes = pages.notFound().render(request)
+        return body
+
+
 class _ThreadedResource(resource.Resource):
     isLeaf = True  # noqa: N815 - Twisted's name
+
+    def render(self, request: server.Request) -> Any:
+        try:
+            return super().render(request)
+        except UnsupportedMethod as exc:
+            if request.method == b"HEAD":
+                raise  # Twisted answers HEAD from render_GET
+            # Twisted's own 405 page is a deprecated class that warns on each use
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b", ".join(exc.allowedMethods))
+            request.setHeader(b"content-type", b"text/plain")
+            return b"method not allowed\n"
 
     def __init__(self, pool: ThreadPool, reactor: Any = None) -> None:
         super().__init__()
@@ -266,7 +291,7 @@ def build_root(
     reactor: Any = None,
     public_url: str | None = None,
 ) -> resource.Resource:
-    root = resource.Resource()
+    root = _Root()
     root.putChild(b"soap", SoapResource(soap, pool, reactor, public_url))
     root.putChild(b"xmlrpc", XmlRpcResource(xmlrpc, pool, reactor))
     root.putChild(b"health", HealthResource(health, pool, reactor))
