@@ -563,3 +563,59 @@ def test_unknown_paths_and_methods_are_plain_4xx(server, method, path, status):
     r = requests.request(method, f"{server}{path}", timeout=30)
     assert r.status_code == status
     _assert_no_traceback(r.text)
+
+
+# ---------------------------------------------------------------- idle connections
+
+
+def test_idle_connections_are_closed(env, monkeypatch):
+    """A client that connects and says nothing is dropped after the idle timeout
+    (60 s in production; 1 s here), and one mid-request is not cut off meanwhile."""
+    from twisted.internet import reactor, threads
+    from twisted.python.threadpool import ThreadPool
+
+    from pba_server.api.http import IDLE_TIMEOUT_S, PbaSite, build_root
+    from tests.conftest import _start_reactor
+
+    assert IDLE_TIMEOUT_S <= 120
+    _start_reactor()
+    pool = ThreadPool(minthreads=1, maxthreads=2, name="pba-idle-test")
+    app = env.app
+
+    def setup():
+        pool.start()
+        root = build_root(app.soap, app.xmlrpc, app.health, pool, reactor)
+        site = PbaSite(root, app.settings.max_request_bytes, idle_timeout=1)
+        return reactor.listenTCP(0, site, interface="127.0.0.1")
+
+    ops = env.app.dispatcher.operations
+    whoami = ops["WhoAmI"].func
+
+    def slow_whoami(ctx):
+        time.sleep(1.5)  # longer than the idle timeout
+        return whoami(ctx)
+
+    monkeypatch.setitem(ops, "WhoAmI", replace(ops["WhoAmI"], func=slow_whoami))
+    port = threads.blockingCallFromThread(reactor, setup)
+    try:
+        addr = ("127.0.0.1", port.getHost().port)
+        with socket.create_connection(addr, timeout=10) as idle:
+            started = time.monotonic()
+            assert idle.recv(100) == b""  # closed by the server
+            assert 0.5 < time.monotonic() - started < SECONDS
+        with socket.create_connection(addr, timeout=10) as busy:
+            body = _xmlrpc("WhoAmI")
+            busy.sendall(
+                f"POST /xmlrpc HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            reply = _read_response(busy)
+            while b"</methodResponse>" not in reply:
+                more = busy.recv(65536)
+                assert more, reply
+                reply += more
+            assert reply.startswith(b"HTTP/1.1 200") and b"faultCode" not in reply
+    finally:
+        threads.blockingCallFromThread(reactor, port.stopListening)
+        pool.stop()

@@ -77,11 +77,22 @@ class LimitedRequest(server.Request):
         transport.loseConnection()
 
 
+# Twisted's default keeps an idle connection 12 hours: anyone could hold
+# file descriptors open by connecting and saying nothing. The clock stops
+# while a request is being handled, so slow calls are not cut off.
+IDLE_TIMEOUT_S = 60.0
+
+
 class PbaSite(server.Site):
     requestFactory = LimitedRequest  # noqa: N815 - Twisted's name
 
-    def __init__(self, root: resource.Resource, max_request_bytes: int) -> None:
-        super().__init__(root)
+    def __init__(
+        self,
+        root: resource.Resource,
+        max_request_bytes: int,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ) -> None:
+        super().__init__(root, timeout=idle_timeout)
         self.max_request_bytes = max_request_bytes
         self.displayTracebacks = False
 
