@@ -360,3 +360,17 @@ def test_throttle_is_per_source_address(server, api, env):
     finally:
         other("close")()
     assert _xmlrpc_code(api, "alice", USER_PASSWORD) == 4011  # still locked from 127.0.0.1
+
+
+def test_failed_logins_do_not_flood_the_log_with_tracebacks(server, api, caplog, monkeypatch):
+    import logging
+
+    from pba_server.bootstrap import configure_logging
+
+    for name in ("spyne", "twisted", "alembic", "spyne.application.client"):
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    configure_logging("INFO")
+    caplog.set_level(logging.INFO, logger="pba")
+    for _ in range(3):
+        assert _soap_code(api, "admin", "wrong") == "Client.AuthFailed"
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
