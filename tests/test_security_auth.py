@@ -374,3 +374,22 @@ def test_failed_logins_do_not_flood_the_log_with_tracebacks(server, api, caplog,
     for _ in range(3):
         assert _soap_code(api, "admin", "wrong") == "Client.AuthFailed"
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_concurrent_replays_only_one_wins(server, api):
+    """The same digest message sent 8 times at once: the database's uniqueness
+    on the nonce, not a check in Python, lets exactly one through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = _make_key(api)
+    created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    nonce = b"0123456789abcdef"
+    body = _raw_digest_envelope(
+        key.key_id, _digest(nonce, created, key.secret), base64.b64encode(nonce).decode(), created
+    )
+    with ThreadPoolExecutor(8) as ex:
+        replies = list(ex.map(lambda _i: _post_soap(server, body), range(8)))
+    assert sorted(r.status_code for r in replies) == [200] + [500] * 7
+    for r in replies:
+        if r.status_code == 500:
+            assert "Client.AuthFailed" in r.text and "replay" in r.text, r.text
