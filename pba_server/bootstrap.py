@@ -133,3 +133,6 @@ def configure_logging(level: str) -> None:
     )
     for noisy in ("spyne", "twisted", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # spyne logs every client fault (a wrong password, say) at ERROR with a
+    # traceback: anyone could flood the log. Our access log has the code.
+    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)

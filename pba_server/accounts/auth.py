@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pba_server.accounts.models import Account, ApiKey, User
@@ -125,10 +125,18 @@ class Authenticator:
             self._touch_key(uow, found)
             return principal
 
-        found = self._load_user(uow, login)
+        found, failures, last_failure_at = self._load_user(uow, login, address)
         token = self._cache.token(login, password, found.password_hash if found else "")
         if found is not None and self._cache.hit(token):
-            return found.principal()
+            if not failures:
+                return found.principal()
+            # A lockout holds for a cached password too, or it would tell a
+            # guesser which guess is right; a success then resets the count.
+            self._throttle(failures, last_failure_at)
+            principal = found.principal()
+            uow.session.rollback()
+            self._succeeded(login, address)
+            return principal
         uow.session.rollback()
         self._check_throttle(login, address)
         if found is None:
@@ -185,13 +193,18 @@ class Authenticator:
             self._failed(login, address)
             raise AuthFailed("invalid login or password")
         principal = found.principal()
-        self._remember_nonce(nonce_b64, now)
+        # Keyed by the bytes, re-encoded: Base64 has several spellings of one
+        # value ("QQ==" and "QR==" are both b"A") and the digest covers the bytes.
+        self._remember_nonce(base64.b64encode(nonce).decode("ascii"), now)
         self._touch_key(uow, found)
         return principal
 
     # -------------------------------------------------------------- internals
 
-    def _load_user(self, uow: UnitOfWork, login: str) -> _Found | None:
+    def _load_user(
+        self, uow: UnitOfWork, login: str, address: str
+    ) -> tuple[_Found | None, int, datetime | None]:
+        """The user, and this login's failure count from this address (same query)."""
         row = uow.session.execute(
             select(
                 User.id,
@@ -202,11 +215,19 @@ class Authenticator:
                 Account.id,
                 Account.path,
                 Account.status,
+                LoginFailure.failures,
+                LoginFailure.last_failure_at,
             )
             .join(Account, User.account_id == Account.id)
+            .outerjoin(
+                LoginFailure,
+                and_(LoginFailure.login == User.login, LoginFailure.address == address[:64]),
+            )
             .where(User.login == login)
         ).first()
-        return _Found(*row) if row else None
+        if row is None:
+            return None, 0, None
+        return _Found(*row[:8]), row[8] or 0, row[9]
 
     def _load_key(self, uow: UnitOfWork, key_id: str) -> _Found | None:
         row = uow.session.execute(
@@ -256,14 +277,19 @@ class Authenticator:
     def _check_throttle(self, login: str, address: str) -> None:
         with UnitOfWork(self.engine) as side:
             row = side.session.get(LoginFailure, (login[:128], address[:64]))
-            if row is None or row.failures < FREE_FAILURES:
-                return
-            wait = min(2 ** (row.failures - FREE_FAILURES), MAX_LOCKOUT_S)
-            remaining = (row.last_failure_at + timedelta(seconds=wait)) - self.clock.now()
-            if remaining.total_seconds() > 0:
-                raise TooManyAttempts(
-                    f"too many failed logins; try again in {int(remaining.total_seconds()) + 1} s"
-                )
+            if row is not None:
+                self._throttle(row.failures, row.last_failure_at)
+
+    def _throttle(self, failures: int, last_failure_at: datetime | None) -> None:
+        """TooManyAttempts while the backoff after ``failures`` has not passed."""
+        if failures < FREE_FAILURES or last_failure_at is None:
+            return
+        wait = min(2 ** min(failures - FREE_FAILURES, 16), MAX_LOCKOUT_S)
+        remaining = (last_failure_at + timedelta(seconds=wait)) - self.clock.now()
+        if remaining.total_seconds() > 0:
+            raise TooManyAttempts(
+                f"too many failed logins; try again in {int(remaining.total_seconds()) + 1} s"
+            )
 
     def _failed(self, login: str, address: str) -> None:
         for _attempt in range(3):

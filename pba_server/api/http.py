@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web import resource, server
+from twisted.web import pages, resource, server
+from twisted.web.error import UnsupportedMethod
 
 from pba_server.api.dispatch import CallMeta, Credentials
 from pba_server.api.soap import SoapHandler
@@ -78,11 +79,22 @@ class LimitedRequest(server.Request):
         transport.loseConnection()
 
 
+# Twisted's default keeps an idle connection 12 hours: anyone could hold
+# file descriptors open by connecting and saying nothing. The clock stops
+# while a request is being handled, so slow calls are not cut off.
+IDLE_TIMEOUT_S = 60.0
+
+
 class PbaSite(server.Site):
     requestFactory = LimitedRequest  # noqa: N815 - Twisted's name
 
-    def __init__(self, root: resource.Resource, max_request_bytes: int) -> None:
-        super().__init__(root)
+    def __init__(
+        self,
+        root: resource.Resource,
+        max_request_bytes: int,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ) -> None:
+        super().__init__(root, timeout=idle_timeout)
         self.max_request_bytes = max_request_bytes
         self.displayTracebacks = False
 
@@ -147,8 +159,32 @@ def _log_line(meta: CallMeta, started: float, status: int) -> None:
     )
 
 
+class _Root(resource.Resource):
+    """Unknown paths get a plain 404 (Twisted's NoResource is deprecated and
+    warns on every use)."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
+        return pages.notFound()
+
+    def render(self, request: server.Request) -> bytes:
+        body: bytes = pages.notFound().render(request)
+        return body
+
+
 class _ThreadedResource(resource.Resource):
     isLeaf = True  # noqa: N815 - Twisted's name
+
+    def render(self, request: server.Request) -> Any:
+        try:
+            return super().render(request)
+        except UnsupportedMethod as exc:
+            if request.method == b"HEAD":
+                raise  # Twisted answers HEAD from render_GET
+            # Twisted's own 405 page is a deprecated class that warns on each use
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b", ".join(exc.allowedMethods))
+            request.setHeader(b"content-type", b"text/plain")
+            return b"method not allowed\n"
 
     def __init__(self, pool: ThreadPool, reactor: Any = None) -> None:
         super().__init__()
@@ -227,7 +263,7 @@ class SoapResource(_ThreadedResource):
         return self._run(
             request,
             meta,
-            lambda: self.handler.handle(body, ctype, creds, meta),
+            lambda: self.handler.respond(body, ctype, creds, meta),
             b"text/xml; charset=utf-8",
         )
 
@@ -285,7 +321,7 @@ def build_root(
     reactor: Any = None,
     public_url: str | None = None,
 ) -> resource.Resource:
-    root = resource.Resource()
+    root = _Root()
     root.putChild(b"soap", SoapResource(soap, pool, reactor, public_url))
     root.putChild(b"xmlrpc", XmlRpcResource(xmlrpc, pool, reactor))
     root.putChild(b"health", HealthResource(health, pool, reactor))

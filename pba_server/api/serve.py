@@ -40,16 +40,32 @@ def start_pool(threads: int, reactor_: Any = None) -> ThreadPool:
 
 
 def _tls_factory(app: App, site: PbaSite) -> Any:
-    from twisted.internet import ssl
-    from twisted.protocols.tls import TLSMemoryBIOFactory
+    return tls_factory(site, app.settings.tls_cert, app.settings.tls_key)
 
-    s = app.settings
-    with open(s.tls_cert, "rb") as f:
-        cert_data = f.read()
-    with open(s.tls_key, "rb") as f:
-        key_data = f.read()
-    cert = ssl.PrivateCertificate.loadPEM(cert_data + b"\n" + key_data)
-    return TLSMemoryBIOFactory(cert.options(), False, site)
+
+def tls_factory(site: PbaSite, cert_file: str, key_file: str) -> Any:
+    """``site`` wrapped in TLS (1.2 or newer, Twisted's default minimum).
+
+    ``cert_file`` may be a full chain (leaf first, then intermediates, as
+    certbot's fullchain.pem): every certificate in it is sent, or clients
+    that only know the root could not verify the leaf.
+    """
+    try:
+        from twisted.internet import ssl
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+    except ImportError as exc:  # pyOpenSSL, from the Twisted[tls] extra
+        raise SystemExit(f"the TLS listener needs pyOpenSSL (Twisted[tls]): {exc}") from None
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    with open(cert_file, "rb") as f:
+        certs = x509.load_pem_x509_certificates(f.read())
+    with open(key_file, "rb") as f:
+        key = load_pem_private_key(f.read(), password=None)
+    # cryptography objects, not pyOpenSSL's X509 (deprecated in pyOpenSSL 26)
+    options = ssl.CertificateOptions(privateKey=key, certificate=certs[0], extraCertChain=certs[1:])
+    return TLSMemoryBIOFactory(options, False, site)
 
 
 class ListenError(OSError):

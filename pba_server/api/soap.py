@@ -13,6 +13,7 @@ import logging
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, get_args
+from xml.sax.saxutils import escape as xml_escape
 
 from lxml import etree
 from spyne import (
@@ -46,6 +47,7 @@ TNS = "urn:pba-server:v1"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 NS_SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_WSDL_PLACEHOLDER = "http://pba-server.invalid/soap-address-placeholder"
 
 
 class PbaFault(Fault):
@@ -78,6 +80,19 @@ def fault_for(err: PbaError, correlation_id: str) -> PbaFault:
     fault.detail = el
     fault.pba_error = err  # type: ignore[attr-defined]
     return fault
+
+
+def fault_document(err: PbaError, correlation_id: str) -> bytes:
+    """A whole SOAP 1.1 fault envelope, built without spyne (its last resort)."""
+    env = etree.Element(f"{{{NS_SOAP_ENV}}}Envelope", nsmap={"soap11env": NS_SOAP_ENV})
+    fault = etree.SubElement(
+        etree.SubElement(env, f"{{{NS_SOAP_ENV}}}Body"), f"{{{NS_SOAP_ENV}}}Fault"
+    )
+    etree.SubElement(fault, "faultcode").text = f"soap11env:{err.code}"
+    etree.SubElement(fault, "faultstring").text = err.message
+    detail = fault_for(err, correlation_id).detail
+    etree.SubElement(fault, "detail").append(detail)
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
 
 
 # ---------------------------------------------------------------- type mapping
@@ -229,6 +244,17 @@ class HardenedSoap11(Soap11):
         ctx.in_document = (root, {})
         ctx.transport.req.creds_wss = read_wss(root)
 
+    def decompose_incoming_envelope(self, ctx: Any, message: Any = Soap11.REQUEST) -> None:
+        # spyne dereferences a missing or empty Body (AttributeError, not a Fault)
+        root = ctx.in_document[0]
+        body = root.find(f"{{{NS_SOAP_ENV}}}Body")
+        if root.tag == f"{{{NS_SOAP_ENV}}}Envelope" and (body is None or len(body) == 0):
+            raise fault_for(
+                MalformedRequest("the SOAP Body must hold one operation element"),
+                ctx.transport.req.meta.correlation_id,
+            )
+        super().decompose_incoming_envelope(ctx, message)
+
 
 def read_wss(envelope: etree._Element) -> Credentials | None:
     token = envelope.find(
@@ -291,7 +317,7 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
             out_protocol=Soap11(),
         )
         super().__init__(app)
-        self._wsdl_cache: dict[str, bytes] = {}
+        self._wsdl_template: bytes | None = None
 
     def _method(self, op: Operation) -> Any:
         mapper = self.mapper
@@ -321,13 +347,20 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         )(method)
 
     def wsdl(self, url: str) -> bytes:
-        doc = self._wsdl_cache.get(url)
-        if doc is None:
+        """The WSDL with ``url`` as the service address.
+
+        Built once, with a placeholder address: the URL comes from the
+        request's Host header, and a document built and cached per URL let
+        anyone grow memory and block the reactor (~40 ms a build) by varying it.
+        """
+        template = self._wsdl_template
+        if template is None:
             w = Wsdl11(self.app.interface)
-            w.build_interface_document(url)
-            doc = stable_wsdl(w.get_interface_document())
-            self._wsdl_cache[url] = doc
-        return doc
+            w.build_interface_document(_WSDL_PLACEHOLDER)
+            template = self._wsdl_template = stable_wsdl(w.get_interface_document())
+        return template.replace(
+            _WSDL_PLACEHOLDER.encode(), xml_escape(url, {'"': "&quot;"}).encode("utf-8")
+        )
 
     def handle(
         self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
@@ -357,6 +390,19 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         out = b"".join(p_ctx.out_string)
         p_ctx.close()
         return status, out
+
+    def respond(
+        self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
+    ) -> tuple[int, bytes]:
+        """:meth:`handle`, and a SOAP Server.Internal fault (never a traceback)
+        should anything escape it; the traceback goes to the log with the cid."""
+        try:
+            return self.handle(body, content_type, creds, meta)
+        except Exception:
+            log.exception("SOAP request failed [cid=%s]", meta.correlation_id)
+            meta.extra["code"] = InternalError.code
+            err = InternalError(f"internal error (correlation id {meta.correlation_id})")
+            return 500, fault_document(err, meta.correlation_id)
 
     def _client_fault(self, err: Any, meta: CallMeta) -> PbaFault:
         if isinstance(err, PbaFault):
