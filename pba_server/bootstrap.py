@@ -26,6 +26,7 @@ log = logging.getLogger("pba")
 def load_operations() -> dict[str, Operation]:
     """Import every feature's service module so its operations register."""
     import pba_server.accounts.service
+    import pba_server.catalog.service
     import pba_server.core.audit  # noqa: F401
 
     return registry()
@@ -90,10 +91,11 @@ def check_schema(engine: Engine, settings: Settings) -> None:
             f"the database schema ({current}) is newer than this pba-server ({head}); "
             "upgrade pba-server"
         )
+    shown = engine.url.render_as_string(hide_password=True)  # not the password into logs
     raise SchemaNotCurrent(
         f"the database schema is {'empty' if current is None else 'behind'} "
         f"(at {current or 'nothing'}, this server needs {head}); run:\n"
-        f"    pba-server migrate --database '{settings.database}'"
+        f"    pba-server migrate --database '{shown}'"
     )
 
 
@@ -131,3 +133,6 @@ def configure_logging(level: str) -> None:
     )
     for noisy in ("spyne", "twisted", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # spyne logs every client fault (a wrong password, say) at ERROR with a
+    # traceback: anyone could flood the log. Our access log has the code.
+    logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)

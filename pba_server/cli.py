@@ -10,7 +10,8 @@ from typing import Any
 
 from pba_server import config
 
-WSDL_PATH = Path(__file__).resolve().parent.parent / "wsdl" / "pba.wsdl"
+# relative to the working directory: an installed package has no source tree to write into
+WSDL_PATH = Path("wsdl") / "pba.wsdl"
 WSDL_LOCATION = "http://127.0.0.1:8080/soap"
 
 
@@ -69,9 +70,10 @@ def parser() -> argparse.ArgumentParser:
         "export-wsdl",
         help="write the WSDL to wsdl/pba.wsdl",
         description="Write the WSDL the server serves, with the address "
-        f"{WSDL_LOCATION}, to a file.",
+        f"{WSDL_LOCATION}, to a file (default: wsdl/pba.wsdl under the current directory; "
+        "run it from the repository root to refresh the committed copy).",
     )
-    w.add_argument("--output", default=str(WSDL_PATH))
+    w.add_argument("--output", default=str(WSDL_PATH), help="default: %(default)s")
     return ap
 
 
@@ -117,13 +119,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     from pba_server.api import serve
 
-    if settings.workers > 1:
-        app.engine.dispose()
-        argv = [a for a in sys.argv[1:]]
-        return serve.run_master(
-            argv, settings.workers, settings.host, settings.port, settings.tls_port
-        )
-    serve.run_worker(app)
+    try:
+        if settings.workers > 1:
+            app.engine.dispose()
+            argv = [a for a in sys.argv[1:]]
+            return serve.run_master(
+                argv, settings.workers, settings.host, settings.port, settings.tls_port
+            )
+        serve.run_worker(app)
+    except serve.ListenError as exc:
+        print(f"pba-server: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -153,13 +159,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     if state == "empty":
         migrate.upgrade(engine)
     elif state != "current":
-        print(
-            f"pba-server: the database schema is {state}; run pba-server migrate first",
-            file=sys.stderr,
-        )
+        advice = "upgrade pba-server" if state == "ahead" else "run pba-server migrate first"
+        print(f"pba-server: the database schema is {state}; {advice}", file=sys.stderr)
         return 2
     password = args.admin_password
-    if password is None and sys.stdin.isatty():
+    if password is None and sys.stdin is not None and sys.stdin.isatty():  # None: fd 0 closed
         password = getpass.getpass("admin password: ")
         if password != getpass.getpass("again: "):
             print("pba-server: passwords differ", file=sys.stderr)
@@ -207,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         "init": cmd_init,
         "export-wsdl": cmd_export_wsdl,
     }[args.command]
-    return handler(args)
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return handler(args)
+    except DBAPIError as exc:
+        # an operator's mistake (wrong URL, database down): one line, no traceback
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        print(f"pba-server: cannot use the database: {reason}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

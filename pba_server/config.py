@@ -76,8 +76,16 @@ def load(
     settings = replace(settings, **env_values)
     if overrides:
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    if settings.database.startswith("sqlite:///") and not settings.database.startswith(
-        "sqlite:////"
-    ):
-        Path(settings.database[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    _make_sqlite_dir(settings.database)
     return settings
+
+
+def _make_sqlite_dir(url: str) -> None:
+    """Create the directory an SQLite file goes in (relative or absolute path)."""
+    if not url.startswith("sqlite"):
+        return
+    from sqlalchemy.engine import make_url
+
+    path = make_url(url).database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

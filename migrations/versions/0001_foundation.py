@@ -48,6 +48,16 @@ def upgrade() -> None:
     sa.Column('last_failure_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('login', 'address', name=op.f('pk_login_failures'))
     )
+    op.create_table('scheduled_jobs',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('next_run_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_status', sa.String(length=16), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('runs', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_scheduled_jobs'))
+    )
     op.create_table('used_nonces',
     sa.Column('nonce', sa.String(length=128), nullable=False),
     sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
@@ -151,6 +161,7 @@ def downgrade() -> None:
     op.drop_table('contacts')
     op.drop_index(op.f('ix_used_nonces_seen_at'), table_name='used_nonces')
     op.drop_table('used_nonces')
+    op.drop_table('scheduled_jobs')
     op.drop_table('login_failures')
     op.drop_index('ix_accounts_path', table_name='accounts', postgresql_ops={'path': 'varchar_pattern_ops'})
     op.drop_index('ix_accounts_parent_type', table_name='accounts')

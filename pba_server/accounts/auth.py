@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy import Engine, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pba_server.accounts.models import Account, ApiKey, User
@@ -95,25 +95,6 @@ class _Found:
         )
 
 
-# Read on every call, so built once and on the tables (Core, not ORM entities):
-# half the CPU of the ORM path, and these reads only need the values.
-_U = User.__table__.c
-_A = Account.__table__.c
-_K = ApiKey.__table__.c
-_USER_COLUMNS = (_U.id, _U.login, _U.password_hash, _U.status, _U.roles, _A.id, _A.path, _A.status)
-_USER_BY_LOGIN = (
-    select(*_USER_COLUMNS)
-    .join_from(User.__table__, Account.__table__, _U.account_id == _A.id)
-    .where(_U.login == bindparam("login"))
-)
-_KEY_BY_ID = (
-    select(*_USER_COLUMNS, _K.id, _K.key_id, _K.secret_encrypted, _K.last_used_at)
-    .join_from(ApiKey.__table__, User.__table__, _K.user_id == _U.id)
-    .join(Account.__table__, _U.account_id == _A.id)
-    .where(_K.key_id == bindparam("key_id"), _K.revoked_at.is_(None))
-)
-
-
 class Authenticator:
     """Authentication is the first thing done in a call's unit of work. The fast
     path only reads. Whenever something must be written (a failure counted, a
@@ -125,7 +106,6 @@ class Authenticator:
         self.secrets = secret_box
         self.clock = clock
         self._cache = _VerifiedCache()
-        self._nonce_purge_at = 0.0
 
     # -------------------------------------------------------------- entry points
 
@@ -145,10 +125,18 @@ class Authenticator:
             self._touch_key(uow, found)
             return principal
 
-        found = self._load_user(uow, login)
+        found, failures, last_failure_at = self._load_user(uow, login, address)
         token = self._cache.token(login, password, found.password_hash if found else "")
         if found is not None and self._cache.hit(token):
-            return found.principal()
+            if not failures:
+                return found.principal()
+            # A lockout holds for a cached password too, or it would tell a
+            # guesser which guess is right; a success then resets the count.
+            self._throttle(failures, last_failure_at)
+            principal = found.principal()
+            uow.session.rollback()
+            self._succeeded(login, address)
+            return principal
         uow.session.rollback()
         self._check_throttle(login, address)
         if found is None:
@@ -205,18 +193,62 @@ class Authenticator:
             self._failed(login, address)
             raise AuthFailed("invalid login or password")
         principal = found.principal()
-        self._remember_nonce(nonce_b64, now)
+        # Keyed by the bytes, re-encoded: Base64 has several spellings of one
+        # value ("QQ==" and "QR==" are both b"A") and the digest covers the bytes.
+        self._remember_nonce(base64.b64encode(nonce).decode("ascii"), now)
         self._touch_key(uow, found)
         return principal
 
     # -------------------------------------------------------------- internals
 
-    def _load_user(self, uow: UnitOfWork, login: str) -> _Found | None:
-        row = uow.session.execute(_USER_BY_LOGIN, {"login": login}).first()
-        return _Found(*row) if row else None
+    def _load_user(
+        self, uow: UnitOfWork, login: str, address: str
+    ) -> tuple[_Found | None, int, datetime | None]:
+        """The user, and this login's failure count from this address (same query)."""
+        row = uow.session.execute(
+            select(
+                User.id,
+                User.login,
+                User.password_hash,
+                User.status,
+                User.roles,
+                Account.id,
+                Account.path,
+                Account.status,
+                LoginFailure.failures,
+                LoginFailure.last_failure_at,
+            )
+            .join(Account, User.account_id == Account.id)
+            .outerjoin(
+                LoginFailure,
+                and_(LoginFailure.login == User.login, LoginFailure.address == address[:64]),
+            )
+            .where(User.login == login)
+        ).first()
+        if row is None:
+            return None, 0, None
+        return _Found(*row[:8]), row[8] or 0, row[9]
 
     def _load_key(self, uow: UnitOfWork, key_id: str) -> _Found | None:
-        row = uow.session.execute(_KEY_BY_ID, {"key_id": key_id}).first()
+        row = uow.session.execute(
+            select(
+                User.id,
+                User.login,
+                User.password_hash,
+                User.status,
+                User.roles,
+                Account.id,
+                Account.path,
+                Account.status,
+                ApiKey.id,
+                ApiKey.key_id,
+                ApiKey.secret_encrypted,
+                ApiKey.last_used_at,
+            )
+            .join(User, ApiKey.user_id == User.id)
+            .join(Account, User.account_id == Account.id)
+            .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+        ).first()
         return _Found(*row) if row else None
 
     def _touch_key(self, uow: UnitOfWork, found: _Found) -> None:
@@ -240,24 +272,24 @@ class Authenticator:
                 side.session.flush()
             except IntegrityError:
                 raise AuthFailed("WS-Security Nonce was already used (replay)") from None
-            if time.monotonic() > self._nonce_purge_at:
-                self._nonce_purge_at = time.monotonic() + 60
-                side.session.execute(
-                    delete(UsedNonce).where(UsedNonce.seen_at < now - 2 * DIGEST_WINDOW)
-                )
             side.commit()
 
     def _check_throttle(self, login: str, address: str) -> None:
         with UnitOfWork(self.engine) as side:
             row = side.session.get(LoginFailure, (login[:128], address[:64]))
-            if row is None or row.failures < FREE_FAILURES:
-                return
-            wait = min(2 ** (row.failures - FREE_FAILURES), MAX_LOCKOUT_S)
-            remaining = (row.last_failure_at + timedelta(seconds=wait)) - self.clock.now()
-            if remaining.total_seconds() > 0:
-                raise TooManyAttempts(
-                    f"too many failed logins; try again in {int(remaining.total_seconds()) + 1} s"
-                )
+            if row is not None:
+                self._throttle(row.failures, row.last_failure_at)
+
+    def _throttle(self, failures: int, last_failure_at: datetime | None) -> None:
+        """TooManyAttempts while the backoff after ``failures`` has not passed."""
+        if failures < FREE_FAILURES or last_failure_at is None:
+            return
+        wait = min(2 ** min(failures - FREE_FAILURES, 16), MAX_LOCKOUT_S)
+        remaining = (last_failure_at + timedelta(seconds=wait)) - self.clock.now()
+        if remaining.total_seconds() > 0:
+            raise TooManyAttempts(
+                f"too many failed logins; try again in {int(remaining.total_seconds()) + 1} s"
+            )
 
     def _failed(self, login: str, address: str) -> None:
         for _attempt in range(3):

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -23,7 +24,8 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
-from twisted.web import resource, server
+from twisted.web import pages, resource, server
+from twisted.web.error import UnsupportedMethod
 
 from pba_server.api.dispatch import CallMeta, Credentials
 from pba_server.api.soap import SoapHandler
@@ -33,6 +35,7 @@ access_log = logging.getLogger("pba.access")
 log = logging.getLogger("pba.http")
 
 _CID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_UNSAFE_RE = re.compile(r"[^\x21-\x7e]")  # keeps the log line one line of key=value fields
 _TOO_LARGE = b"request body too large"
 
 
@@ -76,16 +79,43 @@ class LimitedRequest(server.Request):
         transport.loseConnection()
 
 
+# Twisted's default keeps an idle connection 12 hours: anyone could hold
+# file descriptors open by connecting and saying nothing. The clock stops
+# while a request is being handled, so slow calls are not cut off.
+IDLE_TIMEOUT_S = 60.0
+
+
 class PbaSite(server.Site):
     requestFactory = LimitedRequest  # noqa: N815 - Twisted's name
 
-    def __init__(self, root: resource.Resource, max_request_bytes: int) -> None:
-        super().__init__(root)
+    def __init__(
+        self,
+        root: resource.Resource,
+        max_request_bytes: int,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ) -> None:
+        super().__init__(root, timeout=idle_timeout)
         self.max_request_bytes = max_request_bytes
         self.displayTracebacks = False
 
+    def getResourceFor(self, request: Any) -> Any:  # noqa: N802 - Twisted's name
+        request.pba_started = time.perf_counter()
+        return super().getResourceFor(request)
+
     def log(self, request: Any) -> None:
-        pass  # our own access log line is written per call
+        """One line for a request that did not write its own (GET ?wsdl, 404, 405)."""
+        if request.responseHeaders.hasHeader(b"x-correlation-id") or getattr(
+            request, "_rejected", False
+        ):
+            return  # an API call, /health or a 413: already logged
+        meta = _meta(request, "http")
+        method = request.method.decode("ascii", "replace")
+        path = request.uri[:200].decode("ascii", "replace")
+        meta.operation = _UNSAFE_RE.sub("_", f"{method}:{path}")
+        status = int(request.code)
+        if status >= 400:
+            meta.extra["code"] = f"HTTP.{status}"
+        _log_line(meta, getattr(request, "pba_started", time.perf_counter()), status)
 
 
 def _credentials(request: server.Request) -> Credentials:
@@ -114,7 +144,7 @@ def _meta(request: server.Request, protocol: str) -> CallMeta:
 
 def _log_line(meta: CallMeta, started: float, status: int) -> None:
     access_log.info(
-        "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s%s",
+        "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s pid=%d%s",
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         meta.user,
         meta.operation,
@@ -124,12 +154,37 @@ def _log_line(meta: CallMeta, started: float, status: int) -> None:
         status,
         meta.correlation_id,
         meta.source_address,
+        os.getpid(),  # which worker process served it (serve --workers N)
         " replay=1" if meta.extra.get("idempotent_replay") else "",
     )
 
 
+class _Root(resource.Resource):
+    """Unknown paths get a plain 404 (Twisted's NoResource is deprecated and
+    warns on every use)."""
+
+    def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
+        return pages.notFound()
+
+    def render(self, request: server.Request) -> bytes:
+        body: bytes = pages.notFound().render(request)
+        return body
+
+
 class _ThreadedResource(resource.Resource):
     isLeaf = True  # noqa: N815 - Twisted's name
+
+    def render(self, request: server.Request) -> Any:
+        try:
+            return super().render(request)
+        except UnsupportedMethod as exc:
+            if request.method == b"HEAD":
+                raise  # Twisted answers HEAD from render_GET
+            # Twisted's own 405 page is a deprecated class that warns on each use
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b", ".join(exc.allowedMethods))
+            request.setHeader(b"content-type", b"text/plain")
+            return b"method not allowed\n"
 
     def __init__(self, pool: ThreadPool, reactor: Any = None) -> None:
         super().__init__()
@@ -208,7 +263,7 @@ class SoapResource(_ThreadedResource):
         return self._run(
             request,
             meta,
-            lambda: self.handler.handle(body, ctype, creds, meta),
+            lambda: self.handler.respond(body, ctype, creds, meta),
             b"text/xml; charset=utf-8",
         )
 
@@ -266,7 +321,7 @@ def build_root(
     reactor: Any = None,
     public_url: str | None = None,
 ) -> resource.Resource:
-    root = resource.Resource()
+    root = _Root()
     root.putChild(b"soap", SoapResource(soap, pool, reactor, public_url))
     root.putChild(b"xmlrpc", XmlRpcResource(xmlrpc, pool, reactor))
     root.putChild(b"health", HealthResource(health, pool, reactor))

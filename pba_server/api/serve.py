@@ -18,6 +18,7 @@ from twisted.python.threadpool import ThreadPool
 
 from pba_server.api.http import PbaSite, build_root
 from pba_server.bootstrap import App
+from pba_server.scheduler.jobs import Ticker
 
 log = logging.getLogger("pba")
 reactor: Any = _reactor
@@ -39,16 +40,36 @@ def start_pool(threads: int, reactor_: Any = None) -> ThreadPool:
 
 
 def _tls_factory(app: App, site: PbaSite) -> Any:
-    from twisted.internet import ssl
-    from twisted.protocols.tls import TLSMemoryBIOFactory
+    return tls_factory(site, app.settings.tls_cert, app.settings.tls_key)
 
-    s = app.settings
-    with open(s.tls_cert, "rb") as f:
-        cert_data = f.read()
-    with open(s.tls_key, "rb") as f:
-        key_data = f.read()
-    cert = ssl.PrivateCertificate.loadPEM(cert_data + b"\n" + key_data)
-    return TLSMemoryBIOFactory(cert.options(), False, site)
+
+def tls_factory(site: PbaSite, cert_file: str, key_file: str) -> Any:
+    """``site`` wrapped in TLS (1.2 or newer, Twisted's default minimum).
+
+    ``cert_file`` may be a full chain (leaf first, then intermediates, as
+    certbot's fullchain.pem): every certificate in it is sent, or clients
+    that only know the root could not verify the leaf.
+    """
+    try:
+        from twisted.internet import ssl
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+    except ImportError as exc:  # pyOpenSSL, from the Twisted[tls] extra
+        raise SystemExit(f"the TLS listener needs pyOpenSSL (Twisted[tls]): {exc}") from None
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    with open(cert_file, "rb") as f:
+        certs = x509.load_pem_x509_certificates(f.read())
+    with open(key_file, "rb") as f:
+        key = load_pem_private_key(f.read(), password=None)
+    # cryptography objects, not pyOpenSSL's X509 (deprecated in pyOpenSSL 26)
+    options = ssl.CertificateOptions(privateKey=key, certificate=certs[0], extraCertChain=certs[1:])
+    return TLSMemoryBIOFactory(options, False, site)
+
+
+class ListenError(OSError):
+    """The address is taken, not ours, or not valid: said in one line."""
 
 
 # Linux spreads new connections evenly over the listening sockets of one
@@ -64,8 +85,12 @@ def listen_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.s
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.setblocking(False)
     return sock
 
@@ -117,10 +142,6 @@ def _profile_worker(pool: ThreadPool, directory: str) -> None:
 def run_worker(app: App, fds: list[int] | None = None) -> None:
     """Serve in this process: on inherited sockets (worker) or new ones."""
     s = app.settings
-    pool = start_pool(s.threads)
-    if os.environ.get("PBA_PROFILE_DIR"):
-        _profile_worker(pool, os.environ["PBA_PROFILE_DIR"])
-    site = make_site(app, pool)
     socks: list[socket.socket] = []
     if fds:
         plain_fd = fds[0]
@@ -132,17 +153,31 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
         if s.tls_port:
             socks.append(listen_socket(s.host, s.tls_port))
             tls_fd = socks[1].fileno()
-    family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-    reactor.adoptStreamPort(plain_fd, family, site)
-    if tls_fd is not None:
-        reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    # The pool's threads are not daemons: started before a failure, they
+    # would keep the process alive forever, so bind first and stop on error.
+    pool = start_pool(s.threads)
+    if os.environ.get("PBA_PROFILE_DIR"):
+        _profile_worker(pool, os.environ["PBA_PROFILE_DIR"])
+    try:
+        site = make_site(app, pool)
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        reactor.adoptStreamPort(plain_fd, family, site)
+        if tls_fd is not None:
+            reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+    except BaseException:
+        pool.stop()
+        raise
     for sk in socks:
         sk.close()  # the reactor holds its own duplicate
+    if fds:
+        _stop_with_master(os.getppid())
     reactor.suggestThreadPoolSize(4)
-    # Everything built so far (spyne's and SQLAlchemy's object graphs, some
-    # 100,000 objects) lives as long as the process: keep it out of the
-    # collector's full passes, which otherwise cost milliseconds each.
-    gc.collect()
+    ticker = Ticker(app.engine, app.clock)
+    ticker.start()
+    reactor.addSystemEventTrigger("before", "shutdown", ticker.stop)
+    # What start-up built lives as long as the process: keep it out of the
+    # collector's way (and out of the final collection, which otherwise makes
+    # a SIGTERM take seconds).
     gc.freeze()
     reactor.run()
 
@@ -177,6 +212,20 @@ def _worker_sockets(host: str, port: int, tls_port: int, n: int) -> list[list[so
     return per_worker
 
 
+def _stop_with_master(master: int) -> None:
+    """A worker whose master is gone (killed with SIGKILL) stops instead of lingering."""
+    from twisted.internet.task import LoopingCall
+
+    def check() -> None:
+        if os.getppid() != master:
+            log.warning("worker %d: the master process %d is gone; stopping", os.getpid(), master)
+            watch.stop()
+            reactor.stop()
+
+    watch = LoopingCall(check)
+    watch.start(1.0, now=False)
+
+
 def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls_port: int) -> int:
     """Bind, then start ``settings_workers`` copies of this command as workers."""
     worker_socks = _worker_sockets(host, port, tls_port, settings_workers)
@@ -205,8 +254,11 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for i in range(settings_workers):
+        if stopping:  # SIGTERM while starting: start no more
+            break
         children.append(spawn(i))
     restarts: list[float] = []
+    gave_up = False
     while not stopping:
         time.sleep(0.5)
         for i, c in enumerate(children):
@@ -217,6 +269,7 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
             restarts = [t for t in restarts if now - t < 60] + [now]
             if len(restarts) > 5 * settings_workers:
                 log.error("workers keep dying (last exit %s); giving up", code)
+                gave_up = True
                 stop(0, None)
                 break
             log.warning("worker %d exited with %s; starting a new one", c.pid, code)
@@ -226,4 +279,5 @@ def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls
             c.wait(timeout=10)
         except subprocess.TimeoutExpired:
             c.kill()
-    return 0
+            c.wait()
+    return 1 if gave_up else 0

@@ -13,6 +13,7 @@ import logging
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, get_args
+from xml.sax.saxutils import escape as xml_escape
 
 from lxml import etree
 from spyne import (
@@ -46,6 +47,7 @@ TNS = "urn:pba-server:v1"
 NS_WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 NS_WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
 NS_SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_WSDL_PLACEHOLDER = "http://pba-server.invalid/soap-address-placeholder"
 
 
 class PbaFault(Fault):
@@ -80,6 +82,19 @@ def fault_for(err: PbaError, correlation_id: str) -> PbaFault:
     return fault
 
 
+def fault_document(err: PbaError, correlation_id: str) -> bytes:
+    """A whole SOAP 1.1 fault envelope, built without spyne (its last resort)."""
+    env = etree.Element(f"{{{NS_SOAP_ENV}}}Envelope", nsmap={"soap11env": NS_SOAP_ENV})
+    fault = etree.SubElement(
+        etree.SubElement(env, f"{{{NS_SOAP_ENV}}}Body"), f"{{{NS_SOAP_ENV}}}Fault"
+    )
+    etree.SubElement(fault, "faultcode").text = f"soap11env:{err.code}"
+    etree.SubElement(fault, "faultstring").text = err.message
+    detail = fault_for(err, correlation_id).detail
+    etree.SubElement(fault, "detail").append(detail)
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="UTF-8"))
+
+
 # ---------------------------------------------------------------- type mapping
 
 
@@ -90,13 +105,17 @@ class TypeMapper:
         self._models: dict[type, type[ComplexModel]] = {}
         self._names: dict[str, type] = {}
 
-    def spyne_type(self, tp: Any, *, required: bool) -> Any:
+    def spyne_type(self, tp: Any, *, required: bool, param: bool = False) -> Any:
         inner, optional = unwrap_optional(tp)
         item = list_item(inner)
         if item is not None:
             # repeated elements, not a wrapper type: clients get a plain list
+            # a required list parameter needs at least one item; a result
+            # list may be empty
             return self._base(unwrap_optional(item)[0]).customize(
-                min_occurs=0, max_occurs="unbounded", nillable=False
+                min_occurs=1 if param and required and not optional else 0,
+                max_occurs="unbounded",
+                nillable=False,
             )
         base = self._base(inner)
         if required and not optional:
@@ -177,6 +196,46 @@ class _Members:
     """Values of one response object, for spyne's serializer."""
 
 
+# ---------------------------------------------------------------- WSDL
+
+_XSD = "{http://www.w3.org/2001/XMLSchema}"
+_SCHEMA_ORDER = {f"{_XSD}import": 0, f"{_XSD}simpleType": 1, f"{_XSD}complexType": 2}
+
+
+def stable_wsdl(doc: bytes) -> bytes:
+    """The same WSDL on every run, without spyne's leftovers.
+
+    spyne emits schema types in an order that changes from one process to the
+    next (it walks sets), so they are sorted here: the committed
+    wsdl/pba.wsdl is then compared byte for byte. spyne also leaves an unused
+    ``*ParentType`` copy of every customized enumeration, which Java's
+    wsimport would turn into a useless enum class; those are dropped.
+    """
+    root = etree.fromstring(doc)
+    used = {
+        value.rpartition(":")[2]
+        for el in root.iter()
+        for attr in ("type", "base", "element")
+        if (value := el.get(attr))
+    }
+    for schema in root.iter(f"{_XSD}schema"):
+        children = list(schema)
+        for child in children:
+            schema.remove(child)
+        kept = [
+            c
+            for c in children
+            if not (
+                c.tag == f"{_XSD}simpleType"
+                and (c.get("name") or "").endswith("ParentType")
+                and c.get("name") not in used
+            )
+        ]
+        kept.sort(key=lambda c: (_SCHEMA_ORDER.get(str(c.tag), 3), c.get("name") or ""))
+        schema.extend(kept)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
 # ---------------------------------------------------------------- protocol
 
 
@@ -192,6 +251,17 @@ class HardenedSoap11(Soap11):
         # No id table: SOAP-encoding href resolution is an amplification vector.
         ctx.in_document = (root, {})
         ctx.transport.req.creds_wss = read_wss(root)
+
+    def decompose_incoming_envelope(self, ctx: Any, message: Any = Soap11.REQUEST) -> None:
+        # spyne dereferences a missing or empty Body (AttributeError, not a Fault)
+        root = ctx.in_document[0]
+        body = root.find(f"{{{NS_SOAP_ENV}}}Body")
+        if root.tag == f"{{{NS_SOAP_ENV}}}Envelope" and (body is None or len(body) == 0):
+            raise fault_for(
+                MalformedRequest("the SOAP Body must hold one operation element"),
+                ctx.transport.req.meta.correlation_id,
+            )
+        super().decompose_incoming_envelope(ctx, message)
 
 
 def read_wss(envelope: etree._Element) -> Credentials | None:
@@ -255,13 +325,13 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
             out_protocol=Soap11(),
         )
         super().__init__(app)
-        self._wsdl_cache: dict[str, bytes] = {}
+        self._wsdl_template: bytes | None = None
 
     def _method(self, op: Operation) -> Any:
         mapper = self.mapper
         dispatcher = self.dispatcher
         names = [p.name for p in op.params]
-        in_types = [mapper.spyne_type(p.type, required=p.required) for p in op.params]
+        in_types = [mapper.spyne_type(p.type, required=p.required, param=True) for p in op.params]
         result_tp = op.result
         returns = (
             mapper.spyne_type(result_tp, required=True) if result_tp is not type(None) else None
@@ -285,13 +355,20 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         )(method)
 
     def wsdl(self, url: str) -> bytes:
-        doc = self._wsdl_cache.get(url)
-        if doc is None:
+        """The WSDL with ``url`` as the service address.
+
+        Built once, with a placeholder address: the URL comes from the
+        request's Host header, and a document built and cached per URL let
+        anyone grow memory and block the reactor (~40 ms a build) by varying it.
+        """
+        template = self._wsdl_template
+        if template is None:
             w = Wsdl11(self.app.interface)
-            w.build_interface_document(url)
-            doc = w.get_interface_document()
-            self._wsdl_cache[url] = doc
-        return doc
+            w.build_interface_document(_WSDL_PLACEHOLDER)
+            template = self._wsdl_template = stable_wsdl(w.get_interface_document())
+        return template.replace(
+            _WSDL_PLACEHOLDER.encode(), xml_escape(url, {'"': "&quot;"}).encode("utf-8")
+        )
 
     def handle(
         self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
@@ -321,6 +398,19 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         out = b"".join(p_ctx.out_string)
         p_ctx.close()
         return status, out
+
+    def respond(
+        self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
+    ) -> tuple[int, bytes]:
+        """:meth:`handle`, and a SOAP Server.Internal fault (never a traceback)
+        should anything escape it; the traceback goes to the log with the cid."""
+        try:
+            return self.handle(body, content_type, creds, meta)
+        except Exception:
+            log.exception("SOAP request failed [cid=%s]", meta.correlation_id)
+            meta.extra["code"] = InternalError.code
+            err = InternalError(f"internal error (correlation id {meta.correlation_id})")
+            return 500, fault_document(err, meta.correlation_id)
 
     def _client_fault(self, err: Any, meta: CallMeta) -> PbaFault:
         if isinstance(err, PbaFault):

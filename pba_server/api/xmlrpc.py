@@ -11,6 +11,7 @@ error's number and its faultString starts with the stable code.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import xmlrpc.client
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -18,9 +19,17 @@ from typing import Any
 
 from pba_server.api import xmlsafe
 from pba_server.api.dispatch import CallMeta, Credentials, Dispatcher
-from pba_server.core.errors import MalformedRequest, PbaError, UnknownOperation, ValidationError
+from pba_server.core.errors import (
+    InternalError,
+    MalformedRequest,
+    PbaError,
+    UnknownOperation,
+    ValidationError,
+)
 from pba_server.core.operations import Operation
 from pba_server.core.schema import is_literal, list_item, unwrap_optional
+
+log = logging.getLogger("pba.xmlrpc")
 
 INT32_MAX = 2**31 - 1
 
@@ -101,6 +110,16 @@ class XmlRpcHandler:
                 xmlrpc.client.Fault(err.number, f"{err.code}: {msg}"),
                 methodresponse=True,
                 allow_none=True,
+            ).encode("utf-8")
+        except Exception:
+            log.exception("XML-RPC request failed [cid=%s]", meta.correlation_id)
+            meta.extra["code"] = InternalError.code
+            return xmlrpc.client.dumps(
+                xmlrpc.client.Fault(
+                    InternalError.number,
+                    f"{InternalError.code}: internal error (correlation id {meta.correlation_id})",
+                ),
+                methodresponse=True,
             ).encode("utf-8")
 
     def _invoke(
