@@ -544,7 +544,8 @@ def test_wsdl_per_host_header_is_not_built_or_kept_per_host(server, env, monkeyp
     # and the document is byte for byte what spyne builds for that address
     direct = soap.Wsdl11(env.app.soap.app.interface)
     direct.build_interface_document("http://127.0.0.1:8080/soap")
-    assert env.app.soap.wsdl("http://127.0.0.1:8080/soap") == direct.get_interface_document()
+    expected = soap.stable_wsdl(direct.get_interface_document())
+    assert env.app.soap.wsdl("http://127.0.0.1:8080/soap") == expected
 
 
 @pytest.mark.parametrize(
