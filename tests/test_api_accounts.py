@@ -432,3 +432,33 @@ def test_audit_log(api):
     before = admin.AuditLogList().total
     soap_fault(admin.AccountCreate, type="reseller", name="x")
     assert admin.AuditLogList().total == before
+
+
+def test_soap_fault_shape_and_schema_errors_name_the_field(api, server):
+    """A fault holds faultcode, faultstring and the typed detail, nothing else; an
+    enumeration refused by the schema names the field path like XML-RPC does."""
+    import requests
+    from lxml import etree
+
+    body = (
+        '<?xml version="1.0"?><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"'
+        ' xmlns:t="urn:pba-server:v1"><s:Body><t:AccountCreate><t:type>customer_personal</t:type>'
+        "<t:name>x</t:name><t:contacts><t:kind>billing</t:kind><t:name>n</t:name>"
+        "<t:email>e@x.example</t:email></t:contacts><t:contacts><t:kind>zz</t:kind>"
+        "<t:name>n</t:name><t:email>e@x.example</t:email></t:contacts></t:AccountCreate>"
+        "</s:Body></s:Envelope>"
+    )
+    r = requests.post(
+        f"{server}/soap",
+        data=body,
+        timeout=30,
+        headers={"Content-Type": "text/xml"},
+        auth=("admin", api.env.admin_password),
+    )
+    assert r.status_code == 500
+    fault = etree.fromstring(r.content).find(".//{http://schemas.xmlsoap.org/soap/envelope/}Fault")
+    assert [c.tag for c in fault] == ["faultcode", "faultstring", "detail"]
+    assert fault.findtext("faultstring").startswith("contacts[1].kind: ")
+    assert fault.find("detail/{urn:pba-server:v1}PbaFault/{urn:pba-server:v1}field").text == (
+        "contacts[1].kind"
+    )

@@ -64,3 +64,25 @@ def test_purge_jobs_forget_old_idempotency_keys(api, env):
     # the key is forgotten: the same key now creates a second account
     admin.AccountCreate(type="customer_personal", name="A", idempotency_key="old-key")
     assert admin.AccountList().total == 2
+
+
+def test_purge_forgets_day_old_login_failures(env):
+    from pba_server.core.models import LoginFailure
+
+    with UnitOfWork(env.app.engine) as uow:
+        now = env.clock.now()
+        uow.session.add_all(
+            [
+                LoginFailure(
+                    login="old",
+                    address="1.2.3.4",
+                    failures=9,
+                    last_failure_at=now - timedelta(days=2),
+                ),
+                LoginFailure(login="new", address="1.2.3.4", failures=9, last_failure_at=now),
+            ]
+        )
+        uow.commit()
+    assert "purge-login-failures" in run_due(env.app.engine, env.clock)
+    with UnitOfWork(env.app.engine) as uow:
+        assert [r.login for r in uow.session.scalars(select(LoginFailure))] == ["new"]

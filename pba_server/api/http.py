@@ -70,12 +70,11 @@ class LimitedRequest(server.Request):
             b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
         )
-        access_log.info(
-            "%s %s - - 413 0.0ms body>%d",
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "-",
-            self._limit(),
-        )
+        peer = getattr(self.getClientAddress(), "host", "-")
+        meta = CallMeta(correlation_id="-", source_address=peer, protocol="http")
+        meta.operation = f"body>{self._limit()}"
+        meta.extra["code"] = "Client.RequestTooLarge"
+        _log_line(meta, time.perf_counter(), 413)
         transport.loseConnection()
 
 

@@ -8,8 +8,10 @@ spyne's protocol steps (parse, validate, deserialize, call, serialize) itself.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, get_args
@@ -242,6 +244,8 @@ def stable_wsdl(doc: bytes) -> bytes:
 class HardenedSoap11(Soap11):
     """Soap11 parsing through our hardened parser; WS-Security header read here."""
 
+    list_paths: dict[str, frozenset[str]] = {}
+
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         body = b"".join(ctx.in_string)
         try:
@@ -261,7 +265,102 @@ class HardenedSoap11(Soap11):
                 MalformedRequest("the SOAP Body must hold one operation element"),
                 ctx.transport.req.meta.correlation_id,
             )
-        super().decompose_incoming_envelope(ctx, message)
+        try:
+            super().decompose_incoming_envelope(ctx, message)
+        except _SchemaError as err:
+            raise fault_for(
+                ValidationError(err.field, err.reason), ctx.transport.req.meta.correlation_id
+            ) from None
+
+    def set_validator(self, validator: Any) -> None:
+        super().set_validator(validator)
+        if self.validator is self.SCHEMA_VALIDATION:
+            self.validate_document = self._validate_lxml
+
+    def _validate_lxml(self, payload: etree._Element) -> None:
+        """spyne's lxml validation, with the fault naming the field at fault."""
+        schema = self.validation_schema
+        if schema.validate(payload):
+            return
+        errors = list(schema.error_log)
+        first = errors[0] if errors else None
+        if first is None:
+            raise _SchemaError(None, "the request does not match the WSDL")
+        op = etree.QName(payload).localname
+        raise _SchemaError(
+            _field_path(first.path, self.list_paths.get(op, frozenset())),
+            _schema_reason(first.message),
+        )
+
+
+class _SchemaError(Exception):
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+_XPATH_STEP = re.compile(r"^(?:[\w.-]+:)?([\w.-]+)(?:\[(\d+)\])?$")
+
+
+def _field_path(xpath: str | None, lists: frozenset[str]) -> str | None:
+    """``/tns:PlanCreate/tns:periods[2]/tns:unit`` -> ``periods[1].unit`` (0-based;
+    ``lists`` names the list fields, so a lone item still reads ``periods[0]``)."""
+    if not xpath:
+        return None
+    parts: list[str] = []
+    plain: list[str] = []
+    for step in xpath.strip("/").split("/")[1:]:  # the first step is the operation
+        m = _XPATH_STEP.match(step)
+        if not m:
+            return None
+        name, index = m.groups()
+        plain.append(name)
+        if index is None and ".".join(plain) in lists:
+            index = "1"
+        parts.append(f"{name}[{int(index) - 1}]" if index else name)
+    return ".".join(parts) or None
+
+
+def list_paths(params: list[tuple[str, Any]]) -> frozenset[str]:
+    """Dotted paths (without indexes) of every list field below these parameters."""
+    out: set[str] = set()
+
+    def walk(prefix: str, tp: Any) -> None:
+        inner = unwrap_optional(tp)[0]
+        item = list_item(inner)
+        if item is not None:
+            out.add(prefix)
+            inner = unwrap_optional(item)[0]
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            for name, ftype, _r in fields_of(inner):
+                walk(f"{prefix}.{name}", ftype)
+
+    for name, tp in params:
+        walk(name, tp)
+    return frozenset(out)
+
+
+def _schema_reason(message: str) -> str:
+    """libxml2's message without the element's namespace noise."""
+    reason = re.sub(r"^Element '[^']*': ", "", message)
+    reason = re.sub(r"^\[facet '[^']*'\] ", "", reason)
+    return re.sub(r"\{urn:pba-server:v1\}", "", reason).strip()
+
+
+class _FaultSoap11(Soap11):
+    """Soap11 output whose faults hold faultcode, faultstring and our typed
+    detail only (spyne would append PbaFault's members again, as nil elements
+    after the detail, which strict clients reject)."""
+
+    def fault_to_parent(
+        self, ctx: Any, cls: Any, inst: Any, parent: Any, ns: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        fault = etree.SubElement(parent, f"{{{self.ns_soap_env}}}Fault")
+        etree.SubElement(fault, "faultcode").text = f"{self.soap_env}:{inst.faultcode}"
+        etree.SubElement(fault, "faultstring").text = inst.faultstring
+        if isinstance(inst.detail, etree._Element):
+            etree.SubElement(fault, "detail").append(copy.deepcopy(inst.detail))
 
 
 def read_wss(envelope: etree._Element) -> Credentials | None:
@@ -322,9 +421,12 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
             tns=TNS,
             name="PbaServer",
             in_protocol=HardenedSoap11(validator="lxml"),
-            out_protocol=Soap11(),
+            out_protocol=_FaultSoap11(),
         )
         super().__init__(app)
+        app.in_protocol.list_paths = {
+            op.name: list_paths([(p.name, p.type) for p in op.params]) for op in operations.values()
+        }
         self._wsdl_template: bytes | None = None
 
     def _method(self, op: Operation) -> Any:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
-from pba_server.core.models import UsedNonce
+from pba_server.core.models import LoginFailure, UsedNonce
 from pba_server.scheduler.models import ScheduledJob
 
 log = logging.getLogger("pba.jobs")
@@ -51,11 +51,20 @@ def _purge_nonces(uow: UnitOfWork, clock: Clock) -> str:
     return f"{getattr(result, 'rowcount', 0)} WS-Security nonce(s) removed"
 
 
+def _purge_login_failures(uow: UnitOfWork, clock: Clock) -> str:
+    # the longest lockout is 15 minutes; a day-old count no longer slows anyone
+    result = uow.session.execute(
+        delete(LoginFailure).where(LoginFailure.last_failure_at < clock.now() - timedelta(days=1))
+    )
+    return f"{getattr(result, 'rowcount', 0)} stale login-failure count(s) removed"
+
+
 JOBS: dict[str, Job] = {
     j.name: j
     for j in (
         Job("purge-idempotency-keys", timedelta(hours=1), _purge_idempotency_keys),
         Job("purge-nonces", timedelta(minutes=10), _purge_nonces),
+        Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
     )
 }
 
