@@ -73,6 +73,7 @@ def test_invoice_lifecycle_payments_and_statement(call):
         },
     )
     assert [ln["link_type"] for ln in inv["lines"]] == ["one_off", "usage"]
+    assert str(inv["lines"][1]["quantity"]) == "30"  # not 3E+1
     inv = call("InvoiceIssue", invoice_id=draft["id"])
     assert inv["number"] == f"INV-{YEAR}-000001" and inv["status"] == "issued"
     assert (D(inv["subtotal"]), D(inv["tax_total"]), D(inv["total"])) == (

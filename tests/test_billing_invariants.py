@@ -122,7 +122,8 @@ def test_any_sequence_keeps_the_books_sound(env, steps):
             _apply(env, acc, invoices, payments, step)
             event(f"{step[0]} done")
         except (InvalidState, ValidationError) as exc:
-            event(f"{step[0]} refused: {type(exc).__name__}")  # refused: rolled back whole, checked by the books below
+            # refused: rolled back whole, which the checks of the books below confirm
+            event(f"{step[0]} refused: {type(exc).__name__}")
     assert_books_sound(env)
     today = datetime.now(UTC).date()
     with service_ctx(env) as ctx:

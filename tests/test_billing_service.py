@@ -430,3 +430,80 @@ def test_concurrent_issuing_is_gapless(env):
         seqs = sorted(uow.session.scalars(select(Invoice.seq)))
         feed = sorted(uow.session.scalars(select(Invoice.feed_position)))
     assert seqs == list(range(1, 25)) and feed == list(range(1, 25))
+
+
+def _counts(env) -> dict[str, object]:
+    from pba_server.billing import models as m
+
+    with UnitOfWork(env.app.engine) as uow:
+        s = uow.session
+        out: dict[str, object] = {
+            t.__tablename__: s.scalar(select(func.count()).select_from(t))
+            for t in (
+                m.LedgerTransaction,
+                m.LedgerEntry,
+                m.Invoice,
+                m.InvoiceLine,
+                m.CreditNote,
+                m.CreditNoteLine,
+                m.Payment,
+                m.PaymentAllocation,
+            )
+        }
+        out["balances"] = sorted(
+            (r.account_id, r.receivable, r.credit) for r in s.scalars(select(m.AccountBalance))
+        )
+        out["sequences"] = sorted(
+            (r.issuer_id, r.kind, r.last_number) for r in s.scalars(select(m.NumberSequence))
+        )
+        out["invoices"] = sorted(
+            (i.id, i.status, i.paid_amount, i.credited_amount) for i in s.scalars(select(Invoice))
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["issue", "create_and_issue", "pay", "allocate", "credit", "void", "adjust"],
+)
+def test_a_fault_in_the_middle_of_any_operation_leaves_nothing(env, monkeypatch, what):
+    vat(env)
+    acc = customer(env)
+    draft = invoice(env, acc, issue=False)
+    issued = invoice(env, acc)
+    today = datetime.now(UTC).date()
+    with service_ctx(env) as ctx:
+        pay = billing.payment_record(
+            ctx,
+            account_id=acc,
+            amount=D(500),
+            method="cash",
+            reference="r",
+            received_on=today,
+            allocate=False,
+        )
+    before = _counts(env)
+    real = billing.ledger.post
+
+    def post_then_fail(*a, **k):
+        real(*a, **k)  # the entries are written, then the operation fails
+        raise RuntimeError("crash after writing entries")
+
+    monkeypatch.setattr(billing.ledger, "post", post_then_fail)
+    calls = {
+        "issue": lambda c: billing.invoice_issue(c, invoice_id=draft.id),
+        "create_and_issue": lambda c: billing.invoice_create(
+            c, account_id=acc, lines=[line()], issue=True
+        ),
+        "pay": lambda c: billing.payment_record(
+            c, account_id=acc, amount=D(5), method="cash", reference="x", received_on=today
+        ),
+        "allocate": lambda c: billing.payment_allocate(c, payment_id=pay.id),
+        "credit": lambda c: billing.credit_note_create(c, invoice_id=issued.id, reason="r"),
+        "void": lambda c: billing.invoice_void(c, invoice_id=issued.id, reason="r"),
+        "adjust": lambda c: billing.balance_adjust(c, account_id=acc, amount=D(5), reason="r"),
+    }
+    with pytest.raises(RuntimeError), service_ctx(env) as ctx:
+        calls[what](ctx)
+    monkeypatch.undo()
+    assert _counts(env) == before

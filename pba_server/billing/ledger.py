@@ -74,6 +74,12 @@ def balance_row(ctx: CallContext, account_id: int, currency: str) -> AccountBala
     return row  # type: ignore[no-any-return]
 
 
+def balance_of(session: Session, account_id: int, currency: str) -> tuple[Decimal, Decimal]:
+    """(receivable, customer credit) of an account from the cache, without locking."""
+    row = session.get(AccountBalance, (account_id, currency))
+    return (row.receivable, row.credit) if row else (ZERO, ZERO)
+
+
 def post(
     ctx: CallContext,
     *,

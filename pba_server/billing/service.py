@@ -208,18 +208,21 @@ def _q(v: Decimal, cur: str) -> Decimal:
     return quantize(v, cur)
 
 
+def _plain(v: Decimal) -> Decimal:
+    """Without trailing zeros and never in exponent form (30, not 3E+1)."""
+    return v.quantize(Decimal(1)) if v == v.to_integral_value() else v.normalize()
+
+
 def _line_info(ln: InvoiceLine, cur: str) -> InvoiceLineInfo:
     return InvoiceLineInfo(
         id=ln.id,
         position=ln.position,
         description=ln.description,
-        quantity=ln.quantity.normalize()
-        if ln.quantity == ln.quantity.to_integral()
-        else ln.quantity,
+        quantity=_plain(ln.quantity),
         unit_price=_q(ln.unit_price, cur),
         discount=_q(ln.discount, cur),
         tax_inclusive=ln.tax_inclusive,
-        tax_rate=ln.tax_rate,
+        tax_rate=_plain(ln.tax_rate),
         net=_q(ln.net, cur),
         tax=_q(ln.tax, cur),
         total=_q(ln.total, cur),
@@ -518,8 +521,8 @@ def exposure(ctx: CallContext, account_id: int, currency: str) -> Decimal:
     owe the reseller is not counted (their debts are the reseller's risk, not
     its parent's).
     """
-    row = ledger.balance_row(ctx, account_id, currency)
-    return row.receivable + row.credit
+    receivable, credit = ledger.balance_of(ctx.session, account_id, currency)
+    return receivable + credit
 
 
 def check_credit(
@@ -609,7 +612,7 @@ def _tax_info(r: TaxRule) -> TaxRuleInfo:
         seller_id=r.seller_id,
         buyer_country=r.buyer_country,
         name=r.name,
-        rate=r.rate.normalize() if r.rate == r.rate.to_integral() else r.rate,
+        rate=_plain(r.rate),
         reverse_charge=r.reverse_charge,
         buyer_region=r.buyer_region or None,
     )
@@ -711,7 +714,7 @@ def _issue(
         _price_line(ctx, ln, inv, buyer)
     _totals(inv, lines)
     if check_limit:
-        check_credit(ctx, buyer.id, inv.total - _available_credit(ctx, buyer.id, buyer.currency))
+        check_credit(ctx, buyer.id, inv.total)
     inv.seq, inv.number = _next_number(ctx, inv.issuer_id, "invoice")
     inv.feed_position = _next_feed_position(ctx)
     inv.issued_at = ctx.now()
@@ -1129,7 +1132,9 @@ def _payment_info(ctx: CallContext, payments: Sequence[Payment]) -> list[Payment
             .order_by(PaymentAllocation.id)
         ):
             allocs[a.payment_id].append(
-                AllocationInfo(a.invoice_id, _q(a.amount, a_cur(payments, a.payment_id)), num)
+                AllocationInfo(
+                    a.invoice_id, _q(a.amount, _currency_of(payments, a.payment_id)), num
+                )
             )
     return [
         PaymentInfo(
@@ -1149,7 +1154,7 @@ def _payment_info(ctx: CallContext, payments: Sequence[Payment]) -> list[Payment
     ]
 
 
-def a_cur(payments: Sequence[Payment], payment_id: int) -> str:
+def _currency_of(payments: Sequence[Payment], payment_id: int) -> str:
     return next(p.currency for p in payments if p.id == payment_id)
 
 
@@ -1178,6 +1183,8 @@ def payment_record(
         raise ValidationError("reference", "must be 1 to 128 characters")
     if received_on > _today(ctx):
         raise ValidationError("received_on", "is in the future")
+    if invoice_ids is not None and not allocate:
+        raise ValidationError("invoice_ids", "names invoices to allocate to, but allocate is false")
     issuer = seller_of(ctx, acc)
     targets = _unpaid_invoices(ctx, acc, invoice_ids) if allocate else []
     p = Payment(
@@ -1308,7 +1315,7 @@ def account_balance_get(ctx: CallContext, *, account_id: int | None = None) -> B
     minus the exposure (the balance, when positive)."""
     acc = get_account(ctx, account_id if account_id is not None else ctx.principal.account_id)
     c = acc.currency
-    row = ledger.balance_row(ctx, acc.id, c)
+    receivable, credit = ledger.balance_of(ctx.session, acc.id, c)
     overdue = ctx.session.scalar(
         select(
             func.coalesce(
@@ -1320,13 +1327,13 @@ def account_balance_get(ctx: CallContext, *, account_id: int | None = None) -> B
             Invoice.due_date < _today(ctx),
         )
     )
-    bal = row.receivable + row.credit
+    bal = receivable + credit
     return BalanceInfo(
         account_id=acc.id,
         currency=c,
         balance=_q(bal, c),
-        receivable=_q(row.receivable, c),
-        credit=_q(max(-row.credit, ZERO), c),
+        receivable=_q(receivable, c),
+        credit=_q(max(-credit, ZERO), c),
         overdue=_q(Decimal(overdue), c),
         credit_limit=_q(acc.credit_limit, c),
         available_credit=_q(acc.credit_limit - bal, c),
