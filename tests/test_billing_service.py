@@ -553,3 +553,27 @@ def test_concurrent_mixed_money_operations_on_one_account(env):
     # 8 threads x 3 x (10+k) - 24 x 7 paid - 24 x 1 credited
     expected = sum(3 * (10 + k) for k in range(8)) - 24 * 7 - 24
     assert balance(env, acc).balance == D(expected)
+
+
+def test_an_enterprise_does_not_bill_its_departments(env):
+    ent = customer(env, "Ent", type="enterprise", country=None)
+    with service_ctx(env) as ctx:
+        accounts.user_create(
+            ctx,
+            account_id=ent,
+            login="ent",
+            password="a-long-password-1",
+            full_name="E",
+            roles=["admin"],
+        )
+    dept = customer(env, "Dept", login="ent", type="department", country=None)
+    draft = invoice(env, dept, issue=False)
+    assert draft.issuer_id != ent  # the enterprise's seller bills the department
+    with service_ctx(env, "ent") as ctx:
+        with pytest.raises(Forbidden):
+            billing.invoice_create(ctx, account_id=dept, lines=[line()])
+        with pytest.raises(Forbidden):
+            billing.invoice_issue(ctx, invoice_id=draft.id)
+        with pytest.raises(Forbidden):
+            billing.balance_adjust(ctx, account_id=dept, amount=D(-5), reason="r")
+        assert billing.invoice_get(ctx, invoice_id=draft.id).id == draft.id  # may read it

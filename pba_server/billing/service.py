@@ -119,11 +119,19 @@ def seller_of(ctx: CallContext, acc: Account) -> Account:
 
 
 def _billable(ctx: CallContext, account_id: int) -> Account:
-    """A customer account the caller may bill: visible and below the caller's own."""
+    """A customer account the caller may bill: visible, below the caller's own,
+    and sold to by the caller's account or one below it (an enterprise does not
+    bill its departments; their seller does)."""
     acc = get_account(ctx, account_id)
     if acc.id == ctx.principal.account_id or acc.type == "provider":
         raise Forbidden(f"account {acc.id} is billed by its parent, not by itself")
+    _require_seller_side(ctx, seller_of(ctx, acc).path, acc.id)
     return acc
+
+
+def _require_seller_side(ctx: CallContext, issuer_path: str, account_id: int) -> None:
+    if not ctx.principal.sees(issuer_path):
+        raise Forbidden(f"only the seller of account {account_id} (or its parents) bills it")
 
 
 def _net_days(ctx: CallContext, account_id: int) -> int:
@@ -285,6 +293,9 @@ def _get_invoice(ctx: CallContext, invoice_id: int, *, for_update: bool = False)
     row = ctx.session.execute(q).first()
     if row is None or not ctx.principal.sees(row[1]):
         raise NotFound(f"invoice {invoice_id} not found")
+    if for_update:  # changing it is the seller's business
+        issuer_path = ctx.session.scalar(select(Account.path).where(Account.id == row[0].issuer_id))
+        _require_seller_side(ctx, str(issuer_path), row[0].account_id)
     return row[0]  # type: ignore[no-any-return]
 
 
