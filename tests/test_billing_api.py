@@ -180,6 +180,25 @@ def test_faults(call):
         "InvoiceAddLine", invoice_id=inv["id"], line={"description": "y", "unit_price": 1}
     )
     assert code == "Client.InvalidState"
+    code, _ = call.fault(
+        "InvoiceCreate",
+        account_id=acc,
+        lines=[
+            {"description": "x", "unit_price": Decimal("99999999999"), "quantity": Decimal("99999")}
+        ],
+    )
+    assert code == "Client.Validation"  # too large: refused, not a database error
+    code, _ = call.fault(
+        "PaymentRecord",
+        account_id=acc,
+        amount=Decimal("5.00"),
+        method="cash",
+        reference="r",
+        received_on=datetime.now(UTC).date().isoformat(),
+        invoice_ids=[inv["id"]],
+        allocate=False,
+    )
+    assert code == "Client.Validation"
     code, _ = call.fault("InvoiceGet", invoice_id=999999)
     assert code == "Client.NotFound"
     code, _ = call.fault(

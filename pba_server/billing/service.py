@@ -63,7 +63,7 @@ from pba_server.core.errors import (
     NotFound,
     ValidationError,
 )
-from pba_server.core.money import money, quantize, to_decimal
+from pba_server.core.money import MAX_AMOUNT, money, quantize, to_decimal
 from pba_server.core.operations import operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
@@ -75,6 +75,7 @@ SELLERS = ("provider", "reseller")
 DEFAULT_FORMATS = {"invoice": "INV-{year}-{seq:06d}", "credit_note": "CN-{year}-{seq:06d}"}
 FEED = "invoice_feed"
 MAX_NET_DAYS = 365
+MAX_LINES = 1000
 
 # Stored states; "overdue" is derived on read (issued or partially paid, past due).
 INVOICE_STATES = StateMachine(
@@ -345,6 +346,8 @@ def _price_line(ctx: CallContext, ln: InvoiceLine, inv: Invoice, buyer: Account)
     )
     if amounts.total < 0:
         raise ValidationError("discount", "makes the line negative; use a credit note instead")
+    if amounts.total >= MAX_AMOUNT:
+        raise ValidationError("unit_price", "the line total is too large")
     ln.tax_rule_id = rule.id if rule else None
     ln.tax_name = rule.name if rule else None
     ln.tax_rate = rate
@@ -357,6 +360,8 @@ def _totals(inv: Invoice, lines: Sequence[InvoiceLine]) -> None:
     inv.subtotal = sum((ln.net for ln in lines), ZERO)
     inv.tax_total = sum((ln.tax for ln in lines), ZERO)
     inv.total = sum((ln.total for ln in lines), ZERO)
+    if inv.total >= MAX_AMOUNT:
+        raise ValidationError("lines", "the invoice total is too large")
 
 
 def _new_line(
@@ -772,6 +777,8 @@ def invoice_create(
     if buyer.status == "closed":
         raise InvalidState(f"account {buyer.id} is closed")
     issuer = seller_of(ctx, buyer)
+    if len(lines or []) > MAX_LINES:
+        raise ValidationError("lines", f"at most {MAX_LINES} lines per invoice")
     if notes is not None and len(notes) > 4000:
         raise ValidationError("notes", "must be at most 4000 characters")
     inv = Invoice(
@@ -815,6 +822,8 @@ def invoice_add_line(ctx: CallContext, *, invoice_id: int, line: InvoiceLineInpu
         )
         or 0
     )
+    if n >= MAX_LINES:
+        raise ValidationError("line", f"at most {MAX_LINES} lines per invoice")
     ln = _new_line(ctx, inv, buyer, line, n + 1, "line")
     ctx.session.add(ln)
     ctx.session.flush()
