@@ -26,6 +26,7 @@ log = logging.getLogger("pba")
 def load_operations() -> dict[str, Operation]:
     """Import every feature's service module so its operations register."""
     import pba_server.accounts.service
+    import pba_server.billing.service
     import pba_server.catalog.service
     import pba_server.core.audit  # noqa: F401
 

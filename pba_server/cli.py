@@ -66,6 +66,16 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--provider-name", default="Provider")
     i.add_argument("--currency", default="USD", help="the provider's currency (ISO 4217)")
 
+    v = sub.add_parser(
+        "verify-ledger",
+        help="check the books: balanced transactions, balances equal to their entries",
+        description="Recompute every account's balance from the ledger entries and check "
+        "that each transaction balances, that cached balances and unsettled invoices agree "
+        "with the entries and that no invoice or payment is settled beyond its amount. "
+        "Prints each mismatch; exits 1 if there is any.",
+    )
+    _db_arg(v)
+
     w = sub.add_parser(
         "export-wsdl",
         help="write the WSDL to wsdl/pba.wsdl",
@@ -187,6 +197,24 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify_ledger(args: argparse.Namespace) -> int:
+    from pba_server.billing import ledger
+    from pba_server.core.db import UnitOfWork, make_engine
+
+    settings = _settings(args)
+    engine = make_engine(settings.database)
+    with UnitOfWork(engine) as uow:
+        problems = ledger.verify(uow.session)
+    engine.dispose()
+    for p in problems:
+        print(f"mismatch: {p}")
+    if problems:
+        print(f"pba-server: the ledger has {len(problems)} mismatch(es)", file=sys.stderr)
+        return 1
+    print("ledger ok")
+    return 0
+
+
 def wsdl_text() -> bytes:
     from pba_server.api.soap import SoapHandler
     from pba_server.bootstrap import load_operations
@@ -210,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "init": cmd_init,
         "export-wsdl": cmd_export_wsdl,
+        "verify-ledger": cmd_verify_ledger,
     }[args.command]
     from sqlalchemy.exc import DBAPIError
 

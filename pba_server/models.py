@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pba_server.accounts import models as _accounts  # noqa: F401
+from pba_server.billing import models as _billing  # noqa: F401
 from pba_server.catalog import models as _catalog  # noqa: F401
 from pba_server.core import models as _core  # noqa: F401
 from pba_server.core.db import Base
