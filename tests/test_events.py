@@ -28,6 +28,7 @@ from pba_server.events.catalog import EVENT_TYPES
 from pba_server.events.delivery import Deliverer, MailSettings, backoff, sign
 from pba_server.events.models import Delivery, Event
 from pba_server.events.outbox import assign_sequence
+from pba_server.events.templates import jinja_available
 from tests.catalog_support import service_ctx
 from tests.event_receivers import SmtpReceiver, WebhookReceiver
 
@@ -446,9 +447,12 @@ def test_email_to_contacts_over_smtp_with_the_resellers_brand(env: Any, smtp: Sm
     (mail,) = smtp.mails
     assert mail.recipients == ["billing@shop.test"]
     assert mail.sender == "office@brandy.test"  # the reseller's address, not the provider's
-    assert mail.message["Subject"] == "[Brandy] An account was suspended"
+    if jinja_available():
+        assert mail.message["Subject"] == "Your account is suspended"
+    else:
+        assert mail.message["Subject"] == "[Brandy] An account was suspended"
     body = mail.message.get_payload()
-    assert "reason: unpaid" in body and "Brandy" in body
+    assert "unpaid" in body and "Brandy" in body
     with service_ctx(env, "brandy") as ctx:
         (d,) = events.delivery_list(ctx).items
     assert d.status == "delivered" and d.response_code == 250

@@ -72,3 +72,29 @@ def test_subscribe_poll_and_deliver(call: Caller, env: Any, hook: WebhookReceive
         "EventHandlerCreate", name="x", event_types=["nope"], action="webhook", url=hook.url
     )
     assert code.endswith("Validation") and "nope" in msg
+
+
+def test_templates_over_the_wire(call: Caller) -> None:
+    pytest.importorskip("jinja2")
+    t = call(
+        "NotificationTemplateSet",
+        event_type="payment.failed",
+        subject="{{ brand }}: payment failed",
+        text_body="{{ data.amount }} {{ data.currency }}",
+    )
+    assert t["account_id"] == 1 and t["language"] == "en"
+    out = call(
+        "NotificationTemplatePreview", event_type="payment.failed", payload='{"amount": "9.50"}'
+    )
+    assert out["text_body"] == "9.50 EUR"
+    got = call("NotificationTemplateGet", event_type="invoice.overdue")
+    assert got.get("account_id") is None and "overdue" in got["subject"]
+    assert [x["event_type"] for x in call("NotificationTemplateList")] == ["payment.failed"]
+    code, _msg = call.fault(
+        "NotificationTemplateSet",
+        event_type="payment.failed",
+        subject="x",
+        text_body="{{ ''.__class__ }}",
+    )
+    assert code.endswith("Validation")
+    assert call("NotificationTemplateDelete", event_type="payment.failed") is True

@@ -1,8 +1,8 @@
-"""events: the outbox, event handlers, deliveries and their attempts
+"""events: the outbox, event handlers, deliveries and their attempts, notification templates
 
 Revision ID: 0004
 Revises: 0002
-Create Date: 2026-11-22 05:24:43.040594
+Create Date: 2026-11-22 05:30:51.409959
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('command', sa.Text(), nullable=True),
     sa.Column('email_to', sa.String(length=255), nullable=True),
     sa.Column('contact_kind', sa.String(length=16), nullable=True),
+    sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('retry_for_seconds', sa.Integer(), nullable=False),
     sa.Column('timeout_seconds', sa.Integer(), nullable=False),
@@ -58,6 +59,21 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_event_handlers_account_id'), 'event_handlers', ['account_id'], unique=False)
     op.create_index('ix_event_handlers_account_path', 'event_handlers', ['account_path'], unique=False, postgresql_ops={'account_path': 'varchar_pattern_ops'})
+    op.create_table('notification_templates',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('account_path', sa.String(length=512), nullable=False),
+    sa.Column('event_type', sa.String(length=64), nullable=False),
+    sa.Column('language', sa.String(length=8), nullable=False),
+    sa.Column('subject', sa.Text(), nullable=False),
+    sa.Column('text_body', sa.Text(), nullable=False),
+    sa.Column('html_body', sa.Text(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_notification_templates_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_notification_templates')),
+    sa.UniqueConstraint('account_id', 'event_type', 'language', name=op.f('uq_notification_templates_account_id_event_type_language'))
+    )
+    op.create_index(op.f('ix_notification_templates_account_path'), 'notification_templates', ['account_path'], unique=False)
     op.create_table('event_deliveries',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('event_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -100,6 +116,8 @@ def downgrade() -> None:
     op.drop_index('ix_event_deliveries_handler_status', table_name='event_deliveries')
     op.drop_index(op.f('ix_event_deliveries_event_id'), table_name='event_deliveries')
     op.drop_table('event_deliveries')
+    op.drop_index(op.f('ix_notification_templates_account_path'), table_name='notification_templates')
+    op.drop_table('notification_templates')
     op.drop_index('ix_event_handlers_account_path', table_name='event_handlers', postgresql_ops={'account_path': 'varchar_pattern_ops'})
     op.drop_index(op.f('ix_event_handlers_account_id'), table_name='event_handlers')
     op.drop_table('event_handlers')

@@ -41,9 +41,10 @@ from sqlalchemy.orm import aliased
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.secrets import SecretBox
+from pba_server.events import notifications
 from pba_server.events.models import Delivery, DeliveryAttempt, Event, EventHandler
 from pba_server.events.outbox import assign_sequence
-from pba_server.events.templates import render
+from pba_server.events.templates import Rendered, TemplateError, render
 
 log = logging.getLogger("pba.events")
 
@@ -126,7 +127,8 @@ class Job:
     command: list[str] | None
     recipients: list[str]
     sender: str
-    brand: str
+    rendered: Rendered | None
+    render_error: str | None
     timeout: int
     event: dict[str, Any]
 
@@ -209,10 +211,13 @@ class Deliverer:
         return jobs
 
     def _job(self, s: Any, d: Delivery, h: EventHandler, ev: Event) -> Job:
-        from pba_server.accounts.models import Account, Contact
+        from pba_server.accounts.models import Contact
 
         recipients: list[str] = []
-        sender, brand = self.mail.sender, "pba-server"
+        sender = self.mail.sender
+        rendered: Rendered | None = None
+        render_error: str | None = None
+        payload = json.loads(ev.payload)
         if h.action == "email":
             if h.email_to:
                 recipients = [h.email_to]
@@ -224,16 +229,20 @@ class Deliverer:
                         .order_by(Contact.id)
                     )
                 )
-            owner = s.get(Account, h.account_id)
-            if owner is not None:
-                brand = owner.name
-                own = s.scalar(
-                    select(Contact.email)
-                    .where(Contact.account_id == owner.id, Contact.kind == "administrative")
-                    .order_by(Contact.id)
-                    .limit(1)
+            seller_id, seller = notifications.brand(s, ev.account_path)
+            sender = notifications.sender_address(s, seller_id) or sender
+            template, _row = notifications.resolve(s, ev.type, h.language, ev.account_path)
+            try:
+                rendered = render(
+                    ev.type,
+                    payload,
+                    brand=seller,
+                    template=template,
+                    account=notifications.account_fields(s, ev.account_id),
+                    event={"id": ev.id, "occurred_at": ev.occurred_at.isoformat()},
                 )
-                sender = own or sender
+            except TemplateError as exc:
+                render_error = f"template: {exc}"
         return Job(
             delivery_id=d.id,
             handler_id=h.id,
@@ -243,7 +252,8 @@ class Deliverer:
             command=json.loads(h.command) if h.command else None,
             recipients=recipients,
             sender=sender,
-            brand=brand,
+            rendered=rendered,
+            render_error=render_error,
             timeout=h.timeout_seconds,
             event={
                 "id": ev.id,
@@ -253,7 +263,7 @@ class Deliverer:
                 "account_id": ev.account_id,
                 "subject": {"type": ev.subject_type, "id": ev.subject_id},
                 "correlation_id": ev.correlation_id,
-                "data": json.loads(ev.payload),
+                "data": payload,
                 "delivery_id": d.id,
             },
         )
@@ -371,16 +381,17 @@ class Deliverer:
         if not job.recipients:
             return Outcome(False, None, "no recipient: the account has no contact of that kind")
         if not job.sender:
-            return Outcome(
-                False, None, "no sender address (mail_from or an administrative contact)"
-            )
-        rendered = render(str(job.event["type"]), job.event["data"], brand=job.brand)
+            return Outcome(False, None, "no From address: set mail_from or a contact")
+        if job.rendered is None:
+            return Outcome(False, None, job.render_error or "nothing rendered")
         msg = EmailMessage()
         msg["From"] = job.sender
         msg["To"] = ", ".join(job.recipients)
-        msg["Subject"] = rendered.subject
+        msg["Subject"] = job.rendered.subject
         msg["X-PBA-Event"] = str(job.event["type"])
-        msg.set_content(rendered.text)
+        msg.set_content(job.rendered.text)
+        if job.rendered.html:
+            msg.add_alternative(job.rendered.html, subtype="html")
         try:
             code = self.mailer.send(msg)
         except smtplib.SMTPResponseException as exc:

@@ -76,6 +76,7 @@ class EventHandler(Base):
     command: Mapped[str | None] = mapped_column(Text)  # JSON argv
     email_to: Mapped[str | None] = mapped_column(String(255))
     contact_kind: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str] = mapped_column(String(8), default="en")  # of e-mail templates
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     retry_for_seconds: Mapped[int] = mapped_column(Integer)
     timeout_seconds: Mapped[int] = mapped_column(Integer)
@@ -119,3 +120,20 @@ class DeliveryAttempt(Base):
     duration_ms: Mapped[int] = mapped_column(Integer)
     response_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class NotificationTemplate(Base):
+    """An account's own template for one event type and language (overrides above it)."""
+
+    __tablename__ = "notification_templates"
+    __table_args__ = (UniqueConstraint("account_id", "event_type", "language"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    account_path: Mapped[str] = mapped_column(String(512), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

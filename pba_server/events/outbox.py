@@ -72,7 +72,7 @@ def emit(
 
 def _handlers_for(ctx: CallContext, ev: Event) -> list[EventHandler]:
     """Enabled handlers of the event's account or any account above it."""
-    ancestors = _ancestor_paths(ev.account_path)
+    ancestors = ancestor_paths(ev.account_path)
     cache_key = "events:handlers"
     by_path: dict[str, list[EventHandler]] | None = ctx.cache.get(cache_key)
     if by_path is None:
@@ -99,7 +99,7 @@ def _handlers_for(ctx: CallContext, ev: Event) -> list[EventHandler]:
     return out
 
 
-def _ancestor_paths(path: str) -> list[str]:
+def ancestor_paths(path: str) -> list[str]:
     """ "/1/7/42/" -> ["/1/", "/1/7/", "/1/7/42/"]."""
     parts = [p for p in path.split("/") if p]
     return ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as _secrets
 from urllib.parse import urlsplit
 
@@ -15,9 +16,15 @@ from pba_server.core.errors import Forbidden, InvalidState, NotFound, Validation
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import account_path, visible_path
-from pba_server.events import runtime
+from pba_server.events import notifications, runtime, templates
 from pba_server.events.catalog import EVENT_TYPES
-from pba_server.events.models import Delivery, DeliveryAttempt, Event, EventHandler
+from pba_server.events.models import (
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    EventHandler,
+    NotificationTemplate,
+)
 from pba_server.events.outbox import assign_sequence
 from pba_server.events.types import (
     DeliveryAttemptInfo,
@@ -30,9 +37,12 @@ from pba_server.events.types import (
     EventTypeInfo,
     HandlerAction,
     HandlerContactKind,
+    NotificationTemplateInfo,
+    RenderedNotification,
 )
 
 INTEGRATORS = frozenset({"technical"})  # besides admin
+TEMPLATE_EDITORS = frozenset({"technical", "sales", "support"})
 MAX_RETRY_SECONDS = 7 * 24 * 3600
 MAX_TIMEOUT = 300
 
@@ -121,6 +131,7 @@ def _handler_info(h: EventHandler, secret: str | None = None) -> EventHandlerInf
         command=json.loads(h.command) if h.command else None,
         email_to=h.email_to,
         contact_kind=h.contact_kind,  # type: ignore[arg-type]
+        language=h.language,
         secret=secret,
     )
 
@@ -183,6 +194,15 @@ def _limits(retry_for_seconds: int, timeout_seconds: int) -> None:
         raise ValidationError("timeout_seconds", f"must be between 1 and {MAX_TIMEOUT}")
 
 
+LANGUAGE_RE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
+
+
+def _language(value: str, field: str = "language") -> str:
+    if not LANGUAGE_RE.match(value):
+        raise ValidationError(field, "must be a language code such as en, de or pt-BR")
+    return value
+
+
 def _new_secret() -> str:
     return "whsec_" + _secrets.token_urlsafe(32)
 
@@ -200,6 +220,7 @@ def event_handler_create(
     command: list[str] | None = None,
     email_to: str | None = None,
     contact_kind: HandlerContactKind | None = None,
+    language: str = "en",
     retry_for_seconds: int = 86400,
     timeout_seconds: int = 10,
     enabled: bool = True,
@@ -227,6 +248,7 @@ def event_handler_create(
         name=name,
         event_types=_event_types(event_types),
         action=action,
+        language=_language(language),
         enabled=enabled,
         retry_for_seconds=retry_for_seconds,
         timeout_seconds=timeout_seconds,
@@ -283,6 +305,7 @@ def event_handler_update(
     retry_for_seconds: int | None = None,
     timeout_seconds: int | None = None,
     enabled: bool | None = None,
+    language: str | None = None,
     rotate_secret: bool = False,
 ) -> EventHandlerInfo:
     """Change a handler; omitted fields stay. ``rotate_secret`` gives a webhook a
@@ -307,6 +330,8 @@ def event_handler_update(
         h.timeout_seconds = timeout_seconds
     if enabled is not None:
         h.enabled = enabled
+    if language is not None:
+        h.language = _language(language)
     if url is not None:
         if h.action != "webhook":
             raise ValidationError("url", f"a {h.action} handler has no url")
@@ -459,3 +484,218 @@ def delivery_retry(ctx: CallContext, *, delivery_id: int) -> DeliveryInfo:
     engine = ctx.session.get_bind()
     ctx.uow.after_commit(lambda: runtime.nudge(engine))
     return _delivery_infos(ctx, [(d, etype)])[0]
+
+
+# ---------------------------------------------------------------- templates
+
+
+def _template_info(row: NotificationTemplate) -> NotificationTemplateInfo:
+    return NotificationTemplateInfo(
+        event_type=row.event_type,
+        language=row.language,
+        subject=row.subject,
+        text_body=row.text_body,
+        account_id=row.account_id,
+        html_body=row.html_body,
+        updated_at=row.updated_at,
+    )
+
+
+def _known_type(event_type: str) -> str:
+    if event_type not in EVENT_TYPES:
+        raise ValidationError("event_type", f"unknown event type {event_type!r}")
+    return event_type
+
+
+def _need_jinja() -> None:
+    if not templates.jinja_available():
+        raise InvalidState("notification templates need Jinja2, which is not installed")
+
+
+def _check_template(event_type: str, tpl: templates.Template) -> templates.Rendered:
+    """Render against a sample payload: a template that does not compile, names
+    something unknown or reaches for Python internals is refused here."""
+    ctx = templates.context_for(
+        event_type,
+        templates.sample_payload(event_type),
+        brand="Sample Hosting",
+        account={"id": 42, "name": "Sample Customer", "number": "C-42"},
+        event={"id": 1, "occurred_at": "2026-01-01T00:00:00+00:00"},
+    )
+    try:
+        return templates.render_template(tpl, ctx)
+    except templates.TemplateError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise ValidationError(field, str(exc)) from None
+
+
+@operation("NotificationTemplateSet", roles=TEMPLATE_EDITORS, mutating=True)
+def notification_template_set(
+    ctx: CallContext,
+    *,
+    event_type: str,
+    subject: str,
+    text_body: str,
+    language: str = "en",
+    html_body: str | None = None,
+    account_id: int | None = None,
+) -> NotificationTemplateInfo:
+    """Set ``account_id``'s own template (default: the caller's account) for an
+    event type and language. It applies to notifications about that account and
+    every account below it, unless one of those sets its own: a reseller's
+    template overrides its parent's for the reseller's customers only.
+    Templates are Jinja2, rendered in a sandbox; they see ``event``, ``data``
+    (the payload), ``account`` and ``brand``. A template that does not render
+    against a sample payload is refused."""
+    _need_jinja()
+    _known_type(event_type)
+    _language(language)
+    if not subject.strip():
+        raise ValidationError("subject", "must not be empty")
+    for field, value in (("subject", subject), ("text_body", text_body), ("html_body", html_body)):
+        if value is not None and len(value) > 65536:
+            raise ValidationError(field, "must be at most 65536 characters")
+    _check_template(event_type, templates.Template(subject, text_body, html_body))
+    owner = account_id if account_id is not None else ctx.principal.account_id
+    path = account_path(ctx, owner)
+    row = ctx.session.scalar(
+        select(NotificationTemplate)
+        .where(
+            NotificationTemplate.account_id == owner,
+            NotificationTemplate.event_type == event_type,
+            NotificationTemplate.language == language,
+        )
+        .with_for_update()
+    )
+    if row is None:
+        row = NotificationTemplate(
+            account_id=owner, account_path=path, event_type=event_type, language=language
+        )
+        ctx.session.add(row)
+    row.subject, row.text_body, row.html_body = subject, text_body, html_body
+    row.updated_at = ctx.now()
+    ctx.session.flush()
+    audit.record(
+        ctx,
+        "notification_template",
+        row.id,
+        path,
+        {"set": {"event_type": event_type, "language": language, "subject": subject}},
+    )
+    return _template_info(row)
+
+
+@operation("NotificationTemplateGet", roles=ANY_ROLE)
+def notification_template_get(
+    ctx: CallContext, *, event_type: str, language: str = "en", account_id: int | None = None
+) -> NotificationTemplateInfo:
+    """The template that applies to notifications about ``account_id`` (default:
+    the caller's account): its own, the nearest one set above it, or the
+    built-in default (``account_id`` empty). A language without a template
+    falls back to English. Only templates of visible accounts are shown: a
+    customer sees the default where its parent set one."""
+    _known_type(event_type)
+    _language(language)
+    path = visible_path(ctx, account_id)
+    tpl, row = notifications.resolve(ctx.session, event_type, language, path)
+    if row is not None and ctx.principal.sees(row.account_path):
+        return _template_info(row)
+    if row is not None:  # set above the caller: show what applies, not whose it is
+        return NotificationTemplateInfo(
+            event_type=event_type,
+            language=row.language,
+            subject=tpl.subject,
+            text_body=tpl.text,
+            html_body=tpl.html,
+        )
+    return NotificationTemplateInfo(
+        event_type=event_type,
+        language=templates.DEFAULT_LANGUAGE,
+        subject=tpl.subject,
+        text_body=tpl.text,
+        html_body=tpl.html,
+    )
+
+
+@operation("NotificationTemplateList", roles=ANY_ROLE)
+def notification_template_list(
+    ctx: CallContext, *, account_id: int | None = None
+) -> list[NotificationTemplateInfo]:
+    """The templates ``account_id`` (default: the caller's account) set itself."""
+    owner = account_id if account_id is not None else ctx.principal.account_id
+    account_path(ctx, owner)
+    rows = ctx.session.scalars(
+        select(NotificationTemplate)
+        .where(NotificationTemplate.account_id == owner)
+        .order_by(NotificationTemplate.event_type, NotificationTemplate.language)
+    )
+    return [_template_info(r) for r in rows]
+
+
+@operation("NotificationTemplateDelete", roles=TEMPLATE_EDITORS, mutating=True)
+def notification_template_delete(
+    ctx: CallContext, *, event_type: str, language: str = "en", account_id: int | None = None
+) -> bool:
+    """Remove an account's own template: the one above it (or the default) applies again."""
+    owner = account_id if account_id is not None else ctx.principal.account_id
+    path = account_path(ctx, owner)
+    row = ctx.session.scalar(
+        select(NotificationTemplate).where(
+            NotificationTemplate.account_id == owner,
+            NotificationTemplate.event_type == event_type,
+            NotificationTemplate.language == language,
+        )
+    )
+    if row is None:
+        raise NotFound(f"account {owner} has no {language} template for {event_type}")
+    ctx.session.delete(row)
+    audit.record(
+        ctx,
+        "notification_template",
+        row.id,
+        path,
+        {"deleted": {"event_type": event_type, "language": language}},
+    )
+    return True
+
+
+@operation("NotificationTemplatePreview", roles=ANY_ROLE)
+def notification_template_preview(
+    ctx: CallContext,
+    *,
+    event_type: str,
+    language: str = "en",
+    account_id: int | None = None,
+    payload: str | None = None,
+) -> RenderedNotification:
+    """Render the template that applies to ``account_id`` (default: the caller's
+    account) with ``payload`` (a JSON object; default: sample values for the
+    documented fields), branded as that account's customers would see it."""
+    _need_jinja()
+    _known_type(event_type)
+    _language(language)
+    acc_id = account_id if account_id is not None else ctx.principal.account_id
+    path = account_path(ctx, acc_id)
+    data = templates.sample_payload(event_type)
+    if payload is not None:
+        try:
+            given = json.loads(payload)
+        except ValueError:
+            raise ValidationError("payload", "must be a JSON object") from None
+        if not isinstance(given, dict):
+            raise ValidationError("payload", "must be a JSON object")
+        data.update(given)
+    tpl, _row = notifications.resolve(ctx.session, event_type, language, path)
+    _seller_id, seller = notifications.brand(ctx.session, path)
+    try:
+        out = templates.render(
+            event_type,
+            data,
+            brand=seller,
+            template=tpl,
+            account=notifications.account_fields(ctx.session, acc_id),
+            event={"id": 0, "occurred_at": ctx.now().isoformat()},
+        )
+    except templates.TemplateError as exc:
+        raise ValidationError("payload", str(exc)) from None
+    return RenderedNotification(subject=out.subject, text_body=out.text, html_body=out.html)

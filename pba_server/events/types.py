@@ -62,6 +62,7 @@ class EventHandlerInfo:
     command: list[str] | None = None
     email_to: str | None = None
     contact_kind: HandlerContactKind | None = None
+    language: str = "en"  # of the notification templates an e-mail handler uses
     # the webhook signing secret: returned only by EventHandlerCreate and by
     # EventHandlerUpdate with rotate_secret; stored encrypted
     secret: str | None = None
@@ -98,3 +99,22 @@ class DeliveryPage:
     total: int
     offset: int
     limit: int
+
+
+@dataclass
+class NotificationTemplateInfo:
+    event_type: str
+    language: str
+    subject: str
+    text_body: str
+    # the account whose template this is; None for the built-in default
+    account_id: int | None = None
+    html_body: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class RenderedNotification:
+    subject: str
+    text_body: str
+    html_body: str | None = None
