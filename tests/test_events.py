@@ -542,3 +542,21 @@ def test_sequencing_twice_changes_nothing(env: Any) -> None:
         assert assign_sequence(uow.session) == 1
         assert assign_sequence(uow.session) == 0
         uow.commit()
+
+
+def test_the_scheduler_starts_and_stops_the_delivery_thread(env: Any) -> None:
+    from pba_server.scheduler.jobs import Ticker
+
+    engine = env.app.engine
+    runtime.register(engine, env.app.deliverer, idle_seconds=0.1)
+    ticker = Ticker(engine, env.clock, seconds=3600)
+    ticker.start()
+    loop = runtime._loops[id(engine)]
+    try:
+        assert loop.thread is not None and loop.thread.is_alive()
+    finally:
+        ticker.stop()
+        assert loop.thread is not None
+        loop.thread.join(10)
+        assert not loop.thread.is_alive()
+        runtime.register(engine, env.app.deliverer)

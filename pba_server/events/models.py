@@ -92,6 +92,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "handler_id"),
         Index("ix_event_deliveries_handler_status", "handler_id", "status"),
+        # the deliverer's scan for due work
+        Index("ix_event_deliveries_status_next", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
