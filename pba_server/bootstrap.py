@@ -19,6 +19,8 @@ from pba_server.core.clock import Clock, SystemClock
 from pba_server.core.db import make_engine
 from pba_server.core.operations import Operation, registry
 from pba_server.core.secrets import SecretBox, load_or_create_key
+from pba_server.events import runtime as events_runtime
+from pba_server.events.delivery import Deliverer, MailSettings
 
 log = logging.getLogger("pba")
 
@@ -28,7 +30,8 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.accounts.service
     import pba_server.billing.service
     import pba_server.catalog.service
-    import pba_server.core.audit  # noqa: F401
+    import pba_server.core.audit
+    import pba_server.events.service  # noqa: F401
 
     return registry()
 
@@ -47,6 +50,7 @@ class App:
     dispatcher: Dispatcher
     soap: SoapHandler
     xmlrpc: XmlRpcHandler
+    deliverer: Deliverer
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         try:
@@ -114,6 +118,8 @@ def build_app(
     box = secret_box(settings)
     ops = load_operations()
     dispatcher = Dispatcher(engine, clock, box, ops)
+    deliverer = event_deliverer(settings, engine, clock, box)
+    events_runtime.register(engine, deliverer)
     return App(
         settings=settings,
         engine=engine,
@@ -123,7 +129,20 @@ def build_app(
         dispatcher=dispatcher,
         soap=SoapHandler(dispatcher, ops),
         xmlrpc=XmlRpcHandler(dispatcher, ops),
+        deliverer=deliverer,
     )
+
+
+def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:
+    mail = MailSettings(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        user=settings.smtp_user,
+        password=settings.smtp_password,
+        sender=settings.mail_from,
+    )
+    return Deliverer(engine, clock, box, mail)
 
 
 def configure_logging(level: str) -> None:

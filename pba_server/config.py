@@ -30,6 +30,13 @@ class Settings:
     log_level: str = "INFO"
     access_log: bool = True
     auto_migrate: bool = False  # migrate an empty or behind schema at start (SQLite default)
+    # outgoing e-mail (event notifications); empty smtp_host = e-mail deliveries fail and retry
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_security: str = "none"  # none | starttls | tls
+    smtp_user: str = ""
+    smtp_password: str = ""
+    mail_from: str = ""  # From address when the sending account has no administrative contact
 
 
 _ENV_PREFIX = "PBA_"

@@ -10,6 +10,7 @@ from typing import cast
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
+from pba_server import events
 from pba_server.accounts.models import Account, ApiKey, Contact, User
 from pba_server.accounts.types import (
     AccountInfo,
@@ -203,6 +204,30 @@ def _snapshot(acc: Account) -> dict[str, object]:
     }
 
 
+def _account_event(ctx: CallContext, type: str, acc: Account, **extra: object) -> None:
+    payload: dict[str, object] = {
+        "account_id": acc.id,
+        "number": acc.number or "",
+        "name": acc.name,
+        "type": acc.type,
+        "status": acc.status,
+        "parent_id": acc.parent_id,
+    }
+    payload.update(extra)
+    events.emit(ctx, type, ("account", acc.id), payload, account_id=acc.id, account_path=acc.path)
+
+
+def _account_updated(ctx: CallContext, acc: Account, changes: dict[str, object]) -> None:
+    events.emit(
+        ctx,
+        "account.updated",
+        ("account", acc.id),
+        {"account_id": acc.id, "changes": changes},
+        account_id=acc.id,
+        account_path=acc.path,
+    )
+
+
 def _new_contact(account_id: int, c: ContactInput, field: str) -> Contact:
     return Contact(
         account_id=account_id,
@@ -315,6 +340,7 @@ def account_create(
     ctx.session.add_all(new_contacts)
     ctx.session.flush()
     audit.record(ctx, "account", acc.id, acc.path, {"created": _snapshot(acc)})
+    _account_event(ctx, "account.created", acc)
     return _account_info(acc, new_contacts)
 
 
@@ -394,6 +420,7 @@ def account_update(
     if changes:
         acc.updated_at = ctx.now()
         audit.record(ctx, "account", acc.id, acc.path, changes)
+        _account_updated(ctx, acc, changes)
     return account_info(ctx, acc)
 
 
@@ -416,6 +443,7 @@ def account_set_credit_limit(
             acc.path,
             {"credit_limit": {"from": acc.credit_limit, "to": new}},
         )
+        _account_updated(ctx, acc, {"credit_limit": {"from": acc.credit_limit, "to": new}})
         acc.credit_limit = new
         acc.updated_at = ctx.now()
     return account_info(ctx, acc)
@@ -449,6 +477,9 @@ def account_set_partner_level(
             acc.path,
             {"partner_level": {"from": acc.partner_level, "to": partner_level}},
         )
+        _account_updated(
+            ctx, acc, {"partner_level": {"from": acc.partner_level, "to": partner_level}}
+        )
         acc.partner_level = partner_level
         acc.updated_at = ctx.now()
     return account_info(ctx, acc)
@@ -479,6 +510,7 @@ def _transition(ctx: CallContext, account_id: int, event: str, reason: str | Non
     )
     acc.status = cast(AccountStatus, new)
     acc.updated_at = ctx.now()
+    _account_event(ctx, f"account.{new if new != 'active' else 'resumed'}", acc, reason=reason)
     return account_info(ctx, acc)
 
 
@@ -696,6 +728,21 @@ def user_create(
     )
     info = _user_info(user)
     audit.record(ctx, "user", user.id, acc.path, {"created": info})
+    events.emit(
+        ctx,
+        "user.created",
+        ("user", user.id),
+        {
+            "user_id": user.id,
+            "login": user.login,
+            "account_id": acc.id,
+            "full_name": user.full_name,
+            "email": user.email,
+            "roles": info.roles,
+        },
+        account_id=acc.id,
+        account_path=acc.path,
+    )
     return info
 
 

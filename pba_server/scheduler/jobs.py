@@ -27,6 +27,7 @@ from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
+from pba_server.events import runtime as events_runtime
 from pba_server.scheduler.models import ScheduledJob
 
 log = logging.getLogger("pba.jobs")
@@ -161,6 +162,10 @@ class Ticker:
 
     def start(self) -> None:
         self.scheduler.start()
+        # event delivery has its own thread: woken after each commit that
+        # raised events, and every few seconds for retries that fall due
+        events_runtime.start(self.engine)
 
     def stop(self) -> None:
+        events_runtime.stop(self.engine)
         self.scheduler.shutdown(wait=False)

@@ -1,0 +1,701 @@
+"""Events operations: the catalog, polling, handlers and their deliveries."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets as _secrets
+from urllib.parse import urlsplit
+
+from sqlalchemy import ColumnElement, func, or_, select, text
+
+from pba_server.core import audit
+from pba_server.core.context import CallContext
+from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
+from pba_server.core.operations import ANY_ROLE, operation
+from pba_server.core.paging import check_page
+from pba_server.core.scope import account_path, visible_path
+from pba_server.events import notifications, runtime, templates
+from pba_server.events.catalog import EVENT_TYPES
+from pba_server.events.models import (
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    EventHandler,
+    NotificationTemplate,
+)
+from pba_server.events.outbox import assign_sequence
+from pba_server.events.types import (
+    DeliveryAttemptInfo,
+    DeliveryInfo,
+    DeliveryPage,
+    DeliveryStatus,
+    EventHandlerInfo,
+    EventInfo,
+    EventPage,
+    EventTypeInfo,
+    HandlerAction,
+    HandlerContactKind,
+    NotificationTemplateInfo,
+    RenderedNotification,
+)
+
+INTEGRATORS = frozenset({"technical"})  # besides admin
+TEMPLATE_EDITORS = frozenset({"technical", "sales", "support"})
+MAX_RETRY_SECONDS = 7 * 24 * 3600
+MAX_TIMEOUT = 300
+
+
+# ---------------------------------------------------------------- catalog
+
+
+@operation("EventTypeList", roles=ANY_ROLE)
+def event_type_list(ctx: CallContext) -> list[EventTypeInfo]:
+    """Every event type the server raises, with the fields of its payload."""
+    return [EVENT_TYPES[name].info() for name in sorted(EVENT_TYPES)]
+
+
+# ---------------------------------------------------------------- polling
+
+
+def _event_info(ev: Event) -> EventInfo:
+    return EventInfo(
+        seq=ev.seq or 0,
+        id=ev.id,
+        type=ev.type,
+        occurred_at=ev.occurred_at,
+        account_id=ev.account_id,
+        subject_type=ev.subject_type,
+        subject_id=ev.subject_id,
+        payload=ev.payload,
+        correlation_id=ev.correlation_id,
+    )
+
+
+@operation("EventList", roles=ANY_ROLE)
+def event_list(
+    ctx: CallContext,
+    *,
+    after: int = 0,
+    account_id: int | None = None,
+    types: list[str] | None = None,
+    limit: int = 100,
+) -> EventPage:
+    """Events about ``account_id``'s subtree (default: the caller's) with a cursor
+    above ``after``, oldest first. ``types`` filters by type name (``invoice.*``
+    matches a family). Keep ``next_cursor`` and pass it as ``after`` next time:
+    cursors are gap-free and in publication order, so no event is skipped."""
+    check_page(0, limit)
+    if after < 0:
+        raise ValidationError("after", "must not be negative")
+    path = visible_path(ctx, account_id)
+    for i, t in enumerate(types or []):
+        if t not in EVENT_TYPES and not (t.endswith(".*") and t != ".*"):
+            raise ValidationError(f"types[{i}]", f"unknown event type {t!r}")
+    assign_sequence(ctx.session)
+    q = (
+        select(Event)
+        .where(Event.seq > after, Event.account_path.startswith(path, autoescape=True))
+        .order_by(Event.seq)
+    )
+    if types:
+        exact = [t for t in types if not t.endswith(".*")]
+        families = [t[:-1] for t in types if t.endswith(".*")]
+        conds: list[ColumnElement[bool]] = [Event.type.in_(exact)] if exact else []
+        conds += [Event.type.startswith(f, autoescape=True) for f in families]
+        q = q.where(or_(*conds))
+    rows = list(ctx.session.scalars(q.limit(limit)))
+    return EventPage(
+        items=[_event_info(e) for e in rows],
+        next_cursor=rows[-1].seq or after if rows else after,
+    )
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def _handler_info(h: EventHandler, secret: str | None = None) -> EventHandlerInfo:
+    return EventHandlerInfo(
+        id=h.id,
+        account_id=h.account_id,
+        name=h.name,
+        event_types=h.event_types.split(),
+        action=h.action,  # type: ignore[arg-type]
+        enabled=h.enabled,
+        retry_for_seconds=h.retry_for_seconds,
+        timeout_seconds=h.timeout_seconds,
+        created_at=h.created_at,
+        updated_at=h.updated_at,
+        url=h.url,
+        command=json.loads(h.command) if h.command else None,
+        email_to=h.email_to,
+        contact_kind=h.contact_kind,  # type: ignore[arg-type]
+        language=h.language,
+        secret=secret,
+    )
+
+
+def _get_handler(ctx: CallContext, handler_id: int) -> EventHandler:
+    h = ctx.session.get(EventHandler, handler_id)
+    if h is None or h.deleted_at is not None or not ctx.principal.sees(h.account_path):
+        raise NotFound(f"event handler {handler_id} not found")
+    return h  # type: ignore[no-any-return]
+
+
+def _event_types(types: list[str]) -> str:
+    if not types:
+        raise ValidationError("event_types", "name at least one event type (or *)")
+    for i, t in enumerate(types):
+        if t == "*" or t in EVENT_TYPES:
+            continue
+        if t.endswith(".*") and any(n.startswith(t[:-1]) for n in EVENT_TYPES):
+            continue
+        raise ValidationError(f"event_types[{i}]", f"unknown event type {t!r} (see EventTypeList)")
+    return " ".join(dict.fromkeys(types))
+
+
+def _url(url: str | None) -> str:
+    if not url:
+        raise ValidationError("url", "is required for a webhook")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("url", "must be an http:// or https:// URL with a host")
+    if len(url) > 2048:
+        raise ValidationError("url", "must be at most 2048 characters")
+    return url.strip()
+
+
+def _command(ctx: CallContext, command: list[str] | None) -> str:
+    if not command or not command[0]:
+        raise ValidationError("command", "is required: the executable and its arguments")
+    # Running a program on the server is the provider's privilege, not a reseller's.
+    is_provider = ctx.session.execute(
+        text("SELECT type FROM accounts WHERE id = :id"), {"id": ctx.principal.account_id}
+    ).scalar()
+    if is_provider != "provider" or "admin" not in ctx.principal.roles:
+        raise Forbidden("only the provider's administrators may run commands on events")
+    if not os.path.isabs(command[0]):
+        raise ValidationError("command[0]", "must be an absolute path to an executable")
+    return json.dumps(command)
+
+
+def _email(email_to: str | None, contact_kind: str | None) -> None:
+    if (email_to is None) == (contact_kind is None):
+        raise ValidationError("email_to", "give either email_to or contact_kind")
+    if email_to is not None and ("@" not in email_to or len(email_to) > 255):
+        raise ValidationError("email_to", f"not a valid e-mail address: {email_to!r}")
+
+
+def _limits(retry_for_seconds: int, timeout_seconds: int) -> None:
+    if not 0 <= retry_for_seconds <= MAX_RETRY_SECONDS:
+        raise ValidationError("retry_for_seconds", f"must be between 0 and {MAX_RETRY_SECONDS}")
+    if not 1 <= timeout_seconds <= MAX_TIMEOUT:
+        raise ValidationError("timeout_seconds", f"must be between 1 and {MAX_TIMEOUT}")
+
+
+LANGUAGE_RE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
+
+
+def _language(value: str, field: str = "language") -> str:
+    if not LANGUAGE_RE.match(value):
+        raise ValidationError(field, "must be a language code such as en, de or pt-BR")
+    return value
+
+
+def _new_secret() -> str:
+    return "whsec_" + _secrets.token_urlsafe(32)
+
+
+@operation("EventHandlerCreate", roles=INTEGRATORS, idempotent=True)
+def event_handler_create(
+    ctx: CallContext,
+    *,
+    name: str,
+    event_types: list[str],
+    action: HandlerAction,
+    account_id: int | None = None,
+    url: str | None = None,
+    secret: str | None = None,
+    command: list[str] | None = None,
+    email_to: str | None = None,
+    contact_kind: HandlerContactKind | None = None,
+    language: str = "en",
+    retry_for_seconds: int = 86400,
+    timeout_seconds: int = 10,
+    enabled: bool = True,
+) -> EventHandlerInfo:
+    """Subscribe ``account_id`` (default: the caller's account) to event types
+    raised anywhere in its subtree.
+
+    ``webhook`` POSTs the event as JSON to ``url``, signed with ``secret``
+    (generated when omitted; returned only here). ``email`` sends a
+    notification to ``email_to`` or to the event account's contacts of
+    ``contact_kind``. ``command`` runs an executable (absolute path, then its
+    arguments) with the JSON on standard input; provider administrators only.
+    Failures are retried with exponential backoff for ``retry_for_seconds``,
+    then the delivery is failed; each attempt may take ``timeout_seconds``.
+    """
+    path = account_path(ctx, account_id if account_id is not None else ctx.principal.account_id)
+    name = name.strip()
+    if not name or len(name) > 255:
+        raise ValidationError("name", "must be 1 to 255 characters")
+    _limits(retry_for_seconds, timeout_seconds)
+    now = ctx.now()
+    h = EventHandler(
+        account_id=account_id if account_id is not None else ctx.principal.account_id,
+        account_path=path,
+        name=name,
+        event_types=_event_types(event_types),
+        action=action,
+        language=_language(language),
+        enabled=enabled,
+        retry_for_seconds=retry_for_seconds,
+        timeout_seconds=timeout_seconds,
+        created_at=now,
+        updated_at=now,
+    )
+    shown: str | None = None
+    if action == "webhook":
+        h.url = _url(url)
+        shown = secret or _new_secret()
+        if len(shown) < 16:
+            raise ValidationError("secret", "must be at least 16 characters")
+        h.secret_enc = ctx.secrets.encrypt(shown)
+    elif action == "command":
+        h.command = _command(ctx, command)
+    else:
+        _email(email_to, contact_kind)
+        h.email_to, h.contact_kind = email_to, contact_kind
+    ctx.session.add(h)
+    ctx.session.flush()
+    info = _handler_info(h)
+    audit.record(ctx, "event_handler", h.id, path, {"created": info})
+    return _handler_info(h, shown)
+
+
+@operation("EventHandlerList", roles=ANY_ROLE)
+def event_handler_list(
+    ctx: CallContext, *, account_id: int | None = None
+) -> list[EventHandlerInfo]:
+    """Handlers of ``account_id`` (default: the caller's) and of the accounts below it."""
+    path = visible_path(ctx, account_id)
+    rows = ctx.session.scalars(
+        select(EventHandler)
+        .where(
+            EventHandler.account_path.startswith(path, autoescape=True),
+            EventHandler.deleted_at.is_(None),
+        )
+        .order_by(EventHandler.id)
+    )
+    return [_handler_info(h) for h in rows]
+
+
+@operation("EventHandlerUpdate", roles=INTEGRATORS, mutating=True)
+def event_handler_update(
+    ctx: CallContext,
+    *,
+    handler_id: int,
+    name: str | None = None,
+    event_types: list[str] | None = None,
+    url: str | None = None,
+    command: list[str] | None = None,
+    email_to: str | None = None,
+    contact_kind: HandlerContactKind | None = None,
+    retry_for_seconds: int | None = None,
+    timeout_seconds: int | None = None,
+    enabled: bool | None = None,
+    language: str | None = None,
+    rotate_secret: bool = False,
+) -> EventHandlerInfo:
+    """Change a handler; omitted fields stay. ``rotate_secret`` gives a webhook a
+    new signing secret, returned once. Changes apply to events raised afterwards
+    (and to pending deliveries' next attempt)."""
+    h = _get_handler(ctx, handler_id)
+    before = _handler_info(h)
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 255:
+            raise ValidationError("name", "must be 1 to 255 characters")
+        h.name = name
+    if event_types is not None:
+        h.event_types = _event_types(event_types)
+    _limits(
+        retry_for_seconds if retry_for_seconds is not None else h.retry_for_seconds,
+        timeout_seconds if timeout_seconds is not None else h.timeout_seconds,
+    )
+    if retry_for_seconds is not None:
+        h.retry_for_seconds = retry_for_seconds
+    if timeout_seconds is not None:
+        h.timeout_seconds = timeout_seconds
+    if enabled is not None:
+        h.enabled = enabled
+    if language is not None:
+        h.language = _language(language)
+    if url is not None:
+        if h.action != "webhook":
+            raise ValidationError("url", f"a {h.action} handler has no url")
+        h.url = _url(url)
+    if command is not None:
+        if h.action != "command":
+            raise ValidationError("command", f"a {h.action} handler has no command")
+        h.command = _command(ctx, command)
+    if email_to is not None or contact_kind is not None:
+        if h.action != "email":
+            raise ValidationError("email_to", f"a {h.action} handler sends no e-mail")
+        _email(email_to, contact_kind)
+        h.email_to, h.contact_kind = email_to, contact_kind
+    shown = None
+    if rotate_secret:
+        if h.action != "webhook":
+            raise ValidationError("rotate_secret", "only webhooks have a secret")
+        shown = _new_secret()
+        h.secret_enc = ctx.secrets.encrypt(shown)
+    changes = audit.diff(vars_of(before), vars_of(_handler_info(h)))
+    if rotate_secret:
+        changes["secret"] = "rotated"  # noqa: S105 - what the audit log says, not a secret
+    if changes:
+        h.updated_at = ctx.now()
+        audit.record(ctx, "event_handler", h.id, h.account_path, changes)
+    return _handler_info(h, shown)
+
+
+def vars_of(info: EventHandlerInfo) -> dict[str, object]:
+    return {k: v for k, v in vars(info).items() if k not in ("updated_at", "secret")}
+
+
+@operation("EventHandlerDelete", roles=INTEGRATORS, mutating=True)
+def event_handler_delete(ctx: CallContext, *, handler_id: int) -> bool:
+    """Remove a handler; its pending deliveries are cancelled, its log is kept."""
+    h = _get_handler(ctx, handler_id)
+    h.deleted_at = ctx.now()
+    h.enabled = False
+    for d in ctx.session.scalars(
+        select(Delivery).where(Delivery.handler_id == h.id, Delivery.status == "pending")
+    ):
+        d.status = "cancelled"
+        d.next_attempt_at = None
+    audit.record(ctx, "event_handler", h.id, h.account_path, {"deleted": True})
+    return True
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+def _delivery_infos(ctx: CallContext, rows: list[tuple[Delivery, str]]) -> list[DeliveryInfo]:
+    ids = [d.id for d, _t in rows]
+    log: dict[int, list[DeliveryAttemptInfo]] = {i: [] for i in ids}
+    if ids:
+        for a in ctx.session.scalars(
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id.in_(ids))
+            .order_by(DeliveryAttempt.id)
+        ):
+            log[a.delivery_id].append(
+                DeliveryAttemptInfo(
+                    at=a.at,
+                    ok=a.ok,
+                    duration_ms=a.duration_ms,
+                    response_code=a.response_code,
+                    error=a.error,
+                )
+            )
+    return [
+        DeliveryInfo(
+            id=d.id,
+            event_id=d.event_id,
+            event_type=etype,
+            handler_id=d.handler_id,
+            status=d.status,  # type: ignore[arg-type]
+            attempts=d.attempts,
+            created_at=d.created_at,
+            next_attempt_at=d.next_attempt_at,
+            attempt_log=log[d.id],
+            delivered_at=d.delivered_at,
+            response_code=d.response_code,
+            last_error=d.last_error,
+        )
+        for d, etype in rows
+    ]
+
+
+@operation("DeliveryList", roles=ANY_ROLE)
+def delivery_list(
+    ctx: CallContext,
+    *,
+    handler_id: int | None = None,
+    account_id: int | None = None,
+    event_id: int | None = None,
+    status: DeliveryStatus | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> DeliveryPage:
+    """Deliveries of the handlers of ``account_id``'s subtree (default: the
+    caller's), or of one handler, with every attempt; newest first."""
+    check_page(offset, limit)
+    q = select(Delivery, Event.type).join(Event, Event.id == Delivery.event_id)
+    if handler_id is not None:
+        h = ctx.session.get(EventHandler, handler_id)
+        if h is None or not ctx.principal.sees(h.account_path):
+            raise NotFound(f"event handler {handler_id} not found")
+        q = q.where(Delivery.handler_id == handler_id)
+    else:
+        path = visible_path(ctx, account_id)
+        q = q.join(EventHandler, EventHandler.id == Delivery.handler_id).where(
+            EventHandler.account_path.startswith(path, autoescape=True)
+        )
+    if event_id is not None:
+        q = q.where(Delivery.event_id == event_id)
+    if status is not None:
+        q = q.where(Delivery.status == status)
+    total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
+    rows = [
+        (d, t)
+        for d, t in ctx.session.execute(q.order_by(Delivery.id.desc()).offset(offset).limit(limit))
+    ]
+    return DeliveryPage(items=_delivery_infos(ctx, rows), total=total, offset=offset, limit=limit)
+
+
+@operation("DeliveryRetry", roles=INTEGRATORS, mutating=True)
+def delivery_retry(ctx: CallContext, *, delivery_id: int) -> DeliveryInfo:
+    """Send a failed or cancelled delivery again now, with a fresh retry window."""
+    row = ctx.session.execute(
+        select(Delivery, Event.type, EventHandler)
+        .join(Event, Event.id == Delivery.event_id)
+        .join(EventHandler, EventHandler.id == Delivery.handler_id)
+        .where(Delivery.id == delivery_id)
+        .with_for_update(of=Delivery)
+    ).first()
+    if row is None or not ctx.principal.sees(row[2].account_path):
+        raise NotFound(f"delivery {delivery_id} not found")
+    d, etype, h = row
+    if d.status not in ("failed", "cancelled"):
+        raise InvalidState(f"delivery {d.id} is {d.status}; only failed or cancelled ones retry")
+    if h.deleted_at is not None:
+        raise InvalidState(f"event handler {h.id} was deleted")
+    now = ctx.now()
+    audit.record(
+        ctx, "event_delivery", d.id, h.account_path, {"status": {"from": d.status, "to": "pending"}}
+    )
+    d.status = "pending"
+    d.next_attempt_at = now
+    d.give_up_at = now + (d.give_up_at - d.created_at)
+    d.last_error = None
+    engine = ctx.session.get_bind()
+    ctx.uow.after_commit(lambda: runtime.nudge(engine))
+    return _delivery_infos(ctx, [(d, etype)])[0]
+
+
+# ---------------------------------------------------------------- templates
+
+
+def _template_info(row: NotificationTemplate) -> NotificationTemplateInfo:
+    return NotificationTemplateInfo(
+        event_type=row.event_type,
+        language=row.language,
+        subject=row.subject,
+        text_body=row.text_body,
+        account_id=row.account_id,
+        html_body=row.html_body,
+        updated_at=row.updated_at,
+    )
+
+
+def _known_type(event_type: str) -> str:
+    if event_type not in EVENT_TYPES:
+        raise ValidationError("event_type", f"unknown event type {event_type!r}")
+    return event_type
+
+
+def _need_jinja() -> None:
+    if not templates.jinja_available():
+        raise InvalidState("notification templates need Jinja2, which is not installed")
+
+
+def _check_template(event_type: str, tpl: templates.Template) -> templates.Rendered:
+    """Render against a sample payload: a template that does not compile, names
+    something unknown or reaches for Python internals is refused here."""
+    ctx = templates.context_for(
+        event_type,
+        templates.sample_payload(event_type),
+        brand="Sample Hosting",
+        account={"id": 42, "name": "Sample Customer", "number": "C-42"},
+        event={"id": 1, "occurred_at": "2026-01-01T00:00:00+00:00"},
+    )
+    try:
+        return templates.render_template(tpl, ctx)
+    except templates.TemplateError as exc:
+        field = str(exc).split(":", 1)[0]
+        raise ValidationError(field, str(exc)) from None
+
+
+@operation("NotificationTemplateSet", roles=TEMPLATE_EDITORS, mutating=True)
+def notification_template_set(
+    ctx: CallContext,
+    *,
+    event_type: str,
+    subject: str,
+    text_body: str,
+    language: str = "en",
+    html_body: str | None = None,
+    account_id: int | None = None,
+) -> NotificationTemplateInfo:
+    """Set ``account_id``'s own template (default: the caller's account) for an
+    event type and language. It applies to notifications about that account and
+    every account below it, unless one of those sets its own: a reseller's
+    template overrides its parent's for the reseller's customers only.
+    Templates are Jinja2, rendered in a sandbox; they see ``event``, ``data``
+    (the payload), ``account`` and ``brand``. A template that does not render
+    against a sample payload is refused."""
+    _need_jinja()
+    _known_type(event_type)
+    _language(language)
+    if not subject.strip():
+        raise ValidationError("subject", "must not be empty")
+    for field, value in (("subject", subject), ("text_body", text_body), ("html_body", html_body)):
+        if value is not None and len(value) > 65536:
+            raise ValidationError(field, "must be at most 65536 characters")
+    _check_template(event_type, templates.Template(subject, text_body, html_body))
+    owner = account_id if account_id is not None else ctx.principal.account_id
+    path = account_path(ctx, owner)
+    row = ctx.session.scalar(
+        select(NotificationTemplate)
+        .where(
+            NotificationTemplate.account_id == owner,
+            NotificationTemplate.event_type == event_type,
+            NotificationTemplate.language == language,
+        )
+        .with_for_update()
+    )
+    if row is None:
+        row = NotificationTemplate(
+            account_id=owner, account_path=path, event_type=event_type, language=language
+        )
+        ctx.session.add(row)
+    row.subject, row.text_body, row.html_body = subject, text_body, html_body
+    row.updated_at = ctx.now()
+    ctx.session.flush()
+    audit.record(
+        ctx,
+        "notification_template",
+        row.id,
+        path,
+        {"set": {"event_type": event_type, "language": language, "subject": subject}},
+    )
+    return _template_info(row)
+
+
+@operation("NotificationTemplateGet", roles=ANY_ROLE)
+def notification_template_get(
+    ctx: CallContext, *, event_type: str, language: str = "en", account_id: int | None = None
+) -> NotificationTemplateInfo:
+    """The template that applies to notifications about ``account_id`` (default:
+    the caller's account): its own, the nearest one set above it, or the
+    built-in default (``account_id`` empty). A language without a template
+    falls back to English. Only templates of visible accounts are shown: a
+    customer sees the default where its parent set one."""
+    _known_type(event_type)
+    _language(language)
+    path = visible_path(ctx, account_id)
+    tpl, row = notifications.resolve(ctx.session, event_type, language, path)
+    if row is not None and ctx.principal.sees(row.account_path):
+        return _template_info(row)
+    if row is not None:  # set above the caller: show what applies, not whose it is
+        return NotificationTemplateInfo(
+            event_type=event_type,
+            language=row.language,
+            subject=tpl.subject,
+            text_body=tpl.text,
+            html_body=tpl.html,
+        )
+    return NotificationTemplateInfo(
+        event_type=event_type,
+        language=templates.DEFAULT_LANGUAGE,
+        subject=tpl.subject,
+        text_body=tpl.text,
+        html_body=tpl.html,
+    )
+
+
+@operation("NotificationTemplateList", roles=ANY_ROLE)
+def notification_template_list(
+    ctx: CallContext, *, account_id: int | None = None
+) -> list[NotificationTemplateInfo]:
+    """The templates ``account_id`` (default: the caller's account) set itself."""
+    owner = account_id if account_id is not None else ctx.principal.account_id
+    account_path(ctx, owner)
+    rows = ctx.session.scalars(
+        select(NotificationTemplate)
+        .where(NotificationTemplate.account_id == owner)
+        .order_by(NotificationTemplate.event_type, NotificationTemplate.language)
+    )
+    return [_template_info(r) for r in rows]
+
+
+@operation("NotificationTemplateDelete", roles=TEMPLATE_EDITORS, mutating=True)
+def notification_template_delete(
+    ctx: CallContext, *, event_type: str, language: str = "en", account_id: int | None = None
+) -> bool:
+    """Remove an account's own template: the one above it (or the default) applies again."""
+    owner = account_id if account_id is not None else ctx.principal.account_id
+    path = account_path(ctx, owner)
+    row = ctx.session.scalar(
+        select(NotificationTemplate).where(
+            NotificationTemplate.account_id == owner,
+            NotificationTemplate.event_type == event_type,
+            NotificationTemplate.language == language,
+        )
+    )
+    if row is None:
+        raise NotFound(f"account {owner} has no {language} template for {event_type}")
+    ctx.session.delete(row)
+    audit.record(
+        ctx,
+        "notification_template",
+        row.id,
+        path,
+        {"deleted": {"event_type": event_type, "language": language}},
+    )
+    return True
+
+
+@operation("NotificationTemplatePreview", roles=ANY_ROLE)
+def notification_template_preview(
+    ctx: CallContext,
+    *,
+    event_type: str,
+    language: str = "en",
+    account_id: int | None = None,
+    payload: str | None = None,
+) -> RenderedNotification:
+    """Render the template that applies to ``account_id`` (default: the caller's
+    account) with ``payload`` (a JSON object; default: sample values for the
+    documented fields), branded as that account's customers would see it."""
+    _need_jinja()
+    _known_type(event_type)
+    _language(language)
+    acc_id = account_id if account_id is not None else ctx.principal.account_id
+    path = account_path(ctx, acc_id)
+    data = templates.sample_payload(event_type)
+    if payload is not None:
+        try:
+            given = json.loads(payload)
+        except ValueError:
+            raise ValidationError("payload", "must be a JSON object") from None
+        if not isinstance(given, dict):
+            raise ValidationError("payload", "must be a JSON object")
+        data.update(given)
+    tpl, _row = notifications.resolve(ctx.session, event_type, language, path)
+    _seller_id, seller = notifications.brand(ctx.session, path)
+    try:
+        out = templates.render(
+            event_type,
+            data,
+            brand=seller,
+            template=tpl,
+            account=notifications.account_fields(ctx.session, acc_id),
+            event={"id": 0, "occurred_at": ctx.now().isoformat()},
+        )
+    except templates.TemplateError as exc:
+        raise ValidationError("payload", str(exc)) from None
+    return RenderedNotification(subject=out.subject, text_body=out.text, html_body=out.html)
