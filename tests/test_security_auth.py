@@ -393,3 +393,19 @@ def test_concurrent_replays_only_one_wins(server, api):
     for r in replies:
         if r.status_code == 500:
             assert "Client.AuthFailed" in r.text and "replay" in r.text, r.text
+
+
+def test_idempotent_results_are_not_kept_in_clear(api, env):
+    """ApiKeyCreate's secret is shown once; its stored replay copy is encrypted."""
+    from sqlalchemy import select
+
+    from pba_server.core.db import UnitOfWork
+    from pba_server.core.models import IdempotencyKey
+
+    svc = api.soap()
+    first = svc.ApiKeyCreate(name="ci", idempotency_key="key-once")
+    again = svc.ApiKeyCreate(name="ci", idempotency_key="key-once")
+    assert again.secret == first.secret and again.key_id == first.key_id
+    with UnitOfWork(env.app.engine) as uow:
+        stored = uow.session.scalars(select(IdempotencyKey.response)).all()
+    assert stored and all(first.secret not in r for r in stored)

@@ -149,7 +149,7 @@ class Dispatcher:
                 stored = idempotency.find(uow.session, principal.account_id, key, op.name, req_hash)
                 if stored is not None:
                     meta.extra["idempotent_replay"] = "1"
-                    return coerce(op.result, json.loads(stored), "result")
+                    return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
             result = op.func(ctx, **args)
             if key is not None:
                 try:
@@ -159,7 +159,8 @@ class Dispatcher:
                         key,
                         op.name,
                         req_hash,
-                        json.dumps(dump(result)),
+                        # encrypted: results may hold secrets shown once (API keys)
+                        self.secrets.encrypt(json.dumps(dump(result))),
                         self.clock.now(),
                     )
                 except IntegrityError:
@@ -181,4 +182,4 @@ class Dispatcher:
         if stored is None:
             raise Conflict(f"idempotency key {key!r} is in use by a concurrent request")
         meta.extra["idempotent_replay"] = "1"
-        return coerce(op.result, json.loads(stored), "result")
+        return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
