@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pba_server.catalog.types import (
@@ -105,6 +105,8 @@ class PlanVersion(Base):
     change_timing: Mapped[ChangeTiming] = mapped_column(String(16))
     refund_policy: Mapped[RefundPolicy] = mapped_column(String(16))
     refund_days: Mapped[int] = mapped_column(Integer)
+    # whether the version's prices include tax (the tax is then extracted from them)
+    tax_inclusive: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -195,6 +197,8 @@ class ResellerPrice(Base):
     setup_fee: Mapped[Decimal] = mapped_column(Money())
     recurring_fee: Mapped[Decimal] = mapped_column(Money())
     renewal_fee: Mapped[Decimal] = mapped_column(Money())
+    # whether these prices include tax; one value per reseller and plan
+    tax_inclusive: Mapped[bool] = mapped_column(Boolean, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

@@ -619,6 +619,7 @@ class Terms:
     change_timing: ChangeTiming
     refund_policy: RefundPolicy
     refund_days: int
+    tax_inclusive: bool = False
 
 
 def _terms_dict(terms: Terms) -> dict[str, object]:
@@ -782,6 +783,7 @@ def _terms_for(ctx: CallContext, versions: Sequence[PlanVersion]) -> dict[int, T
             change_timing=v.change_timing,
             refund_policy=v.refund_policy,
             refund_days=v.refund_days,
+            tax_inclusive=v.tax_inclusive,
         )
         for v in versions
     }
@@ -800,6 +802,7 @@ def _write_terms(ctx: CallContext, v: PlanVersion, terms: Terms) -> None:
     v.change_timing = terms.change_timing
     v.refund_policy = terms.refund_policy
     v.refund_days = terms.refund_days
+    v.tax_inclusive = terms.tax_inclusive
     ctx.session.execute(delete(PlanPeriodRow).where(PlanPeriodRow.version_id == v.id))
     ctx.session.execute(delete(PlanRateRow).where(PlanRateRow.version_id == v.id))
     ctx.session.add_all(
@@ -841,6 +844,7 @@ def _new_version(ctx: CallContext, plan: Plan, number: int, terms: Terms) -> Pla
         change_timing=terms.change_timing,
         refund_policy=terms.refund_policy,
         refund_days=terms.refund_days,
+        tax_inclusive=terms.tax_inclusive,
         created_at=ctx.now(),
     )
     ctx.session.add(v)
@@ -932,6 +936,7 @@ def _plan_infos(
         terms = terms_by_version[v.id]
         periods = list(terms.periods)
         source: PriceSource = "plan"
+        inclusive = terms.tax_inclusive
         for i, p in enumerate(periods):
             rp = (prices or {}).get((plan.id, p.count, p.unit))
             if rp is not None:
@@ -939,6 +944,7 @@ def _plan_infos(
                     p.count, p.unit, rp.setup_fee, rp.recurring_fee, rp.renewal_fee, p.is_default
                 )
                 source = "reseller_price"
+                inclusive = rp.tax_inclusive
         out.append(
             PlanInfo(
                 id=plan.id,
@@ -956,6 +962,7 @@ def _plan_infos(
                 created_at=plan.created_at,
                 updated_at=plan.updated_at,
                 price_source=source,
+                tax_inclusive=inclusive,
                 description=plan.description,
                 trial=terms.trial,
                 periods=[
@@ -1036,14 +1043,16 @@ def plan_create(
     change_timing: ChangeTiming = "immediate",
     refund_policy: RefundPolicy = "none",
     refund_days: int = 0,
+    tax_inclusive: bool = False,
     upgrade_to: list[int] | None = None,
     description: str | None = None,
     owner_id: int | None = None,
 ) -> PlanInfo:
     """Create a draft plan on a service template: its subscription periods with
     setup, recurring and renewal fees (one default; the first if none is
-    marked), resource rates, trial, renewal, change and refund terms, and the
-    plans it may change to. Template resources without a rate are included at
+    marked), resource rates, trial, renewal, change and refund terms, whether
+    its prices include tax (``tax_inclusive``; default: tax is added on top),
+    and the plans it may change to. Template resources without a rate are included at
     the template's default limit. The owner (default: the caller's account) is
     the provider or an advanced reseller; a reseller may use its own templates
     and those its catalog owners share with resellers. Currency defaults to the
@@ -1066,6 +1075,7 @@ def plan_create(
         change_timing=change_timing,
         refund_policy=refund_policy,
         refund_days=_check_refund(refund_policy, refund_days),
+        tax_inclusive=tax_inclusive,
     )
     now = ctx.now()
     plan = Plan(
@@ -1149,12 +1159,13 @@ def plan_update(
     change_timing: ChangeTiming | None = None,
     refund_policy: RefundPolicy | None = None,
     refund_days: int | None = None,
+    tax_inclusive: bool | None = None,
     upgrade_to: list[int] | None = None,
 ) -> PlanInfo:
     """Change a plan. Omitted fields stay; a given list replaces the old one.
 
     Name, description and change paths change in place. Terms (periods, fees,
-    rates, trial, renewal, change and refund terms) of a plan never published
+    rates, trial, renewal, change and refund terms, tax_inclusive) of a plan never published
     change in place too; once a plan has been published, changed terms make a
     new plan version that new subscriptions get, while existing subscriptions
     keep the version they were sold at. An archived plan does not change."""
@@ -1199,6 +1210,7 @@ def plan_update(
         refund_days=_check_refund(
             policy, refund_days if refund_days is not None else old_terms.refund_days
         ),
+        tax_inclusive=tax_inclusive if tax_inclusive is not None else old_terms.tax_inclusive,
     )
     if new_terms != old_terms:
         terms_diff = audit.diff(_terms_dict(old_terms), _terms_dict(new_terms))
@@ -1644,6 +1656,7 @@ def _reseller_price_info(r: ResellerPrice) -> ResellerPriceInfo:
         recurring_fee=quantize(r.recurring_fee, r.currency),
         renewal_fee=quantize(r.renewal_fee, r.currency),
         updated_at=r.updated_at,
+        tax_inclusive=r.tax_inclusive,
     )
 
 
@@ -1659,10 +1672,16 @@ def reseller_price_set(
     setup_fee: Decimal,
     recurring_fee: Decimal,
     renewal_fee: Decimal = Decimal(0),
+    tax_inclusive: bool | None = None,
 ) -> ResellerPriceInfo:
     """Set what a basic reseller's customers pay for one period of a plan of
     its catalog owner (replacing an earlier price). Only an account above the
-    reseller sets it. ``currency`` must be the plan's."""
+    reseller sets it. ``currency`` must be the plan's.
+
+    ``tax_inclusive`` says whether the reseller's prices for the plan include
+    tax; it is one value per reseller and plan, so setting it sets it for the
+    reseller's other periods of the plan too. Omitted: the value the reseller's
+    other periods of the plan have, else the plan's."""
     reseller = _visible_account(ctx, reseller_id, "reseller_id")
     if reseller.id == ctx.principal.account_id:
         raise Forbidden("a reseller's prices are set by the account above it")
@@ -1682,6 +1701,15 @@ def reseller_price_set(
     if cur != plan.currency:
         raise ValidationError("currency", f"plan {plan.id} is priced in {plan.currency}")
     terms = _terms_of(ctx, _load_version(ctx, plan))
+    siblings = list(
+        ctx.session.scalars(
+            select(ResellerPrice)
+            .where(ResellerPrice.reseller_id == reseller.id, ResellerPrice.plan_id == plan.id)
+            .with_for_update()
+        )
+    )
+    if tax_inclusive is None:
+        tax_inclusive = siblings[0].tax_inclusive if siblings else terms.tax_inclusive
     if not any(p.count == period_count and p.unit == period_unit for p in terms.periods):
         raise ValidationError(
             "period_count", f"plan {plan.id} has no period of {period_count} {period_unit}"
@@ -1712,7 +1740,19 @@ def reseller_price_set(
         )
         ctx.session.add(row)
     row.setup_fee, row.recurring_fee, row.renewal_fee = fees
+    row.tax_inclusive = tax_inclusive
     row.updated_at = ctx.now()
+    for other in siblings:
+        if other is not row and other.tax_inclusive != tax_inclusive:
+            other.tax_inclusive = tax_inclusive
+            other.updated_at = row.updated_at
+            audit.record(
+                ctx,
+                "reseller_price",
+                other.id,
+                reseller.path,
+                {"tax_inclusive": {"from": not tax_inclusive, "to": tax_inclusive}},
+            )
     ctx.session.flush()
     info = _reseller_price_info(row)
     audit.record(
@@ -1902,7 +1942,9 @@ def price_quote(
     (default: the caller's) without creating anything: setup, the first period,
     optional resources picked in ``options``, extra units bought in
     ``resources``, the discount of a promotion (by code, or an automatic one)
-    and the total, before tax. The period defaults to the plan's default.
+    and the total, before tax is added or, when ``tax_inclusive`` (the plan's,
+    or the reseller price list's where its price applies), with tax included.
+    The period defaults to the plan's default.
     Orders price subscriptions with the same function, so the first invoice
     equals the quote. Each line is rounded half-up to the currency's minor unit
     and the total is the sum of the lines."""
@@ -1964,11 +2006,13 @@ def quote(
     period = pricing.Period(chosen.count, chosen.unit)
     fees = pricing.Fees(chosen.setup_fee, chosen.recurring_fee, chosen.renewal_fee)
     source: PriceSource = "plan"
+    inclusive = terms.tax_inclusive
     prices = _reseller_prices(ctx, price_list_of(ctx, buyer), [plan.id])
     rp = prices.get((plan.id, chosen.count, chosen.unit))
     if rp is not None:
         fees = pricing.Fees(rp.setup_fee, rp.recurring_fee, rp.renewal_fee)
         source = "reseller_price"
+        inclusive = rp.tax_inclusive
     names = dict(
         ctx.session.execute(
             select(Resource.id, Resource.name).where(
@@ -2027,6 +2071,7 @@ def quote(
         subtotal=priced.subtotal,
         discount=priced.discount,
         total=priced.total,
+        tax_inclusive=inclusive,
         promotion_id=promo.id if promo else None,
         discount_cycles=promo.cycles if promo else None,
         trial=terms.trial,

@@ -142,6 +142,9 @@ class PlanInfo:
     created_at: datetime
     updated_at: datetime
     price_source: PriceSource = "plan"
+    # whether the prices shown include tax: the plan's, or the price list's when
+    # price_source is reseller_price
+    tax_inclusive: bool = False
     description: str | None = None
     trial: PlanTrial | None = None
     periods: list[PlanPeriod] = field(default_factory=list)
@@ -219,6 +222,7 @@ class ResellerPriceInfo:
     recurring_fee: Decimal
     renewal_fee: Decimal
     updated_at: datetime
+    tax_inclusive: bool = False
 
 
 @dataclass
@@ -265,6 +269,7 @@ class PriceQuoteInfo:
     subtotal: Decimal  # before discount
     discount: Decimal  # not positive
     total: Decimal
+    tax_inclusive: bool = False  # amounts include tax (extracted on the invoice) or not
     promotion_id: int | None = None
     discount_cycles: int | None = None  # how many periods the discount lasts; None: forever
     trial: PlanTrial | None = None
