@@ -43,6 +43,7 @@ from pba_server.billing.types import (
     InvoiceLineInput,
     InvoicePage,
     InvoiceStatus,
+    LineLink,
     NumberFormatInfo,
     PaymentInfo,
     PaymentMethod,
@@ -54,6 +55,7 @@ from pba_server.billing.types import (
     StatementLine,
     TaxRuleInfo,
 )
+from pba_server.catalog.types import PriceQuoteInfo
 from pba_server.core import audit
 from pba_server.core.context import CallContext
 from pba_server.core.errors import (
@@ -710,6 +712,65 @@ def tax_rule_remove(ctx: CallContext, *, tax_rule_id: int) -> bool:
     rule.active = False
     audit.record(ctx, "tax_rule", rule.id, seller.path, {"removed": True})
     return True
+
+
+# ---------------------------------------------------------------- plan charges
+
+
+def plan_lines(
+    quote: PriceQuoteInfo,
+    *,
+    period_start: date | None = None,
+    period_end: date | None = None,
+    link_type: LineLink = "subscription",
+    link_id: str | None = None,
+) -> list[InvoiceLineInput]:
+    """Invoice lines for the charges of one priced plan period (a quote from
+    :func:`pba_server.catalog.service.quote`), to pass to :func:`invoice_create`
+    or :func:`invoice_add_line`. Not an API operation: orders and the billing
+    run call it.
+
+    Every line carries the quote's ``tax_inclusive``: an inclusive plan's (or
+    price list's) amounts are gross and the tax rule's tax is extracted from
+    them; an exclusive plan's are net and the tax is added on top. The quote's
+    discount becomes line discounts, taken from the charged lines in order, each
+    by at most its amount, so the lines still sum to the quote's total. Lines of
+    zero are left out. A line whose quantity and unit price do not give its
+    amount exactly (a unit price finer than the minor unit) is billed as one
+    unit at its amount. The invoice must be in the quote's currency.
+    """
+    left = -sum((ln.amount for ln in quote.lines if ln.kind == "discount"), ZERO)
+    out: list[InvoiceLineInput] = []
+    for ln in quote.lines:
+        if ln.kind == "discount" or ln.amount == 0:
+            continue
+        cut = min(left, ln.amount)
+        left -= cut
+        qty, price = ln.quantity, ln.unit_price
+        exact = (
+            qty > 0
+            and qty == qty.quantize(Decimal("0.0001"))
+            and price == quantize(price, quote.currency)
+            and qty * price == ln.amount
+        )
+        if not exact:
+            qty, price = Decimal(1), ln.amount
+        out.append(
+            InvoiceLineInput(
+                description=ln.description[:255],
+                unit_price=price,
+                quantity=qty,
+                discount=cut,
+                tax_inclusive=quote.tax_inclusive,
+                period_start=period_start,
+                period_end=period_end,
+                link_type=link_type,
+                link_id=link_id,
+            )
+        )
+    if left:
+        raise ValidationError("discount", "is more than the charges it reduces")
+    return out
 
 
 # ---------------------------------------------------------------- invoices
