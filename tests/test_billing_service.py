@@ -14,6 +14,8 @@ from pba_server.accounts import service as accounts
 from pba_server.billing import service as billing
 from pba_server.billing.models import Invoice, LedgerEntry, LedgerTransaction
 from pba_server.billing.types import CreditNoteLineInput, InvoiceLineInput
+from pba_server.catalog import service as catalog
+from pba_server.catalog.types import PlanPeriod, PriceQuoteInfo, QuoteLine
 from pba_server.core import audit
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import (
@@ -577,3 +579,74 @@ def test_an_enterprise_does_not_bill_its_departments(env):
         with pytest.raises(Forbidden):
             billing.balance_adjust(ctx, account_id=dept, amount=D(-5), reason="r")
         assert billing.invoice_get(ctx, invoice_id=draft.id).id == draft.id  # may read it
+
+
+def _plan_quote(env, acc: int, name: str, *, inclusive: bool, setup: str, recurring: str):
+    with service_ctx(env) as ctx:
+        t = catalog.service_template_create(
+            ctx, name=f"T {name}", service_type="other", module="plesk"
+        )
+        p = catalog.plan_create(
+            ctx,
+            template_id=t.id,
+            name=name,
+            periods=[PlanPeriod(1, "month", D(setup), D(recurring))],
+            tax_inclusive=inclusive,
+        )
+        catalog.plan_publish(ctx, plan_id=p.id)
+        return catalog.price_quote(ctx, plan_id=p.id, account_id=acc)
+
+
+def test_plan_lines_carry_the_plans_tax_inclusive(env):
+    vat(env)  # 19 %
+    acc = customer(env)
+    gross = _plan_quote(env, acc, "Gross", inclusive=True, setup="11.90", recurring="119.00")
+    net = _plan_quote(env, acc, "Net", inclusive=False, setup="0", recurring="100.00")
+    assert (gross.tax_inclusive, net.tax_inclusive) == (True, False)
+    lines = billing.plan_lines(gross, link_id="sub-1") + billing.plan_lines(
+        net, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
+    )
+    assert [(ln.description, ln.tax_inclusive) for ln in lines] == [
+        ("Setup fee", True),
+        ("Subscription, 1 month", True),
+        ("Subscription, 1 month", False),  # the zero setup fee is left out
+    ]
+    assert {ln.link_type for ln in lines} == {"subscription"}
+    inv = invoice(env, acc, *lines)
+    assert [(ln.net, ln.tax, ln.total, ln.tax_inclusive) for ln in inv.lines] == [
+        (D("10.00"), D("1.90"), D("11.90"), True),  # the tax is taken out of the price
+        (D("100.00"), D("19.00"), D("119.00"), True),
+        (D("100.00"), D("19.00"), D("119.00"), False),  # the tax is added to it
+    ]
+    assert inv.lines[2].period_start == date(2026, 1, 1) and inv.lines[0].link_id == "sub-1"
+    assert (inv.subtotal, inv.tax_total, inv.total) == (D("210.00"), D("39.90"), D("249.90"))
+
+
+def test_plan_lines_spread_the_discount_and_keep_the_quote_total():
+    quote = PriceQuoteInfo(
+        account_id=1,
+        plan_id=1,
+        plan_version=1,
+        currency="USD",
+        period_count=1,
+        period_unit="day",
+        price_source="plan",
+        lines=[
+            QuoteLine("setup", "Setup fee", D(1), D("3.00"), D("3.00")),
+            QuoteLine("recurring", "Subscription, 1 day", D(1), D("1.00"), D("1.00")),
+            QuoteLine("resource_recurring", "Disk: 3 extra", D(3), D("0.0166"), D("0.05"), 7),
+            QuoteLine("discount", "Discount", D(1), D("-3.50"), D("-3.50")),
+        ],
+        subtotal=D("4.05"),
+        discount=D("-3.50"),
+        total=D("0.55"),
+        tax_inclusive=True,
+    )
+    lines = billing.plan_lines(quote)
+    assert [(ln.quantity, ln.unit_price, ln.discount) for ln in lines] == [
+        (D(1), D("3.00"), D("3.00")),
+        (D(1), D("1.00"), D("0.50")),
+        (D(1), D("0.05"), D(0)),  # a unit price finer than a cent: one unit at the amount
+    ]
+    assert sum(ln.quantity * ln.unit_price - ln.discount for ln in lines) == quote.total
+    assert all(ln.tax_inclusive for ln in lines)

@@ -590,3 +590,59 @@ def test_a_template_may_bundle_no_resources(call: Caller) -> None:
         periods=[{"count": 1, "unit": "year", "setup_fee": "0", "recurring_fee": "49.00"}],
     )
     assert p["rates"] == []
+
+
+def test_tax_inclusive_on_plans_versions_reseller_prices_and_quotes(call: Caller) -> None:
+    _t, p = _plan(call)
+    assert p["tax_inclusive"] is False  # the default: tax is added on top
+    month = {"count": 1, "unit": "month", "setup_fee": "5.00", "recurring_fee": "10.00"}
+    year = {"count": 1, "unit": "year", "setup_fee": "0", "recurring_fee": "100.00"}
+    d = call("PlanUpdate", plan_id=p["id"], tax_inclusive=True, periods=[month, year])
+    assert d["tax_inclusive"] is True and d["version"] == 1  # a draft changes in place
+    call("PlanPublish", plan_id=p["id"])
+    cust = call("AccountCreate", type="customer_business", name="Direct")
+    q = call("PriceQuote", account_id=cust["id"], plan_id=p["id"])
+    assert q["tax_inclusive"] is True and q["price_source"] == "plan"
+    assert D(q["total"]) == Decimal("15.00")
+    # on a published plan the flag is a term: changing it makes a new version
+    v2 = call("PlanUpdate", plan_id=p["id"], tax_inclusive=False)
+    assert v2["version"] == 2 and v2["tax_inclusive"] is False
+    assert call("PlanGet", plan_id=p["id"], version=1)["tax_inclusive"] is True
+    assert call("PlanGet", plan_id=p["id"])["tax_inclusive"] is False
+    assert call("PlanUpdate", plan_id=p["id"], tax_inclusive=False)["version"] == 2
+    assert call("PlanList")["items"][0]["tax_inclusive"] is False
+    assert call("PriceQuote", account_id=cust["id"], plan_id=p["id"])["tax_inclusive"] is False
+    t2 = call("ServiceTemplateCreate", name="T gross", service_type="other", module="plesk")
+    gross = call(
+        "PlanCreate", template_id=t2["id"], name="Gross", periods=[month], tax_inclusive=True
+    )
+    assert gross["tax_inclusive"] is True
+
+    # a reseller's price list has its own flag (default: the plan's), one per plan
+    r = call("AccountCreate", type="reseller", name="R", partner_level="basic")
+    price = {"reseller_id": r["id"], "plan_id": p["id"], "currency": "USD", "setup_fee": "4.00"}
+    monthly = call(
+        "ResellerPriceSet", period_count=1, period_unit="month", recurring_fee="9.00", **price
+    )
+    assert monthly["tax_inclusive"] is False
+    yearly = call(
+        "ResellerPriceSet",
+        period_count=1,
+        period_unit="year",
+        recurring_fee="90.00",
+        tax_inclusive=True,
+        **price,
+    )
+    assert yearly["tax_inclusive"] is True
+    listed = call("ResellerPriceList", reseller_id=r["id"], plan_id=p["id"])
+    assert [x["tax_inclusive"] for x in listed] == [True, True]
+    again = call(
+        "ResellerPriceSet", period_count=1, period_unit="month", recurring_fee="9.50", **price
+    )
+    assert again["tax_inclusive"] is True  # omitted: the price list's value stays
+    rcust = call("AccountCreate", type="customer_business", name="RC", parent_id=r["id"])
+    rq = call("PriceQuote", account_id=rcust["id"], plan_id=p["id"])
+    assert rq["price_source"] == "reseller_price" and rq["tax_inclusive"] is True
+    assert D(rq["total"]) == Decimal("13.50")
+    seen = call("PlanList", account_id=rcust["id"])["items"][0]
+    assert seen["price_source"] == "reseller_price" and seen["tax_inclusive"] is True
