@@ -1052,8 +1052,8 @@ def plan_create(
     setup, recurring and renewal fees (one default; the first if none is
     marked), resource rates, trial, renewal, change and refund terms, whether
     its prices include tax (``tax_inclusive``; default: tax is added on top),
-    and the plans it may change to. Template resources without a rate are included at
-    the template's default limit. The owner (default: the caller's account) is
+    and the plans it may change to. Template resources without a rate are
+    included at the template's default limit. The owner (default: the caller's account) is
     the provider or an advanced reseller; a reseller may use its own templates
     and those its catalog owners share with resellers. Currency defaults to the
     owner's. Names are unique per owner."""
@@ -1165,8 +1165,8 @@ def plan_update(
     """Change a plan. Omitted fields stay; a given list replaces the old one.
 
     Name, description and change paths change in place. Terms (periods, fees,
-    rates, trial, renewal, change and refund terms, tax_inclusive) of a plan never published
-    change in place too; once a plan has been published, changed terms make a
+    rates, trial, renewal, change and refund terms, ``tax_inclusive``) of a
+    plan never published change in place too; once a plan has been published, changed terms make a
     new plan version that new subscriptions get, while existing subscriptions
     keep the version they were sold at. An archived plan does not change."""
     plan = _editable_plan(ctx, plan_id)
