@@ -151,7 +151,7 @@ def configure_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(message)s" if level.upper() != "DEBUG" else "%(name)s %(message)s",
     )
-    for noisy in ("spyne", "twisted", "alembic"):
+    for noisy in ("spyne", "twisted", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # spyne logs every client fault (a wrong password, say) at ERROR with a
     # traceback: anyone could flood the log. Our access log has the code.
