@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, and_, delete, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pba_server.accounts.models import Account, ApiKey, User
@@ -93,6 +93,49 @@ class _Found:
             via="apikey" if self.key_id else "password",
             api_key_id=self.key_id,
         )
+
+
+_users = User.__table__
+_accounts = Account.__table__
+_failures = LoginFailure.__table__
+_keys = ApiKey.__table__
+_PRINCIPAL_COLUMNS = (
+    _users.c.id,
+    _users.c.login,
+    _users.c.password_hash,
+    _users.c.status,
+    _users.c.roles,
+    _accounts.c.id,
+    _accounts.c.path,
+    _accounts.c.status,
+)
+# Built once, run as Core on every call: building an ORM select per call cost
+# more CPU than running it.
+_USER_QUERY = (
+    select(*_PRINCIPAL_COLUMNS, _failures.c.failures, _failures.c.last_failure_at)
+    .select_from(
+        _users.join(_accounts, _users.c.account_id == _accounts.c.id).outerjoin(
+            _failures,
+            and_(_failures.c.login == _users.c.login, _failures.c.address == bindparam("address")),
+        )
+    )
+    .where(_users.c.login == bindparam("login"))
+)
+_KEY_QUERY = (
+    select(
+        *_PRINCIPAL_COLUMNS,
+        _keys.c.id,
+        _keys.c.key_id,
+        _keys.c.secret_encrypted,
+        _keys.c.last_used_at,
+    )
+    .select_from(
+        _keys.join(_users, _keys.c.user_id == _users.c.id).join(
+            _accounts, _users.c.account_id == _accounts.c.id
+        )
+    )
+    .where(_keys.c.key_id == bindparam("key_id"), _keys.c.revoked_at.is_(None))
+)
 
 
 class Authenticator:
@@ -205,50 +248,17 @@ class Authenticator:
         self, uow: UnitOfWork, login: str, address: str
     ) -> tuple[_Found | None, int, datetime | None]:
         """The user, and this login's failure count from this address (same query)."""
-        row = uow.session.execute(
-            select(
-                User.id,
-                User.login,
-                User.password_hash,
-                User.status,
-                User.roles,
-                Account.id,
-                Account.path,
-                Account.status,
-                LoginFailure.failures,
-                LoginFailure.last_failure_at,
-            )
-            .join(Account, User.account_id == Account.id)
-            .outerjoin(
-                LoginFailure,
-                and_(LoginFailure.login == User.login, LoginFailure.address == address[:64]),
-            )
-            .where(User.login == login)
-        ).first()
+        row = (
+            uow.session.connection()
+            .execute(_USER_QUERY, {"login": login, "address": address[:64]})
+            .first()
+        )
         if row is None:
             return None, 0, None
         return _Found(*row[:8]), row[8] or 0, row[9]
 
     def _load_key(self, uow: UnitOfWork, key_id: str) -> _Found | None:
-        row = uow.session.execute(
-            select(
-                User.id,
-                User.login,
-                User.password_hash,
-                User.status,
-                User.roles,
-                Account.id,
-                Account.path,
-                Account.status,
-                ApiKey.id,
-                ApiKey.key_id,
-                ApiKey.secret_encrypted,
-                ApiKey.last_used_at,
-            )
-            .join(User, ApiKey.user_id == User.id)
-            .join(Account, User.account_id == Account.id)
-            .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
-        ).first()
+        row = uow.session.connection().execute(_KEY_QUERY, {"key_id": key_id}).first()
         return _Found(*row) if row else None
 
     def _touch_key(self, uow: UnitOfWork, found: _Found) -> None:
