@@ -326,3 +326,85 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
         assert uow.session.execute(text("SELECT count(*) FROM payments")).scalar() == 1
     assert state.read_text().count('"status": "captured"') == 1
     assert_books_sound(env)
+
+
+def test_refunds_full_and_partial(call, env, tmp_path):
+    inst = _sandbox(call, tmp_path / "s.json")
+    acc = customer(env, "Payer")
+    inv = _invoice(call, acc)
+    ok = _method(call, acc, inst["id"], "tok_approve")
+    charge = call(
+        "PaymentCharge", payment_method_id=ok["id"], invoice_id=inv["id"], idempotency_key="c"
+    )
+    part = call(
+        "PaymentRefund",
+        charge_id=charge["id"],
+        amount=Decimal("20.00"),
+        reason="goodwill",
+        idempotency_key="r1",
+    )
+    assert part["status"] == "refunded" and part["gateway_reference"].startswith("re_")
+    again = call(
+        "PaymentRefund",
+        charge_id=charge["id"],
+        amount=Decimal("20.00"),
+        reason="goodwill",
+        idempotency_key="r1",
+    )
+    assert again["id"] == part["id"]
+    got = call("InvoiceGet", invoice_id=inv["id"])
+    assert got["status"] == "partially_paid" and D(got["outstanding"]) == D("20.00")
+    assert D(call("PaymentChargeGet", charge_id=charge["id"])["refunded"]) == D("20.00")
+    code, msg = call.fault(
+        "PaymentRefund",
+        charge_id=charge["id"],
+        amount=Decimal("30.01"),
+        reason="too much",
+        idempotency_key="r2",
+    )
+    assert code == "Client.Validation" and "30.00 left" in msg
+    call(
+        "PaymentRefund",
+        charge_id=charge["id"],
+        amount=Decimal("30.00"),
+        reason="cancelled",
+        idempotency_key="r3",
+    )
+    got = call("InvoiceGet", invoice_id=inv["id"])
+    assert got["status"] == "issued" and D(got["outstanding"]) == D("50.00")
+    code, _ = call.fault(
+        "PaymentRefund",
+        charge_id=charge["id"],
+        amount=Decimal("0.01"),
+        reason="more",
+        idempotency_key="r4",
+    )
+    assert code == "Client.Validation"
+    assert D(call("AccountBalanceGet", account_id=acc)["balance"]) == D("50.00")
+
+    prepaid = call(
+        "PaymentCharge", payment_method_id=ok["id"], amount=Decimal("10.00"), idempotency_key="p"
+    )
+    call(
+        "PaymentRefund",
+        charge_id=prepaid["id"],
+        amount=Decimal("10.00"),
+        reason="unused credit",
+        idempotency_key="rp",
+    )
+    assert D(call("AccountBalanceGet", account_id=acc)["balance"]) == D("50.00")
+    declined = _method(call, acc, inst["id"], "tok_stolen_card")
+    call.fault(
+        "PaymentCharge", payment_method_id=declined["id"], amount=Decimal("5"), idempotency_key="x"
+    )
+    with UnitOfWork(env.app.engine) as uow:
+        x = uow.session.execute(text("SELECT id FROM gateway_payments WHERE client_key = 'x'"))
+        declined_id = x.scalar()
+    code, _ = call.fault(
+        "PaymentRefund",
+        charge_id=declined_id,
+        amount=Decimal("1"),
+        reason="no",
+        idempotency_key="rx",
+    )
+    assert code == "Client.InvalidState"

@@ -84,5 +84,30 @@ class GatewayPayment(Base):
     message: Mapped[str | None] = mapped_column(String(255))
     gateway_reference: Mapped[str | None] = mapped_column(String(128))
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"))
+    # refunded or being refunded (pending refunds reserve their amount)
+    refunded: Mapped[Decimal] = mapped_column(Money())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class GatewayRefund(Base):
+    """One refund attempt, written (pending) before the gateway is called."""
+
+    __tablename__ = "gateway_refunds"
+    __table_args__ = (
+        UniqueConstraint("charge_id", "client_key"),
+        UniqueConstraint("gateway_key"),
+        CheckConstraint("amount > 0", name="positive"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    charge_id: Mapped[int] = mapped_column(ForeignKey("gateway_payments.id"), index=True)
+    client_key: Mapped[str] = mapped_column(String(128))
+    gateway_key: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[Decimal] = mapped_column(Money())
+    reason: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | refunded | rejected
+    decline_code: Mapped[str | None] = mapped_column(String(64))
+    gateway_reference: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -40,13 +40,19 @@ from pba_server.core.money import money
 from pba_server.core.operations import operation
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
-from pba_server.payments.models import GatewayPayment, PluginInstance, StoredPaymentMethod
+from pba_server.payments.models import (
+    GatewayPayment,
+    GatewayRefund,
+    PluginInstance,
+    StoredPaymentMethod,
+)
 from pba_server.payments.types import (
     ChargeInfo,
     PaymentMethodInfo,
     PluginInfoItem,
     PluginInstanceInfo,
     PluginSettingInfo,
+    RefundInfo,
     SettingValue,
 )
 from pba_server.sdk import (
@@ -55,6 +61,7 @@ from pba_server.sdk import (
     NotSupported,
     PaymentGateway,
     PluginError,
+    RefundRejected,
     loader,
 )
 
@@ -451,6 +458,7 @@ def _charge_info(g: GatewayPayment) -> ChargeInfo:
         message=g.message,
         gateway_reference=g.gateway_reference,
         payment_id=g.payment_id,
+        refunded=money(g.refunded, g.currency, "refunded"),
         created_at=g.created_at,
     )
 
@@ -537,6 +545,7 @@ def payment_charge(
         currency=acc.currency,
         amount=amt,
         status="pending",
+        refunded=Decimal(0),
         created_at=now,
         updated_at=now,
     )
@@ -585,6 +594,103 @@ def payment_charge_get(ctx: CallContext, *, charge_id: int) -> ChargeInfo:
     if row is None or not ctx.principal.sees(row[1]):
         raise NotFound(f"charge {charge_id} not found")
     return _charge_info(row[0])
+
+
+# ---------------------------------------------------------------- refunds
+
+
+def _refund_info(r: GatewayRefund, currency: str) -> RefundInfo:
+    return RefundInfo(
+        id=r.id,
+        charge_id=r.charge_id,
+        amount=money(r.amount, currency, "amount"),
+        reason=r.reason,
+        status=r.status,  # type: ignore[arg-type]
+        decline_code=r.decline_code,
+        gateway_reference=r.gateway_reference,
+        created_at=r.created_at,
+    )
+
+
+def _record_refund(ctx: CallContext, g: GatewayPayment, r: GatewayRefund, reference: str) -> None:
+    assert g.payment_id is not None
+    billing.payment_refund_entries(
+        ctx, g.payment_id, r.amount, f"card refund {reference}: {r.reason}"[:255]
+    )
+    r.status, r.gateway_reference, r.updated_at = "refunded", reference[:128], ctx.now()
+
+
+@operation("PaymentRefund", roles=BILLING, mutating=True)
+def payment_refund(
+    ctx: CallContext, *, charge_id: int, amount: Decimal, reason: str, idempotency_key: str
+) -> RefundInfo:
+    """Refund all or part of a captured charge, never more than is left. The
+    ledger gives the money back; an invoice it paid becomes unpaid again by
+    that much. A repeat with the same ``idempotency_key`` is the same refund.
+    No answer from the gateway: ``pending``, settled by reconciliation."""
+    if not 1 <= len(idempotency_key) <= 128 or not idempotency_key.isprintable():
+        raise ValidationError("idempotency_key", "must be 1 to 128 printable characters")
+    reason = reason.strip()
+    if not 1 <= len(reason) <= 255:
+        raise ValidationError("reason", "must be 1 to 255 characters")
+    refuse_card_data("reason", reason)
+    payment_charge_get(ctx, charge_id=charge_id)  # visible to the caller
+    g = ctx.session.get(GatewayPayment, charge_id, with_for_update=True, populate_existing=True)
+    assert g is not None
+    seen = ctx.session.scalar(
+        select(GatewayRefund).where(
+            GatewayRefund.charge_id == g.id, GatewayRefund.client_key == idempotency_key
+        )
+    )
+    if seen is not None:
+        return _refund_info(seen, g.currency)
+    if g.status != "captured":
+        raise InvalidState(f"charge {g.id} is {g.status}, not captured")
+    amt = money(amount, g.currency, "amount")
+    if amt <= 0:
+        raise ValidationError("amount", "must be positive")
+    left = g.amount - g.refunded
+    if amt > left:
+        raise ValidationError(
+            "amount", f"is more than the {money(left, g.currency, 'amount')} left to refund"
+        )
+    inst = ctx.session.get(PluginInstance, g.instance_id)
+    assert inst is not None
+    gw = gateway_for(ctx.secrets, inst)
+    now = ctx.now()
+    r = GatewayRefund(
+        charge_id=g.id,
+        client_key=idempotency_key,
+        gateway_key=f"pba_{uuid.uuid4().hex}",
+        amount=amt,
+        reason=reason,
+        status="pending",
+        created_at=now,
+        updated_at=now,
+    )
+    ctx.session.add(r)
+    g.refunded += amt  # reserved while pending
+    ctx.session.flush()
+    path = get_account(ctx, g.account_id).path
+    audit.record(ctx, "gateway_refund", r.id, path, {"charge": g.id, "amount": amt})
+    ctx.uow.commit()  # the intent is durable before the gateway hears of it
+    try:
+        result = gw.refund(
+            key=r.gateway_key, charge_reference=g.gateway_reference or "", amount=amt
+        )
+    except (RefundRejected, NotSupported) as exc:
+        r.status = "rejected"
+        r.decline_code = str(getattr(exc, "code", type(exc).__name__))[:64]
+        g.refunded -= amt
+        r.updated_at = ctx.now()
+        ctx.uow.commit()
+        raise InvalidState(f"the gateway refused the refund: {r.decline_code}") from None
+    except Exception as exc:
+        log.warning("refund %s: outcome unknown (%s); left pending", r.id, type(exc).__name__)
+        ctx.uow.commit()
+        return _refund_info(r, g.currency)
+    _record_refund(ctx, g, r, result.reference)
+    return _refund_info(r, g.currency)
 
 
 # ---------------------------------------------------------------- reconciliation
@@ -644,4 +750,29 @@ def reconcile(
             g.decline_code = (found.decline_code or "not_found")[:64]
             g.updated_at = clock.now()
         counts[g.status] = counts.get(g.status, 0) + 1
+    for r in uow.session.scalars(
+        select(GatewayRefund)
+        .where(GatewayRefund.status == "pending", GatewayRefund.updated_at <= cutoff)
+        .order_by(GatewayRefund.id)
+        .with_for_update(skip_locked=True)
+    ).all():
+        charge = uow.session.get(GatewayPayment, r.charge_id)
+        assert charge is not None
+        inst = uow.session.get(PluginInstance, charge.instance_id)
+        assert inst is not None
+        owner = uow.session.get(Account, inst.account_id)
+        assert owner is not None
+        try:  # refunds are idempotent by key: asking again is asking what happened
+            done = gateway_for(box, inst).refund(
+                key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
+            )
+        except RefundRejected as exc:
+            r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
+            charge.refunded -= r.amount
+        except Exception as exc:
+            log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+            continue
+        else:
+            _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
+        counts[f"refund {r.status}"] = counts.get(f"refund {r.status}", 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"

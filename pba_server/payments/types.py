@@ -10,6 +10,7 @@ from typing import Literal
 PluginStatus = Literal["ok", "broken"]
 InstanceStatus = Literal["active", "disabled"]
 GatewayPaymentStatus = Literal["pending", "captured", "declined", "error"]
+RefundStatus = Literal["pending", "refunded", "rejected"]
 
 
 @dataclass
@@ -81,4 +82,17 @@ class ChargeInfo:
     message: str | None
     gateway_reference: str | None
     payment_id: int | None
+    refunded: Decimal
+    created_at: datetime
+
+
+@dataclass
+class RefundInfo:
+    id: int
+    charge_id: int
+    amount: Decimal
+    reason: str
+    status: RefundStatus
+    decline_code: str | None
+    gateway_reference: str | None
     created_at: datetime
