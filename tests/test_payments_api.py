@@ -293,11 +293,14 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
         PBA_TEST_CRASH_AFTER_GATEWAY="1",
     )
     with running(cwd=tmp_path, env=child) as srv:
-        proxy = Api(srv.base, env).xmlrpc()
-        with pytest.raises((xmlrpc.client.ProtocolError, HTTPException, OSError)):
-            proxy.PaymentCharge(
-                {"payment_method_id": m.id, "invoice_id": inv.id, "idempotency_key": "k1"}
-            )
+        client = Api(srv.base, env)
+        try:
+            with pytest.raises((xmlrpc.client.ProtocolError, HTTPException, OSError)):
+                client.xmlrpc().PaymentCharge(
+                    {"payment_method_id": m.id, "invoice_id": inv.id, "idempotency_key": "k1"}
+                )
+        finally:
+            client.close()
         assert srv.proc.wait(timeout=30) == 86
     with UnitOfWork(env.app.engine) as uow:
         rows = uow.session.execute(text("SELECT status, payment_id FROM gateway_payments")).all()
@@ -408,3 +411,34 @@ def test_refunds_full_and_partial(call, env, tmp_path):
         idempotency_key="rx",
     )
     assert code == "Client.InvalidState"
+
+
+def test_server_runs_with_broken_plugins_and_lists_them(env, tmp_path):
+    from pba_server.sdk.loader import DEFAULT_DIR
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "syntax_error.py").write_text("def broken(:\n")
+    (folder / "future_sdk.py").write_text(
+        (DEFAULT_DIR / "offline.py")
+        .read_text()
+        .replace('name="offline"', 'name="future_sdk"')
+        .replace("sdk_version=SDK_VERSION", 'sdk_version="2.0"')
+    )
+    (folder / "offline.py").write_text((DEFAULT_DIR / "offline.py").read_text())
+    url = env.app.engine.url.render_as_string(hide_password=False)
+    child = child_env(PBA_DATABASE_URL=url, PBA_SECRET_KEY=TEST_KEY, PBA_PLUGINS_DIR=str(folder))
+    with running(cwd=tmp_path, env=child) as srv:
+        client = Api(srv.base, env)
+        try:
+            listed = {p["name"]: p for p in client.xmlrpc().PluginList({})}
+        finally:
+            client.close()
+        assert listed["offline"]["status"] == "ok"
+        assert listed["syntax_error"]["status"] == "broken"
+        assert "SyntaxError" in listed["syntax_error"]["reason"]
+        assert listed["future_sdk"]["status"] == "broken"
+        assert "targets SDK 2.0" in listed["future_sdk"]["reason"]
+        srv.wait_for_output(r"plugin syntax_error .* is broken")
+        srv.wait_for_output(r"plugin future_sdk .* is broken: targets SDK 2.0")
+        assert srv.proc.poll() is None
