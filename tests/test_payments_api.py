@@ -442,3 +442,80 @@ def test_server_runs_with_broken_plugins_and_lists_them(env, tmp_path):
         srv.wait_for_output(r"plugin syntax_error .* is broken")
         srv.wait_for_output(r"plugin future_sdk .* is broken: targets SDK 2.0")
         assert srv.proc.poll() is None
+
+
+def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
+    """A key the gateway never saw is declined (no money moved); a refund
+    left pending is asked again with the same key and recorded once."""
+    from pba_server.sdk import GatewayTimeout, loader
+
+    cls = loader.plugins()["sandbox_card"].cls
+    assert cls is not None
+    with service_ctx(env) as ctx:
+        inst = payments.plugin_configure(
+            ctx,
+            plugin="sandbox_card",
+            name="cards",
+            settings=[
+                SettingValue("api_key", SECRET),
+                SettingValue("state_file", str(tmp_path / "s.json")),
+            ],
+        )
+        ctx.uow.commit()
+    acc = customer(env, "Payer")
+    with service_ctx(env) as ctx:
+        m = payments.payment_method_add(
+            ctx,
+            account_id=acc,
+            instance_id=inst.id,
+            token="tok_approve",
+            brand="visa",
+            last4="4242",
+            expiry_month=1,
+            expiry_year=2031,
+            holder="A",
+        )
+        ctx.uow.commit()
+
+    def lost(self: Any, **kw: Any) -> Any:  # the request never reached the gateway
+        raise GatewayTimeout("connect timeout")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(cls, "charge", lost)
+        with service_ctx(env) as ctx:
+            never = payments.payment_charge(
+                ctx, payment_method_id=m.id, amount=Decimal("5"), idempotency_key="n"
+            )
+    assert never.status == "pending"
+    with service_ctx(env) as ctx:
+        ok = payments.payment_charge(
+            ctx, payment_method_id=m.id, amount=Decimal("9"), idempotency_key="ok"
+        )
+        ctx.uow.commit()
+    real_refund = cls.refund
+    with monkeypatch.context() as mp:
+
+        def refund_lost(self: Any, **kw: Any) -> Any:  # refunded, but the answer is lost
+            real_refund(self, **kw)
+            raise GatewayTimeout("read timeout")
+
+        mp.setattr(cls, "refund", refund_lost)
+        with service_ctx(env) as ctx:
+            r = payments.payment_refund(
+                ctx, charge_id=ok.id, amount=Decimal("4"), reason="x", idempotency_key="r"
+            )
+    assert r.status == "pending"
+    with UnitOfWork(env.app.engine) as uow:
+        summary = payments.reconcile(uow, env.clock, older_than=timedelta(0))
+        uow.commit()
+    assert summary == "1 declined, 1 refund refunded"
+    with service_ctx(env) as ctx:
+        assert payments.payment_charge_get(ctx, charge_id=never.id).status == "declined"
+        assert payments.payment_charge_get(ctx, charge_id=ok.id).refunded == Decimal("4.00")
+        again = payments.payment_refund(
+            ctx, charge_id=ok.id, amount=Decimal("4"), reason="x", idempotency_key="r"
+        )
+        assert again.status == "refunded"
+        assert billing.account_balance_get(ctx, account_id=acc).balance == Decimal("-5.00")
+    assert (tmp_path / "s.json").read_text().count('"re_') == 1
+    assert_books_sound(env)
