@@ -519,3 +519,43 @@ def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
         assert billing.account_balance_get(ctx, account_id=acc).balance == Decimal("-5.00")
     assert (tmp_path / "s.json").read_text().count('"re_') == 1
     assert_books_sound(env)
+
+
+def test_routing_by_brand_and_through_the_parent(call, env, tmp_path):
+    visa = _sandbox(call, tmp_path / "a.json", name="visa-proc")
+    amex = _sandbox(call, tmp_path / "b.json", name="amex-proc")
+    rules = call(
+        "PaymentRoutingSet",
+        rules=[
+            {"instance_id": amex["id"], "brand": "Amex"},
+            {"instance_id": visa["id"], "currency": "EUR"},
+        ],
+    )
+    assert [(r["position"], r["brand"], r["instance_id"]) for r in rules] == [
+        (0, "amex", amex["id"]),
+        (1, None, visa["id"]),
+    ]
+    assert len(call("PaymentRoutingList")) == 2
+    res = call("AccountCreate", type="reseller", name="Res", partner_level="advanced", country="DE")
+    acc = call(
+        "AccountCreate",
+        type="customer_personal",
+        name="Rc",
+        parent_id=res["id"],
+        currency="EUR",
+    )["id"]
+    base = {
+        "account_id": acc,
+        "last4": "0005",
+        "expiry_month": 3,
+        "expiry_year": 2031,
+        "holder": "R. C.",
+    }
+    a = call("PaymentMethodAdd", token="tok_approve", brand="AMEX", idempotency_key="a", **base)
+    v = call("PaymentMethodAdd", token="tok_approve", brand="visa", idempotency_key="v", **base)
+    assert (a["instance_id"], v["instance_id"]) == (amex["id"], visa["id"])
+    call("PaymentRoutingSet", rules=[{"instance_id": amex["id"], "brand": "amex"}])
+    code, msg = call.fault(
+        "PaymentMethodAdd", token="tok_approve", brand="visa", idempotency_key="n", **base
+    )
+    assert code == "Client.Validation" and "no routing rule" in msg

@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-22 06:04:17.336566
+Create Date: 2026-11-22 06:17:38.760270
 """
 
 from __future__ import annotations
@@ -53,6 +53,18 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_methods'))
     )
     op.create_index(op.f('ix_payment_methods_account_id'), 'payment_methods', ['account_id'], unique=False)
+    op.create_table('payment_routing_rules',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('brand', sa.String(length=32), nullable=True),
+    sa.Column('currency', sa.CHAR(length=3), nullable=True),
+    sa.Column('instance_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_payment_routing_rules_account_id_accounts')),
+    sa.ForeignKeyConstraint(['instance_id'], ['plugin_instances.id'], name=op.f('fk_payment_routing_rules_instance_id_plugin_instances')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_payment_routing_rules')),
+    sa.UniqueConstraint('account_id', 'position', name=op.f('uq_payment_routing_rules_account_id_position'))
+    )
     op.create_table('gateway_payments',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -114,6 +126,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_gateway_payments_status'), table_name='gateway_payments')
     op.drop_index(op.f('ix_gateway_payments_account_id'), table_name='gateway_payments')
     op.drop_table('gateway_payments')
+    op.drop_table('payment_routing_rules')
     op.drop_index(op.f('ix_payment_methods_account_id'), table_name='payment_methods')
     op.drop_table('payment_methods')
     op.drop_index(op.f('ix_plugin_instances_account_id'), table_name='plugin_instances')

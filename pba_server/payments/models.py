@@ -111,3 +111,17 @@ class GatewayRefund(Base):
     gateway_reference: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RoutingRule(Base):
+    """Which gateway instance a seller's customers' cards go through."""
+
+    __tablename__ = "payment_routing_rules"
+    __table_args__ = (UniqueConstraint("account_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    brand: Mapped[str | None] = mapped_column(String(32))  # lower case; None: any
+    currency: Mapped[str | None] = mapped_column(CurrencyCode())  # None: any
+    instance_id: Mapped[int] = mapped_column(ForeignKey("plugin_instances.id"))

@@ -44,6 +44,7 @@ from pba_server.payments.models import (
     GatewayPayment,
     GatewayRefund,
     PluginInstance,
+    RoutingRule,
     StoredPaymentMethod,
 )
 from pba_server.payments.types import (
@@ -53,6 +54,8 @@ from pba_server.payments.types import (
     PluginInstanceInfo,
     PluginSettingInfo,
     RefundInfo,
+    RoutingRuleInfo,
+    RoutingRuleInput,
     SettingValue,
 )
 from pba_server.sdk import (
@@ -318,17 +321,18 @@ def payment_method_add(
     ctx: CallContext,
     *,
     account_id: int,
-    instance_id: int,
     token: str,
     brand: str,
     last4: str,
     expiry_month: int,
     expiry_year: int,
     holder: str,
+    instance_id: int | None = None,
     make_default: bool = False,
 ) -> PaymentMethodInfo:
     """Store a gateway's token for an account's card, with what may be shown
-    of it. Card numbers and security codes are refused, never stored."""
+    of it. Card numbers and security codes are refused, never stored. Without
+    ``instance_id`` the sellers' routing rules choose the gateway."""
     for field, value in (("token", token), ("brand", brand), ("holder", holder)):
         refuse_card_data(field, value)
     if not re.fullmatch(r"\d{4}", last4):
@@ -345,7 +349,11 @@ def payment_method_add(
     if len(holder) > 128:
         raise ValidationError("holder", "must be at most 128 characters")
     acc = get_account(ctx, account_id)
-    inst = _get_instance(ctx, instance_id)
+    inst = (
+        route(ctx, acc, brand, acc.currency)
+        if instance_id is None
+        else _get_instance(ctx, instance_id)
+    )
     owner = ctx.session.get(Account, inst.account_id)
     assert owner is not None
     if not acc.path.startswith(owner.path) or acc.id == owner.id:
@@ -776,3 +784,93 @@ def reconcile(
             _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
         counts[f"refund {r.status}"] = counts.get(f"refund {r.status}", 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"
+
+
+# ---------------------------------------------------------------- routing
+
+
+def _rule_info(r: RoutingRule) -> RoutingRuleInfo:
+    return RoutingRuleInfo(
+        account_id=r.account_id,
+        position=r.position,
+        brand=r.brand,
+        currency=r.currency,
+        instance_id=r.instance_id,
+    )
+
+
+@operation("PaymentRoutingSet", roles=ADMIN, mutating=True)
+def payment_routing_set(
+    ctx: CallContext, *, rules: list[RoutingRuleInput]
+) -> list[RoutingRuleInfo]:
+    """Replace the caller's account's routing rules. For a new payment method
+    of one of its customers, the first rule (in the order given) whose brand
+    and currency match (empty matches any) names the gateway instance; with
+    no match, the parent account's rules are asked, and so on up."""
+    if len(rules) > 100:
+        raise ValidationError("rules", "at most 100")
+    for i, rule in enumerate(rules):
+        inst = _get_instance(ctx, rule.instance_id)
+        if inst.account_id != ctx.principal.account_id:
+            owner = ctx.session.get(Account, inst.account_id)
+            assert owner is not None
+            if not ctx.principal.account_path.startswith(owner.path):
+                raise ValidationError(f"rules[{i}].instance_id", "is not a gateway of yours")
+        if rule.currency is not None and not re.fullmatch(r"[A-Z]{3}", rule.currency):
+            raise ValidationError(f"rules[{i}].currency", "must be an ISO 4217 code")
+    for old in ctx.session.scalars(
+        select(RoutingRule).where(RoutingRule.account_id == ctx.principal.account_id)
+    ):
+        ctx.session.delete(old)
+    ctx.session.flush()
+    made = [
+        RoutingRule(
+            account_id=ctx.principal.account_id,
+            position=i,
+            brand=(rule.brand or "").strip().lower() or None,
+            currency=rule.currency,
+            instance_id=rule.instance_id,
+        )
+        for i, rule in enumerate(rules)
+    ]
+    ctx.session.add_all(made)
+    ctx.session.flush()
+    audit.record(
+        ctx,
+        "payment_routing",
+        ctx.principal.account_id,
+        ctx.principal.account_path,
+        {"rules": [[r.brand, r.currency, r.instance_id] for r in made]},
+    )
+    return [_rule_info(r) for r in made]
+
+
+@operation("PaymentRoutingList", roles=ADMIN | READERS)
+def payment_routing_list(
+    ctx: CallContext, *, account_id: int | None = None
+) -> list[RoutingRuleInfo]:
+    """An account's routing rules in order (default: the caller's)."""
+    acc = get_account(ctx, account_id if account_id is not None else ctx.principal.account_id)
+    rows = ctx.session.scalars(
+        select(RoutingRule).where(RoutingRule.account_id == acc.id).order_by(RoutingRule.position)
+    ).all()
+    return [_rule_info(r) for r in rows]
+
+
+def route(ctx: CallContext, customer: Account, brand: str, currency: str) -> PluginInstance:
+    """The gateway instance for a customer's card: its sellers' rules, nearest first."""
+    ids = [int(x) for x in customer.path.strip("/").split("/") if x][:-1]
+    for seller_id in reversed(ids):
+        for rule in ctx.session.scalars(
+            select(RoutingRule)
+            .where(RoutingRule.account_id == seller_id)
+            .order_by(RoutingRule.position)
+        ):
+            if rule.brand not in (None, brand.strip().lower()):
+                continue
+            if rule.currency not in (None, currency):
+                continue
+            inst: PluginInstance | None = ctx.session.get(PluginInstance, rule.instance_id)
+            if inst is not None and inst.status == "active":
+                return inst
+    raise ValidationError("instance_id", f"no routing rule for {brand} in {currency}: name one")

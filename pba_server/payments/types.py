@@ -96,3 +96,19 @@ class RefundInfo:
     decline_code: str | None
     gateway_reference: str | None
     created_at: datetime
+
+
+@dataclass
+class RoutingRuleInput:
+    instance_id: int
+    brand: str | None = None  # e.g. "visa", "amex"; empty: any brand
+    currency: str | None = None  # empty: any currency
+
+
+@dataclass
+class RoutingRuleInfo:
+    account_id: int
+    position: int
+    brand: str | None
+    currency: str | None
+    instance_id: int
