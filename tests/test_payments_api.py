@@ -559,3 +559,30 @@ def test_routing_by_brand_and_through_the_parent(call, env, tmp_path):
         "PaymentMethodAdd", token="tok_approve", brand="visa", idempotency_key="n", **base
     )
     assert code == "Client.Validation" and "no routing rule" in msg
+
+
+def test_reconciled_capture_of_an_invoice_paid_meanwhile_becomes_credit(call, env, tmp_path):
+    inst = _sandbox(call, tmp_path / "s.json")
+    acc = customer(env, "Payer")
+    inv = _invoice(call, acc)
+    slow = _method(call, acc, inst["id"], "tok_timeout")
+    pending = call(
+        "PaymentCharge", payment_method_id=slow["id"], invoice_id=inv["id"], idempotency_key="t"
+    )
+    assert pending["status"] == "pending"
+    call(
+        "PaymentRecord",
+        account_id=acc,
+        amount=Decimal("50.00"),
+        method="bank_transfer",
+        reference="wire 1",
+        received_on=datetime.now(UTC).date().isoformat(),
+        invoice_ids=[inv["id"]],
+        idempotency_key="wire",
+    )
+    with UnitOfWork(env.app.engine) as uow:
+        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        uow.commit()
+    assert call("PaymentChargeGet", charge_id=pending["id"])["status"] == "captured"
+    assert call("InvoiceGet", invoice_id=inv["id"])["status"] == "paid"
+    assert D(call("AccountBalanceGet", account_id=acc)["balance"]) == D("-50.00")

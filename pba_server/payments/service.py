@@ -473,7 +473,13 @@ def _charge_info(g: GatewayPayment) -> ChargeInfo:
 
 def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None:
     """Into the ledger through billing's offline-payment path, allocated to the
-    invoice charged (or kept as prepaid credit)."""
+    invoice charged (or kept as prepaid credit). The money is recorded even if
+    the invoice was paid or voided meanwhile (a late reconciliation): what it
+    cannot settle stays on the account as credit."""
+    payable = False
+    if g.invoice_id is not None:
+        inv = billing.invoice_get(ctx, invoice_id=g.invoice_id)
+        payable = inv.status in ("issued", "partially_paid", "overdue") and inv.outstanding > 0
     paid = billing.payment_record(
         ctx,
         account_id=g.account_id,
@@ -481,8 +487,8 @@ def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None
         method="card",
         reference=reference[:128],
         received_on=ctx.now().date(),
-        invoice_ids=[g.invoice_id] if g.invoice_id is not None else None,
-        allocate=g.invoice_id is not None,
+        invoice_ids=[g.invoice_id] if payable and g.invoice_id is not None else None,
+        allocate=payable,
     )
     g.status = "captured"
     g.gateway_reference = reference
