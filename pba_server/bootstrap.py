@@ -31,7 +31,8 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.billing.service
     import pba_server.catalog.service
     import pba_server.core.audit
-    import pba_server.events.service  # noqa: F401
+    import pba_server.events.service
+    import pba_server.payments.service  # noqa: F401
 
     return registry()
 
@@ -117,6 +118,8 @@ def build_app(
     clock = clock or SystemClock()
     box = secret_box(settings)
     ops = load_operations()
+    load_plugins(settings)
+    payments_runtime(box)
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_runtime.register(engine, deliverer)
@@ -131,6 +134,20 @@ def build_app(
         xmlrpc=XmlRpcHandler(dispatcher, ops),
         deliverer=deliverer,
     )
+
+
+def load_plugins(settings: Settings) -> None:
+    """Discover plugins once; broken ones are logged and listed, never fatal."""
+    from pba_server.sdk import loader
+
+    folder = Path(settings.plugins_dir) if settings.plugins_dir else None
+    loader.set_plugins(loader.discover(folder))
+
+
+def payments_runtime(box: SecretBox) -> None:
+    from pba_server.payments.service import configure_runtime
+
+    configure_runtime(box)
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

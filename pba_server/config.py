@@ -36,6 +36,7 @@ class Settings:
     smtp_security: str = "none"  # none | starttls | tls
     smtp_user: str = ""
     smtp_password: str = ""
+    plugins_dir: str = ""  # default: the plugins/ folder next to the pba_server package
     mail_from: str = ""  # From address when the sending account has no administrative contact
 
 

@@ -1298,6 +1298,62 @@ def payment_record(
     return _payment_info(ctx, [p])[0]
 
 
+def payment_refund_entries(ctx: CallContext, payment_id: int, amount: Decimal, memo: str) -> None:
+    """Give back ``amount`` of a payment (a card refund): first from what is
+    unallocated, then by undoing its allocations newest first, so the invoices
+    paid with it become unpaid again. The refunded money counts as used up
+    (``allocated``), so it is never allocated again. The caller checks the
+    amount against what is left."""
+    p = ctx.session.get(Payment, payment_id, with_for_update=True, populate_existing=True)
+    if p is None:
+        raise NotFound(f"payment {payment_id} not found")
+    acc = get_account(ctx, p.account_id)
+    need = amount - (p.amount - p.allocated)
+    if need > 0:
+        for a in ctx.session.scalars(
+            select(PaymentAllocation)
+            .where(PaymentAllocation.payment_id == p.id)
+            .order_by(PaymentAllocation.id.desc())
+            .with_for_update()
+        ).all():
+            if need <= 0:
+                break
+            take = min(a.amount, need)
+            inv = _get_invoice(ctx, a.invoice_id, for_update=True)
+            ledger.post(
+                ctx,
+                kind="deallocation",
+                account_id=acc.id,
+                currency=p.currency,
+                memo=f"refund undoes payment on invoice {inv.number}",
+                legs=[Leg("receivable", acc.id, take), Leg("customer_credit", acc.id, -take)],
+                document_type="invoice",
+                document_id=inv.id,
+            )
+            inv.paid_amount -= take
+            _settle_status(inv)
+            p.allocated -= take
+            need -= take
+            if take == a.amount:
+                ctx.session.delete(a)
+            else:
+                a.amount -= take
+        if need > 0:
+            raise InvalidState(f"payment {p.id} has less than {amount} left to refund")
+    ledger.post(
+        ctx,
+        kind="refund",
+        account_id=acc.id,
+        currency=p.currency,
+        memo=memo,
+        legs=[Leg("customer_credit", acc.id, amount), Leg("cash", p.issuer_id, -amount, p.method)],
+        document_type="payment",
+        document_id=p.id,
+    )
+    p.allocated += amount
+    ctx.session.flush()
+
+
 @operation("PaymentAllocate", roles=BILLING, mutating=True)
 def payment_allocate(
     ctx: CallContext, *, payment_id: int, invoice_ids: list[int] | None = None

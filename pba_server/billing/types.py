@@ -9,7 +9,7 @@ from typing import Literal
 
 InvoiceStatus = Literal["draft", "issued", "partially_paid", "paid", "overdue", "void"]
 LineLink = Literal["subscription", "order", "usage", "one_off"]
-PaymentMethod = Literal["bank_transfer", "cheque", "cash"]
+PaymentMethod = Literal["bank_transfer", "cheque", "cash", "card"]
 DocumentKind = Literal["invoice", "credit_note"]
 RenderFormat = Literal["html", "pdf"]
 StatementEntryKind = Literal["invoice", "credit_note", "payment", "adjustment", "void"]

@@ -92,6 +92,18 @@ class CreditLimitExceeded(PbaError):
     http_status = 402
 
 
+class PaymentDeclined(PbaError):
+    """The gateway declined a charge; the message starts with its reason code."""
+
+    code = "Client.PaymentDeclined"
+    number = 4021
+    http_status = 402
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}" if message != reason else reason)
+        self.reason = reason
+
+
 class InternalError(PbaError):
     code = "Server.Internal"
     number = 5000
@@ -116,6 +128,7 @@ ALL_ERRORS: tuple[type[PbaError], ...] = (
     Conflict,
     InvalidState,
     CreditLimitExceeded,
+    PaymentDeclined,
     InternalError,
     Unavailable,
 )

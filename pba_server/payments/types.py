@@ -1,0 +1,114 @@
+"""Wire types of the payments operations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+PluginStatus = Literal["ok", "broken"]
+InstanceStatus = Literal["active", "disabled"]
+GatewayPaymentStatus = Literal["pending", "captured", "declined", "error"]
+RefundStatus = Literal["pending", "refunded", "rejected"]
+
+
+@dataclass
+class PluginSettingInfo:
+    name: str
+    type: str
+    required: bool
+    secret: bool
+    default: str | None
+    description: str
+
+
+@dataclass
+class PluginInfoItem:
+    name: str
+    status: PluginStatus
+    reason: str
+    source: str
+    version: str | None
+    sdk_version: str | None
+    description: str
+    capabilities: list[str]
+    settings: list[PluginSettingInfo]
+
+
+@dataclass
+class SettingValue:
+    name: str
+    value: str
+
+
+@dataclass
+class PluginInstanceInfo:
+    id: int
+    account_id: int
+    plugin: str
+    name: str
+    status: InstanceStatus
+    settings: list[SettingValue]  # the non-secret ones only
+    secret_settings_set: list[str]  # names of the secret ones that have a value
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class PaymentMethodInfo:
+    id: int
+    account_id: int
+    instance_id: int
+    brand: str
+    last4: str
+    expiry_month: int
+    expiry_year: int
+    holder: str
+    is_default: bool
+    created_at: datetime
+
+
+@dataclass
+class ChargeInfo:
+    id: int
+    account_id: int
+    invoice_id: int | None
+    payment_method_id: int
+    currency: str
+    amount: Decimal
+    status: GatewayPaymentStatus
+    decline_code: str | None
+    message: str | None
+    gateway_reference: str | None
+    payment_id: int | None
+    refunded: Decimal
+    created_at: datetime
+
+
+@dataclass
+class RefundInfo:
+    id: int
+    charge_id: int
+    amount: Decimal
+    reason: str
+    status: RefundStatus
+    decline_code: str | None
+    gateway_reference: str | None
+    created_at: datetime
+
+
+@dataclass
+class RoutingRuleInput:
+    instance_id: int
+    brand: str | None = None  # e.g. "visa", "amex"; empty: any brand
+    currency: str | None = None  # empty: any currency
+
+
+@dataclass
+class RoutingRuleInfo:
+    account_id: int
+    position: int
+    brand: str | None
+    currency: str | None
+    instance_id: int

@@ -1,0 +1,204 @@
+"""What plugins may import: the plugin kinds, their results and exceptions.
+
+A plugin is a module (or package) that exposes ``PLUGIN``: a subclass of a
+plugin kind (here :class:`PaymentGateway`) whose class attribute ``info`` is a
+:class:`PluginInfo`. The server instantiates it once per configured instance
+with that instance's settings (secrets decrypted) and calls its methods on a
+worker thread, never on the reactor thread.
+
+Versioning: ``SDK_VERSION`` is ``MAJOR.MINOR``. A plugin declares the version
+it targets; it loads when the major versions are equal and its minor is not
+above ours (a plugin written for 1.0 runs on 1.3, not the reverse).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+SDK_VERSION = "1.0"
+
+SettingType = Literal["str", "int", "bool", "decimal"]
+Capability = Literal["charge", "refund", "partial_refund", "recurring_tokens", "3ds", "lookup"]
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One setting of a plugin instance. ``secret`` ones are encrypted at rest,
+    never returned by the API and never logged."""
+
+    name: str
+    type: SettingType = "str"
+    required: bool = True
+    secret: bool = False
+    default: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str  # unique, [a-z0-9_]+
+    version: str
+    sdk_version: str  # the SDK version the plugin targets, "MAJOR.MINOR"
+    kind: Literal["payment_gateway"] = "payment_gateway"
+    description: str = ""
+    settings: tuple[SettingField, ...] = ()
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+
+
+# ---------------------------------------------------------------- exceptions
+
+
+class PluginError(Exception):
+    """Base of every exception a plugin may raise. Anything else a plugin
+    raises is treated as :class:`GatewayError` (outcome unknown)."""
+
+
+class ConfigurationError(PluginError):
+    """The instance's settings are unusable (missing key, bad value)."""
+
+
+class CardDeclined(PluginError):
+    """The gateway answered: no money moved. ``code`` is the gateway's reason
+    (e.g. ``insufficient_funds``, ``stolen_card``)."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code
+
+
+class AuthenticationRequired(CardDeclined):
+    """The charge needs the cardholder (3-D Secure); no money moved."""
+
+    def __init__(self, message: str = "3-D Secure authentication required") -> None:
+        super().__init__("authentication_required", message)
+
+
+class GatewayTimeout(PluginError):
+    """No answer in time: the outcome is unknown. The server keeps the payment
+    pending and asks again later with :meth:`PaymentGateway.lookup`."""
+
+
+class GatewayError(PluginError):
+    """The gateway failed in a way that leaves the outcome unknown."""
+
+
+class RefundRejected(PluginError):
+    """The gateway refused the refund (e.g. above what was captured)."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+
+
+class NotSupported(PluginError):
+    """An optional method the plugin does not implement."""
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """A charge the gateway captured."""
+
+    reference: str  # the gateway's id of the charge
+    amount: Decimal
+    currency: str
+    status: Literal["captured"] = "captured"
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """What the gateway knows of a charge asked for by our key."""
+
+    status: Literal["captured", "declined", "not_found"]
+    reference: str | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    decline_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    reference: str
+    amount: Decimal
+
+
+class PaymentGateway(abc.ABC):
+    """A payment gateway plugin kind.
+
+    Every money-moving method receives ``key``, the server's own idempotency
+    key, unique per attempt. A gateway MUST treat a repeated call with the same
+    key as the same request: never charge twice, answer with the first result.
+    Amounts are ``Decimal`` in the currency's major unit, already quantized.
+    """
+
+    info: ClassVar[PluginInfo]
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        """Required. ``settings`` holds every declared setting by name (secrets
+        in clear, in memory only). Raise :class:`ConfigurationError` if unusable."""
+        self.settings = settings
+
+    @abc.abstractmethod
+    def charge(
+        self, *, key: str, amount: Decimal, currency: str, token: str, description: str
+    ) -> ChargeResult:
+        """Required. Charge ``amount`` to the stored-method ``token``.
+
+        Returns a captured :class:`ChargeResult`. Raises :class:`CardDeclined`
+        (or :class:`AuthenticationRequired`) when no money moved,
+        :class:`GatewayTimeout` or :class:`GatewayError` when the outcome is
+        unknown."""
+
+    @abc.abstractmethod
+    def lookup(self, *, key: str) -> LookupResult:
+        """Required. What became of the charge made with ``key``; status
+        ``not_found`` if the gateway never saw it. Raises
+        :class:`GatewayTimeout` / :class:`GatewayError` if it cannot tell now."""
+
+    def refund(self, *, key: str, charge_reference: str, amount: Decimal) -> RefundResult:
+        """Optional (capability ``refund``; ``partial_refund`` for less than the
+        charge). Refund ``amount`` of a captured charge; the same ``key`` twice
+        refunds once. Raises :class:`RefundRejected` above what is left,
+        :class:`NotSupported` by default."""
+        raise NotSupported(f"{self.info.name} does not refund")
+
+    def validate_token(self, token: str) -> None:
+        """Optional. Raise :class:`CardDeclined` if ``token`` can never be
+        charged (called by PaymentMethodAdd). Default: accept."""
+        return None
+
+
+def version_compatible(target: str) -> bool:
+    """True if a plugin targeting SDK ``target`` runs on this SDK."""
+    try:
+        t_major, t_minor = (int(x) for x in target.split("."))
+    except ValueError:
+        return False
+    major, minor = (int(x) for x in SDK_VERSION.split("."))
+    return t_major == major and t_minor <= minor
+
+
+__all__ = [
+    "SDK_VERSION",
+    "AuthenticationRequired",
+    "CardDeclined",
+    "ChargeResult",
+    "ConfigurationError",
+    "GatewayError",
+    "GatewayTimeout",
+    "LookupResult",
+    "NotSupported",
+    "PaymentGateway",
+    "PluginError",
+    "PluginInfo",
+    "RefundRejected",
+    "RefundResult",
+    "SettingField",
+    "version_compatible",
+]

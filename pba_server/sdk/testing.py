@@ -1,0 +1,159 @@
+"""Conformance kit for payment gateway plugins.
+
+Point it at your plugin in your own test suite::
+
+    from pba_server.sdk.testing import GatewayContract
+    from my_plugin import PLUGIN
+
+    class TestMyGateway(GatewayContract):
+        plugin = PLUGIN
+        settings = {"api_key": "sk_test_x"}
+        approve_token = "tok_ok"            # None if the gateway never captures online
+        decline_tokens = {"tok_nsf": "insufficient_funds"}
+        timeout_token = "tok_slow"           # None to skip the timeout checks
+
+Each test makes a fresh instance with :meth:`make_gateway` (override it to
+start a fake server, say). Keys are unique per test.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import pytest
+
+from pba_server.sdk import (
+    CardDeclined,
+    ChargeResult,
+    GatewayTimeout,
+    LookupResult,
+    PaymentGateway,
+    PluginError,
+    PluginInfo,
+    RefundRejected,
+    version_compatible,
+)
+
+AMOUNT = Decimal("12.34")
+CURRENCY = "USD"
+
+
+class GatewayContract:
+    plugin: ClassVar[type[PaymentGateway]]
+    settings: ClassVar[dict[str, str]] = {}
+    approve_token: ClassVar[str | None] = None
+    decline_tokens: ClassVar[dict[str, str]] = {}
+    timeout_token: ClassVar[str | None] = None
+    max_call_seconds: ClassVar[float] = 30.0
+
+    def make_gateway(self) -> PaymentGateway:
+        return self.plugin(dict(self.settings))
+
+    @staticmethod
+    def key() -> str:
+        return f"conformance-{uuid.uuid4().hex}"
+
+    def _charge(self, gw: PaymentGateway, key: str, token: str, amount: Decimal = AMOUNT) -> Any:
+        started = time.monotonic()
+        try:
+            return gw.charge(
+                key=key, amount=amount, currency=CURRENCY, token=token, description="conformance"
+            )
+        finally:
+            assert time.monotonic() - started < self.max_call_seconds, "charge took too long"
+
+    # ------------------------------------------------------------ metadata
+
+    def test_info(self) -> None:
+        info = self.plugin.info
+        assert isinstance(info, PluginInfo)
+        assert info.name and info.name.replace("_", "").isalnum() and info.name.islower()
+        assert version_compatible(info.sdk_version)
+        names = [f.name for f in info.settings]
+        assert len(names) == len(set(names)), "setting names must be unique"
+        assert "refund" in info.capabilities or "partial_refund" not in info.capabilities
+
+    # ------------------------------------------------------------ charges
+
+    def test_charge_is_idempotent_by_key(self) -> None:
+        if self.approve_token is None:
+            pytest.skip("this gateway captures nothing online")
+        gw = self.make_gateway()
+        key = self.key()
+        first = self._charge(gw, key, self.approve_token)
+        again = self._charge(self.make_gateway(), key, self.approve_token)
+        assert isinstance(first, ChargeResult) and first.status == "captured"
+        assert first.amount == AMOUNT and first.currency == CURRENCY
+        assert again.reference == first.reference, "the same key charged twice"
+        found = gw.lookup(key=key)
+        assert isinstance(found, LookupResult)
+        assert (found.status, found.reference, found.amount) == (
+            "captured",
+            first.reference,
+            AMOUNT,
+        )
+
+    def test_lookup_of_unknown_key(self) -> None:
+        assert self.make_gateway().lookup(key=self.key()).status == "not_found"
+
+    def test_declines_map_to_card_declined(self) -> None:
+        if not self.decline_tokens:
+            pytest.skip("no declining test token")
+        gw = self.make_gateway()
+        for token, code in self.decline_tokens.items():
+            key = self.key()
+            with pytest.raises(CardDeclined) as exc:
+                self._charge(gw, key, token)
+            assert exc.value.code == code
+            with pytest.raises(CardDeclined):  # a repeat answers the same
+                self._charge(gw, key, token)
+            assert gw.lookup(key=key).status in ("declined", "not_found")
+
+    def test_errors_are_sdk_exceptions(self) -> None:
+        gw = self.make_gateway()
+        try:
+            self._charge(gw, self.key(), "tok_certainly_not_valid_" + uuid.uuid4().hex)
+        except PluginError:
+            pass
+        except Exception as exc:  # pragma: no cover - the failure path
+            pytest.fail(f"charge raised {type(exc).__name__}, not an SDK exception")
+        else:
+            pytest.fail("an invalid token was charged")
+
+    def test_timeout_is_reported_and_looked_up(self) -> None:
+        if self.timeout_token is None:
+            pytest.skip("no timeout test token")
+        gw = self.make_gateway()
+        key = self.key()
+        with pytest.raises(GatewayTimeout):
+            self._charge(gw, key, self.timeout_token)
+        # the outcome is unknown to the caller; the gateway must be able to tell
+        assert gw.lookup(key=key).status in ("captured", "declined", "not_found")
+
+    # ------------------------------------------------------------ refunds
+
+    def test_refund_never_above_captured(self) -> None:
+        if self.approve_token is None or "refund" not in self.plugin.info.capabilities:
+            pytest.skip("no refunds")
+        gw = self.make_gateway()
+        charge = self._charge(gw, self.key(), self.approve_token)
+        with pytest.raises(RefundRejected):
+            gw.refund(key=self.key(), charge_reference=charge.reference, amount=AMOUNT + 1)
+        if "partial_refund" in self.plugin.info.capabilities:
+            key = self.key()
+            part = gw.refund(key=key, charge_reference=charge.reference, amount=Decimal("2.00"))
+            same = gw.refund(key=key, charge_reference=charge.reference, amount=Decimal("2.00"))
+            assert same.reference == part.reference, "the same refund key refunded twice"
+            with pytest.raises(RefundRejected):
+                gw.refund(
+                    key=self.key(), charge_reference=charge.reference, amount=AMOUNT - 1
+                )  # 10.34 + 2.00 > 12.34
+            rest = gw.refund(key=self.key(), charge_reference=charge.reference, amount=AMOUNT - 2)
+            assert rest.amount == AMOUNT - 2
+        else:
+            gw.refund(key=self.key(), charge_reference=charge.reference, amount=AMOUNT)
+        with pytest.raises(RefundRejected):
+            gw.refund(key=self.key(), charge_reference=charge.reference, amount=Decimal("0.01"))
