@@ -409,3 +409,34 @@ def test_idempotent_results_are_not_kept_in_clear(api, env):
     with UnitOfWork(env.app.engine) as uow:
         stored = uow.session.scalars(select(IdempotencyKey.response)).all()
     assert stored and all(first.secret not in r for r in stored)
+
+
+def test_card_numbers_are_refused_in_any_operation(api, server):
+    """A PAN pasted anywhere (here an account name and a contact) is refused on
+    both protocols, not stored, and not repeated in the fault or the log."""
+    pan = "4111 1111 1111 1111"
+    with pytest.raises(xmlrpc.client.Fault) as x:
+        api.xmlrpc().AccountCreate({"type": "customer_personal", "name": pan})
+    f = x.value
+    assert f.faultCode == 4001 and "card number" in f.faultString
+    assert "4111" not in f.faultString
+    with pytest.raises(zeep.exceptions.Fault) as e:
+        api.soap().AccountCreate(
+            type="customer_personal",
+            name="Ok",
+            contacts=[
+                {
+                    "kind": "billing",
+                    "name": "x",
+                    "email": "a@b.example",
+                    "phone": "4111-1111-1111-1111",
+                }
+            ],
+        )
+    assert "contacts[0].phone" in e.value.message and "4111" not in e.value.message
+    assert api.xmlrpc().AccountList({})["total"] == 0
+    # ordinary numbers are fine: a phone number, an order number that fails Luhn
+    acc = api.xmlrpc().AccountCreate(
+        {"type": "customer_personal", "name": "Order 4111111111111112"}
+    )
+    assert acc["name"].endswith("4111111111111112")

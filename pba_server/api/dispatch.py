@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pba_server.accounts.auth import Authenticator
 from pba_server.core import idempotency
+from pba_server.core.carddata import refuse_in
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.db import UnitOfWork
@@ -107,6 +108,8 @@ class Dispatcher:
                 args[p.name] = p.default
             else:
                 args[p.name] = coerce(p.type, value, p.name)
+                if p.name != "idempotency_key":
+                    refuse_in(p.name, args[p.name])
         return args
 
     def _authenticate(self, uow: UnitOfWork, creds: Credentials, meta: CallMeta) -> Any:

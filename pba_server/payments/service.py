@@ -25,6 +25,7 @@ from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
 from pba_server.core import audit
 from pba_server.core.auth import Principal
+from pba_server.core.carddata import refuse_card_data
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.db import UnitOfWork
@@ -90,28 +91,7 @@ def configure_runtime(box: SecretBox) -> None:
 # ---------------------------------------------------------------- card data
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-_DIGIT_RUN = re.compile(r"(?:\d[ -]?){12,19}")
-
-
-def refuse_card_data(field: str, value: str) -> None:
-    """Refuse anything that looks like a card number (PAN). The message never
-    repeats the value, so it reaches no log either."""
-    for m in _DIGIT_RUN.finditer(value):
-        digits = re.sub(r"\D", "", m.group())
-        if 12 <= len(digits) <= 19 and _luhn(digits):
-            raise ValidationError(
-                field, "looks like a card number: send the gateway's token, never card data"
-            )
+# refuse_card_data lives in core.carddata; the dispatcher applies it to every call
 
 
 # ---------------------------------------------------------------- plugins
