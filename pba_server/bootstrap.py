@@ -162,7 +162,7 @@ def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: Secre
     return Deliverer(engine, clock, box, mail)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, *, access_log: bool = True) -> None:
     logging.basicConfig(
         stream=sys.stdout,
         level=getattr(logging, level.upper(), logging.INFO),
@@ -173,3 +173,5 @@ def configure_logging(level: str) -> None:
     # spyne logs every client fault (a wrong password, say) at ERROR with a
     # traceback: anyone could flood the log. Our access log has the code.
     logging.getLogger("spyne.application.client").setLevel(logging.CRITICAL)
+    if not access_log:  # e.g. when a front proxy already logs every request
+        logging.getLogger("pba.access").setLevel(logging.WARNING)

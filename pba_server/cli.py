@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(
         args, host=args.host, port=args.port, workers=args.workers, threads=args.threads
     )
-    bootstrap.configure_logging(settings.log_level)
+    bootstrap.configure_logging(settings.log_level, access_log=settings.access_log)
     if args.worker_fds:
         from pba_server.api import serve
 
