@@ -162,12 +162,15 @@ def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
     """A plugin object for ``inst``, its secrets decrypted in memory only."""
     cls = _loaded(inst.plugin).cls
     assert cls is not None
+    if cls.info.kind != "payment_gateway":
+        raise ValidationError("instance_id", f"instance {inst.id} is not a payment gateway")
     settings: dict[str, str] = {
         f.name: f.default for f in cls.info.settings if f.default is not None
     }
     settings.update(json.loads(inst.settings))
     settings.update(json.loads(box.decrypt(inst.secrets)))
-    return cls(settings)
+    gateway: PaymentGateway = cls(settings)
+    return gateway
 
 
 @operation("PluginConfigure", roles=ADMIN, mutating=True)

@@ -21,6 +21,13 @@ from typing import ClassVar, Literal
 SDK_VERSION = "1.0"
 
 SettingType = Literal["str", "int", "bool", "decimal"]
+PluginKind = Literal[
+    "payment_gateway",  # PaymentGateway, below
+    "processing_module",  # pba_server.sdk.provisioning.ProcessingModule
+    "domain_registrar",  # pba_server.sdk.registrar.DomainRegistrar
+    "fraud_screener",  # pba_server.sdk.fraud.FraudScreener
+    "notification_channel",  # pba_server.sdk.notify.NotificationChannel
+]
 Capability = Literal["charge", "refund", "partial_refund", "recurring_tokens", "3ds", "lookup"]
 
 
@@ -42,7 +49,7 @@ class PluginInfo:
     name: str  # unique, [a-z0-9_]+
     version: str
     sdk_version: str  # the SDK version the plugin targets, "MAJOR.MINOR"
-    kind: Literal["payment_gateway"] = "payment_gateway"
+    kind: PluginKind = "payment_gateway"
     description: str = ""
     settings: tuple[SettingField, ...] = ()
     capabilities: frozenset[str] = field(default_factory=frozenset)

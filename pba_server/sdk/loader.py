@@ -32,19 +32,33 @@ class LoadedPlugin:
     source: str  # file path or "entry point <name>"
     status: str  # "ok" | "broken"
     reason: str = ""
-    cls: type[PaymentGateway] | None = None
+    cls: Any = None  # the plugin class; its base depends on info.kind
 
     @property
     def info(self) -> PluginInfo | None:
         return self.cls.info if self.cls is not None else None
 
 
+def kind_bases() -> dict[str, type]:
+    """The base class of each plugin kind (``PluginInfo.kind`` -> class).
+    Each kind's module is imported here, one line per kind."""
+    from pba_server.sdk import provisioning
+
+    return {
+        "payment_gateway": PaymentGateway,
+        "processing_module": provisioning.ProcessingModule,
+    }
+
+
 def _check(name: str, source: str, obj: Any) -> LoadedPlugin:
-    if not (isinstance(obj, type) and issubclass(obj, PaymentGateway)):
-        return LoadedPlugin(name, source, "broken", "PLUGIN is not a PaymentGateway subclass")
-    info = getattr(obj, "info", None)
+    info = getattr(obj, "info", None) if isinstance(obj, type) else None
     if not isinstance(info, PluginInfo):
         return LoadedPlugin(name, source, "broken", "PLUGIN.info is not a PluginInfo")
+    base = kind_bases().get(info.kind)
+    if base is None:
+        return LoadedPlugin(name, source, "broken", f"unknown plugin kind {info.kind!r}")
+    if not issubclass(obj, base):
+        return LoadedPlugin(name, source, "broken", f"PLUGIN is not a {base.__name__} subclass")
     if not version_compatible(info.sdk_version):
         return LoadedPlugin(
             info.name,
