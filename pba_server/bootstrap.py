@@ -145,8 +145,10 @@ def load_plugins(settings: Settings) -> None:
 
 
 def payments_runtime(box: SecretBox) -> None:
+    from pba_server.core.context import set_process_secrets
     from pba_server.payments.service import configure_runtime
 
+    set_process_secrets(box)
     configure_runtime(box)
 
 

@@ -31,3 +31,48 @@ class CallContext:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+# The process's secret box, set once at start-up (bootstrap), for background
+# jobs that act without a caller: they build a system context with it.
+_process_secrets: SecretBox | None = None
+
+
+def set_process_secrets(box: SecretBox) -> None:
+    global _process_secrets
+    _process_secrets = box
+
+
+def process_secrets() -> SecretBox:
+    if _process_secrets is None:
+        raise RuntimeError("the secret box is not configured (bootstrap.build_app does it)")
+    return _process_secrets
+
+
+def system_context(
+    uow: UnitOfWork,
+    clock: Clock,
+    *,
+    account_id: int,
+    account_path: str,
+    operation: str,
+    secrets: SecretBox | None = None,
+) -> CallContext:
+    """A context for work the server does on its own (jobs, workflows): it acts
+    as an admin of ``account_id`` (the owner of the work), logged as
+    ``system:<operation>`` in the audit log."""
+    principal = Principal(
+        user_id=0,
+        login=f"system:{operation}",
+        account_id=account_id,
+        account_path=account_path,
+        roles=frozenset({"admin"}),
+        via="system",
+    )
+    return CallContext(
+        uow=uow,
+        principal=principal,
+        clock=clock,
+        secrets=secrets or process_secrets(),
+        operation=operation,
+    )

@@ -24,10 +24,9 @@ from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
 from pba_server.core import audit
-from pba_server.core.auth import Principal
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.clock import Clock
-from pba_server.core.context import CallContext
+from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import (
     Conflict,
@@ -694,20 +693,13 @@ def payment_refund(
 
 
 def _system_ctx(uow: UnitOfWork, clock: Clock, box: SecretBox, owner: Account) -> CallContext:
-    principal = Principal(
-        user_id=0,
-        login="system:payments-reconcile",
+    return system_context(
+        uow,
+        clock,
         account_id=owner.id,
         account_path=owner.path,
-        roles=frozenset({"admin"}),
-        via="system",
-    )
-    return CallContext(
-        uow=uow,
-        principal=principal,
-        clock=clock,
-        secrets=box,
         operation="PaymentReconcile",
+        secrets=box,
     )
 
 
