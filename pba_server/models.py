@@ -7,6 +7,7 @@ from pba_server.billing import models as _billing  # noqa: F401
 from pba_server.catalog import models as _catalog  # noqa: F401
 from pba_server.core import models as _core  # noqa: F401
 from pba_server.core.db import Base
+from pba_server.domains import models as _domains  # noqa: F401
 from pba_server.events import models as _events  # noqa: F401
 from pba_server.payments import models as _payments  # noqa: F401
 from pba_server.scheduler import models as _scheduler  # noqa: F401

@@ -1,0 +1,1 @@
+"""Domains: TLDs sold through plans, domains registered through registrar plugins."""
