@@ -31,6 +31,7 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.billing.service
     import pba_server.catalog.service
     import pba_server.core.audit
+    import pba_server.domains.service
     import pba_server.events.service
     import pba_server.payments.service  # noqa: F401
 
@@ -120,6 +121,7 @@ def build_app(
     ops = load_operations()
     load_plugins(settings)
     payments_runtime(box)
+    domains_runtime(settings)
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_runtime.register(engine, deliverer)
@@ -150,6 +152,12 @@ def payments_runtime(box: SecretBox) -> None:
 
     set_process_secrets(box)
     configure_runtime(box)
+
+
+def domains_runtime(settings: Settings) -> None:
+    from pba_server.domains import jobs
+
+    jobs.configure(settings.domain_expiry_notice_days)
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

@@ -38,6 +38,7 @@ class Settings:
     smtp_password: str = ""
     plugins_dir: str = ""  # default: the plugins/ folder next to the pba_server package
     mail_from: str = ""  # From address when the sending account has no administrative contact
+    domain_expiry_notice_days: int = 30  # domain.expiring is raised this many days before expiry
 
 
 _ENV_PREFIX = "PBA_"

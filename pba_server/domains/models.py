@@ -71,9 +71,7 @@ class Domain(Base):
     name: Mapped[str] = mapped_column(String(253), index=True)
     live_name: Mapped[str | None] = mapped_column(String(253), unique=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
-    subscription_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscriptions.id"), index=True
-    )
+    subscription_id: Mapped[int | None] = mapped_column(ForeignKey("subscriptions.id"), index=True)
     service_id: Mapped[int | None] = mapped_column(Integer, index=True)  # provisioning's service
     tld_id: Mapped[int] = mapped_column(ForeignKey("tlds.id"), index=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("plugin_instances.id"))

@@ -25,6 +25,9 @@ Results are typed (:class:`CheckResult`, :class:`DomainResult`,
 Anything else a registrar raises is treated like :class:`RegistrarUnavailable`
 (outcome unknown, retried with the same key).
 
+The registry's view of a domain is :meth:`DomainRegistrar.domain_info`
+(``info`` is the class's :class:`~pba_server.sdk.PluginInfo`, as in every kind).
+
 Capabilities (``PluginInfo.capabilities``): ``check``, ``register``,
 ``renew``, ``transfer``, ``info``, ``set_nameservers``, ``set_contacts``,
 ``balance``. The optional methods raise
@@ -34,7 +37,7 @@ Capabilities (``PluginInfo.capabilities``): ``check``, ``register``,
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import ClassVar, Literal
@@ -132,7 +135,7 @@ class DomainResult:
 
     ``status`` ``active``: done, ``expires_on`` is the new expiry date;
     ``pending``: accepted, not finished (a transfer waiting for the losing
-    registrar): the server asks :meth:`DomainRegistrar.info` later."""
+    registrar): the server asks :meth:`DomainRegistrar.domain_info` later."""
 
     name: str
     status: Literal["active", "pending"]
@@ -207,7 +210,7 @@ class DomainRegistrar(abc.ABC):
         ``pending``; :class:`AuthorizationError` for a wrong auth code."""
 
     @abc.abstractmethod
-    def info(self, name: str) -> DomainInfo:
+    def domain_info(self, name: str) -> DomainInfo:
         """Required. The registry's view of a domain we sponsor (expiry date,
         status, name servers); :class:`ObjectNotFound` if unknown."""
 

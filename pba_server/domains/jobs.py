@@ -1,0 +1,149 @@
+"""Daily jobs of the domains feature (listed in ``pba_server.scheduler.jobs.JOBS``).
+
+- ``domains-expiry``: raises ``domain.expiring`` for each live domain that
+  expires within ``domain_expiry_notice_days`` (setting, default 30), once per
+  domain and expiry date (a renewal moves the date: the next one is warned
+  about again); marks domains past their expiry date ``expired``.
+- ``registrar-balance``: asks each watched registrar instance
+  (``RegistrarBalanceMinimumSet``) for its balance; below the minimum it
+  raises ``registrar.balance_low`` at most once a day and calls
+  :func:`_balance_low_task` (the seam for a task for the responsible
+  department).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from pba_server.accounts.models import Account
+from pba_server.core.clock import Clock
+from pba_server.core.context import CallContext, process_secrets, system_context
+from pba_server.core.db import UnitOfWork
+from pba_server.domains.models import Domain, RegistrarMonitor
+from pba_server.events import emit
+from pba_server.payments.models import PluginInstance
+from pba_server.sdk.registrar import Balance
+
+log = logging.getLogger("pba.domains")
+
+EXPIRY_NOTICE_DAYS = 30
+
+
+def configure(expiry_notice_days: int) -> None:
+    """Set from the ``domain_expiry_notice_days`` setting at start-up."""
+    global EXPIRY_NOTICE_DAYS
+    EXPIRY_NOTICE_DAYS = max(0, int(expiry_notice_days))
+
+
+def expiry(uow: UnitOfWork, clock: Clock, *, days: int | None = None) -> str:
+    notice = EXPIRY_NOTICE_DAYS if days is None else days
+    today = clock.now().date()
+    horizon = today + timedelta(days=notice)
+    rows = uow.session.execute(
+        select(Domain, Account)
+        .join(Account, Account.id == Domain.account_id)
+        .where(
+            Domain.status.in_(("active", "expired")),
+            Domain.expires_on.is_not(None),
+            Domain.expires_on <= horizon,
+        )
+        .order_by(Domain.id)
+        .with_for_update(of=Domain, skip_locked=True)
+    ).all()
+    warned = expired = 0
+    for d, acc in rows:
+        assert d.expires_on is not None
+        if d.expires_on < today and d.status == "active":
+            d.status = "expired"
+            d.updated_at = clock.now()
+            expired += 1
+        if d.expires_on >= today and d.expiry_notice_for != d.expires_on:
+            ctx = system_context(
+                uow, clock, account_id=acc.id, account_path=acc.path, operation="domains-expiry"
+            )
+            emit(
+                ctx,
+                "domain.expiring",
+                ("domain", d.id),
+                {
+                    "domain": d.name,
+                    "subscription_id": d.subscription_id,
+                    "expires_on": d.expires_on,
+                    "days_left": (d.expires_on - today).days,
+                },
+                account_id=acc.id,
+                account_path=acc.path,
+            )
+            d.expiry_notice_for = d.expires_on
+            warned += 1
+    return f"{warned} domain(s) expiring within {notice} days warned about, {expired} expired"
+
+
+def _balance_low_task(ctx: CallContext, instance: PluginInstance, balance: Balance) -> None:
+    """Seam: a task for the registrar instance's responsible department when
+    its balance is low. The provisioning feature's task table wires it (the
+    lead replaces this no-op when merging); the event is raised regardless."""
+    return None
+
+
+def registrar_balance(uow: UnitOfWork, clock: Clock) -> str:
+    from pba_server.domains.service import registrar_for
+
+    try:
+        box = process_secrets()
+    except RuntimeError:
+        return "not configured"
+    today = clock.now().date()
+    rows = uow.session.execute(
+        select(RegistrarMonitor, PluginInstance, Account)
+        .join(PluginInstance, PluginInstance.id == RegistrarMonitor.instance_id)
+        .join(Account, Account.id == PluginInstance.account_id)
+        .where(PluginInstance.status == "active")
+        .order_by(RegistrarMonitor.instance_id)
+        .with_for_update(of=RegistrarMonitor, skip_locked=True)
+    ).all()
+    low = checked = failed = 0
+    for m, inst, owner in rows:
+        now = clock.now()
+        m.last_checked_at = now
+        try:
+            balance = registrar_for(box, inst).get_balance()
+        except Exception as exc:
+            m.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            log.warning("registrar %s balance: %s", inst.id, m.last_error)
+            failed += 1
+            continue
+        checked += 1
+        if balance.currency.upper() != m.currency:
+            m.last_error = (
+                f"the registrar reports {balance.currency}, the minimum is in {m.currency}"
+            )
+            failed += 1
+            continue
+        m.last_balance, m.last_error = Decimal(balance.amount), None
+        if m.minimum <= 0 or balance.amount >= m.minimum or m.alerted_on == today:
+            continue
+        ctx = system_context(
+            uow, clock, account_id=owner.id, account_path=owner.path, operation="registrar-balance"
+        )
+        emit(
+            ctx,
+            "registrar.balance_low",
+            ("plugin_instance", inst.id),
+            {
+                "registrar": inst.plugin,
+                "balance": balance.amount,
+                "minimum": m.minimum,
+                "currency": m.currency,
+            },
+            account_id=owner.id,
+            account_path=owner.path,
+        )
+        _balance_low_task(ctx, inst, balance)
+        m.alerted_on = today
+        low += 1
+    return f"{checked} registrar balance(s) checked, {low} low, {failed} failed"
