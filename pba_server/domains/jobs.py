@@ -23,6 +23,7 @@ from pba_server.accounts.models import Account
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, process_secrets, system_context
 from pba_server.core.db import UnitOfWork
+from pba_server.core.money import quantize
 from pba_server.domains.models import Domain, RegistrarMonitor
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
@@ -136,8 +137,8 @@ def registrar_balance(uow: UnitOfWork, clock: Clock) -> str:
             ("plugin_instance", inst.id),
             {
                 "registrar": inst.plugin,
-                "balance": balance.amount,
-                "minimum": m.minimum,
+                "balance": quantize(Decimal(balance.amount), m.currency),
+                "minimum": quantize(m.minimum, m.currency),
                 "currency": m.currency,
             },
             account_id=owner.id,

@@ -37,7 +37,7 @@ from pba_server.catalog.types import ModuleSetting, OrderParameter, PlanPeriod
 from pba_server.core import audit
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
-from pba_server.core.money import check_currency, money
+from pba_server.core.money import check_currency, money, quantize
 from pba_server.core.operations import operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
@@ -182,7 +182,15 @@ def _tld_info(ctx: CallContext, t: Tld) -> TldInfo:
         status=t.status,  # type: ignore[arg-type]
         plan_id=t.plan_id,
         transfer_plan_id=t.transfer_plan_id,
-        prices=[TldPriceValue(p.years, p.register, p.renew, p.transfer) for p in prices],
+        prices=[
+            TldPriceValue(
+                p.years,
+                quantize(p.register, t.currency),
+                quantize(p.renew, t.currency),
+                None if p.transfer is None else quantize(p.transfer, t.currency),
+            )
+            for p in prices
+        ],
         created_at=t.created_at,
         updated_at=t.updated_at,
     )
@@ -493,8 +501,10 @@ def domain_check(
                 available=False,
                 tld_id=t.id,
                 currency=t.currency,
-                register_price=one.register if one else None,
-                transfer_price=one.transfer if one else None,
+                register_price=quantize(one.register, t.currency) if one else None,
+                transfer_price=quantize(one.transfer, t.currency)
+                if one and one.transfer is not None
+                else None,
             )
         )
         tlds[t.id] = t
@@ -723,10 +733,10 @@ def domain_set_contacts(
 def _monitor_info(m: RegistrarMonitor) -> RegistrarMonitorInfo:
     return RegistrarMonitorInfo(
         instance_id=m.instance_id,
-        minimum=m.minimum,
+        minimum=quantize(m.minimum, m.currency),
         currency=m.currency,
         updated_at=m.updated_at,
-        last_balance=m.last_balance,
+        last_balance=None if m.last_balance is None else quantize(m.last_balance, m.currency),
         last_checked_at=m.last_checked_at,
         last_error=m.last_error,
         alerted_on=m.alerted_on,
