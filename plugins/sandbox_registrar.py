@@ -16,7 +16,8 @@ Test names (the first label decides):
 ``invalid*``                register raises RegistrarError (2306 policy)
 ==========================  ================================================
 
-Transfers: the auth code ``wrong`` raises AuthorizationError (2201); any
+``registry(name).offline = True`` makes every call of that registry raise
+RegistrarUnavailable. Transfers: the auth code ``wrong`` raises AuthorizationError (2201); any
 other is accepted. Every register/renew/transfer year costs ``price`` from
 the ``balance`` (settings; ``get_balance`` reports what is left).
 """
@@ -52,6 +53,7 @@ class _Registry:
     seen_keys: set[str] = field(default_factory=set)
     spent: Decimal = Decimal(0)
     calls: list[tuple[str, str]] = field(default_factory=list)  # (method, name)
+    offline: bool = False  # every call raises RegistrarUnavailable (tests set it)
 
 
 _registries: dict[str, _Registry] = {}
@@ -123,7 +125,7 @@ class SandboxRegistrar(DomainRegistrar):
     def _enter(self, method: str, name: str, key: str | None = None) -> None:
         self.reg.calls.append((method, name))
         label = name.split(".")[0]
-        if label.startswith("down"):
+        if label.startswith("down") or self.reg.offline:
             raise RegistrarUnavailable("sandbox: registry unreachable", "2400")
         if label.startswith("flaky") and key is not None and key not in self.reg.seen_keys:
             self.reg.seen_keys.add(key)
