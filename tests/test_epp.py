@@ -21,6 +21,7 @@ from pba_server.sdk.registrar import (
     RegistrarError,
     RegistrarUnavailable,
 )
+from pba_server.sdk.testing import RegistrarContract
 from tests.epp_server import EppServer, self_signed
 
 ADA = Contact(
@@ -225,3 +226,33 @@ def test_unreachable_wrong_password_and_untrusted_certificate(epp_server, certs,
     assert "CERTIFICATE_VERIFY_FAILED" in str(e.value) or "certificate" in str(e.value).lower()
     assert make(epp_server, certs, ca_file="", tls_verify="false").check(["a.example"])[0].available
     assert ssl.OPENSSL_VERSION
+
+
+# ---------------------------------------------------------------- conformance kit
+
+
+def _plugin(name: str) -> Any:
+    return {x.name: x for x in loader.discover(entry_points=False)}[name].cls
+
+
+class TestEppConformance(RegistrarContract):
+    plugin = _plugin("epp")
+    taken_name = "taken.example"
+    transfer_name = "move.example"
+    transfer_auth = "right-code"
+
+    @pytest.fixture(autouse=True)
+    def _registry(self, epp_server: EppServer, certs: tuple[Path, Path]) -> None:
+        epp_server.registry.add_foreign("taken.example", "right-code")
+        epp_server.registry.add_foreign("move.example", "right-code")
+        self.server, self.certs = epp_server, certs
+
+    def make_registrar(self) -> DomainRegistrar:
+        return make(self.server, self.certs)  # type: ignore[no-any-return]
+
+
+class TestSandboxRegistrarConformance(RegistrarContract):
+    plugin = _plugin("sandbox_registrar")
+    settings = {"registry": "conformance"}
+    taken_name = "taken.example"
+    transfer_name = "someone.example"

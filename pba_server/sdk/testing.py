@@ -1,4 +1,7 @@
-"""Conformance kit for payment gateway plugins.
+"""Conformance kits for payment gateway and domain registrar plugins
+(:class:`GatewayContract`, :class:`RegistrarContract`).
+
+Gateways:
 
 Point it at your plugin in your own test suite::
 
@@ -30,11 +33,34 @@ from pba_server.sdk import (
     ChargeResult,
     GatewayTimeout,
     LookupResult,
+    NotSupported,
     PaymentGateway,
     PluginError,
     PluginInfo,
     RefundRejected,
     version_compatible,
+)
+from pba_server.sdk.registrar import (
+    AuthorizationError,
+    Balance,
+    CheckResult,
+    Contact,
+    DomainInfo,
+    DomainRegistrar,
+    DomainResult,
+    ObjectExists,
+    ObjectNotFound,
+)
+
+REGISTRAR_CAPABILITIES = (
+    "check",
+    "register",
+    "renew",
+    "transfer",
+    "info",
+    "set_nameservers",
+    "set_contacts",
+    "balance",
 )
 
 AMOUNT = Decimal("12.34")
@@ -157,3 +183,123 @@ class GatewayContract:
             gw.refund(key=self.key(), charge_reference=charge.reference, amount=AMOUNT)
         with pytest.raises(RefundRejected):
             gw.refund(key=self.key(), charge_reference=charge.reference, amount=Decimal("0.01"))
+
+
+# ---------------------------------------------------------------- registrars
+
+
+class RegistrarContract:
+    """Conformance kit for domain registrar plugins::
+
+        from pba_server.sdk.testing import RegistrarContract
+
+        class TestMyRegistrar(RegistrarContract):
+            plugin = PLUGIN
+            settings = {"host": "...", ...}
+            tld = "example"                 # names are made under it
+            taken_name = "taken.example"    # registered by someone else
+            transfer_name = "move.example"  # someone else's; None: skip transfers
+            transfer_auth = "right-code"
+
+    Override :meth:`make_registrar` to start a fake registry first. Names are
+    fresh per test (``conformance-<random>.<tld>``).
+    """
+
+    plugin: ClassVar[type[DomainRegistrar]]
+    settings: ClassVar[dict[str, str]] = {}
+    tld: ClassVar[str] = "example"
+    taken_name: ClassVar[str | None] = None
+    transfer_name: ClassVar[str | None] = None
+    transfer_auth: ClassVar[str] = ""
+
+    def make_registrar(self) -> DomainRegistrar:
+        return self.plugin(dict(self.settings))
+
+    def fresh_name(self) -> str:
+        return f"conformance-{uuid.uuid4().hex[:12]}.{self.tld}"
+
+    @staticmethod
+    def key() -> str:
+        return f"conformance-{uuid.uuid4().hex}"
+
+    @staticmethod
+    def contacts() -> dict[str, Contact]:
+        c = Contact(
+            name="Conformance Tester",
+            email="tester@example.com",
+            phone="+1.5555550100",
+            street="1 Test Street",
+            city="Testville",
+            postal_code="12345",
+            country="US",
+        )
+        return {"registrant": c, "admin": c, "tech": c}
+
+    def _register(self, reg: DomainRegistrar, key: str, name: str) -> DomainResult:
+        return reg.register(key=key, name=name, years=1, contacts=self.contacts(), nameservers=[])
+
+    def test_info(self) -> None:
+        info = self.plugin.info
+        assert isinstance(info, PluginInfo) and info.kind == "domain_registrar"
+        assert version_compatible(info.sdk_version)
+        assert info.capabilities <= set(REGISTRAR_CAPABILITIES), info.capabilities
+        names = [f.name for f in info.settings]
+        assert len(names) == len(set(names)), "setting names must be unique"
+
+    def test_check_answers_every_name_in_order(self) -> None:
+        names = [self.fresh_name(), self.fresh_name()]
+        if self.taken_name:
+            names.append(self.taken_name)
+        results = self.make_registrar().check(names)
+        assert [r.name for r in results] == names
+        assert all(isinstance(r, CheckResult) for r in results)
+        assert results[0].available and results[1].available
+        if self.taken_name:
+            assert not results[2].available and results[2].reason
+
+    def test_register_is_idempotent_by_key(self) -> None:
+        name, key = self.fresh_name(), self.key()
+        first = self._register(self.make_registrar(), key, name)
+        assert isinstance(first, DomainResult) and first.name == name
+        again = self._register(self.make_registrar(), key, name)
+        assert again.status == first.status and again.expires_on == first.expires_on
+        with pytest.raises(ObjectExists):  # another request for the same name
+            self._register(self.make_registrar(), self.key(), name)
+        info = self.make_registrar().domain_info(name)
+        assert isinstance(info, DomainInfo) and info.expires_on == first.expires_on
+
+    def test_taken_name_is_object_exists(self) -> None:
+        if not self.taken_name:
+            pytest.skip("no taken name")
+        with pytest.raises(ObjectExists):
+            self._register(self.make_registrar(), self.key(), self.taken_name)
+
+    def test_renew_adds_years(self) -> None:
+        name = self.fresh_name()
+        first = self._register(self.make_registrar(), self.key(), name)
+        assert first.expires_on is not None
+        renewed = self.make_registrar().renew(
+            key=self.key(), name=name, years=1, current_expiry=first.expires_on
+        )
+        assert renewed.expires_on is not None and renewed.expires_on > first.expires_on
+
+    def test_transfer_with_a_wrong_auth_code_is_an_authorization_error(self) -> None:
+        if not self.transfer_name:
+            pytest.skip("no transfer test name")
+        with pytest.raises(AuthorizationError):
+            self.make_registrar().transfer(
+                key=self.key(), name=self.transfer_name, auth_code="wrong", years=1
+            )
+
+    def test_unknown_domain_info_is_not_found(self) -> None:
+        with pytest.raises(ObjectNotFound):
+            self.make_registrar().domain_info(self.fresh_name())
+
+    def test_balance_if_declared(self) -> None:
+        reg = self.make_registrar()
+        if "balance" not in self.plugin.info.capabilities:
+            with pytest.raises(NotSupported):
+                reg.get_balance()
+            return
+        b = reg.get_balance()
+        assert isinstance(b, Balance) and isinstance(b.amount, Decimal) and len(b.currency) == 3
