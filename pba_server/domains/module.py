@@ -38,9 +38,11 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from pba_server.accounts.models import Account
 from pba_server.accounts.models import Contact as AccountContact
+from pba_server.core import audit
 from pba_server.core.context import CallContext
 from pba_server.provisioning.registry import BuiltinModule, register_builtin
 from pba_server.sdk import SDK_VERSION, NotSupported, PluginError, PluginInfo
@@ -382,8 +384,19 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
         created_at=now,
         updated_at=now,
     )
-    ctx.session.add(d)
-    ctx.session.flush()
+    try:
+        with ctx.session.begin_nested():  # a concurrent order for the same name loses here
+            ctx.session.add(d)
+            ctx.session.flush()
+    except IntegrityError:
+        return None, f"domain: {name} is already registered here"
+    audit.record(
+        ctx,
+        "domain",
+        d.id,
+        acc.path,
+        {"created": {"name": name, "action": action, "service_id": service.id}},
+    )
     return d, None
 
 
