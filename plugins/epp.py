@@ -13,6 +13,9 @@ logs out. Our idempotency key is every command's ``clTRID``. A connection
 that drops or times out mid-command raises :class:`RegistrarUnavailable`
 (retryable); the next call connects again.
 
+A repeated transfer request finds the transfer pending (2300) or the domain
+already ours (2106 with us as sponsor): pending or done, never an error.
+
 A repeated registration (the answer to the first was lost) must not register
 twice, nor fail: the contacts' ids are derived from the key (so a repeat
 creates the same ones; ``2302`` on a contact we derived is ours), and a
@@ -489,9 +492,15 @@ class EppRegistrar(DomainRegistrar):
             auth = _sub(obj, DOMAIN_NS, "authInfo")
             _sub(auth, DOMAIN_NS, "pw", auth_code)
             resp = run(root, key)
-            if resp.code == "2300":  # already pending (a repeat): ask how it stands
-                i = self._to_info(name, self._info(run, name, f"{key}-i"))
-                return DomainResult(name, "pending", i.expires_on, i.registry_id)
+            if resp.code in ("2300", "2106"):
+                # pending already, or not eligible: a repeat after a lost
+                # answer finds the transfer pending, or the domain ours
+                info = self._info(run, name, f"{key}-i")
+                i = self._to_info(name, info)
+                if info.text("domain:infData/domain:clID") == self.username:
+                    return DomainResult(name, "active", i.expires_on, i.registry_id)
+                if resp.code == "2300":
+                    return DomainResult(name, "pending", i.expires_on, i.registry_id)
             raise_for(resp)
             tr_status = resp.text("domain:trnData/domain:trStatus")
             expires = _date(resp.text("domain:trnData/domain:exDate"))

@@ -140,6 +140,29 @@ def test_register_taken_name_fails_finally_and_frees_the_row(env, setup):
     assert d.status == "failed" and d.live_name is None and "2302" in d.last_error
 
 
+def test_a_failed_create_asked_again_may_succeed(env, setup):
+    registry = _registry(setup)
+    registry.domains["freed.test"] = {"status": "active"}  # someone else's
+    svc = ds.service(env, setup["acc"], setup["template"], domain="freed.test")
+    assert isinstance(ds.run(env, svc, "create"), FinalFailure)
+    d = ds.domain_row(env, "freed.test")
+    assert d.status == "failed" and d.live_name is None
+    # the name lapses at the registry; staff retry the operation
+    registry.domains.pop("freed.test")
+    assert isinstance(ds.run(env, svc, "create", key="op-retry"), Done)
+    d = ds.domain_row(env, "freed.test")
+    assert d.status == "active" and d.live_name == "freed.test"
+    # a failed row whose name another live row took meanwhile cannot come back
+    registry.domains["gone.test"] = {"status": "active"}
+    first = ds.service(env, setup["acc"], setup["template"], domain="gone.test")
+    assert isinstance(ds.run(env, first, "create"), FinalFailure)
+    registry.domains.pop("gone.test")
+    second = ds.service(env, setup["acc"], setup["template"], domain="gone.test")
+    assert isinstance(ds.run(env, second, "create"), Done)
+    again = ds.run(env, first, "create", key="op-retry-2")
+    assert isinstance(again, FinalFailure) and "already registered here" in again.message
+
+
 def test_unreachable_registrar_is_retryable_then_succeeds(env, setup):
     svc = ds.service(env, setup["acc"], setup["template"], domain="flaky.test")
     first = ds.run(env, svc, "create", key="op-77")

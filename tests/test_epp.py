@@ -194,6 +194,20 @@ def test_dropped_connection_mid_create_then_retry_registers_once(epp_server, cer
         reg.register(key="op-21", name="drop.example", years=1, contacts=CONTACTS, nameservers=[])
 
 
+def test_dropped_connection_mid_transfer_then_retry(epp_server, certs):
+    registry = epp_server.registry
+    registry.add_foreign("gone.example", "right-code")
+    registry.drop["transfer"] = "after"
+    reg = make(epp_server, certs)
+    with pytest.raises(RegistrarUnavailable):
+        reg.transfer(key="op-40", name="gone.example", auth_code="right-code", years=1)
+    assert registry.domains["gone.example"]["clID"] == "registrar1"
+    again = reg.transfer(key="op-40", name="gone.example", auth_code="right-code", years=1)
+    assert (
+        again.status == "active" and again.expires_on == registry.domains["gone.example"]["exDate"]
+    )
+
+
 def test_dropped_before_doing_then_retry(epp_server, certs):
     epp_server.registry.drop["create"] = "before"
     reg = make(epp_server, certs)

@@ -322,6 +322,14 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
     from pba_server.domains.models import Domain, Tld
 
     d = ctx.session.scalar(select(Domain).where(Domain.service_id == service.id).with_for_update())
+    if d is not None and d.status == "failed":  # asked again (OperationRetry): live again
+        try:
+            with ctx.session.begin_nested():
+                d.live_name, d.status = d.name, "pending"
+                ctx.session.flush()
+        except IntegrityError:
+            ctx.session.refresh(d)
+            return None, f"domain: {d.name} is already registered here"
     if d is not None:
         return d, None
     params = _params(service)
