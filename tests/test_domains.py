@@ -391,3 +391,24 @@ def test_jobs_run_through_the_scheduler(env, setup):
     )
     assert ran == ["domains-expiry", "registrar-balance"]
     assert len(_events(env, "registrar.balance_low")) == 1
+
+
+def test_check_order_for_the_orders_feature(env, setup):
+    template = setup["template"]
+    ok = {"domain": "order-me.test", "nameservers": "ns1.a.example,ns2.a.example"}
+    with service_ctx(env) as ctx:
+        domains.check_order(ctx, template, ok)
+        domains.check_order(ctx, setup["transfer_template"], {"domain": "x.test", "auth_code": "a"})
+    for params, field in [
+        ({"domain": "x.other"}, "parameters.domain"),
+        ({"domain": "bad name.test"}, "parameters.domain"),
+        ({"domain": "x.test", "action": "transfer"}, "parameters.auth_code"),
+        ({"domain": "x.test", "nameservers": "only.one.example"}, "parameters.nameservers"),
+    ]:
+        with service_ctx(env) as ctx, pytest.raises(ValidationError, match=field):
+            domains.check_order(ctx, template, params)
+    assert isinstance(
+        ds.run(env, ds.service(env, setup["acc"], template, domain="order-me.test"), "create"), Done
+    )
+    with service_ctx(env) as ctx, pytest.raises(ValidationError, match="already registered"):
+        domains.check_order(ctx, template, ok)
