@@ -29,6 +29,7 @@ from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
 from pba_server.events import runtime as events_runtime
 from pba_server.payments import service as payments
+from pba_server.provisioning import runtime as provisioning
 from pba_server.scheduler.models import ScheduledJob
 
 log = logging.getLogger("pba.jobs")
@@ -68,6 +69,7 @@ JOBS: dict[str, Job] = {
         Job("purge-nonces", timedelta(minutes=10), _purge_nonces),
         Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
+        Job("provisioning-run", timedelta(seconds=30), provisioning.job),
     )
 }
 
@@ -167,7 +169,9 @@ class Ticker:
         # event delivery has its own thread: woken after each commit that
         # raised events, and every few seconds for retries that fall due
         events_runtime.start(self.engine)
+        provisioning.start(self.engine, self.clock)
 
     def stop(self) -> None:
         events_runtime.stop(self.engine)
+        provisioning.stop(self.engine)
         self.scheduler.shutdown(wait=False)
