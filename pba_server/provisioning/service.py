@@ -526,7 +526,9 @@ def _op_and_service(ctx: CallContext, t: Task) -> tuple[ProvisioningOperation, S
 
 
 @operation("TaskComplete", roles=ADMIN | TASK_ROLES, mutating=True)
-def task_complete(ctx: CallContext, *, task_id: int, data: list[ServiceValue]) -> TaskInfo:
+def task_complete(
+    ctx: CallContext, *, task_id: int, data: list[ServiceValue] | None = None
+) -> TaskInfo:
     """The work is done by hand: the operation is done with the data entered
     (``platform_id`` names the platform's id of the service; the rest is
     stored as the service's data). A completed 'create' makes the service
@@ -534,7 +536,7 @@ def task_complete(ctx: CallContext, *, task_id: int, data: list[ServiceValue]) -
     _require_staff(ctx)
     t = _open_task(ctx, task_id)
     entered: dict[str, str] = {}
-    for i, item in enumerate(data):
+    for i, item in enumerate(data or []):
         if not DATA_NAME_RE.match(item.name):
             raise ValidationError(f"data[{i}].name", "must be 1 to 64 letters, digits, _ . -")
         if item.name in entered:
