@@ -94,8 +94,10 @@ class ScriptModule(ProcessingModule):
             self.timeout = int(settings.get("timeout") or "60")
         except ValueError:
             raise ConfigurationError("timeout must be a whole number of seconds") from None
-        if not 1 <= self.timeout <= 3600:
-            raise ConfigurationError("timeout must be 1 to 3600 seconds")
+        # below the server's running timeout (30 min by default), after which
+        # a call is taken to have died and is made again
+        if not 1 <= self.timeout <= 1200:
+            raise ConfigurationError("timeout must be 1 to 1200 seconds")
         names = [a.strip() for a in (settings.get("actions") or ",".join(ACTIONS)).split(",")]
         unknown = [a for a in names if a and a not in ACTIONS]
         if unknown:

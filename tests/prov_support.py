@@ -65,6 +65,13 @@ class Script:
         return [c.action for c in self.calls]
 
 
+class Computed:
+    """A queued answer computed when the module is called: ``fn(request)``."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+
 SCRIPT = Script()
 
 

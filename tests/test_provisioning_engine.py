@@ -31,7 +31,16 @@ from pba_server.sdk.provisioning import (
 )
 from tests.billing_support import customer
 from tests.catalog_support import service_ctx
-from tests.prov_support import Script, fake_module, instance, plan, provision, run, subscribe
+from tests.prov_support import (
+    Computed,
+    Script,
+    fake_module,
+    instance,
+    plan,
+    provision,
+    run,
+    subscribe,
+)
 
 __all__ = ["fake_module"]
 
@@ -125,7 +134,7 @@ def test_create_is_committed_before_the_call_and_activates_the_service(
             seen_during_call.append(row.status)
         return Done(platform_id="vm-77", data={"ip": "192.0.2.7", "login_url": "https://cp"})
 
-    fake_module.then("create", _Callable(look))
+    fake_module.then("create", Computed(look))
     assert run(env) == 1
     assert seen_during_call == ["running"]
     (req,) = fake_module.calls
@@ -146,14 +155,6 @@ def test_create_is_committed_before_the_call_and_activates_the_service(
     assert [e["subscription_id"] for e in _events(env, "service.provisioned")] == [sub]
     assert run(env) == 0  # nothing left, nothing called twice
     assert len(fake_module.calls) == 1
-
-
-class _Callable:
-    """A queued answer that is computed when the module is called."""
-
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
-        self.status = "callable"
 
 
 def test_retries_on_the_clock_then_a_manual_task_that_staff_complete(
@@ -478,3 +479,92 @@ def _sys(uow: UnitOfWork, env: Any) -> Any:
     return system_context(
         uow, env.clock, account_id=acc.id, account_path=acc.path, operation="test"
     )
+
+
+def test_a_create_still_being_retried_is_cancelled_and_deleted_in_a_rollback(
+    env: Any, setup: dict[str, int], fake_module: Script, outcomes: list[BundleOutcome]
+) -> None:
+    a = subscribe(env, setup["customer"], setup["version"])
+    b = subscribe(env, setup["customer"], setup["version"])
+    c = subscribe(env, setup["customer"], setup["version"])
+    provision(env, a, b, c, order_id=77)
+    # a: timed out (maybe half-made on the platform); b: refused; c: never called yet
+    fake_module.then("create", RetryableFailure("timeout"), FinalFailure("quota exceeded"))
+    assert engine.run_pending(env.app.engine, env.clock, limit=2) == 2
+    by_sub = {s: _service(env, s) for s in (a, b, c)}
+    creates = {o.service_id: o for o in _ops(env, action="create")}
+    assert [creates[by_sub[s].id].status for s in (a, b, c)] == ["failed", "failed", "failed"]
+    deletes = _ops(env, rollback=True)
+    assert [d.service_id for d in deletes] == [by_sub[a].id]  # not b (refused), not c
+    run(env)
+    assert [_service(env, s).status for s in (a, b, c)] == ["deleted", "failed", "failed"]
+    assert [(o.state, o.reason) for o in outcomes] == [("failed", "quota exceeded")]
+    assert fake_module.actions() == ["create", "create", "delete"]
+    # the order failed: its creates cannot be retried
+    with service_ctx(env) as ctx, pytest.raises(InvalidState):
+        ops.operation_retry(ctx, operation_id=creates[by_sub[b].id].id)
+
+
+def test_each_operation_runs_once_with_several_workers(
+    env: Any, setup: dict[str, int], fake_module: Script
+) -> None:
+    import threading
+    import time
+
+    subs = [subscribe(env, setup["customer"], setup["version"]) for _ in range(8)]
+    for s in subs:
+        provision(env, s)
+
+    def slow(request: Any) -> Done:
+        time.sleep(0.05)  # a platform call; the workers overlap
+        return Done(platform_id=f"vm-{request.service_id}")
+
+    fake_module.then("create", *[Computed(slow)] * 8)
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            counts.append(run(env))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(counts) == 8
+    keys = [c.key for c in fake_module.calls]
+    assert len(keys) == 8 and len(set(keys)) == 8
+    assert all(_service(env, s).status == "active" for s in subs)
+
+
+def test_the_job_and_the_worker_thread_run_operations(
+    env: Any, setup: dict[str, int], fake_module: Script
+) -> None:
+    import time
+
+    from pba_server.provisioning import runtime
+    from pba_server.scheduler.jobs import JOBS, run_due
+
+    sub = subscribe(env, setup["customer"], setup["version"])
+    provision(env, sub)
+    job = JOBS["provisioning-run"]
+    assert job.interval == timedelta(seconds=30)
+    assert run_due(env.app.engine, env.clock, {job.name: job}) == [job.name]
+    assert _service(env, sub).status == "active"
+
+    # the worker thread is woken by the commit that creates operations
+    env.clock.frozen = False
+    runtime.start(env.app.engine, env.clock, idle_seconds=3600)
+    try:
+        other = subscribe(env, setup["customer"], setup["version"])
+        provision(env, other)
+        deadline = time.monotonic() + 10
+        while _service(env, other).status != "active" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _service(env, other).status == "active"
+    finally:
+        runtime.stop(env.app.engine)

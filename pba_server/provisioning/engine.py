@@ -459,9 +459,12 @@ def bundle_progress(ctx: CallContext, bundle_id: int | None) -> None:
         if b.status == "rolling_back":
             rolled = {o.service_id for o in ops if o.rollback}
             for o in main:
-                if o.status in ("pending", "manual"):
+                cancelled = o.status in ("pending", "manual")
+                if cancelled:
                     _cancel(ctx, o, f"cancelled: bundle {b.id} is rolled back")
-                elif o.status == "done" and o.service_id not in rolled:
+                # created, or maybe half-created (the platform heard of it): delete
+                done_or_tried = o.status == "done" or (cancelled and o.attempts > 0)
+                if done_or_tried and o.service_id not in rolled:
                     svc = session.get(Service, o.service_id)
                     assert svc is not None
                     new_operation(
@@ -662,7 +665,7 @@ def apply_result(
     elif isinstance(result, InProgress):
         op.status = "pending"
         op.message = result.message[:4000] or "in progress"
-        op.next_attempt_at = now + timedelta(seconds=max(1, result.poll_after))
+        op.next_attempt_at = now + timedelta(seconds=min(max(1, result.poll_after), 86400))
         op.updated_at = now
         log_entry(ctx.session, op, "in_progress", op.message, now)
         bundle_progress(ctx, op.bundle_id)

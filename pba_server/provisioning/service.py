@@ -386,6 +386,10 @@ def operation_retry(ctx: CallContext, *, operation_id: int) -> OperationInfo:
         b = ctx.session.get(Bundle, op.bundle_id)
         if b is not None and b.status == "rolling_back":
             raise InvalidState(f"operation {op.id}'s bundle {b.id} is being rolled back")
+        if b is not None and b.action == "create" and not op.rollback:
+            # the order was told it failed and its other services were removed:
+            # creating this one now would leave a service nobody ordered
+            raise InvalidState(f"operation {op.id}'s bundle {b.id} failed and was rolled back")
     now = ctx.now()
     if op.status == "manual":
         task = ctx.session.scalar(select(Task).where(Task.operation_id == op.id))
