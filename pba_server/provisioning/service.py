@@ -281,10 +281,19 @@ def service_sync(ctx: CallContext, *, service_id: int) -> OperationInfo:
 # ---------------------------------------------------------------- operations
 
 
+_UNKNOWN = -1
+
+
 def _operation_info(
-    ctx: CallContext, op: ProvisioningOperation, svc: Service, *, with_log: bool = False
+    ctx: CallContext,
+    op: ProvisioningOperation,
+    svc: Service,
+    *,
+    with_log: bool = False,
+    task_id: int | None = _UNKNOWN,
 ) -> OperationInfo:
-    task_id = ctx.session.scalar(select(Task.id).where(Task.operation_id == op.id))
+    if task_id == _UNKNOWN:
+        task_id = ctx.session.scalar(select(Task.id).where(Task.operation_id == op.id))
     entries: list[OperationLogInfo] = []
     if with_log:
         entries = [
@@ -345,9 +354,10 @@ def operation_list(
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
     q = (
-        select(ProvisioningOperation, Service)
+        select(ProvisioningOperation, Service, Task.id)
         .join(Service, Service.id == ProvisioningOperation.service_id)
         .join(Account, Account.id == Service.account_id)
+        .outerjoin(Task, Task.operation_id == ProvisioningOperation.id)
         .where(Account.path.startswith(path, autoescape=True))
     )
     if status is not None:
@@ -361,7 +371,7 @@ def operation_list(
     if action is not None:
         q = q.where(ProvisioningOperation.action == action)
     rows = ctx.session.execute(q.order_by(ProvisioningOperation.id.desc()).limit(1000)).all()
-    return [_operation_info(ctx, op, svc) for op, svc in rows]
+    return [_operation_info(ctx, op, svc, task_id=tid) for op, svc, tid in rows]
 
 
 @operation("OperationGet", roles=ADMIN | STAFF_READ)
@@ -420,11 +430,17 @@ def operation_retry(ctx: CallContext, *, operation_id: int) -> OperationInfo:
 # ---------------------------------------------------------------- tasks
 
 
-def _task_info(ctx: CallContext, t: Task) -> TaskInfo:
-    op = ctx.session.get(ProvisioningOperation, t.operation_id)
-    assert op is not None
-    svc = ctx.session.get(Service, op.service_id)
-    assert svc is not None
+def _task_info(
+    ctx: CallContext,
+    t: Task,
+    op: ProvisioningOperation | None = None,
+    svc: Service | None = None,
+) -> TaskInfo:
+    if op is None or svc is None:
+        op = ctx.session.get(ProvisioningOperation, t.operation_id)
+        assert op is not None
+        svc = ctx.session.get(Service, op.service_id)
+        assert svc is not None
     return TaskInfo(
         id=t.id,
         operation_id=op.id,
@@ -466,7 +482,9 @@ def task_list(
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
     q = (
-        select(Task)
+        select(Task, ProvisioningOperation, Service)
+        .join(ProvisioningOperation, ProvisioningOperation.id == Task.operation_id)
+        .join(Service, Service.id == ProvisioningOperation.service_id)
         .join(Account, Account.id == Task.owner_id)
         .where(Account.path.startswith(path, autoescape=True))
     )
@@ -476,7 +494,8 @@ def task_list(
         q = q.where(Task.status == status)
     if assignee_id is not None:
         q = q.where(Task.assignee_id == assignee_id)
-    return [_task_info(ctx, t) for t in ctx.session.scalars(q.order_by(Task.id).limit(1000))]
+    rows = ctx.session.execute(q.order_by(Task.id).limit(1000)).all()
+    return [_task_info(ctx, t, op, svc) for t, op, svc in rows]
 
 
 def _open_task(ctx: CallContext, task_id: int) -> Task:
