@@ -568,3 +568,101 @@ def test_the_job_and_the_worker_thread_run_operations(
         assert _service(env, other).status == "active"
     finally:
         runtime.stop(env.app.engine)
+
+
+def test_a_builtin_module_is_built_in_the_claim_and_told_every_result(
+    env: Any, setup: dict[str, int], fake_module: Script
+) -> None:
+    from pba_server.provisioning.registry import BUILTIN_MODULES, BuiltinModule, register_builtin
+
+    built: list[tuple[str, int]] = []
+    results: list[tuple[str, str]] = []
+
+    def build(ctx: Any, svc: Any) -> Any:
+        built.append((ctx.principal.via, svc.id))
+        from tests.prov_support import FakeModule
+
+        return FakeModule({"url": "builtin"})
+
+    def on_result(ctx: Any, svc: Any, action: str, result: Any) -> None:
+        results.append((action, result.status))
+
+    register_builtin(BuiltinModule("test_builtin", frozenset({"create"}), build, on_result))
+    try:
+        version = plan(env, module="test_builtin", name="Builtin")
+        sub = subscribe(env, setup["customer"], version)
+        provision(env, sub)
+        svc = _service(env, sub)
+        assert svc.instance_id is None and svc.module == "test_builtin"
+        fake_module.then("create", RetryableFailure("registry busy"))
+        run(env)
+        env.clock.advance(timedelta(minutes=5))
+        run(env)
+        assert built == [("system", svc.id)] * 2
+        assert results == [("create", "retryable"), ("create", "done")]
+        assert _service(env, sub).status == "active"
+        with UnitOfWork(env.app.engine) as uow:
+            prov.request_action(_sys(uow, env), sub, "suspend")
+            uow.commit()
+        run(env)
+        assert _ops(env)[-1].status == "manual"  # not among its capabilities
+    finally:
+        BUILTIN_MODULES.pop("test_builtin", None)
+
+
+CRASHER = """
+import os, sys
+from sqlalchemy import select
+from pba_server.core.clock import SystemClock
+from pba_server.core.context import set_process_secrets
+from pba_server.core.db import make_engine
+from pba_server.core.secrets import SecretBox
+from pba_server.provisioning.engine import run_pending
+from pba_server.sdk import loader
+from tests.prov_support import FakeModule
+
+class Dies(FakeModule):
+    def perform(self, request):
+        os._exit(86)  # the process dies while the platform works
+
+set_process_secrets(SecretBox(sys.argv[2].encode()))
+loader.set_plugins([loader.LoadedPlugin("fake_prov", "test", "ok", cls=Dies)])
+run_pending(make_engine(sys.argv[1]), SystemClock())
+"""
+
+
+def test_a_server_process_that_dies_mid_call_loses_nothing(
+    env: Any, setup: dict[str, int], fake_module: Script
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env.clock.frozen = False  # the other process uses the real clock
+    sub = subscribe(env, setup["customer"], setup["version"])
+    provision(env, sub)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CRASHER,
+            env.app.engine.url.render_as_string(hide_password=False),
+            env.app.settings.secret_key,
+        ],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 86, proc.stderr
+    (op,) = _ops(env)
+    assert op.status == "running" and op.attempts == 1
+    assert run(env) == 0
+    env.clock.freeze(datetime.now(UTC) + timedelta(minutes=31))
+    assert run(env) == 1
+    (req,) = fake_module.calls
+    assert req.key == str(op.id)
+    assert _ops(env)[0].status == "done" and _service(env, sub).status == "active"

@@ -338,6 +338,13 @@ def _service_event(
     )
 
 
+def builtin_result(ctx: CallContext, svc: Service, action: str, result: ModuleResult) -> None:
+    """A built-in module's ``on_result``, in the transaction recording ``result``."""
+    builtin = BUILTIN_MODULES.get(svc.module)
+    if builtin is not None and builtin.on_result is not None and svc.instance_id is None:
+        builtin.on_result(ctx, svc, action, result)
+
+
 def finish_done(ctx: CallContext, op: ProvisioningOperation, svc: Service, done: Done) -> None:
     now = ctx.now()
     op.status = "done"
@@ -360,9 +367,7 @@ def finish_done(ctx: CallContext, op: ProvisioningOperation, svc: Service, done:
         svc.parameters = dumps(current_parameters(ctx.session, svc))
     svc.updated_at = now
     ctx.session.flush()
-    builtin = BUILTIN_MODULES.get(svc.module)
-    if builtin is not None and builtin.on_result is not None and svc.instance_id is None:
-        builtin.on_result(ctx, svc, op.action, done)
+    builtin_result(ctx, svc, op.action, done)
     if op.action == "create" and was != "active":
         _service_event(ctx, "service.provisioned", op, svc, None)
     if op.action == "sync" and done.usage and svc.subscription_id is not None:
@@ -381,9 +386,7 @@ def finish_failed(ctx: CallContext, op: ProvisioningOperation, svc: Service, mes
         svc.status = "failed"
         svc.updated_at = now
     ctx.session.flush()
-    builtin = BUILTIN_MODULES.get(svc.module)
-    if builtin is not None and builtin.on_result is not None and svc.instance_id is None:
-        builtin.on_result(ctx, svc, op.action, FinalFailure(message))
+    builtin_result(ctx, svc, op.action, FinalFailure(message))
     if op.action == "create":
         _service_event(ctx, "service.failed", op, svc, message)
     bundle_progress(ctx, op.bundle_id)
@@ -395,6 +398,7 @@ def fail_retryable(ctx: CallContext, op: ProvisioningOperation, svc: Service, me
     op.message = message[:4000]
     op.updated_at = now
     log_entry(ctx.session, op, "retryable", message, now)
+    builtin_result(ctx, svc, op.action, RetryableFailure(message))
     if op.failures >= TUNING.max_failures:
         to_manual(ctx, op, svc, f"failed {op.failures} time(s); last: {message}")
     else:
@@ -668,6 +672,7 @@ def apply_result(
         op.next_attempt_at = now + timedelta(seconds=min(max(1, result.poll_after), 86400))
         op.updated_at = now
         log_entry(ctx.session, op, "in_progress", op.message, now)
+        builtin_result(ctx, svc, op.action, result)
         bundle_progress(ctx, op.bundle_id)
     elif isinstance(result, RetryableFailure):
         fail_retryable(ctx, op, svc, result.message or "retryable failure")
