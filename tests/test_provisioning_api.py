@@ -147,6 +147,13 @@ def test_departments_and_module_instances(
     carla = Caller(api, call.protocol, "carla", PW)
     code, _ = carla.fault("DepartmentList")
     assert code == "Client.Forbidden"
+    code, _ = carla.fault(
+        "ProcessingModuleConfigure",
+        plugin="fake_prov",
+        name="mine",
+        settings=[{"name": "url", "value": "https://x"}],
+    )
+    assert code == "Client.Forbidden"
 
 
 def test_story_6_retried_then_a_task_staff_complete_and_the_welcome_mail(

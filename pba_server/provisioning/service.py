@@ -131,6 +131,7 @@ def processing_module_configure(
     with the department that gets its manual tasks, the most services it
     takes (empty: no limit) and whether new orders may use it. Configuring a
     disabled instance makes it active again."""
+    _require_staff(ctx)
     p = loader.plugins().get(plugin)
     if p is None:
         raise NotFound(f"plugin {plugin!r} not found")
