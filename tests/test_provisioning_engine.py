@@ -666,3 +666,30 @@ def test_a_server_process_that_dies_mid_call_loses_nothing(
     (req,) = fake_module.calls
     assert req.key == str(op.id)
     assert _ops(env)[0].status == "done" and _service(env, sub).status == "active"
+
+
+def test_a_broken_operation_does_not_block_the_queue(
+    env: Any, setup: dict[str, int], fake_module: Script
+) -> None:
+    from pba_server.provisioning.registry import BUILTIN_MODULES, BuiltinModule, register_builtin
+
+    def build(ctx: Any, svc: Any) -> Any:
+        raise RuntimeError("bug in the builtin")
+
+    register_builtin(BuiltinModule("broken_builtin", frozenset({"create"}), build))
+    try:
+        broken = subscribe(env, setup["customer"], plan(env, module="broken_builtin", name="B"))
+        good = subscribe(env, setup["customer"], setup["version"])
+        provision(env, broken)
+        provision(env, good)
+        assert run(env) == 2
+        assert _service(env, good).status == "active"
+        first = _ops(env)[0]
+        assert (first.status, first.failures) == ("pending", 1)
+        for _ in range(2):
+            env.clock.advance(timedelta(minutes=5))
+            run(env)
+        assert _ops(env)[0].status == "manual"
+        assert "RuntimeError" in (_ops(env)[0].message or "")
+    finally:
+        BUILTIN_MODULES.pop("broken_builtin", None)

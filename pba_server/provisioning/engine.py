@@ -43,6 +43,7 @@ from pba_server.catalog.models import Resource, ServiceTemplate
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
+from pba_server.core.errors import PbaError
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
 from pba_server.provisioning.models import (
@@ -585,9 +586,32 @@ def _claim_one(engine: Engine, clock: Clock) -> tuple[bool, _Claimed | None]:
                 f"still running after {TUNING.running_timeout}; called again with the same key",
                 now,
             )
-        claimed = _prepare(ctx, op, svc)
-        uow.commit()
+        op_id = op.id
+        try:
+            claimed = _prepare(ctx, op, svc)
+            uow.commit()
+        except Exception as exc:
+            log.exception("operation %s: preparing the call failed", op_id)
+            uow.rollback()
+            _prepare_failed(engine, clock, op_id, exc)
+            return True, None
         return True, claimed
+
+
+def _prepare_failed(engine: Engine, clock: Clock, op_id: int, exc: Exception) -> None:
+    """A bug or database error while preparing: count it as a failed attempt,
+    so one broken operation cannot block the queue."""
+    with UnitOfWork(engine) as uow:
+        op = uow.session.get(ProvisioningOperation, op_id, with_for_update=True)
+        if op is None or op.status not in ("pending", "running"):
+            return
+        svc = uow.session.get(Service, op.service_id)
+        assert svc is not None
+        ctx = owner_ctx(uow, clock, vendor_of(uow.session, svc), "ProvisioningRun")
+        op.attempts += 1
+        op.started_at = None
+        fail_retryable(ctx, op, svc, f"internal error preparing the call: {type(exc).__name__}")
+        uow.commit()
 
 
 def _prepare(ctx: CallContext, op: ProvisioningOperation, svc: Service) -> _Claimed | None:
@@ -608,9 +632,14 @@ def _prepare(ctx: CallContext, op: ProvisioningOperation, svc: Service) -> _Clai
             assert inst is not None
             module = module_object(ctx.secrets, inst)
         else:
-            module = BUILTIN_MODULES[svc.module].build(ctx, svc)
+            with ctx.session.begin_nested():  # what a failing build wrote is undone
+                module = BUILTIN_MODULES[svc.module].build(ctx, svc)
         request = build_request(ctx.session, op, svc)
-    except Exception as exc:
+    except PbaError as exc:
+        op.attempts += 1
+        fail_retryable(ctx, op, svc, f"cannot prepare the call: {exc}")
+        return None
+    except (PluginError, ValueError, KeyError) as exc:
         op.attempts += 1
         fail_retryable(ctx, op, svc, f"cannot prepare the call: {type(exc).__name__}: {exc}")
         return None
