@@ -33,7 +33,8 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.core.audit
     import pba_server.domains.service
     import pba_server.events.service
-    import pba_server.payments.service  # noqa: F401
+    import pba_server.payments.service
+    import pba_server.provisioning.service  # noqa: F401
 
     return registry()
 
@@ -122,6 +123,7 @@ def build_app(
     load_plugins(settings)
     payments_runtime(box)
     domains_runtime(settings)
+    provisioning_runtime(settings)
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_runtime.register(engine, deliverer)
@@ -158,6 +160,16 @@ def domains_runtime(settings: Settings) -> None:
     from pba_server.domains import jobs
 
     jobs.configure(settings.domain_expiry_notice_days)
+
+
+def provisioning_runtime(settings: Settings) -> None:
+    from pba_server.provisioning import engine
+
+    engine.configure(
+        retry_minutes=settings.provisioning_retry_minutes,
+        max_failures=settings.provisioning_max_failures,
+        running_timeout_minutes=settings.provisioning_running_timeout_minutes,
+    )
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

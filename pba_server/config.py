@@ -39,6 +39,12 @@ class Settings:
     plugins_dir: str = ""  # default: the plugins/ folder next to the pba_server package
     mail_from: str = ""  # From address when the sending account has no administrative contact
     domain_expiry_notice_days: int = 30  # domain.expiring is raised this many days before expiry
+    # provisioning: retry a failed operation every N minutes; after M failures
+    # it becomes a manual task; a call "running" longer than T minutes is
+    # taken to have died with its process and is made again (same key)
+    provisioning_retry_minutes: int = 5
+    provisioning_max_failures: int = 3
+    provisioning_running_timeout_minutes: int = 30
 
 
 _ENV_PREFIX = "PBA_"

@@ -30,6 +30,7 @@ from pba_server.core.models import LoginFailure, UsedNonce
 from pba_server.domains import jobs as domains_jobs
 from pba_server.events import runtime as events_runtime
 from pba_server.payments import service as payments
+from pba_server.provisioning import runtime as provisioning
 from pba_server.scheduler.models import ScheduledJob
 
 log = logging.getLogger("pba.jobs")
@@ -71,6 +72,7 @@ JOBS: dict[str, Job] = {
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
         Job("domains-expiry", timedelta(days=1), domains_jobs.expiry),
         Job("registrar-balance", timedelta(days=1), domains_jobs.registrar_balance),
+        Job("provisioning-run", timedelta(seconds=30), provisioning.job),
     )
 }
 
@@ -170,7 +172,9 @@ class Ticker:
         # event delivery has its own thread: woken after each commit that
         # raised events, and every few seconds for retries that fall due
         events_runtime.start(self.engine)
+        provisioning.start(self.engine, self.clock)
 
     def stop(self) -> None:
         events_runtime.stop(self.engine)
+        provisioning.stop(self.engine)
         self.scheduler.shutdown(wait=False)
