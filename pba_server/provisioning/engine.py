@@ -317,6 +317,9 @@ def to_manual(ctx: CallContext, op: ProvisioningOperation, svc: Service, reason:
         account_id=owner.id,
         account_path=owner.path,
     )
+    # a rollback handed to a person lets its bundle finish (the person's work
+    # is tracked by the task, not by the order)
+    bundle_progress(ctx, op.bundle_id)
     return task
 
 

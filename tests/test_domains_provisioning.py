@@ -1,0 +1,379 @@
+"""Domains provisioned by the real provisioning engine (service layer, both
+databases): a subscription on a TLD's plan -> provision_subscription ->
+run_pending -> the registrar; transfers, a registry outage retried on the
+clock, prolong, delete as a manual task, and a bundle of a hosting service
+and a domain rolled back when the domain fails."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from pba_server.accounts.models import Account
+from pba_server.catalog.models import PlanVersion
+from pba_server.core.context import system_context
+from pba_server.core.db import UnitOfWork
+from pba_server.core.errors import ValidationError
+from pba_server.domains import service as domains
+from pba_server.domains.models import Domain
+from pba_server.provisioning import api as prov
+from pba_server.provisioning import service as prov_ops
+from pba_server.provisioning.models import ProvisioningOperation, Service, Task
+from pba_server.provisioning.registry import BUILTIN_MODULES
+from pba_server.sdk import loader
+from pba_server.sdk.provisioning import FinalFailure
+from pba_server.subscriptions.store import new_subscription
+from tests import domains_support as ds
+from tests import prov_support as ps
+from tests.catalog_support import service_ctx
+from tests.prov_support import fake_module
+
+__all__ = ["fake_module"]
+
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def setup(env: Any) -> dict[str, Any]:
+    env.clock.freeze(T0)
+    inst, reg = ds.registrar(env)
+    t = ds.tld(env, inst)
+    return {"inst": inst, "reg": reg, "tld": t, "acc": ds.customer(env)}
+
+
+def _registry(setup: dict[str, Any]) -> Any:
+    mod = sys.modules[loader.plugins()["sandbox_registrar"].cls.__module__]
+    return mod.registry(setup["reg"])
+
+
+def _version(env: Any, plan_id: int) -> int:
+    with UnitOfWork(env.app.engine) as uow:
+        v = uow.session.scalar(
+            select(PlanVersion.id).where(PlanVersion.plan_id == plan_id).order_by(PlanVersion.id)
+        )
+        assert v is not None
+        return int(v)
+
+
+def _subscribe(env: Any, setup: dict[str, Any], plan_id: int, **params: str) -> int:
+    """A one-year subscription of the customer on a TLD plan; vendor = the TLD owner."""
+    with UnitOfWork(env.app.engine) as uow:
+        sub = new_subscription(
+            uow.session,
+            env.clock,
+            account_id=setup["acc"],
+            vendor_id=setup["tld"].owner_id,
+            plan_version_id=_version(env, plan_id),
+            period_count=1,
+            period_unit="year",
+            start=env.clock.now().date(),
+            parameters=params,
+        )
+        uow.commit()
+        return sub.id
+
+
+def _vendor_ctx(env: Any, uow: UnitOfWork) -> Any:
+    vendor = uow.session.scalar(select(Account).where(Account.type == "provider"))
+    assert vendor is not None
+    return system_context(
+        uow, env.clock, account_id=vendor.id, account_path=vendor.path, operation="test"
+    )
+
+
+def _provision(env: Any, *subscription_ids: int, order_id: int | None = None) -> int:
+    with UnitOfWork(env.app.engine) as uow:
+        ctx = _vendor_ctx(env, uow)
+        bundles = {
+            prov.provision_subscription(ctx, sid, order_id=order_id) for sid in subscription_ids
+        }
+        uow.commit()
+    assert len(bundles) == 1
+    return bundles.pop()
+
+
+def _action(env: Any, sub_id: int, action: Any, **kw: Any) -> int | None:
+    with UnitOfWork(env.app.engine) as uow:
+        b = prov.request_action(_vendor_ctx(env, uow), sub_id, action, **kw)
+        uow.commit()
+        return b
+
+
+def _run(env: Any) -> int:
+    return prov.run_pending(env.app.engine, env.clock)
+
+
+def _state(env: Any, bundle_id: int) -> tuple[str, str | None]:
+    with UnitOfWork(env.app.engine) as uow:
+        return prov.bundle_state(uow.session, bundle_id)
+
+
+def _services(env: Any, sub_id: int) -> list[Service]:
+    with UnitOfWork(env.app.engine) as uow:
+        rows = list(
+            uow.session.scalars(
+                select(Service).where(Service.subscription_id == sub_id).order_by(Service.id)
+            )
+        )
+        for r in rows:
+            uow.session.expunge(r)
+        return rows
+
+
+def _domain(env: Any, sub_id: int) -> Domain:
+    with UnitOfWork(env.app.engine) as uow:
+        d = uow.session.scalar(
+            select(Domain).where(Domain.subscription_id == sub_id).order_by(Domain.id.desc())
+        )
+        assert d is not None
+        uow.session.expunge(d)
+        return d
+
+
+def _ops(env: Any, sub_id: int) -> list[ProvisioningOperation]:
+    with UnitOfWork(env.app.engine) as uow:
+        rows = list(
+            uow.session.scalars(
+                select(ProvisioningOperation)
+                .join(Service, Service.id == ProvisioningOperation.service_id)
+                .where(Service.subscription_id == sub_id)
+                .order_by(ProvisioningOperation.id)
+            )
+        )
+        for r in rows:
+            uow.session.expunge(r)
+        return rows
+
+
+def _register(env: Any, setup: dict[str, Any], name: str) -> int:
+    sub = _subscribe(env, setup, setup["tld"].plan_id, domain=name)
+    b = _provision(env, sub)
+    assert _run(env) == 1
+    assert _state(env, b) == ("done", None)
+    return sub
+
+
+def test_register_through_the_engine(env: Any, setup: dict[str, Any]) -> None:
+    sub = _subscribe(
+        env,
+        setup,
+        setup["tld"].plan_id,
+        domain="Shop.TEST",
+        nameservers="ns1.x.example,ns2.x.example",
+    )
+    b = _provision(env, sub)
+    assert _state(env, b) == ("running", None)
+    assert _run(env) == 1
+    assert _state(env, b) == ("done", None)
+    (svc,) = _services(env, sub)
+    assert (svc.module, svc.instance_id, svc.status) == ("domains", None, "active")
+    d = _domain(env, sub)
+    today = env.clock.now().date()
+    assert (d.name, d.status, d.service_id) == ("shop.test", "active", svc.id)
+    assert d.expires_on == today.replace(year=today.year + 1)
+    data = json.loads(svc.data)
+    assert data["domain"] == "shop.test" and data["expires_on"] == d.expires_on.isoformat()
+    assert svc.platform_id
+    assert ("register", "shop.test") in _registry(setup).calls
+    # the name is taken now: a second order for it is refused before it is placed
+    template = ds.template_of(env, setup["tld"].plan_id)
+    with service_ctx(env) as ctx, pytest.raises(ValidationError, match="already registered"):
+        domains.check_order(ctx, template, {"domain": "shop.test"})
+
+
+def test_transfer_good_and_wrong_auth_code(env: Any, setup: dict[str, Any]) -> None:
+    tplan = setup["tld"].transfer_plan_id
+    bad = _subscribe(env, setup, tplan, domain="moving.test", auth_code="wrong")
+    b = _provision(env, bad)
+    _run(env)
+    state, reason = _state(env, b)
+    assert state == "failed" and reason is not None and "2201" in reason
+    (svc,) = _services(env, bad)
+    assert svc.status == "failed"
+    d = _domain(env, bad)
+    assert (d.status, d.live_name) == ("failed", None)
+    assert "AuthorizationError" in (d.last_error or "")
+    # the name is free again: the right auth code moves it in
+    good = _subscribe(env, setup, tplan, domain="moving.test", auth_code="s3cret")
+    b2 = _provision(env, good)
+    _run(env)
+    assert _state(env, b2) == ("done", None)
+    (svc,) = _services(env, good)
+    d = _domain(env, good)
+    assert (svc.status, d.status, d.action, d.live_name) == (
+        "active",
+        "active",
+        "transfer",
+        "moving.test",
+    )
+    assert d.expires_on is not None
+
+
+def test_slow_transfer_is_polled_until_done(env: Any, setup: dict[str, Any]) -> None:
+    sub = _subscribe(
+        env, setup, setup["tld"].transfer_plan_id, domain="slow-move.test", auth_code="x"
+    )
+    b = _provision(env, sub)
+    _run(env)
+    assert _state(env, b)[0] == "running"
+    assert _domain(env, sub).status == "transferring"
+    assert _run(env) == 0  # polled later, not now
+    env.clock.advance(timedelta(hours=1, seconds=1))
+    assert _run(env) == 1
+    assert _state(env, b) == ("done", None)
+    assert _domain(env, sub).status == "active"
+
+
+def test_registry_outage_is_retried_on_the_clock(env: Any, setup: dict[str, Any]) -> None:
+    reg = _registry(setup)
+    reg.offline = True
+    sub = _subscribe(env, setup, setup["tld"].plan_id, domain="outage.test")
+    b = _provision(env, sub)
+    assert _run(env) == 1
+    (op,) = _ops(env, sub)
+    assert (op.status, op.failures) == ("pending", 1)
+    assert _domain(env, sub).status == "pending"
+    assert "unavailable" in (_domain(env, sub).last_error or "")
+    reg.offline = False
+    assert _run(env) == 0  # not due yet
+    env.clock.advance(timedelta(minutes=5, seconds=1))
+    assert _run(env) == 1
+    assert _state(env, b) == ("done", None)
+    (op,) = _ops(env, sub)
+    assert (op.status, op.attempts) == ("done", 2)
+    d = _domain(env, sub)
+    assert (d.status, d.last_error) == ("active", None)
+    # asked twice (the registry was down the first time), with one key
+    assert [c for c in reg.calls if c[0] == "register"] == [("register", "outage.test")] * 2
+    assert list(reg.keys) == [str(op.id)] and "outage.test" in reg.domains
+
+
+def test_prolong_renews_once(env: Any, setup: dict[str, Any]) -> None:
+    sub = _register(env, setup, "long.test")
+    expiry = _domain(env, sub).expires_on
+    assert expiry is not None
+    until = expiry.replace(year=expiry.year + 1)
+    b = _action(env, sub, "prolong", until=until)
+    assert b is not None
+    _run(env)
+    assert _state(env, b) == ("done", None)
+    assert _domain(env, sub).expires_on == until
+    again = _action(env, sub, "prolong", until=until)
+    assert again is not None and again != b
+    _run(env)
+    assert _state(env, again) == ("done", None)
+    assert _domain(env, sub).expires_on == until
+    assert [c for c in _registry(setup).calls if c[0] == "renew"] == [("renew", "long.test")]
+    (svc,) = _services(env, sub)
+    assert json.loads(svc.data)["expires_on"] == until.isoformat()
+
+
+def test_delete_is_a_manual_task_completed_by_a_person(
+    env: Any, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = _register(env, setup, "gone.test")
+    heard: list[tuple[str, str]] = []
+    builtin = BUILTIN_MODULES["domains"]
+    assert builtin.on_result is not None
+    original = builtin.on_result
+
+    def spy(ctx: Any, service: Any, action: str, result: Any) -> None:
+        heard.append((action, type(result).__name__))
+        original(ctx, service, action, result)
+
+    monkeypatch.setitem(
+        BUILTIN_MODULES, "domains", type(builtin)(**{**builtin.__dict__, "on_result": spy})
+    )
+    b = _action(env, sub, "delete", reason="customer cancelled")
+    assert b is not None
+    _run(env)
+    assert _state(env, b) == ("running", None)
+    with UnitOfWork(env.app.engine) as uow:
+        task = uow.session.scalar(select(Task).order_by(Task.id.desc()))
+        assert task is not None and task.status == "open"
+        task_id = task.id
+    assert _domain(env, sub).status == "active"
+    with service_ctx(env) as ctx:
+        info = prov_ops.task_complete(ctx, task_id=task_id)
+    assert info.status == "completed" and info.action == "delete"
+    assert heard == [("delete", "Done")]
+    assert _state(env, b) == ("done", None)
+    (svc,) = _services(env, sub)
+    d = _domain(env, sub)
+    assert (svc.status, d.status, d.live_name) == ("deleted", "deleted", None)
+
+
+def test_bundle_of_hosting_and_a_failing_domain_is_rolled_back(
+    env: Any, setup: dict[str, Any], fake_module: ps.Script
+) -> None:
+    ps.instance(env)
+    hosting = ps.subscribe(env, setup["acc"], ps.plan(env))
+    domain = _subscribe(env, setup, setup["tld"].plan_id, domain="taken-name.test")
+    b = _provision(env, hosting, domain, order_id=4242)
+    _run(env)
+    _run(env)  # the rollback's delete
+    state, reason = _state(env, b)
+    assert state == "failed" and reason is not None and "ObjectExists" in reason
+    (h,) = _services(env, hosting)
+    (dsvc,) = _services(env, domain)
+    assert (h.status, dsvc.status) == ("deleted", "failed")
+    assert fake_module.actions() == ["create", "delete"]
+    hops = _ops(env, hosting)
+    assert [(o.action, o.status, o.rollback) for o in hops] == [
+        ("create", "done", False),
+        ("delete", "done", True),
+    ]
+    d = _domain(env, domain)
+    assert (d.status, d.live_name) == ("failed", None)
+
+
+def test_bundle_of_hosting_and_a_domain_both_done(
+    env: Any, setup: dict[str, Any], fake_module: ps.Script
+) -> None:
+    ps.instance(env)
+    hosting = ps.subscribe(env, setup["acc"], ps.plan(env))
+    domain = _subscribe(env, setup, setup["tld"].plan_id, domain="both.test")
+    b = _provision(env, hosting, domain, order_id=4243)
+    assert _run(env) == 2
+    assert _state(env, b) == ("done", None)
+    assert [s.status for s in _services(env, hosting) + _services(env, domain)] == [
+        "active",
+        "active",
+    ]
+    assert _domain(env, domain).expires_on is not None
+    assert isinstance(_domain(env, domain).expires_on, date)
+
+
+def test_bundle_whose_hosting_fails_hands_the_registered_domain_to_a_person(
+    env: Any, setup: dict[str, Any], fake_module: ps.Script
+) -> None:
+    ps.instance(env)
+    fake_module.then("create", FinalFailure("no capacity"))
+    hosting = ps.subscribe(env, setup["acc"], ps.plan(env))
+    domain = _subscribe(env, setup, setup["tld"].plan_id, domain="kept.test")
+    b = _provision(env, domain, hosting, order_id=4244)
+    _run(env)
+    _run(env)
+    state, reason = _state(env, b)
+    assert state == "failed" and reason == "no capacity"
+    # registries do not take a registration back: deleting it is a person's decision
+    dops = _ops(env, domain)
+    assert [(o.action, o.status, o.rollback) for o in dops] == [
+        ("create", "done", False),
+        ("delete", "manual", True),
+    ]
+    with UnitOfWork(env.app.engine) as uow:
+        task = uow.session.scalar(select(Task).where(Task.operation_id == dops[1].id))
+        assert task is not None and task.status == "open"
+        task_id = task.id
+    assert _domain(env, domain).status == "active"
+    with service_ctx(env) as ctx:
+        prov_ops.task_complete(ctx, task_id=task_id)
+    d = _domain(env, domain)
+    assert (d.status, d.live_name) == ("deleted", None)
+    assert [s.status for s in _services(env, domain)] == ["deleted"]
