@@ -9,22 +9,27 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from pba_server.accounts import service as accounts
 from pba_server.accounts.models import Account
 from pba_server.catalog.models import PlanVersion
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
-from pba_server.core.errors import ValidationError
+from pba_server.core.errors import InvalidState, NotFound, ValidationError
+from pba_server.domains import jobs as domain_jobs
 from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
+from pba_server.events.models import Event
 from pba_server.provisioning import api as prov
 from pba_server.provisioning import service as prov_ops
 from pba_server.provisioning.models import ProvisioningOperation, Service, Task
 from pba_server.provisioning.registry import BUILTIN_MODULES
+from pba_server.provisioning.types import ServiceValue
 from pba_server.sdk import loader
 from pba_server.sdk.provisioning import FinalFailure
 from pba_server.subscriptions.store import new_subscription
@@ -35,6 +40,7 @@ from tests.prov_support import fake_module
 
 __all__ = ["fake_module"]
 
+PW = "a-long-password-1"
 T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
@@ -377,3 +383,124 @@ def test_bundle_whose_hosting_fails_hands_the_registered_domain_to_a_person(
     d = _domain(env, domain)
     assert (d.status, d.live_name) == ("deleted", None)
     assert [s.status for s in _services(env, domain)] == ["deleted"]
+
+
+# ---------------------------------------------------------------- registrar balance tasks
+
+
+def _events(env: Any, type_: str) -> list[dict[str, Any]]:
+    with UnitOfWork(env.app.engine) as uow:
+        return [
+            json.loads(e.payload)
+            for e in uow.session.scalars(
+                select(Event).where(Event.type == type_).order_by(Event.id)
+            )
+        ]
+
+
+def _balance_job(env: Any, day: int) -> str:
+    env.clock.freeze(datetime(2030, 1, day, 6, tzinfo=UTC))
+    with UnitOfWork(env.app.engine) as uow:
+        summary = domain_jobs.registrar_balance(uow, env.clock)
+        uow.commit()
+    return summary
+
+
+def _balance_tasks(env: Any) -> list[Any]:
+    with service_ctx(env) as ctx:
+        return prov_ops.task_list(ctx, kind="registrar_balance")
+
+
+def test_low_balance_opens_one_task_for_the_department(env: Any, setup: dict[str, Any]) -> None:
+    with service_ctx(env) as ctx:
+        me = ctx.principal.account_id
+        tech = accounts.user_create(
+            ctx, account_id=me, login="tech", password=PW, full_name="T", roles=["technical"]
+        ).id
+        dep = prov_ops.department_create(ctx, name="Domains")
+        prov_ops.department_add_member(ctx, department_id=dep.id, user_id=tech)
+        m = domains.registrar_balance_minimum_set(
+            ctx,
+            instance_id=setup["inst"],
+            minimum=Decimal("2000"),
+            currency="USD",
+            department_id=dep.id,
+        )
+    assert m.department_id == dep.id
+    assert "1 low" in _balance_job(env, 1)
+    (t,) = _balance_tasks(env)
+    assert (t.kind, t.status, t.department_id, t.owner_id, t.instance_id) == (
+        "registrar_balance",
+        "open",
+        dep.id,
+        me,
+        setup["inst"],
+    )
+    assert (t.operation_id, t.action, t.service_id, t.account_id) == (None, None, None, None)
+    assert "top up" in t.subject and "1000.00 USD" in t.reason and "2000.00 USD" in t.reason
+    (opened,) = _events(env, "task.opened")
+    assert opened == {
+        "task_id": t.id,
+        "kind": "registrar_balance",
+        "subject": t.subject,
+        "reason": t.reason,
+        "department": "Domains",
+        "instance_id": setup["inst"],
+    }
+    # the next days: the event again, no second task while one is open or assigned
+    _balance_job(env, 2)
+    with service_ctx(env) as ctx:
+        assigned = prov_ops.task_assign(ctx, task_id=t.id, user_id=tech)
+    assert assigned.status == "assigned"
+    _balance_job(env, 3)
+    assert len(_events(env, "registrar.balance_low")) == 3
+    assert [x.id for x in _balance_tasks(env)] == [t.id]
+    assert len(_events(env, "task.opened")) == 1
+    # all task operations see it alongside operation tasks
+    with service_ctx(env) as ctx:
+        assert [x.id for x in prov_ops.task_list(ctx, department_id=dep.id)] == [t.id]
+        assert [x.id for x in prov_ops.task_list(ctx, assignee_id=tech)] == [t.id]
+        assert prov_ops.task_list(ctx, kind="operation") == []
+        done = prov_ops.task_complete(ctx, task_id=t.id, data=[ServiceValue("topped_up", "500")])
+    assert (done.status, done.assignee_id) == ("completed", tech)
+    assert [(v.name, v.value) for v in done.result] == [("topped_up", "500")]
+    with service_ctx(env) as ctx, pytest.raises(InvalidState):
+        prov_ops.task_complete(ctx, task_id=t.id)
+    # still low the day after: a new task
+    _balance_job(env, 4)
+    tasks = _balance_tasks(env)
+    assert [x.status for x in tasks] == ["completed", "open"]
+    with service_ctx(env) as ctx:
+        rejected = prov_ops.task_reject(ctx, task_id=tasks[1].id, reason="paid by wire already")
+    assert (rejected.status, rejected.reject_reason) == ("rejected", "paid by wire already")
+
+
+def test_balance_task_without_a_department_and_department_checks(
+    env: Any, setup: dict[str, Any]
+) -> None:
+    with service_ctx(env) as ctx:
+        res = accounts.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
+        other = prov_ops.department_create(ctx, name="Theirs", account_id=res.id)
+        with pytest.raises(ValidationError, match="department_id"):
+            domains.registrar_balance_minimum_set(
+                ctx,
+                instance_id=setup["inst"],
+                minimum=Decimal("2000"),
+                currency="USD",
+                department_id=other.id,
+            )
+        with pytest.raises(NotFound):
+            domains.registrar_balance_minimum_set(
+                ctx,
+                instance_id=setup["inst"],
+                minimum=Decimal("2000"),
+                currency="USD",
+                department_id=999999,
+            )
+        domains.registrar_balance_minimum_set(
+            ctx, instance_id=setup["inst"], minimum=Decimal("2000"), currency="USD"
+        )
+    _balance_job(env, 1)
+    (t,) = _balance_tasks(env)
+    assert (t.department_id, t.status) == (None, "open")
+    assert _events(env, "task.opened")[0]["department"] == ""

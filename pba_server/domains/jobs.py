@@ -6,9 +6,9 @@
   about again); marks domains past their expiry date ``expired``.
 - ``registrar-balance``: asks each watched registrar instance
   (``RegistrarBalanceMinimumSet``) for its balance; below the minimum it
-  raises ``registrar.balance_low`` at most once a day and calls
-  :func:`_balance_low_task` (the seam for a task for the responsible
-  department).
+  raises ``registrar.balance_low`` at most once a day and opens a task
+  (kind ``registrar_balance``, event ``task.opened``) for the monitor's
+  department -- one at a time per instance.
 """
 
 from __future__ import annotations
@@ -85,10 +85,27 @@ def expiry(uow: UnitOfWork, clock: Clock, *, days: int | None = None) -> str:
 
 
 def _balance_low_task(ctx: CallContext, instance: PluginInstance, balance: Balance) -> None:
-    """Seam: a task for the registrar instance's responsible department when
-    its balance is low. The provisioning feature's task table wires it (the
-    lead replaces this no-op when merging); the event is raised regardless."""
-    return None
+    """A task to top the balance up, for the department set on the instance's
+    monitor (else the owner's staff): at most one open task per instance --
+    while one is open or assigned, no second is opened."""
+    from pba_server.provisioning.api import open_task
+
+    m = ctx.session.get(RegistrarMonitor, instance.id)
+    assert m is not None
+    task_id, new = open_task(
+        ctx,
+        kind="registrar_balance",
+        owner_id=instance.account_id,
+        subject=f"top up the balance at registrar {instance.name} ({instance.plugin})"[:255],
+        reason=(
+            f"balance {quantize(Decimal(balance.amount), m.currency)} {m.currency} is below "
+            f"the minimum {quantize(m.minimum, m.currency)} {m.currency}"
+        ),
+        department_id=m.department_id,
+        instance_id=instance.id,
+    )
+    if new:
+        log.info("registrar %s: balance low, task %s opened", instance.id, task_id)
 
 
 def registrar_balance(uow: UnitOfWork, clock: Clock) -> str:

@@ -91,7 +91,9 @@ class Domain(Base):
 
 class RegistrarMonitor(Base):
     """The balance monitor's minimum for one registrar instance, and what it
-    saw last. ``alerted_on``: the day ``registrar.balance_low`` was last raised."""
+    saw last. ``alerted_on``: the day ``registrar.balance_low`` was last raised.
+    ``department_id``: the department (a ``departments`` row of the
+    provisioning feature) that gets the task to top the balance up."""
 
     __tablename__ = "registrar_monitors"
 
@@ -103,3 +105,5 @@ class RegistrarMonitor(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     alerted_on: Mapped[date | None] = mapped_column(Date)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # whose task it is to top the balance up (None: the owner's staff, no department)
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))

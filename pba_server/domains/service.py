@@ -59,6 +59,7 @@ from pba_server.domains.types import (
     TldPrice as TldPriceValue,
 )
 from pba_server.payments.models import PluginInstance
+from pba_server.provisioning.models import Department
 from pba_server.sdk import NotSupported, PluginError, loader
 from pba_server.sdk.registrar import (
     CONTACT_ROLES,
@@ -721,6 +722,12 @@ def domain_set_contacts(
 # ---------------------------------------------------------------- balance monitor
 
 
+def _account_path(ctx: CallContext, account_id: int) -> str:
+    acc = ctx.session.get(Account, account_id)
+    assert acc is not None
+    return str(acc.path)
+
+
 def _monitor_info(m: RegistrarMonitor) -> RegistrarMonitorInfo:
     return RegistrarMonitorInfo(
         instance_id=m.instance_id,
@@ -731,16 +738,24 @@ def _monitor_info(m: RegistrarMonitor) -> RegistrarMonitorInfo:
         last_checked_at=m.last_checked_at,
         last_error=m.last_error,
         alerted_on=m.alerted_on,
+        department_id=m.department_id,
     )
 
 
 @operation("RegistrarBalanceMinimumSet", roles=ADMIN, mutating=True)
 def registrar_balance_minimum_set(
-    ctx: CallContext, *, instance_id: int, minimum: Decimal, currency: str
+    ctx: CallContext,
+    *,
+    instance_id: int,
+    minimum: Decimal,
+    currency: str,
+    department_id: int | None = None,
 ) -> RegistrarMonitorInfo:
     """Watch a registrar instance's prepaid balance: the daily monitor raises
     ``registrar.balance_low`` (at most once a day) while it is below
-    ``minimum``. A minimum of 0 stops the warnings."""
+    ``minimum`` and opens a task to top it up (one at a time) for
+    ``department_id`` -- a department of the instance's owner; empty: the
+    owner's staff, no department. A minimum of 0 stops the warnings."""
     row = ctx.session.execute(
         select(PluginInstance, Account)
         .join(Account, Account.id == PluginInstance.account_id)
@@ -758,19 +773,35 @@ def registrar_balance_minimum_set(
     amount = money(minimum, cur, "minimum")
     if amount < 0:
         raise ValidationError("minimum", "must not be negative")
+    if department_id is not None:
+        dep = ctx.session.get(Department, department_id)
+        if dep is None or not ctx.principal.sees(_account_path(ctx, dep.account_id)):
+            raise NotFound(f"department {department_id} not found")
+        if dep.account_id != inst.account_id:
+            raise ValidationError(
+                "department_id", "is not a department of the registrar instance's owner"
+            )
     m = ctx.session.get(RegistrarMonitor, inst.id, with_for_update=True)
-    old = None if m is None else {"minimum": m.minimum, "currency": m.currency}
+    old = (
+        None
+        if m is None
+        else {"minimum": m.minimum, "currency": m.currency, "department_id": m.department_id}
+    )
     if m is None:
         m = RegistrarMonitor(instance_id=inst.id)
         ctx.session.add(m)
     m.minimum, m.currency, m.updated_at = amount, cur, ctx.now()
+    m.department_id = department_id
     ctx.session.flush()
     audit.record(
         ctx,
         "registrar_monitor",
         inst.id,
         owner.path,
-        {"from": old, "to": {"minimum": amount, "currency": cur}},
+        {
+            "from": old,
+            "to": {"minimum": amount, "currency": cur, "department_id": department_id},
+        },
     )
     return _monitor_info(m)
 

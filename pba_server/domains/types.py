@@ -108,3 +108,4 @@ class RegistrarMonitorInfo:
     last_checked_at: datetime | None = None
     last_error: str | None = None
     alerted_on: date | None = None
+    department_id: int | None = None  # gets the task to top the balance up

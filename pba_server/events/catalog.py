@@ -168,6 +168,19 @@ EVENT_TYPES: dict[str, EventType] = {
             (*_SERVICE, ("task_id", "int", "the manual task"), ("department", "str", "")),
         ),
         EventType(
+            "task.opened",
+            "A manual task that is not a provisioning operation was opened for a "
+            "department (kind registrar_balance: top up a registrar's balance).",
+            (
+                ("task_id", "int", "the task"),
+                ("kind", "str", "registrar_balance"),
+                ("subject", "str", "what to do, one line"),
+                ("reason", "str", "why"),
+                ("department", "str", "the department's name, empty if none"),
+                ("instance_id", "int|null", "the plugin instance concerned"),
+            ),
+        ),
+        EventType(
             "domain.expiring",
             "A domain registration expires soon.",
             (

@@ -22,13 +22,15 @@ from pba_server.catalog.models import Plan, ServiceTemplate
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import InvalidState, NotFound
+from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
 from pba_server.provisioning import engine
-from pba_server.provisioning.models import Bundle, ProcessingInstance, Service
+from pba_server.provisioning.models import Bundle, Department, ProcessingInstance, Service, Task
 from pba_server.provisioning.registry import BUILTIN_MODULES
 from pba_server.subscriptions.models import Subscription
 
 RequestAction = Literal["suspend", "resume", "change", "prolong", "delete"]
+StandaloneTaskKind = Literal["registrar_balance"]
 
 
 def _subscription(ctx: CallContext, subscription_id: int) -> Subscription:
@@ -202,3 +204,72 @@ def run_pending(engine_: Engine, clock: Clock, *, limit: int = 100) -> int:
     """Run due operations now (what the background worker and the job call);
     returns how many were run. Tests call it instead of waiting."""
     return engine.run_pending(engine_, clock, limit=limit)
+
+
+def open_task(
+    ctx: CallContext,
+    *,
+    kind: StandaloneTaskKind,
+    owner_id: int,
+    subject: str,
+    reason: str,
+    department_id: int | None = None,
+    instance_id: int | None = None,
+) -> tuple[int, bool]:
+    """A manual task that stands alone (no operation) for ``owner_id``'s staff,
+    of ``department_id`` if given; raises ``task.opened``. At most one open
+    (open or assigned) task of a kind per plugin instance: with
+    ``instance_id``, an open one is returned instead of a second.
+    Returns (task id, whether it is new). Runs in the caller's transaction;
+    completing the task (TaskComplete) just closes it."""
+    if instance_id is not None:
+        existing = ctx.session.scalar(
+            select(Task.id)
+            .where(
+                Task.kind == kind,
+                Task.instance_id == instance_id,
+                Task.status.in_(("open", "assigned")),
+            )
+            .order_by(Task.id)
+            .limit(1)
+        )
+        if existing is not None:
+            return int(existing), False
+    owner = ctx.session.get(Account, owner_id)
+    if owner is None:
+        raise NotFound(f"account {owner_id} not found")
+    department = ctx.session.get(Department, department_id) if department_id else None
+    if department is not None and department.account_id != owner.id:
+        department = None  # not the owner's: the owner's staff, no department
+    now = ctx.now()
+    task = Task(
+        kind=kind,
+        operation_id=None,
+        instance_id=instance_id,
+        subject=subject[:255],
+        owner_id=owner.id,
+        department_id=department.id if department else None,
+        assignee_id=None,
+        status="open",
+        reason=reason[:4000],
+        created_at=now,
+        updated_at=now,
+    )
+    ctx.session.add(task)
+    ctx.session.flush()
+    emit(
+        ctx,
+        "task.opened",
+        ("provisioning_task", task.id),
+        {
+            "task_id": task.id,
+            "kind": kind,
+            "subject": task.subject,
+            "reason": task.reason,
+            "department": department.name if department else "",
+            "instance_id": instance_id,
+        },
+        account_id=owner.id,
+        account_path=owner.path,
+    )
+    return task.id, True

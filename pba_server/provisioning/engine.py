@@ -289,7 +289,10 @@ def to_manual(ctx: CallContext, op: ProvisioningOperation, svc: Service, reason:
     log_entry(ctx.session, op, "manual", reason, now)
     owner_id, department_id = task_owner(ctx.session, svc)
     task = Task(
+        kind="operation",
         operation_id=op.id,
+        instance_id=svc.instance_id,
+        subject=f"{op.action} service {svc.id} ({svc.module})"[:255],
         owner_id=owner_id,
         department_id=department_id,
         assignee_id=None,

@@ -9,7 +9,8 @@
 - ``provisioning_bundles``: operations that succeed or fail together.
 - ``provisioning_operations``: every call to a module, committed (running)
   before the module is called; ``provisioning_operation_log``: its failures.
-- ``provisioning_tasks``: an operation handed to a person.
+- ``provisioning_tasks``: work for a person: an operation handed over, or a
+  task standing alone (a registrar's balance to top up).
 """
 
 from __future__ import annotations
@@ -122,12 +123,19 @@ class OperationLogEntry(Base):
 
 
 class Task(Base):
-    """An operation a person does by hand."""
+    """Work a person does by hand: an operation handed over (``kind``
+    ``operation``), or a task standing alone (``registrar_balance``: top up
+    the prepaid balance at a registrar, ``instance_id`` names its instance)."""
 
     __tablename__ = "provisioning_tasks"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    operation_id: Mapped[int] = mapped_column(ForeignKey("provisioning_operations.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))  # operation | registrar_balance
+    operation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("provisioning_operations.id"), unique=True
+    )
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("plugin_instances.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(255))  # one line: what to do
     owner_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"), index=True)
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

@@ -45,6 +45,7 @@ from pba_server.provisioning.types import (
     ServiceStatus,
     ServiceValue,
     TaskInfo,
+    TaskKind,
     TaskStatus,
 )
 from pba_server.sdk import loader
@@ -437,18 +438,15 @@ def _task_info(
     op: ProvisioningOperation | None = None,
     svc: Service | None = None,
 ) -> TaskInfo:
-    if op is None or svc is None:
+    if t.operation_id is not None and (op is None or svc is None):
         op = ctx.session.get(ProvisioningOperation, t.operation_id)
         assert op is not None
         svc = ctx.session.get(Service, op.service_id)
         assert svc is not None
     return TaskInfo(
         id=t.id,
-        operation_id=op.id,
-        action=op.action,  # type: ignore[arg-type]
-        service_id=svc.id,
-        subscription_id=svc.subscription_id,
-        account_id=svc.account_id,
+        kind=t.kind,  # type: ignore[arg-type]
+        subject=t.subject,
         owner_id=t.owner_id,
         department_id=t.department_id,
         assignee_id=t.assignee_id,
@@ -459,6 +457,12 @@ def _task_info(
         created_at=t.created_at,
         updated_at=t.updated_at,
         completed_at=t.completed_at,
+        operation_id=op.id if op is not None else None,
+        action=op.action if op is not None else None,  # type: ignore[arg-type]
+        service_id=svc.id if svc is not None else None,
+        subscription_id=svc.subscription_id if svc is not None else None,
+        account_id=svc.account_id if svc is not None else None,
+        instance_id=t.instance_id,
     )
 
 
@@ -477,18 +481,22 @@ def task_list(
     status: TaskStatus | None = None,
     assignee_id: int | None = None,
     account_id: int | None = None,
+    kind: TaskKind | None = None,
 ) -> list[TaskInfo]:
     """Manual tasks of an account's subtree (default: the caller's), oldest
-    first, at most 1000; filters combine."""
+    first, at most 1000: operations handed to a person and tasks standing
+    alone (``kind`` registrar_balance); filters combine."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
     q = (
         select(Task, ProvisioningOperation, Service)
-        .join(ProvisioningOperation, ProvisioningOperation.id == Task.operation_id)
-        .join(Service, Service.id == ProvisioningOperation.service_id)
+        .outerjoin(ProvisioningOperation, ProvisioningOperation.id == Task.operation_id)
+        .outerjoin(Service, Service.id == ProvisioningOperation.service_id)
         .join(Account, Account.id == Task.owner_id)
         .where(Account.path.startswith(path, autoescape=True))
     )
+    if kind is not None:
+        q = q.where(Task.kind == kind)
     if department_id is not None:
         q = q.where(Task.department_id == department_id)
     if status is not None:
@@ -538,6 +546,7 @@ def task_assign(ctx: CallContext, *, task_id: int, user_id: int | None = None) -
 
 
 def _op_and_service(ctx: CallContext, t: Task) -> tuple[ProvisioningOperation, Service]:
+    assert t.operation_id is not None
     op = ctx.session.get(
         ProvisioningOperation, t.operation_id, with_for_update=True, populate_existing=True
     )
@@ -556,7 +565,8 @@ def task_complete(
     """The work is done by hand: the operation is done with the data entered
     (``platform_id`` names the platform's id of the service; the rest is
     stored as the service's data). A completed 'create' makes the service
-    active and lets its bundle go on."""
+    active and lets its bundle go on. A task standing alone (a registrar's
+    balance) is just closed, with the data kept on the task."""
     _require_staff(ctx)
     t = _open_task(ctx, task_id)
     entered: dict[str, str] = {}
@@ -570,6 +580,8 @@ def task_complete(
         entered[item.name] = item.value
     if len(entered) > 100:
         raise ValidationError("data", "at most 100 items")
+    if t.operation_id is None:
+        return _close_task(ctx, t, "completed", result=entered)
     op, svc = _op_and_service(ctx, t)
     now = ctx.now()
     t.status, t.result, t.updated_at, t.completed_at = (
@@ -595,15 +607,43 @@ def task_complete(
     return _task_info(ctx, t)
 
 
+def _close_task(
+    ctx: CallContext,
+    t: Task,
+    status: TaskStatus,
+    *,
+    result: dict[str, str] | None = None,
+    reject_reason: str | None = None,
+) -> TaskInfo:
+    """Close a task that stands alone (no operation to finish)."""
+    now = ctx.now()
+    t.status, t.updated_at, t.completed_at = status, now, now
+    if result is not None:
+        t.result = json.dumps(result, sort_keys=True)
+    if reject_reason is not None:
+        t.reject_reason = reject_reason
+    if status == "completed" and t.assignee_id is None and ctx.principal.user_id:
+        t.assignee_id = ctx.principal.user_id
+    changes: dict[str, object] = {"status": status}
+    if result is not None:
+        changes["data"] = sorted(result)
+    if reject_reason is not None:
+        changes["reason"] = reject_reason
+    audit.record(ctx, "provisioning_task", t.id, _path(ctx, t.owner_id), changes)
+    return _task_info(ctx, t)
+
+
 @operation("TaskReject", roles=ADMIN | TASK_ROLES, mutating=True)
 def task_reject(ctx: CallContext, *, task_id: int, reason: str) -> TaskInfo:
     """The work cannot be done: the operation fails finally (a 'create' in a
-    bundle rolls the bundle back)."""
+    bundle rolls the bundle back). A task standing alone is closed."""
     _require_staff(ctx)
     reason = reason.strip()
     if not 1 <= len(reason) <= 1000:
         raise ValidationError("reason", "must be 1 to 1000 characters")
     t = _open_task(ctx, task_id)
+    if t.operation_id is None:
+        return _close_task(ctx, t, "rejected", reject_reason=reason)
     op, svc = _op_and_service(ctx, t)
     now = ctx.now()
     t.status, t.reject_reason, t.updated_at, t.completed_at = "rejected", reason, now, now

@@ -12,6 +12,9 @@ ServiceStatus = Literal["pending", "provisioning", "active", "suspended", "faile
 OperationStatus = Literal["pending", "running", "done", "failed", "manual"]
 OperationAction = Literal["create", "suspend", "resume", "change", "prolong", "delete", "sync"]
 TaskStatus = Literal["open", "assigned", "completed", "rejected"]
+# operation: a provisioning operation handed to a person; registrar_balance:
+# top up the prepaid balance at a registrar (stands alone)
+TaskKind = Literal["operation", "registrar_balance"]
 
 
 @dataclass
@@ -85,12 +88,13 @@ class OperationInfo:
 
 @dataclass
 class TaskInfo:
+    """A manual task. The operation fields are set for ``kind`` operation
+    only; ``instance_id`` is the plugin instance concerned (the registrar of
+    a registrar_balance task, the module instance of an operation's service)."""
+
     id: int
-    operation_id: int
-    action: OperationAction
-    service_id: int
-    subscription_id: int | None
-    account_id: int  # the service's account
+    kind: TaskKind
+    subject: str  # one line: what to do
     owner_id: int  # the account whose staff does it
     department_id: int | None
     assignee_id: int | None
@@ -101,6 +105,12 @@ class TaskInfo:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    operation_id: int | None = None
+    action: OperationAction | None = None
+    service_id: int | None = None
+    subscription_id: int | None = None
+    account_id: int | None = None  # the service's account
+    instance_id: int | None = None
 
 
 @dataclass
