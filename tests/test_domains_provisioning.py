@@ -504,3 +504,34 @@ def test_balance_task_without_a_department_and_department_checks(
     (t,) = _balance_tasks(env)
     assert (t.department_id, t.status) == (None, "open")
     assert _events(env, "task.opened")[0]["department"] == ""
+
+
+def test_a_domain_still_retried_when_its_bundle_fails_is_cancelled_and_handed_over(
+    env: Any, setup: dict[str, Any], fake_module: ps.Script
+) -> None:
+    ps.instance(env)
+    fake_module.then("create", FinalFailure("no capacity"))
+    reg = _registry(setup)
+    reg.offline = True
+    domain = _subscribe(env, setup, setup["tld"].plan_id, domain="halfway.test")
+    hosting = ps.subscribe(env, setup["acc"], ps.plan(env))
+    b = _provision(env, domain, hosting, order_id=4245)
+    _run(env)  # the domain: registry down (retry later); the hosting: fails finally
+    _run(env)  # the domain's rollback: a person's task
+    assert _state(env, b) == ("failed", "no capacity")
+    dops = _ops(env, domain)
+    assert [(o.action, o.status, o.rollback) for o in dops] == [
+        ("create", "failed", False),
+        ("delete", "manual", True),
+    ]
+    # the module heard it: the row no longer holds the name as pending
+    d = _domain(env, domain)
+    assert (d.status, d.live_name) == ("failed", None)
+    assert "rolled back" in (d.last_error or "")
+    with UnitOfWork(env.app.engine) as uow:
+        task = uow.session.scalar(select(Task).where(Task.operation_id == dops[1].id))
+        assert task is not None
+        task_id = task.id
+    with service_ctx(env) as ctx:
+        prov_ops.task_complete(ctx, task_id=task_id)
+    assert _domain(env, domain).status == "deleted"

@@ -441,6 +441,8 @@ def _cancel(ctx: CallContext, op: ProvisioningOperation, why: str) -> None:
     log_entry(ctx.session, op, "final", why, now)
     if op.action == "create" and svc.status in ("pending", "provisioning"):
         svc.status, svc.updated_at = "failed", now
+    if op.attempts > 0 or op.status == "manual":  # a built-in module may have state for it
+        builtin_result(ctx, svc, op.action, FinalFailure(why))
 
 
 def bundle_progress(ctx: CallContext, bundle_id: int | None) -> None:
