@@ -145,10 +145,14 @@ def upgrade() -> None:
     op.create_index(op.f('ix_provisioning_tasks_department_id'), 'provisioning_tasks', ['department_id'], unique=False)
     op.create_index(op.f('ix_provisioning_tasks_instance_id'), 'provisioning_tasks', ['instance_id'], unique=False)
     # the department that tops up a registrar's balance (registrar_monitors is
-    # made by 0009, which runs before this migration)
-    with op.batch_alter_table('registrar_monitors') as batch_op:
-        batch_op.add_column(sa.Column('department_id', sa.Integer(), nullable=True))
-        batch_op.create_foreign_key(op.f('fk_registrar_monitors_department_id_departments'), 'departments', ['department_id'], ['id'])
+    # made by 0009, which runs before this migration). A plain ADD COLUMN on
+    # both databases: batch mode would copy and drop the table on SQLite, whose
+    # ADD COLUMN takes the foreign key inline (alembic cannot ALTER it in).
+    if op.get_bind().dialect.name == 'sqlite':
+        op.execute('ALTER TABLE registrar_monitors ADD COLUMN department_id INTEGER REFERENCES departments (id)')
+    else:
+        op.add_column('registrar_monitors', sa.Column('department_id', sa.Integer(), nullable=True))
+        op.create_foreign_key(op.f('fk_registrar_monitors_department_id_departments'), 'registrar_monitors', 'departments', ['department_id'], ['id'])
     op.create_index(op.f('ix_provisioning_tasks_owner_id'), 'provisioning_tasks', ['owner_id'], unique=False)
     # ### end Alembic commands ###
 
