@@ -8,6 +8,7 @@ from pba_server.catalog import models as _catalog  # noqa: F401
 from pba_server.core import models as _core  # noqa: F401
 from pba_server.core.db import Base
 from pba_server.events import models as _events  # noqa: F401
+from pba_server.orders import models as _orders  # noqa: F401
 from pba_server.payments import models as _payments  # noqa: F401
 from pba_server.scheduler import models as _scheduler  # noqa: F401
 from pba_server.subscriptions import models as _subscriptions  # noqa: F401

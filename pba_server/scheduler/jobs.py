@@ -41,6 +41,13 @@ class Job:
     run: Callable[[UnitOfWork, Clock], str]  # returns a one-line summary
 
 
+def _run_orders(uow: UnitOfWork, clock: Clock) -> str:
+    from pba_server.orders import engine as orders_engine
+
+    n = orders_engine.run_orders(uow.session.get_bind(), clock)  # type: ignore[arg-type]
+    return f"{n} order step(s) run"
+
+
 def _purge_idempotency_keys(uow: UnitOfWork, clock: Clock) -> str:
     n = idempotency.purge(uow.session, clock.now())
     return f"{n} idempotency key(s) older than 24 h removed"
@@ -68,6 +75,7 @@ JOBS: dict[str, Job] = {
         Job("purge-nonces", timedelta(minutes=10), _purge_nonces),
         Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
+        Job("orders-run", timedelta(minutes=1), _run_orders),
     )
 }
 
@@ -167,7 +175,13 @@ class Ticker:
         # event delivery has its own thread: woken after each commit that
         # raised events, and every few seconds for retries that fall due
         events_runtime.start(self.engine)
+        from pba_server.orders import engine as orders_engine
+
+        orders_engine.start(self.engine, self.clock)  # order workflows, woken after commit
 
     def stop(self) -> None:
         events_runtime.stop(self.engine)
+        from pba_server.orders import engine as orders_engine
+
+        orders_engine.stop()
         self.scheduler.shutdown(wait=False)

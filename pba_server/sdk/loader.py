@@ -42,11 +42,12 @@ class LoadedPlugin:
 def kind_bases() -> dict[str, type]:
     """The base class of each plugin kind (``PluginInfo.kind`` -> class).
     Each kind's module is imported here, one line per kind."""
-    from pba_server.sdk import provisioning
+    from pba_server.sdk import fraud, provisioning
 
     return {
         "payment_gateway": PaymentGateway,
         "processing_module": provisioning.ProcessingModule,
+        "fraud_screener": fraud.FraudScreener,
     }
 
 

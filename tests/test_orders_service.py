@@ -1,0 +1,174 @@
+"""Orders on the service layer: placing, the workflow running in the
+background, payment branches, provisioning outcomes, approval, cancel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from pba_server.billing import service as billing
+from pba_server.core.errors import CreditLimitExceeded, InvalidState, ValidationError
+from pba_server.orders import service as orders
+from pba_server.orders.types import OrderLineInput, ParameterValue
+from tests.billing_support import assert_books_sound
+from tests.catalog_support import service_ctx
+from tests.orders_support import FakeProvisioner, buyer, card, gateway, plan, run, subscriptions_of, use_fake
+
+D = Decimal
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProvisioner]:
+    f = FakeProvisioner()
+    old = use_fake(f)
+    yield f
+    use_fake(old)
+
+
+def place(env: Any, acc: int, *lines: OrderLineInput, login: str = "admin", **kw: Any) -> Any:
+    with service_ctx(env, login) as ctx:
+        return orders.order_place(ctx, account_id=acc, lines=list(lines), **kw)
+
+
+def get(env: Any, order_id: int) -> Any:
+    with service_ctx(env) as ctx:
+        return orders.order_get(ctx, order_id=order_id)
+
+
+def test_sales_order_runs_invoice_charge_provision_complete(env, tmp_path, fake):
+    p = plan(env, setup="5.00")
+    acc = buyer(env)
+    card(env, acc, gateway(env, tmp_path))
+    o = place(env, acc, OrderLineInput(plan_id=p["plan"]))
+    assert (o.status, o.current_step, o.total) == ("running", "screen", D("35.00"))
+    assert [c.description for c in o.lines[0].charges] == ["Setup fee", "Subscription, 1 month"]
+    run(env)
+    o = get(env, o.id)
+    assert (o.status, o.current_action) == ("running", "provision")
+    assert o.invoice_id and o.charge_id
+    with service_ctx(env) as ctx:
+        inv = billing.invoice_get(ctx, invoice_id=o.invoice_id)
+    assert (inv.status, inv.total) == ("paid", D("35.00"))
+    [sub] = subscriptions_of(env, acc)
+    assert sub.status == "active"
+    assert fake.calls == [("create", sub.id)]
+    assert fake.finish(env) == 1
+    run(env)
+    o = get(env, o.id)
+    assert (o.status, o.subscription_id) == ("completed", sub.id)
+    assert [h.action for h in o.history] == [
+        "place", "fraud_screen", "invoice", "invoice", "charge", "charge", "provision",
+        "provision", "complete",
+    ]
+    assert_books_sound(env)
+
+
+def test_declined_card_rejects_with_the_reason_and_provisions_nothing(env, tmp_path, fake):
+    p = plan(env)
+    acc = buyer(env)
+    card(env, acc, gateway(env, tmp_path), token="tok_insufficient_funds")
+    o = place(env, acc, OrderLineInput(plan_id=p["plan"]))
+    run(env)
+    o = get(env, o.id)
+    assert o.status == "rejected"
+    assert "insufficient_funds" in (o.reason or "")
+    assert fake.calls == [] and subscriptions_of(env, acc) == []
+    with service_ctx(env) as ctx:
+        assert billing.invoice_get(ctx, invoice_id=o.invoice_id).status == "void"
+    assert_books_sound(env)
+
+
+def test_provisioning_failure_refunds_and_rejects(env, tmp_path, fake):
+    p = plan(env)
+    acc = buyer(env)
+    card(env, acc, gateway(env, tmp_path))
+    o = place(env, acc, OrderLineInput(plan_id=p["plan"]))
+    run(env)
+    fake.finish(env, "failed", "platform refused")
+    run(env)
+    o = get(env, o.id)
+    assert o.status == "rejected"
+    assert "platform refused" in (o.reason or "")
+    [sub] = subscriptions_of(env, acc)
+    assert sub.status == "cancelled"
+    from pba_server.payments import service as payments
+
+    with service_ctx(env) as ctx:
+        ch = payments.payment_charge_get(ctx, charge_id=o.charge_id)
+        assert ch.refunded == ch.amount == D("30.00")
+        bal = billing.account_balance_get(ctx, account_id=acc)
+    assert bal.balance == 0
+    assert_books_sound(env)
+
+
+def test_on_account_respects_the_credit_limit(env, fake):
+    p = plan(env, recurring="80.00")
+    acc = buyer(env, credit_limit="100")
+    o = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
+    with pytest.raises(CreditLimitExceeded):
+        place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
+    run(env)
+    fake.finish(env)
+    run(env)
+    o = get(env, o.id)
+    assert o.status == "completed" and o.charge_id is None
+    with service_ctx(env) as ctx:
+        assert billing.invoice_get(ctx, invoice_id=o.invoice_id).status == "issued"
+
+
+def test_validation(env, tmp_path, fake):
+    p = plan(env)
+    acc = buyer(env)
+    with pytest.raises(ValidationError) as e:
+        place(env, acc, OrderLineInput(plan_id=p["plan"]))
+    assert e.value.field == "payment_method_id"
+    with pytest.raises(ValidationError) as e:
+        place(env, acc, OrderLineInput(plan_id=p["plan"], parameters=[ParameterValue("x", "y")]), on_account=True)
+    assert e.value.field == "lines[0].parameters.x"
+    with pytest.raises(ValidationError) as e:
+        place(env, acc, OrderLineInput(plan_id=999), on_account=True)
+    assert e.value.field == "lines[0].plan_id"
+    with pytest.raises(ValidationError):
+        place(env, acc, OrderLineInput(), on_account=True)
+
+
+def test_approval_and_reject_and_cancel(env, tmp_path, fake):
+    from pba_server.orders.types import WorkflowStep, WorkflowTransition as T
+
+    p = plan(env)
+    acc = buyer(env, credit_limit="1000")
+    with service_ctx(env) as ctx:
+        orders.workflow_set(
+            ctx,
+            order_type="sales",
+            start="approval",
+            steps=[
+                WorkflowStep("approval", "wait_approval", [T("approved", "invoice"), T("rejected", "no")]),
+                WorkflowStep("invoice", "invoice", [T("*", "done")]),
+                WorkflowStep("done", "complete"),
+                WorkflowStep("no", "reject"),
+            ],
+        )
+    a = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
+    b = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
+    c = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
+    run(env)
+    assert get(env, a.id).status == "waiting"
+    with service_ctx(env, "cust-admin") as ctx:
+        with pytest.raises(Exception):
+            orders.order_approve(ctx, order_id=a.id)
+    with service_ctx(env) as ctx:
+        orders.order_approve(ctx, order_id=a.id, note="ok")
+        orders.order_reject(ctx, order_id=b.id, reason="no stock")
+        orders.order_cancel(ctx, order_id=c.id, reason="changed my mind")
+        with pytest.raises(InvalidState):
+            orders.order_approve(ctx, order_id=c.id)
+    run(env)
+    assert get(env, a.id).status == "completed"
+    assert (get(env, b.id).status, get(env, b.id).reason) == ("rejected", "no stock")
+    assert get(env, c.id).status == "cancelled"
+    # no provision step: the complete step created the subscription
+    assert len(subscriptions_of(env, acc)) == 1
