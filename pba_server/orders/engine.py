@@ -484,7 +484,7 @@ def _provision(ctx: CallContext, order: Order) -> str | None:
 def _deferred_until(ctx: CallContext, order: Order, lines: list[OrderLine]) -> date | None:
     for line in lines:
         when = json.loads(line.detail).get("when")
-        if when == "period_end" and line.subscription_id is not None:
+        if when == "period_end" and line.subscription_id is not None and line.kind != "cancellation":
             sub = ctx.session.get(Subscription, line.subscription_id)
             if sub is not None and today(ctx) < sub.period_end:
                 return sub.period_end  # type: ignore[no-any-return]
@@ -673,8 +673,10 @@ def _effect_renewal(ctx: CallContext, order: Order, line: OrderLine, d: dict[str
         sub.next_billing_date = sub.period_end
     if line.plan_version_id:
         sub.plan_version_id = line.plan_version_id
-    if sub.status == "expired":
-        sub.status = "active"
+    if sub.status == "trial":
+        sub.status = SUBSCRIPTION_STATES.next(sub.status, "convert")
+    elif sub.status == "expired":
+        sub.status = "active"  # a manual renewal brings it back
     sub.updated_at = ctx.now()
     sub_event(ctx, sub, "subscription.changed", changes={"period_end": sub.period_end})
 

@@ -384,7 +384,7 @@ def price_line(
         _live(sub, field, "active")
         return opricing.price_resource(ctx, sub, li.resources or [])
     if order_type == "renewal":
-        _live(sub, field, "active", "expired")
+        _live(sub, field, "active", "expired", "trial")
         return opricing.price_renewal(ctx, sub)
     if order_type == "cancellation":
         _live(sub, field, "active", "trial", "suspended")
@@ -606,7 +606,7 @@ def order_list(
         acc = get_account(ctx, account_id)
         q = q.where(Order.account_id == acc.id)
     else:
-        q = q.where(Account.path.like(visible_path(ctx) + "%"))
+        q = q.where(Account.path.like(visible_path(ctx, None) + "%"))
     if status is not None:
         q = q.where(Order.status == status)
     if order_type is not None:

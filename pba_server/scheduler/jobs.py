@@ -48,6 +48,12 @@ def _run_orders(uow: UnitOfWork, clock: Clock) -> str:
     return f"{n} order step(s) run"
 
 
+def _subscriptions_lifecycle(uow: UnitOfWork, clock: Clock) -> str:
+    from pba_server.subscriptions.service import lifecycle
+
+    return lifecycle(uow, clock)
+
+
 def _purge_idempotency_keys(uow: UnitOfWork, clock: Clock) -> str:
     n = idempotency.purge(uow.session, clock.now())
     return f"{n} idempotency key(s) older than 24 h removed"
@@ -76,6 +82,7 @@ JOBS: dict[str, Job] = {
         Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
         Job("orders-run", timedelta(minutes=1), _run_orders),
+        Job("subscriptions-lifecycle", timedelta(hours=1), _subscriptions_lifecycle),
     )
 }
 
