@@ -47,7 +47,9 @@ def plan(
         rid = resource_id
         if template_id is None:
             if rid is None and resource:
-                rid = catalog.resource_create(ctx, name=f"Disk {name}", unit="GB", kind="allocated").id
+                rid = catalog.resource_create(
+                    ctx, name=f"Disk {name}", unit="GB", kind="allocated"
+                ).id
             t = catalog.service_template_create(
                 ctx,
                 name=f"T {name}",
@@ -189,7 +191,9 @@ def subscriptions_of(env: Any, account_id: int) -> list[Subscription]:
     with UnitOfWork(env.app.engine) as uow:
         rows = list(
             uow.session.scalars(
-                select(Subscription).where(Subscription.account_id == account_id).order_by(Subscription.id)
+                select(Subscription)
+                .where(Subscription.account_id == account_id)
+                .order_by(Subscription.id)
             )
         )
         uow.session.expunge_all()

@@ -15,7 +15,16 @@ from pba_server.orders import service as orders
 from pba_server.orders.types import OrderLineInput, ParameterValue
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import service_ctx
-from tests.orders_support import FakeProvisioner, buyer, card, gateway, plan, run, subscriptions_of, use_fake
+from tests.orders_support import (
+    FakeProvisioner,
+    buyer,
+    card,
+    gateway,
+    plan,
+    run,
+    subscriptions_of,
+    use_fake,
+)
 
 D = Decimal
 
@@ -60,8 +69,15 @@ def test_sales_order_runs_invoice_charge_provision_complete(env, tmp_path, fake)
     o = get(env, o.id)
     assert (o.status, o.subscription_id) == ("completed", sub.id)
     assert [h.action for h in o.history] == [
-        "place", "fraud_screen", "invoice", "invoice", "charge", "charge", "provision",
-        "provision", "complete",
+        "place",
+        "fraud_screen",
+        "invoice",
+        "invoice",
+        "charge",
+        "charge",
+        "provision",
+        "provision",
+        "complete",
     ]
     assert_books_sound(env)
 
@@ -126,7 +142,12 @@ def test_validation(env, tmp_path, fake):
         place(env, acc, OrderLineInput(plan_id=p["plan"]))
     assert e.value.field == "payment_method_id"
     with pytest.raises(ValidationError) as e:
-        place(env, acc, OrderLineInput(plan_id=p["plan"], parameters=[ParameterValue("x", "y")]), on_account=True)
+        place(
+            env,
+            acc,
+            OrderLineInput(plan_id=p["plan"], parameters=[ParameterValue("x", "y")]),
+            on_account=True,
+        )
     assert e.value.field == "lines[0].parameters.x"
     with pytest.raises(ValidationError) as e:
         place(env, acc, OrderLineInput(plan_id=999), on_account=True)
@@ -136,7 +157,8 @@ def test_validation(env, tmp_path, fake):
 
 
 def test_approval_and_reject_and_cancel(env, tmp_path, fake):
-    from pba_server.orders.types import WorkflowStep, WorkflowTransition as T
+    from pba_server.orders.types import WorkflowStep
+    from pba_server.orders.types import WorkflowTransition as T
 
     p = plan(env)
     acc = buyer(env, credit_limit="1000")
@@ -146,7 +168,9 @@ def test_approval_and_reject_and_cancel(env, tmp_path, fake):
             order_type="sales",
             start="approval",
             steps=[
-                WorkflowStep("approval", "wait_approval", [T("approved", "invoice"), T("rejected", "no")]),
+                WorkflowStep(
+                    "approval", "wait_approval", [T("approved", "invoice"), T("rejected", "no")]
+                ),
                 WorkflowStep("invoice", "invoice", [T("*", "done")]),
                 WorkflowStep("done", "complete"),
                 WorkflowStep("no", "reject"),
@@ -157,9 +181,8 @@ def test_approval_and_reject_and_cancel(env, tmp_path, fake):
     c = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
     run(env)
     assert get(env, a.id).status == "waiting"
-    with service_ctx(env, "cust-admin") as ctx:
-        with pytest.raises(Exception):
-            orders.order_approve(ctx, order_id=a.id)
+    with service_ctx(env, "cust-admin") as ctx, pytest.raises(Exception):
+        orders.order_approve(ctx, order_id=a.id)
     with service_ctx(env) as ctx:
         orders.order_approve(ctx, order_id=a.id, note="ok")
         orders.order_reject(ctx, order_id=b.id, reason="no stock")

@@ -44,7 +44,9 @@ def at(env: Any, d: date) -> None:
     env.clock.freeze(datetime(d.year, d.month, d.day, 10, tzinfo=UTC))
 
 
-def bought(env: Any, fake: FakeProvisioner, tmp_path: Any, **kw: Any) -> tuple[int, int, dict[str, int]]:
+def bought(
+    env: Any, fake: FakeProvisioner, tmp_path: Any, **kw: Any
+) -> tuple[int, int, dict[str, int]]:
     p = plan(env, **kw)
     acc = buyer(env)
     card(env, acc, gateway(env, tmp_path))
@@ -61,11 +63,16 @@ def bought(env: Any, fake: FakeProvisioner, tmp_path: Any, **kw: Any) -> tuple[i
 def test_upgrade_now_is_prorated_and_preview_equals_the_order(env, tmp_path, fake):
     at(env, date(2026, 4, 1))
     big = plan(env, "Hosting L", recurring="60.00")
-    acc, sub, small = bought(env, fake, tmp_path, recurring="30.00", upgrade_to=None)
+    _acc, sub, _small = bought(env, fake, tmp_path, recurring="30.00", upgrade_to=None)
     at(env, date(2026, 4, 16))  # 15 of 30 days left
     with service_ctx(env) as ctx:
         pv = subs.change_preview(ctx, subscription_id=sub, plan_id=big["plan"])
-        assert (pv.order_type, pv.credit, pv.charge, pv.net) == ("upgrade", D("-15.00"), D("30.00"), D("15.00"))
+        assert (pv.order_type, pv.credit, pv.charge, pv.net) == (
+            "upgrade",
+            D("-15.00"),
+            D("30.00"),
+            D("15.00"),
+        )
         assert pv.invoice_total == D("15.00")
         o = subs.subscription_change_plan(ctx, subscription_id=sub, plan_id=big["plan"])
     assert (o.type, o.total) == ("upgrade", D("15.00"))
@@ -99,9 +106,11 @@ def test_downgrade_now_credits_the_difference(env, tmp_path, fake):
 def test_change_at_period_end_waits_for_it(env, tmp_path, fake):
     at(env, date(2026, 4, 1))
     big = plan(env, "Hosting L", recurring="60.00")
-    acc, sub, _p = bought(env, fake, tmp_path)
+    _acc, sub, _p = bought(env, fake, tmp_path)
     with service_ctx(env) as ctx:
-        o = subs.subscription_change_plan(ctx, subscription_id=sub, plan_id=big["plan"], when="period_end")
+        o = subs.subscription_change_plan(
+            ctx, subscription_id=sub, plan_id=big["plan"], when="period_end"
+        )
     assert o.total == 0
     run(env)
     with service_ctx(env) as ctx:
@@ -115,13 +124,17 @@ def test_change_at_period_end_waits_for_it(env, tmp_path, fake):
 
 def test_buy_resource_prorated_and_maximum(env, tmp_path, fake):
     at(env, date(2026, 4, 1))
-    acc, sub, p = bought(env, fake, tmp_path, resource=True)
+    _acc, sub, p = bought(env, fake, tmp_path, resource=True)
     at(env, date(2026, 4, 16))
     with service_ctx(env) as ctx:
-        pv = subs.change_preview(ctx, subscription_id=sub, resources=[ResourceQuantity(p["resource"], D(10))])
+        pv = subs.change_preview(
+            ctx, subscription_id=sub, resources=[ResourceQuantity(p["resource"], D(10))]
+        )
         # 10 units x 0.50/month for 15/30 days = 2.50, plus setup 10 x 1.00
         assert pv.net == D("2.50") and pv.invoice_total == D("12.50")
-        o = subs.subscription_buy_resource(ctx, subscription_id=sub, resource_id=p["resource"], amount=D(10))
+        o = subs.subscription_buy_resource(
+            ctx, subscription_id=sub, resource_id=p["resource"], amount=D(10)
+        )
         assert o.total == D("12.50")
     settle(env, fake)
     with service_ctx(env) as ctx:
@@ -129,7 +142,9 @@ def test_buy_resource_prorated_and_maximum(env, tmp_path, fake):
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert s.resources[0].limit == D(20)
         with pytest.raises(ValidationError):
-            subs.subscription_buy_resource(ctx, subscription_id=sub, resource_id=p["resource"], amount=D(81))
+            subs.subscription_buy_resource(
+                ctx, subscription_id=sub, resource_id=p["resource"], amount=D(81)
+            )
 
 
 def test_cancel_now_with_prorated_refund_and_at_period_end(env, tmp_path, fake):
@@ -149,7 +164,7 @@ def test_cancel_now_with_prorated_refund_and_at_period_end(env, tmp_path, fake):
 
 def test_cancel_at_period_end_then_the_job_cancels(env, tmp_path, fake):
     at(env, date(2026, 4, 1))
-    acc, sub, _p = bought(env, fake, tmp_path)
+    _acc, sub, _p = bought(env, fake, tmp_path)
     with service_ctx(env) as ctx:
         subs.subscription_cancel(ctx, subscription_id=sub, when="period_end")
     run(env)
@@ -165,12 +180,14 @@ def test_cancel_at_period_end_then_the_job_cancels(env, tmp_path, fake):
 
 
 def test_suspend_resume_staff_only(env, tmp_path, fake):
-    acc, sub, _p = bought(env, fake, tmp_path)
-    with service_ctx(env, "cust-admin") as ctx:
-        with pytest.raises(Exception):
-            subs.subscription_suspend(ctx, subscription_id=sub)
+    _acc, sub, _p = bought(env, fake, tmp_path)
+    with service_ctx(env, "cust-admin") as ctx, pytest.raises(Exception):
+        subs.subscription_suspend(ctx, subscription_id=sub)
     with service_ctx(env) as ctx:
-        assert subs.subscription_suspend(ctx, subscription_id=sub, reason="abuse").status == "suspended"
+        assert (
+            subs.subscription_suspend(ctx, subscription_id=sub, reason="abuse").status
+            == "suspended"
+        )
         assert subs.subscription_resume(ctx, subscription_id=sub).status == "active"
     assert ("suspend", sub) in fake.calls and ("resume", sub) in fake.calls
 
@@ -195,7 +212,11 @@ def test_trial_converts_or_expires_and_expiry_notice(env, tmp_path, fake):
     settle(env, fake)
     with service_ctx(env) as ctx:
         s = subs.subscription_get(ctx, subscription_id=sub)
-        assert (s.status, s.period_start, s.period_end) == ("active", date(2026, 4, 15), date(2026, 5, 15))
+        assert (s.status, s.period_start, s.period_end) == (
+            "active",
+            date(2026, 4, 15),
+            date(2026, 5, 15),
+        )
         subs.subscription_set_auto_renew(ctx, subscription_id=sub, auto_renew=False)
     at(env, date(2026, 5, 5))
     for _ in range(2):
@@ -203,7 +224,9 @@ def test_trial_converts_or_expires_and_expiry_notice(env, tmp_path, fake):
             subs.lifecycle(uow, env.clock)
             uow.commit()
     with UnitOfWork(env.app.engine) as uow:
-        n = len(uow.session.scalars(select(Event).where(Event.type == "subscription.expiring")).all())
+        n = len(
+            uow.session.scalars(select(Event).where(Event.type == "subscription.expiring")).all()
+        )
     assert n == 1
 
 
@@ -215,8 +238,8 @@ def test_trial_without_card_expires(env, tmp_path, fake):
         o = orders.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
     settle(env, fake)
     with UnitOfWork(env.app.engine) as uow:
-        from pba_server.subscriptions.models import Subscription, SubscriptionResource  # noqa: F401
         from pba_server.catalog.models import PlanVersion
+        from pba_server.subscriptions.models import Subscription, SubscriptionResource  # noqa: F401
 
         v = uow.session.scalar(select(PlanVersion).where(PlanVersion.plan_id == p["plan"]))
         v.trial_requires_card = True

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, func, select
 
@@ -58,7 +58,7 @@ from pba_server.provisioning.registry import BUNDLE_HOOKS, BundleOutcome
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.periods import add_periods
 from pba_server.subscriptions.store import new_subscription
-from pba_server.subscriptions.types import SUBSCRIPTION_STATES
+from pba_server.subscriptions.types import SUBSCRIPTION_STATES, SubscriptionStatus
 
 log = logging.getLogger("pba.orders")
 
@@ -233,7 +233,7 @@ def _step_crashed(engine: Engine, clock: Clock, order_id: int, exc: Exception) -
         if order is None or order.status != "running":
             return
         order.attempts += 1
-        delay = min(timedelta(minutes=2**min(order.attempts, 6)), timedelta(hours=1))
+        delay = min(timedelta(minutes=2 ** min(order.attempts, 6)), timedelta(hours=1))
         order.next_run_at = clock.now() + delay
         ctx = order_ctx(uow, clock, order)
         history(ctx, order, "error", None, f"{type(exc).__name__}: {exc}"[:500], actor=ACTOR)
@@ -386,7 +386,9 @@ def _charge(ctx: CallContext, order: Order) -> str | None:
     if charge is not None:
         order.charge_id = charge.id
     if info is not None and info.status == "captured":
-        history(ctx, order, "charge", "captured", f"charge {info.id}: {info.amount} {info.currency}")
+        history(
+            ctx, order, "charge", "captured", f"charge {info.id}: {info.amount} {info.currency}"
+        )
         return "paid"
     if reason is not None or (charge is not None and charge.status in ("declined", "error")):
         why = reason or (charge.message if charge is not None else None) or "declined"
@@ -484,7 +486,11 @@ def _provision(ctx: CallContext, order: Order) -> str | None:
 def _deferred_until(ctx: CallContext, order: Order, lines: list[OrderLine]) -> date | None:
     for line in lines:
         when = json.loads(line.detail).get("when")
-        if when == "period_end" and line.subscription_id is not None and line.kind != "cancellation":
+        if (
+            when == "period_end"
+            and line.subscription_id is not None
+            and line.kind != "cancellation"
+        ):
             sub = ctx.session.get(Subscription, line.subscription_id)
             if sub is not None and today(ctx) < sub.period_end:
                 return sub.period_end  # type: ignore[no-any-return]
@@ -570,7 +576,10 @@ def _credit(ctx: CallContext, order: Order, amount: Decimal, memo: str) -> None:
         account_id=buyer.id,
         currency=buyer.currency,
         memo=memo[:255],
-        legs=[Leg("customer_credit", buyer.id, -amount), Leg("adjustments", order.vendor_id, amount)],
+        legs=[
+            Leg("customer_credit", buyer.id, -amount),
+            Leg("adjustments", order.vendor_id, amount),
+        ],
         document_type="adjustment",
     )
     history(ctx, order, "credit", "credited", f"{amount} {buyer.currency}: {memo}"[:4000])
@@ -668,13 +677,15 @@ def _effect_renewal(ctx: CallContext, order: Order, line: OrderLine, d: dict[str
     if sub.period_end != start:
         return  # renewed meanwhile (e.g. by the billing run): nothing to move
     sub.period_start = start
-    sub.period_end = add_periods(start, sub.period_count, sub.period_unit, anchor_day=sub.anchor_day)
+    sub.period_end = add_periods(
+        start, sub.period_count, sub.period_unit, anchor_day=sub.anchor_day
+    )
     if sub.next_billing_date is not None and sub.next_billing_date <= start:
         sub.next_billing_date = sub.period_end
     if line.plan_version_id:
         sub.plan_version_id = line.plan_version_id
     if sub.status == "trial":
-        sub.status = SUBSCRIPTION_STATES.next(sub.status, "convert")
+        sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "convert"))
     elif sub.status == "expired":
         sub.status = "active"  # a manual renewal brings it back
     sub.updated_at = ctx.now()
@@ -700,7 +711,7 @@ def _effect_cancellation(
 
 
 def cancel_subscription(ctx: CallContext, sub: Subscription, reason: str | None) -> None:
-    sub.status = SUBSCRIPTION_STATES.next(sub.status, "cancel")
+    sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "cancel"))
     sub.cancel_reason = reason
     sub.cancel_on = today(ctx)
     sub.next_billing_date = None

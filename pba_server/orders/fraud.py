@@ -49,12 +49,16 @@ def facts_of(ctx: CallContext, order: Order) -> OrderFacts:
     acc = ctx.session.get(Account, order.account_id)
     assert acc is not None
     earlier = ctx.session.scalar(
-        select(func.count()).select_from(Order).where(
+        select(func.count())
+        .select_from(Order)
+        .where(
             Order.account_id == acc.id, Order.id != order.id, Order.created_at <= order.created_at
         )
     )
     last_hour = ctx.session.scalar(
-        select(func.count()).select_from(Order).where(
+        select(func.count())
+        .select_from(Order)
+        .where(
             Order.account_id == acc.id,
             Order.id != order.id,
             Order.created_at > order.created_at - timedelta(hours=1),

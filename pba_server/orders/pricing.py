@@ -116,9 +116,11 @@ def sellable_plan(ctx: CallContext, buyer: Account, plan_id: int, field: str) ->
         raise InvalidState(f"plan {plan.id} is {plan.status}, not for sale")
     if plan.currency != buyer.currency:
         raise ValidationError(
-            field, f"plan {plan.id} is sold in {plan.currency}, account {buyer.id} pays in {buyer.currency}"
+            field,
+            f"plan {plan.id} is sold in {plan.currency}, "
+            f"account {buyer.id} pays in {buyer.currency}",
         )
-    return plan
+    return plan  # type: ignore[no-any-return]
 
 
 def current_version(ctx: CallContext, plan: Plan) -> PlanVersion:
@@ -192,7 +194,9 @@ def price_sales(
 def _resource_names(ctx: CallContext, ids: list[int]) -> dict[int, str]:
     if not ids:
         return {}
-    return dict(ctx.session.execute(select(Resource.id, Resource.name).where(Resource.id.in_(ids))).all())  # type: ignore[arg-type]
+    return dict(
+        ctx.session.execute(select(Resource.id, Resource.name).where(Resource.id.in_(ids))).all()
+    )  # type: ignore[arg-type]
 
 
 def _fees(
@@ -401,7 +405,9 @@ def price_resource(
         setup_amount = quantize(qty * rate.unit_setup_price, cur)
         if setup_amount:
             name = names.get(rq.resource_id, rq.resource_id)
-            setup.append(Charge(f"{name}: {qty.normalize():f} extra, setup", Decimal(1), setup_amount))
+            setup.append(
+                Charge(f"{name}: {qty.normalize():f} extra, setup", Decimal(1), setup_amount)
+            )
     new_price, inclusive = period_price(
         ctx,
         buyer,
@@ -485,9 +491,13 @@ def price_renewal(ctx: CallContext, sub: Subscription) -> PricedLine:
     for ln in priced.lines:
         desc = ln.description
         if ln.resource_id is not None:
-            desc = desc.replace(f"{ln.resource_id}:", f"{names.get(ln.resource_id, ln.resource_id)}:", 1)
+            desc = desc.replace(
+                f"{ln.resource_id}:", f"{names.get(ln.resource_id, ln.resource_id)}:", 1
+            )
         if ln.amount > 0:
-            line.charges.append(Charge(desc[:255], Decimal(1), ln.amount, ZERO, inclusive, start, end))
+            line.charges.append(
+                Charge(desc[:255], Decimal(1), ln.amount, ZERO, inclusive, start, end)
+            )
     return line
 
 

@@ -88,7 +88,9 @@ class _Null:
     ) -> int | None:
         return None
 
-    def request_action(self, ctx: CallContext, subscription_id: int, action: str, **kw: Any) -> None:
+    def request_action(
+        self, ctx: CallContext, subscription_id: int, action: str, **kw: Any
+    ) -> None:
         return None
 
     def bundle_state(self, session: Session, bundle_id: int) -> tuple[str, str | None]:

@@ -91,9 +91,7 @@ def order_info(ctx: CallContext, o: Order, *, full: bool = True) -> OrderInfo:
         hist = [
             OrderHistoryEntry(h.at, h.actor, h.step, h.action, h.result, h.note)
             for h in ctx.session.scalars(
-                select(OrderHistory)
-                .where(OrderHistory.order_id == o.id)
-                .order_by(OrderHistory.id)
+                select(OrderHistory).where(OrderHistory.order_id == o.id).order_by(OrderHistory.id)
             )
         ]
     return OrderInfo(
@@ -199,7 +197,9 @@ def workflow_get(
             select(Workflow).where(Workflow.owner_id == found, Workflow.order_type == order_type)
         )
         at = w.updated_at if w is not None else None
-    return _workflow_info(flow, found if found is not None else acc.id, order_type, found is None, at)
+    return _workflow_info(
+        flow, found if found is not None else acc.id, order_type, found is None, at
+    )
 
 
 @operation("WorkflowList")
@@ -410,7 +410,9 @@ def price_line(
                 f"{field}.to_account_id", "must be another customer of the same seller"
             )
         if to.currency != sub.currency or to.status != "active":
-            raise ValidationError(f"{field}.to_account_id", "is not an active account in the subscription's currency")
+            raise ValidationError(
+                f"{field}.to_account_id", "is not an active account in the subscription's currency"
+            )
         return opricing.PricedLine(
             kind="transfer",
             description=f"Transfer subscription {sub.id} to account {to.id}",
@@ -471,7 +473,9 @@ def place(
     needs_card = any(p.detail.get("trial_requires_card") for p in priced)
     if on_account:
         if payment_method_id is not None:
-            raise ValidationError("payment_method_id", "give a payment method or on_account, not both")
+            raise ValidationError(
+                "payment_method_id", "give a payment method or on_account, not both"
+            )
         if order_type == "payment":
             raise ValidationError("on_account", "a prepayment is paid by card")
         if total > 0:
@@ -483,7 +487,8 @@ def place(
             method = ctx.session.get(StoredPaymentMethod, payment_method_id)
             if method is None or method.account_id != buyer.id or method.status != "active":
                 raise ValidationError(
-                    "payment_method_id", f"account {buyer.id} has no payment method {payment_method_id}"
+                    "payment_method_id",
+                    f"account {buyer.id} has no payment method {payment_method_id}",
                 )
         elif total > 0 or needs_card:
             method = engine.default_method(ctx, buyer.id)
@@ -626,7 +631,9 @@ def _require_seller_side(ctx: CallContext, o: Order) -> None:
 def _waiting_approval(o: Order) -> None:
     action = Flow.from_json(o.workflow).step(o.current_step).action
     if o.status != "waiting" or action != "wait_approval":
-        raise InvalidState(f"order {o.id} is {o.status} at step {o.current_step}, not waiting for approval")
+        raise InvalidState(
+            f"order {o.id} is {o.status} at step {o.current_step}, not waiting for approval"
+        )
 
 
 @operation("OrderApprove", roles=APPROVERS, mutating=True)
@@ -666,7 +673,9 @@ def order_cancel(ctx: CallContext, *, order_id: int, reason: str | None = None) 
         o.attempts > 0 or action != "charge"
     )
     if o.charge_id is not None or o.applied or started:
-        raise InvalidState(f"order {o.id} is at step {o.current_step}; it can no longer be cancelled")
+        raise InvalidState(
+            f"order {o.id} is at step {o.current_step}; it can no longer be cancelled"
+        )
     why = _text(reason, "reason", 1000) or "cancelled"
     if o.invoice_id is not None:
         sysctx = engine.order_ctx(ctx.uow, ctx.clock, o)

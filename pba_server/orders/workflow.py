@@ -185,7 +185,10 @@ def _flow(start: str, *steps: tuple[str, str, dict[str, str]]) -> Flow:
     )
 
 
-_END = (("complete", "complete", {}), ("reject", "reject", {}))
+_END: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("complete", "complete", {}),
+    ("reject", "reject", {}),
+)
 
 
 def _paid_flow(provision: bool) -> Flow:
@@ -197,7 +200,11 @@ def _paid_flow(provision: bool) -> Flow:
         ("screen", "fraud_screen", {"pass": "invoice", "suspect": "approval", "fraud": "reject"}),
         ("approval", "wait_approval", {"approved": "invoice", "rejected": "reject"}),
         ("invoice", "invoice", {"*": "charge"}),
-        ("charge", "charge", {"paid": "provision" if provision else "complete", "declined": "reject"}),
+        (
+            "charge",
+            "charge",
+            {"paid": "provision" if provision else "complete", "declined": "reject"},
+        ),
         *(
             (
                 ("provision", "provision", {"done": "complete", "failed": "rollback"}),

@@ -133,7 +133,9 @@ def _services(ctx: CallContext, sub_id: int) -> list[SubscriptionServiceInfo]:
         return []
     return [
         SubscriptionServiceInfo(s.id, s.status, s.module, s.platform_id)
-        for s in ctx.session.scalars(select(svc).where(svc.subscription_id == sub_id).order_by(svc.id))
+        for s in ctx.session.scalars(
+            select(svc).where(svc.subscription_id == sub_id).order_by(svc.id)
+        )
     ]
 
 
@@ -165,7 +167,9 @@ def subscription_info(ctx: CallContext, sub: Subscription) -> SubscriptionInfo:
         cancel_on=sub.cancel_on,
         cancel_reason=sub.cancel_reason,
         suspended_reason=sub.suspended_reason,
-        parameters=[ParameterValue(k, v) for k, v in sorted(json.loads(sub.parameters or "{}").items())],
+        parameters=[
+            ParameterValue(k, v) for k, v in sorted(json.loads(sub.parameters or "{}").items())
+        ],
         resources=[
             SubscriptionResourceInfo(
                 r.resource_id,
@@ -182,7 +186,9 @@ def subscription_info(ctx: CallContext, sub: Subscription) -> SubscriptionInfo:
     )
 
 
-def get_subscription(ctx: CallContext, subscription_id: int, *, for_update: bool = False) -> Subscription:
+def get_subscription(
+    ctx: CallContext, subscription_id: int, *, for_update: bool = False
+) -> Subscription:
     sub = ctx.session.get(Subscription, subscription_id, with_for_update=for_update or None)
     acc = ctx.session.get(Account, sub.account_id) if sub is not None else None
     if sub is None or acc is None or not ctx.principal.sees(acc.path):
@@ -367,12 +373,22 @@ def change_preview(
     if plan_id is not None:
         kind = _change_type(ctx, sub, plan_id)
         line = orders.price_line(
-            ctx, buyer, kind, OrderLineInput(plan_id=plan_id, subscription_id=sub.id, when=when), "change", None
+            ctx,
+            buyer,
+            kind,
+            OrderLineInput(plan_id=plan_id, subscription_id=sub.id, when=when),
+            "change",
+            None,
         )
     else:
         kind = "resource"
         line = orders.price_line(
-            ctx, buyer, kind, OrderLineInput(subscription_id=sub.id, resources=resources), "change", None
+            ctx,
+            buyer,
+            kind,
+            OrderLineInput(subscription_id=sub.id, resources=resources),
+            "change",
+            None,
         )
     c = line.change
     return ChangePreviewInfo(
@@ -434,7 +450,7 @@ def subscription_suspend(
     """Suspend a subscription (staff): its services are suspended through provisioning."""
     sub = get_subscription(ctx, subscription_id, for_update=True)
     acc = _staff(ctx, sub)
-    sub.status = SUBSCRIPTION_STATES.next(sub.status, "suspend")
+    sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "suspend"))
     sub.suspended_reason = "staff"
     sub.updated_at = ctx.now()
     from pba_server.orders import provisioner as prov
@@ -450,7 +466,7 @@ def subscription_resume(ctx: CallContext, *, subscription_id: int) -> Subscripti
     """Resume a suspended subscription (staff): its services are resumed."""
     sub = get_subscription(ctx, subscription_id, for_update=True)
     acc = _staff(ctx, sub)
-    sub.status = SUBSCRIPTION_STATES.next(sub.status, "resume")
+    sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "resume"))
     sub.suspended_reason = None
     sub.updated_at = ctx.now()
     from pba_server.orders import provisioner as prov
@@ -495,8 +511,10 @@ def lifecycle(uow: UnitOfWork, clock: Clock) -> str:
             continue
         v = s.get(PlanVersion, sub.plan_version_id)
         method = engine.default_method(ctx, sub.account_id)
-        if prior in ("rejected", "cancelled") or (method is None and v is not None and v.trial_requires_card):
-            sub.status = SUBSCRIPTION_STATES.next(sub.status, "expire")
+        if prior in ("rejected", "cancelled") or (
+            method is None and v is not None and v.trial_requires_card
+        ):
+            sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "expire"))
             sub.next_billing_date = None
             sub.updated_at = clock.now()
             engine.sub_event(ctx, sub, "subscription.changed", changes={"status": "expired"})
@@ -514,7 +532,7 @@ def lifecycle(uow: UnitOfWork, clock: Clock) -> str:
             )
             converted += 1
         except Exception:  # e.g. over the credit limit: the trial expires
-            sub.status = SUBSCRIPTION_STATES.next(sub.status, "expire")
+            sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "expire"))
             sub.next_billing_date = None
             expired += 1
     for sub in s.scalars(
