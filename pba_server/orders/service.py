@@ -41,6 +41,10 @@ from pba_server.orders.types import (
     OrderPage,
     OrderStatus,
     OrderType,
+    SignupCard,
+    SignupCustomer,
+    SignupResult,
+    SignupUser,
     StepAction,
     WorkflowInfo,
     WorkflowStep,
@@ -52,6 +56,7 @@ from pba_server.subscriptions.models import Subscription
 
 APPROVERS = frozenset({"sales", "billing"})
 EDITORS = frozenset({"sales"})
+STOREFRONT = frozenset({"sales"})  # besides admin
 MAX_LINES = 50
 
 
@@ -215,8 +220,8 @@ def workflow_set(
     ctx: CallContext,
     *,
     order_type: OrderType,
-    start: str,
-    steps: list[WorkflowStep],
+    start: str | None = None,
+    steps: list[WorkflowStep] | None = None,
     owner_id: int | None = None,
 ) -> WorkflowInfo:
     """Set a seller's workflow for its customers' orders of ``order_type``
@@ -240,7 +245,7 @@ def workflow_set(
         return workflow_get(ctx, order_type=order_type, owner_id=acc.id)
     flow = validate(
         Flow(
-            start.strip(),
+            (start or "").strip(),
             tuple(
                 Step(s.name.strip(), s.action, tuple((t.on, t.to) for t in s.transitions))
                 for s in steps
@@ -690,3 +695,83 @@ def order_cancel(ctx: CallContext, *, order_id: int, reason: str | None = None) 
 
 
 __all__ = ["Plan", "order_place"]
+
+
+# ---------------------------------------------------------------- storefront
+
+
+@operation("OrderPlaceWithSignup", roles=STOREFRONT, idempotent=True)
+def order_place_with_signup(
+    ctx: CallContext,
+    *,
+    customer: SignupCustomer,
+    user: SignupUser,
+    card: SignupCard,
+    lines: list[OrderLineInput],
+    promotion_code: str | None = None,
+) -> SignupResult:
+    """A storefront's one call: create the customer account (under the
+    caller's account, or ``customer.parent_id``) and its first user (role
+    admin), store the card's gateway token (checked by the gateway, as
+    PaymentMethodAdd), and place the sales order paid by that card. All or
+    nothing: any fault (login taken, token refused, plan not sellable, bad
+    parameters) leaves nothing behind. The storefront authenticates as a user
+    of the selling provider or reseller with the ``sales`` role (or admin).
+    The charge runs in the order's workflow right after: a declined card
+    rejects the order with the gateway's reason and provisions nothing
+    (OrderGet tells; the account stays, to retry with another card)."""
+    from pba_server.accounts import service as accounts
+    from pba_server.accounts.types import ContactInput
+    from pba_server.payments import service as payments
+
+    acc = accounts.account_create(
+        ctx,
+        type=customer.type,
+        name=customer.name,
+        parent_id=customer.parent_id,
+        country=customer.country,
+        tax_id=customer.tax_id,
+        contacts=[
+            ContactInput(
+                kind="billing",
+                name=customer.name,
+                email=customer.email,
+                phone=customer.phone,
+                address=customer.address,
+                city=customer.city,
+                postal_code=customer.postal_code,
+                country=customer.country,
+            )
+        ],
+    )
+    u = accounts.user_create(
+        ctx,
+        account_id=acc.id,
+        login=user.login,
+        password=user.password,
+        full_name=user.full_name,
+        roles=["admin"],
+        email=customer.email,
+    )
+    m = payments.payment_method_add(
+        ctx,
+        account_id=acc.id,
+        token=card.token,
+        brand=card.brand,
+        last4=card.last4,
+        expiry_month=card.expiry_month,
+        expiry_year=card.expiry_year,
+        holder=card.holder,
+        instance_id=card.instance_id,
+        make_default=True,
+    )
+    o = place(
+        ctx,
+        account_id=acc.id,
+        order_type="sales",
+        lines=lines,
+        promotion_code=promotion_code,
+        payment_method_id=m.id,
+        on_account=False,
+    )
+    return SignupResult(acc.id, u.id, m.id, order_info(ctx, o))

@@ -145,3 +145,48 @@ class WorkflowInfo:
     steps: list[WorkflowStep]
     is_default: bool
     updated_at: datetime | None = None
+
+
+@dataclass
+class SignupCustomer:
+    """The new customer account (its seller is the caller's account, or
+    ``parent_id`` in the caller's subtree)."""
+
+    name: str
+    email: str
+    type: Literal["customer_personal", "customer_business"] = "customer_personal"
+    country: str | None = None
+    tax_id: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    parent_id: int | None = None
+
+
+@dataclass
+class SignupUser:
+    login: str
+    password: str
+    full_name: str
+
+
+@dataclass
+class SignupCard:
+    """A gateway token for the customer's card (never the card number)."""
+
+    token: str
+    brand: str
+    last4: str
+    expiry_month: int
+    expiry_year: int
+    holder: str
+    instance_id: int | None = None
+
+
+@dataclass
+class SignupResult:
+    account_id: int
+    user_id: int
+    payment_method_id: int
+    order: OrderInfo
