@@ -38,7 +38,9 @@ def test_server_killed_mid_workflow_then_a_new_one_completes_the_order(env, tmp_
             start="screen",
             steps=[
                 WorkflowStep("screen", "fraud_screen", [T("*", "approval")]),
-                WorkflowStep("approval", "wait_approval", [T("approved", "invoice"), T("rejected", "no")]),
+                WorkflowStep(
+                    "approval", "wait_approval", [T("approved", "invoice"), T("rejected", "no")]
+                ),
                 WorkflowStep("invoice", "invoice", [T("*", "charge")]),
                 WorkflowStep("charge", "charge", [T("paid", "provision"), T("declined", "no")]),
                 WorkflowStep("provision", "provision", [T("done", "done"), T("failed", "no")]),
