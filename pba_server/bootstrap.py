@@ -122,6 +122,9 @@ def build_app(
     ops = load_operations()
     load_plugins(settings)
     payments_runtime(box)
+    import pba_server.subscriptions.service as subscriptions
+
+    subscriptions.EXPIRING_DAYS = settings.subscription_expiring_days
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_runtime.register(engine, deliverer)

@@ -38,6 +38,8 @@ class Settings:
     smtp_password: str = ""
     plugins_dir: str = ""  # default: the plugins/ folder next to the pba_server package
     mail_from: str = ""  # From address when the sending account has no administrative contact
+    # subscription.expiring is raised this many days before a non-auto-renewing term ends
+    subscription_expiring_days: int = 14
 
 
 _ENV_PREFIX = "PBA_"

@@ -195,3 +195,69 @@ def test_approval_and_reject_and_cancel(env, tmp_path, fake):
     assert get(env, c.id).status == "cancelled"
     # no provision step: the complete step created the subscription
     assert len(subscriptions_of(env, acc)) == 1
+
+
+def test_rules_screener_sends_suspect_orders_to_approval(env, tmp_path, fake):
+    from pba_server.payments import service as payments
+    from pba_server.payments.types import SettingValue
+
+    with service_ctx(env) as ctx:
+        payments.plugin_configure(
+            ctx,
+            plugin="rules_screener",
+            name="rules",
+            settings=[SettingValue("max_amount", "100"), SettingValue("new_account_hours", "0")],
+        )
+    p = plan(env, recurring="30.00")
+    big = plan(env, "Dedicated", recurring="300.00")
+    acc = buyer(env)
+    card(env, acc, gateway(env, tmp_path))
+    ok = place(env, acc, OrderLineInput(plan_id=p["plan"]))
+    suspect = place(env, acc, OrderLineInput(plan_id=big["plan"]))
+    run(env)
+    assert get(env, ok.id).current_action == "provision"
+    s = get(env, suspect.id)
+    assert (s.status, s.current_step, s.fraud_score) == ("waiting", "approval", 40)
+    assert s.fraud_reasons == ["amount 300.00 USD over 100"]
+    assert s.invoice_id is None  # nothing invoiced or charged before approval
+    with service_ctx(env) as ctx:
+        orders.order_approve(ctx, order_id=suspect.id)
+    run(env)
+    fake.finish(env)
+    run(env)
+    assert get(env, suspect.id).status == "completed"
+
+
+def test_rules_screener_rules() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from plugins.rules_screener import RulesScreener
+    from pba_server.sdk.fraud import OrderFacts
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    s = RulesScreener({"max_amount": "100", "fraud_score": "90"})
+    base = OrderFacts(1, "sales", 1, now - timedelta(days=30), "DE", "EUR", D(10), now, False)
+    assert s.screen(base).verdict == "pass"
+    new = OrderFacts(1, "sales", 1, now - timedelta(hours=1), "DE", "EUR", D(10), now, False)
+    assert s.screen(new).reasons == ("first order of a new account",)
+    assert s.screen(new).verdict == "suspect"
+    card = OrderFacts(
+        1, "sales", 1, now - timedelta(days=30), "DE", "EUR", D(500), now, False, card_country="NG"
+    )
+    v = s.screen(card)
+    assert (v.verdict, v.score) == ("suspect", 80)
+    fast = OrderFacts(
+        1,
+        "sales",
+        1,
+        now - timedelta(days=30),
+        "DE",
+        "EUR",
+        D(500),
+        now,
+        False,
+        card_country="NG",
+        previous_orders=9,
+        orders_last_hour=9,
+    )
+    assert s.screen(fast).verdict == "fraud"

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from pba_server.accounts.models import Account
 from pba_server.core.context import CallContext
+from pba_server.core.money import quantize
 from pba_server.orders.models import Order
 from pba_server.payments.models import PluginInstance, StoredPaymentMethod
 from pba_server.sdk import loader
@@ -77,7 +78,7 @@ def facts_of(ctx: CallContext, order: Order) -> OrderFacts:
         account_created_at=acc.created_at,
         account_country=acc.country,
         currency=order.currency,
-        total=order.total,
+        total=quantize(order.total, order.currency),
         placed_at=order.created_at,
         on_account=order.on_account,
         card_country=None,
