@@ -231,8 +231,8 @@ def test_rules_screener_sends_suspect_orders_to_approval(env, tmp_path, fake):
 def test_rules_screener_rules() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from plugins.rules_screener import RulesScreener
     from pba_server.sdk.fraud import OrderFacts
+    from plugins.rules_screener import RulesScreener
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     s = RulesScreener({"max_amount": "100", "fraud_score": "90"})
