@@ -261,3 +261,56 @@ def test_rules_screener_rules() -> None:
         orders_last_hour=9,
     )
     assert s.screen(fast).verdict == "fraud"
+
+
+def test_payment_transfer_and_pending_charge(env, tmp_path, fake):
+    from pba_server.payments.models import GatewayPayment
+    from tests.orders_support import subscriptions_of
+
+    inst = gateway(env, tmp_path)
+    acc = buyer(env)
+    card(env, acc, inst)
+    # a prepayment: charged without an invoice, kept as credit
+    o = place(env, acc, OrderLineInput(amount=D("25.00")), order_type="payment")
+    run(env)
+    o = get(env, o.id)
+    assert (o.status, o.invoice_id) == ("completed", None) and o.charge_id
+    with service_ctx(env) as ctx:
+        assert billing.account_balance_get(ctx, account_id=acc).balance == D("-25.00")
+    # transfer a subscription to another customer of the same seller
+    p = plan(env)
+    s = place(env, acc, OrderLineInput(plan_id=p["plan"]))
+    run(env)
+    fake.finish(env)
+    run(env)
+    sub = get(env, s.id).subscription_id
+    other = buyer(env, "Other")
+    t = place(
+        env, acc, OrderLineInput(subscription_id=sub, to_account_id=other), order_type="transfer"
+    )
+    run(env)
+    assert get(env, t.id).status == "completed"
+    assert [x.id for x in subscriptions_of(env, other)] == [sub]
+    # a charge whose answer is lost stays pending: the order waits, never charges twice
+    late = buyer(env, "Late")
+    card(env, late, inst, token="tok_timeout")
+    w = place(env, late, OrderLineInput(plan_id=p["plan"]))
+    run(env)
+    w = get(env, w.id)
+    assert (w.status, w.current_step) == ("running", "charge")
+    assert w.history[-1].result == "pending"
+    from datetime import UTC, datetime, timedelta
+
+    env.clock.freeze(datetime.now(UTC) + timedelta(minutes=10))
+    run(env)  # asks again with the same key: still the one pending charge
+    from sqlalchemy import func, select
+
+    from pba_server.core.db import UnitOfWork
+
+    with UnitOfWork(env.app.engine) as uow:
+        n = uow.session.scalar(
+            select(func.count())
+            .select_from(GatewayPayment)
+            .where(GatewayPayment.account_id == late)
+        )
+    assert n == 1

@@ -674,8 +674,8 @@ def order_cancel(ctx: CallContext, *, order_id: int, reason: str | None = None) 
     if o.status not in ("running", "waiting"):
         raise InvalidState(f"order {o.id} is {o.status}")
     action = Flow.from_json(o.workflow).step(o.current_step).action
-    started = action in ("charge", "provision", "rollback", "complete", "reject") and (
-        o.attempts > 0 or action != "charge"
+    started = action in ("rollback", "complete", "reject") or (
+        action == "charge" and o.attempts > 0
     )
     if o.charge_id is not None or o.applied or started:
         raise InvalidState(
