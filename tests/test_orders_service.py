@@ -314,3 +314,23 @@ def test_payment_transfer_and_pending_charge(env, tmp_path, fake):
             .where(GatewayPayment.account_id == late)
         )
     assert n == 1
+
+
+def test_a_step_refused_by_a_business_rule_retries_then_rejects(env, tmp_path, fake):
+    from datetime import UTC, datetime, timedelta
+
+    from pba_server.accounts import service as accounts
+
+    p = plan(env)
+    acc = buyer(env, credit_limit="100")
+    o = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
+    with service_ctx(env) as ctx:
+        accounts.account_close(ctx, account_id=acc, reason="gone")
+    at = datetime.now(UTC)
+    for i in range(4):
+        env.clock.freeze(at + timedelta(hours=2 * i))
+        run(env)
+    o = get(env, o.id)
+    assert o.status == "rejected" and "closed" in (o.reason or "")
+    assert [h.action for h in o.history].count("error") == 3
+    assert subscriptions_of(env, acc) == []

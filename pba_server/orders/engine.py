@@ -65,6 +65,7 @@ log = logging.getLogger("pba.orders")
 CHARGE_LEASE = timedelta(minutes=3)
 PENDING_RETRY = timedelta(minutes=2)
 BUNDLE_POLL = timedelta(minutes=5)
+GIVE_UP_AFTER = 3  # a step refused this many times by a business rule rejects the order
 ACTOR = "system:workflow"
 
 
@@ -202,6 +203,7 @@ def run_orders(engine: Engine, clock: Clock, *, limit: int = 1000) -> int:
     """Run due order steps, one transaction each; returns how many ran."""
     ran = 0
     while ran < limit:
+        failed: tuple[int, str, Exception] | None = None
         with UnitOfWork(engine) as uow:
             order = uow.session.scalar(
                 select(Order)
@@ -212,32 +214,55 @@ def run_orders(engine: Engine, clock: Clock, *, limit: int = 1000) -> int:
             )
             if order is None:
                 return ran
+            order_id, step = order.id, order.current_step
             ctx = order_ctx(uow, clock, order)
             try:
                 run_step(ctx, order)
+                uow.commit()
             except Exception as exc:
                 uow.rollback()
-                log.exception("order %s step %s failed", order.id, order.current_step)
-                _step_crashed(engine, clock, order.id, exc)
-                ran += 1
-                continue
-            uow.commit()
-            ran += 1
+                failed = (order_id, step, exc)
+        ran += 1
+        if failed is not None:
+            log.warning(
+                "order %s step %s failed: %s", failed[0], failed[1], failed[2], exc_info=failed[2]
+            )
+            _step_crashed(engine, clock, failed[0], failed[2])
     return ran
 
 
 def _step_crashed(engine: Engine, clock: Clock, order_id: int, exc: Exception) -> None:
-    """An unexpected error: try again later (backing off), noting it in the history."""
+    """A step failed: note it in the history and try again later, backing off.
+    When a business rule keeps refusing the step (account closed, plan
+    withdrawn...) :data:`GIVE_UP_AFTER` times and nothing was charged or
+    applied yet, the order is rejected with that fault's message."""
     with UnitOfWork(engine) as uow:
         order = uow.session.get(Order, order_id, with_for_update=True)
         if order is None or order.status != "running":
             return
         order.attempts += 1
-        delay = min(timedelta(minutes=2 ** min(order.attempts, 6)), timedelta(hours=1))
-        order.next_run_at = clock.now() + delay
         ctx = order_ctx(uow, clock, order)
         history(ctx, order, "error", None, f"{type(exc).__name__}: {exc}"[:500], actor=ACTOR)
+        if (
+            isinstance(exc, PbaError)
+            and order.attempts >= GIVE_UP_AFTER
+            and order.charge_id is None
+            and not order.applied
+        ):
+            order.reason = f"{exc.code}: {exc.message}"[:4000]
+            order.current_step = _reject_step(order)
+            _reject(ctx, order)
+        else:
+            delay = min(timedelta(minutes=2 ** min(order.attempts, 6)), timedelta(hours=1))
+            order.next_run_at = clock.now() + delay
         uow.commit()
+
+
+def _reject_step(order: Order) -> str:
+    for s in flow_of(order).steps:
+        if s.action == "reject":
+            return s.name
+    return order.current_step
 
 
 Action = Callable[[CallContext, Order], str | None]
