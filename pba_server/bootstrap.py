@@ -33,8 +33,10 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.core.audit
     import pba_server.domains.service
     import pba_server.events.service
+    import pba_server.orders.service
     import pba_server.payments.service
-    import pba_server.provisioning.service  # noqa: F401
+    import pba_server.provisioning.service
+    import pba_server.subscriptions.service  # noqa: F401
 
     return registry()
 
@@ -124,6 +126,9 @@ def build_app(
     payments_runtime(box)
     domains_runtime(settings)
     provisioning_runtime(settings)
+    import pba_server.subscriptions.service as subscriptions
+
+    subscriptions.EXPIRING_DAYS = settings.subscription_expiring_days
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_runtime.register(engine, deliverer)

@@ -45,6 +45,8 @@ class Settings:
     provisioning_retry_minutes: int = 5
     provisioning_max_failures: int = 3
     provisioning_running_timeout_minutes: int = 30
+    # subscription.expiring is raised this many days before a non-auto-renewing term ends
+    subscription_expiring_days: int = 14
 
 
 _ENV_PREFIX = "PBA_"

@@ -125,6 +125,11 @@ EVENT_TYPES: dict[str, EventType] = {
             (*_ORDER, ("reason", "str|null", "why")),
         ),
         EventType("order.completed", "An order completed.", _ORDER),
+        EventType(
+            "order.notification",
+            "A workflow's notify step: handlers send the order's notification.",
+            (*_ORDER, ("step", "str", "the workflow step that raised it")),
+        ),
         EventType("subscription.created", "A subscription was created.", _SUBSCRIPTION),
         EventType(
             "subscription.changed",
