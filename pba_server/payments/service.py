@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from pba_server import events
 from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
@@ -453,6 +454,42 @@ def _charge_info(g: GatewayPayment) -> ChargeInfo:
     )
 
 
+def _payment_event(
+    ctx: CallContext,
+    type: str,
+    g: GatewayPayment,
+    *,
+    amount: Decimal | None = None,
+    reason: str | None = None,
+) -> None:
+    """payment.succeeded / failed / refunded about a card charge, in the
+    transaction that records it."""
+    acc = ctx.session.get(Account, g.account_id)
+    assert acc is not None
+    events.emit(
+        ctx,
+        type,
+        ("gateway_payment", g.id),
+        {
+            "payment_id": g.payment_id,
+            "charge_id": g.id,
+            "invoice_id": g.invoice_id,
+            "amount": money(amount if amount is not None else g.amount, g.currency, "amount"),
+            "currency": g.currency,
+            "method": "card",
+            "reason": reason,
+        },
+        account_id=acc.id,
+        account_path=acc.path,
+    )
+
+
+def _record_decline(ctx: CallContext, g: GatewayPayment, code: str, message: str) -> None:
+    g.status, g.decline_code, g.message = "declined", code[:64], message[:255]
+    g.updated_at = ctx.now()
+    _payment_event(ctx, "payment.failed", g, reason=g.decline_code)
+
+
 def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None:
     """Into the ledger through billing's offline-payment path, allocated to the
     invoice charged (or kept as prepaid credit). The money is recorded even if
@@ -476,6 +513,7 @@ def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None
     g.gateway_reference = reference
     g.payment_id = paid.id
     g.updated_at = ctx.now()
+    _payment_event(ctx, "payment.succeeded", g)
 
 
 @operation("PaymentCharge", roles=BILLING, mutating=True)
@@ -558,13 +596,13 @@ def payment_charge(
             description=f"payment {g.id}",
         )
     except CardDeclined as exc:
-        g.status, g.decline_code, g.message = "declined", exc.code[:64], exc.message[:255]
-        g.updated_at = ctx.now()
+        _record_decline(ctx, g, exc.code, exc.message)
         ctx.uow.commit()
         raise PaymentDeclined(exc.code, exc.message) from None
     except (ConfigurationError, NotSupported) as exc:
         g.status, g.message = "error", f"{type(exc).__name__}: {exc}"[:255]
         g.updated_at = ctx.now()
+        _payment_event(ctx, "payment.failed", g, reason=type(exc).__name__)
         ctx.uow.commit()
         return _charge_info(g)
     except Exception as exc:  # timeout or anything else: outcome unknown
@@ -614,6 +652,7 @@ def _record_refund(ctx: CallContext, g: GatewayPayment, r: GatewayRefund, refere
         ctx, g.payment_id, r.amount, f"card refund {reference}: {r.reason}"[:255]
     )
     r.status, r.gateway_reference, r.updated_at = "refunded", reference[:128], ctx.now()
+    _payment_event(ctx, "payment.refunded", g, amount=r.amount, reason=r.reason)
 
 
 @operation("PaymentRefund", roles=BILLING, mutating=True)
@@ -735,9 +774,7 @@ def reconcile(
         if found.status == "captured":
             _record_capture(ctx, g, found.reference or g.gateway_key)
         else:
-            g.status = "declined"
-            g.decline_code = (found.decline_code or "not_found")[:64]
-            g.updated_at = clock.now()
+            _record_decline(ctx, g, found.decline_code or "not_found", g.message or "")
         counts[g.status] = counts.get(g.status, 0) + 1
     for r in uow.session.scalars(
         select(GatewayRefund)
