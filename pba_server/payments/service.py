@@ -742,6 +742,48 @@ def _system_ctx(uow: UnitOfWork, clock: Clock, box: SecretBox, owner: Account) -
     )
 
 
+def _reconcile_charge(uow: UnitOfWork, clock: Clock, box: SecretBox, g: GatewayPayment) -> str:
+    inst = uow.session.get(PluginInstance, g.instance_id)
+    assert inst is not None
+    owner = uow.session.get(Account, inst.account_id)
+    assert owner is not None
+    ctx = _system_ctx(uow, clock, box, owner)
+    try:
+        found = gateway_for(box, inst).lookup(key=g.gateway_key)
+    except Exception as exc:
+        log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
+        return "pending"
+    if found.status == "captured":
+        _record_capture(ctx, g, found.reference or g.gateway_key)
+    else:
+        _record_decline(ctx, g, found.decline_code or "not_found", g.message or "")
+    return g.status
+
+
+def _reconcile_refund(
+    uow: UnitOfWork, clock: Clock, box: SecretBox, r: GatewayRefund
+) -> str | None:
+    charge = uow.session.get(GatewayPayment, r.charge_id)
+    assert charge is not None
+    inst = uow.session.get(PluginInstance, charge.instance_id)
+    assert inst is not None
+    owner = uow.session.get(Account, inst.account_id)
+    assert owner is not None
+    try:  # refunds are idempotent by key: asking again is asking what happened
+        done = gateway_for(box, inst).refund(
+            key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
+        )
+    except RefundRejected as exc:
+        r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
+        charge.refunded -= r.amount
+    except Exception as exc:
+        log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        return None
+    else:
+        _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
+    return r.status
+
+
 def reconcile(
     uow: UnitOfWork, clock: Clock, *, older_than: timedelta = timedelta(minutes=2)
 ) -> str:
@@ -759,48 +801,34 @@ def reconcile(
         .with_for_update(skip_locked=True)
     ).all()
     counts: dict[str, int] = {}
+
+    def count(what: str) -> None:
+        counts[what] = counts.get(what, 0) + 1
+
     for g in pending:
-        inst = uow.session.get(PluginInstance, g.instance_id)
-        assert inst is not None
-        owner = uow.session.get(Account, inst.account_id)
-        assert owner is not None
-        ctx = _system_ctx(uow, clock, box, owner)
+        # one savepoint per row: a row that fails to record stays pending and
+        # is logged; the others are recorded
         try:
-            found = gateway_for(box, inst).lookup(key=g.gateway_key)
-        except Exception as exc:
-            log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
-            counts["pending"] = counts.get("pending", 0) + 1
-            continue
-        if found.status == "captured":
-            _record_capture(ctx, g, found.reference or g.gateway_key)
-        else:
-            _record_decline(ctx, g, found.decline_code or "not_found", g.message or "")
-        counts[g.status] = counts.get(g.status, 0) + 1
+            with uow.session.begin_nested():
+                count(_reconcile_charge(uow, clock, box, g))
+        except Exception:
+            log.exception("reconcile charge %s failed; still pending", g.id)
+            count("failed")
     for r in uow.session.scalars(
         select(GatewayRefund)
         .where(GatewayRefund.status == "pending", GatewayRefund.updated_at <= cutoff)
         .order_by(GatewayRefund.id)
         .with_for_update(skip_locked=True)
     ).all():
-        charge = uow.session.get(GatewayPayment, r.charge_id)
-        assert charge is not None
-        inst = uow.session.get(PluginInstance, charge.instance_id)
-        assert inst is not None
-        owner = uow.session.get(Account, inst.account_id)
-        assert owner is not None
-        try:  # refunds are idempotent by key: asking again is asking what happened
-            done = gateway_for(box, inst).refund(
-                key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
-            )
-        except RefundRejected as exc:
-            r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
-            charge.refunded -= r.amount
-        except Exception as exc:
-            log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        try:
+            with uow.session.begin_nested():
+                outcome = _reconcile_refund(uow, clock, box, r)
+        except Exception:
+            log.exception("reconcile refund %s failed; still pending", r.id)
+            count("refund failed")
             continue
-        else:
-            _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
-        counts[f"refund {r.status}"] = counts.get(f"refund {r.status}", 0) + 1
+        if outcome is not None:
+            count(f"refund {outcome}")
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"
 
 
