@@ -123,5 +123,5 @@ def test_entry_point_discovery(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("group", ["pba_server.plugins"])
 def test_entry_point_group_name_is_documented(group):
-    assert loader.ENTRY_POINT_GROUP == group
+    assert group == loader.ENTRY_POINT_GROUP
     assert group in Path("docs/plugins.md").read_text()
