@@ -122,6 +122,7 @@ def build_app(
     payments_runtime(box)
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
+    events_policy(settings)
     events_runtime.register(engine, deliverer)
     return App(
         settings=settings,
@@ -150,6 +151,13 @@ def payments_runtime(box: SecretBox) -> None:
 
     set_process_secrets(box)
     configure_runtime(box)
+
+
+def events_policy(settings: Settings) -> None:
+    from pba_server.events import addresses, retention
+
+    addresses.configure(allow_private=settings.webhook_allow_private)
+    retention.configure(days=settings.event_retention_days)
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

@@ -38,6 +38,8 @@ class Settings:
     smtp_password: str = ""
     plugins_dir: str = ""  # default: the plugins/ folder next to the pba_server package
     mail_from: str = ""  # From address when the sending account has no administrative contact
+    webhook_allow_private: bool = False  # webhooks to loopback/private/link-local addresses
+    event_retention_days: int = 90  # delivered events older than this are purged (0: never)
 
 
 _ENV_PREFIX = "PBA_"

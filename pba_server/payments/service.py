@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 
@@ -158,18 +159,24 @@ def _info(inst: PluginInstance) -> PluginInstanceInfo:
     return out
 
 
-def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
-    """A plugin object for ``inst``, its secrets decrypted in memory only."""
+def plugin_object(box: SecretBox, inst: PluginInstance, kind: str) -> Any:
+    """The plugin object of instance ``inst`` (which must be of ``kind``), its
+    secrets decrypted in memory only. Any plugin kind."""
     cls = _loaded(inst.plugin).cls
     assert cls is not None
-    if cls.info.kind != "payment_gateway":
-        raise ValidationError("instance_id", f"instance {inst.id} is not a payment gateway")
+    if cls.info.kind != kind:
+        raise ValidationError("instance_id", f"instance {inst.id} is not a {kind} plugin")
     settings: dict[str, str] = {
         f.name: f.default for f in cls.info.settings if f.default is not None
     }
     settings.update(json.loads(inst.settings))
     settings.update(json.loads(box.decrypt(inst.secrets)))
-    gateway: PaymentGateway = cls(settings)
+    return cls(settings)
+
+
+def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
+    """A payment gateway object for ``inst``, its secrets decrypted in memory only."""
+    gateway: PaymentGateway = plugin_object(box, inst, "payment_gateway")
     return gateway
 
 

@@ -27,6 +27,7 @@ from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
+from pba_server.events import retention as events_retention
 from pba_server.events import runtime as events_runtime
 from pba_server.payments import autopay
 from pba_server.payments import service as payments
@@ -70,6 +71,7 @@ JOBS: dict[str, Job] = {
         Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
         Job("payments-autopay", timedelta(minutes=1), autopay.run_autopay),
+        Job("purge-events", timedelta(hours=6), events_retention.purge),
     )
 }
 

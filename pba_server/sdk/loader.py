@@ -47,6 +47,9 @@ def kind_bases() -> dict[str, type]:
     return {
         "payment_gateway": PaymentGateway,
         "processing_module": provisioning.ProcessingModule,
+        "notification_channel": importlib.import_module(
+            "pba_server.sdk.notify"
+        ).NotificationChannel,
     }
 
 
