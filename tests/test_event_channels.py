@@ -28,6 +28,7 @@ from pba_server.payments.types import SettingValue
 from pba_server.scheduler import jobs
 from pba_server.sdk import loader
 from pba_server.sdk.notify import NotificationChannel, Recipient
+from pba_server.sdk.testing import ChannelContract
 from tests.catalog_support import Caller, service_ctx
 from tests.event_receivers import WebhookReceiver
 
@@ -64,6 +65,20 @@ def customer(env: Any, name: str = "Ann", phone: str | None = "+49301234567") ->
                 ContactInput(kind="technical", name=f"{name} T", email="t@example.com"),
             ],
         ).id
+
+
+class TestLogChannelConformance(ChannelContract):
+    plugin = loader.plugins()["log_channel"].cls
+    address = "+15550100"
+    invalid_address = "invalid:nobody"
+
+    @pytest.fixture(autouse=True)
+    def _file(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "conformance.log"
+        self.settings = {"path": str(self.path)}
+
+    def sent_count(self, key: str) -> int | None:
+        return sum(1 for x in lines(self.path) if x["key"] == key)
 
 
 def test_log_channel_plugin_contract(tmp_path):
