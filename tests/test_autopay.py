@@ -215,3 +215,40 @@ def test_invoice_create_autopay_flag_over_the_api(api, env, protocol, tmp_path):
     assert call("InvoiceGet", invoice_id=on["id"])["status"] == "paid"
     assert call("InvoiceGet", invoice_id=off["id"])["status"] == "issued"
     assert_books_sound(env)
+
+
+@pytest.mark.parametrize("protocol", ["soap", "xmlrpc"])
+def test_account_autopay_switch_over_the_api(api, env, protocol, tmp_path):
+    call = Caller(api, protocol)
+    inst = gateway(env, tmp_path / "s.json")
+    acc = customer(env, "Switcher")
+    got = call("PaymentAutopayGet", account_id=acc)
+    assert got["enabled"] is True and got.get("default_payment_method_id") is None
+    m = card(env, acc, inst, "tok_approve")
+    off = call("PaymentAutopaySet", account_id=acc, enabled=False)
+    assert off["enabled"] is False and off["default_payment_method_id"] == m
+    inv = invoice(env, acc)
+    assert run_job(env) == "1 skipped"
+    assert autopay_invoice(env.app.engine, env.clock, inv, attempt=2) == "skipped"
+    assert call("PaymentAutopaySet", account_id=acc, enabled=True)["enabled"] is True
+    assert autopay_invoice(env.app.engine, env.clock, inv, attempt=2) == "captured"
+    assert call("InvoiceGet", invoice_id=inv)["status"] == "paid"
+    code, _ = call.fault("PaymentAutopayGet", account_id=99999)
+    assert code == "Client.NotFound"
+    audit = call("AuditLogList", account_id=acc)
+    items = audit["items"] if isinstance(audit, dict) else audit
+    assert any("autopay" in str(a) for a in items)
+    assert_books_sound(env)
+
+
+@pytest.mark.parametrize("protocol", ["soap", "xmlrpc"])
+def test_empty_lists_can_be_sent(api, env, protocol, tmp_path):
+    """PaymentRoutingSet without rules clears them; PluginConfigure without
+    settings keeps the stored ones (SOAP cannot send an empty list)."""
+    call = Caller(api, protocol)
+    inst = gateway(env, tmp_path / "s.json")
+    assert len(call("PaymentRoutingSet", rules=[{"instance_id": inst}])) == 1
+    assert call("PaymentRoutingSet") in ([], None)
+    assert call("PaymentRoutingList") in ([], None)
+    again = call("PluginConfigure", plugin="sandbox_card", name="cards")
+    assert again["id"] == inst and again["secret_settings_set"] == ["api_key"]

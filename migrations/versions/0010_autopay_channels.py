@@ -1,4 +1,4 @@
-"""invoices.autopay; event handlers of notification-channel plugins
+"""invoices.autopay, accounts' auto-pay choice; event handlers of notification channels
 
 Revision ID: 0010
 Revises: 0007
@@ -23,6 +23,18 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        'payment_autopay_settings',
+        sa.Column('account_id', sa.Integer(), nullable=False),
+        sa.Column('enabled', sa.Boolean(), nullable=False),
+        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ['account_id'],
+            ['accounts.id'],
+            name=op.f('fk_payment_autopay_settings_account_id_accounts'),
+        ),
+        sa.PrimaryKeyConstraint('account_id', name=op.f('pk_payment_autopay_settings')),
+    )
     with op.batch_alter_table('event_handlers') as batch_op:
         batch_op.add_column(sa.Column('instance_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('recipient', sa.String(length=255), nullable=True))
@@ -53,3 +65,4 @@ def downgrade() -> None:
         )
         batch_op.drop_column('recipient')
         batch_op.drop_column('instance_id')
+    op.drop_table('payment_autopay_settings')

@@ -55,7 +55,8 @@ def autopay_invoice(
     """Charge an issued invoice's outstanding amount to the buyer's default
     payment method (attempt ``attempt``; the same attempt twice is charged
     once). "skipped": no default method, nothing outstanding, or the invoice
-    opted out. Runs its own transactions: call it outside any."""
+    (or its account, PaymentAutopaySet) opted out. Runs its own
+    transactions: call it outside any."""
     if attempt < 1:
         raise ValueError("attempt starts at 1")
     from pba_server.payments import service as payments
@@ -85,7 +86,7 @@ def autopay_invoice(
                 PluginInstance.status == "active",
             )
         )
-        if method is None:
+        if method is None or not payments.autopay_enabled(s, inv.account_id):
             return "skipped"
         issuer = s.get(Account, inv.issuer_id)
         assert issuer is not None

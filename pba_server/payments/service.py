@@ -43,6 +43,7 @@ from pba_server.core.operations import operation
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
 from pba_server.payments.models import (
+    AutopaySetting,
     GatewayPayment,
     GatewayRefund,
     PluginInstance,
@@ -50,6 +51,7 @@ from pba_server.payments.models import (
     StoredPaymentMethod,
 )
 from pba_server.payments.types import (
+    AutopayInfo,
     ChargeInfo,
     PaymentMethodInfo,
     PluginInfoItem,
@@ -182,18 +184,23 @@ def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
 
 @operation("PluginConfigure", roles=ADMIN, mutating=True)
 def plugin_configure(
-    ctx: CallContext, *, plugin: str, name: str, settings: list[SettingValue]
+    ctx: CallContext,
+    *,
+    plugin: str,
+    name: str,
+    settings: list[SettingValue] | None = None,
 ) -> PluginInstanceInfo:
     """Create or reconfigure the caller's account's plugin instance ``name``.
     Secret settings are encrypted at rest and never returned; on a
-    reconfiguration a secret left out keeps its stored value."""
+    reconfiguration a secret left out keeps its stored value. ``settings``
+    may be omitted (a plugin without required settings)."""
     p = _loaded(plugin)
     assert p.cls is not None
     if not NAME_RE.match(name):
         raise ValidationError("name", "must be 1 to 64 letters, digits, spaces, _ . -")
     fields = {f.name: f for f in p.cls.info.settings}
     given: dict[str, str] = {}
-    for s in settings:
+    for s in settings or []:
         if s.name not in fields:
             raise ValidationError("settings", f"plugin {plugin} has no setting {s.name!r}")
         if s.name in given:
@@ -438,6 +445,53 @@ def payment_method_set_default(ctx: CallContext, *, payment_method_id: int) -> P
     m.is_default = True
     audit.record(ctx, "payment_method", m.id, path, {"is_default": True})
     return _method_info(m)
+
+
+# ---------------------------------------------------------------- auto-pay
+
+
+def _default_method_id(ctx: CallContext, account_id: int) -> int | None:
+    return ctx.session.scalar(  # type: ignore[no-any-return]
+        select(StoredPaymentMethod.id).where(
+            StoredPaymentMethod.account_id == account_id,
+            StoredPaymentMethod.status == "active",
+            StoredPaymentMethod.is_default.is_(True),
+        )
+    )
+
+
+def autopay_enabled(session: Any, account_id: int) -> bool:
+    row = session.get(AutopaySetting, account_id)
+    return row is None or bool(row.enabled)
+
+
+@operation("PaymentAutopayGet", roles=READERS)
+def payment_autopay_get(ctx: CallContext, *, account_id: int) -> AutopayInfo:
+    """Whether invoices issued to the account are charged to its default
+    payment method (on unless turned off), and which method that is."""
+    acc = get_account(ctx, account_id)
+    return AutopayInfo(
+        account_id=acc.id,
+        enabled=autopay_enabled(ctx.session, acc.id),
+        default_payment_method_id=_default_method_id(ctx, acc.id),
+    )
+
+
+@operation("PaymentAutopaySet", roles=BILLING, mutating=True)
+def payment_autopay_set(ctx: CallContext, *, account_id: int, enabled: bool) -> AutopayInfo:
+    """Turn auto-pay on or off for the account: when off, its invoices are not
+    charged automatically (neither when issued nor by dunning's retries)."""
+    acc = get_account(ctx, account_id)
+    row = ctx.session.get(AutopaySetting, acc.id, with_for_update=True)
+    before = row is None or row.enabled
+    if row is None:
+        row = AutopaySetting(account_id=acc.id, enabled=enabled, updated_at=ctx.now())
+        ctx.session.add(row)
+    row.enabled, row.updated_at = enabled, ctx.now()
+    ctx.session.flush()
+    if before != enabled:
+        audit.record(ctx, "account", acc.id, acc.path, {"autopay": {"from": before, "to": enabled}})
+    return payment_autopay_get(ctx, account_id=acc.id)
 
 
 # ---------------------------------------------------------------- charges
@@ -854,12 +908,14 @@ def _rule_info(r: RoutingRule) -> RoutingRuleInfo:
 
 @operation("PaymentRoutingSet", roles=ADMIN, mutating=True)
 def payment_routing_set(
-    ctx: CallContext, *, rules: list[RoutingRuleInput]
+    ctx: CallContext, *, rules: list[RoutingRuleInput] | None = None
 ) -> list[RoutingRuleInfo]:
     """Replace the caller's account's routing rules. For a new payment method
     of one of its customers, the first rule (in the order given) whose brand
     and currency match (empty matches any) names the gateway instance; with
-    no match, the parent account's rules are asked, and so on up."""
+    no match, the parent account's rules are asked, and so on up. No rules
+    (omitted or empty) clears them."""
+    rules = rules or []
     if len(rules) > 100:
         raise ValidationError("rules", "at most 100")
     for i, rule in enumerate(rules):
