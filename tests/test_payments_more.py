@@ -125,3 +125,44 @@ def test_entry_point_discovery(tmp_path, monkeypatch):
 def test_entry_point_group_name_is_documented(group):
     assert group == loader.ENTRY_POINT_GROUP
     assert group in Path("docs/plugins.md").read_text()
+
+
+def test_a_pending_charge_of_an_invoice_holds_back_another(env, tmp_path):
+    """Two charges of one invoice never both take the full amount: what is
+    pending counts against the outstanding amount until it settles."""
+    from pba_server.billing.types import InvoiceLineInput
+    from pba_server.core.errors import InvalidState, ValidationError
+
+    inst = gateway(env, tmp_path / "s.json")
+    acc = customer(env, "Payer")
+    slow = card(env, acc, inst, "tok_timeout")
+    ok = card(env, acc, inst, "tok_approve", default=False)
+    with service_ctx(env) as ctx:
+        inv = billing.invoice_create(
+            ctx, account_id=acc, lines=[InvoiceLineInput("Hosting", Decimal("20"))], issue=True
+        ).id
+    with service_ctx(env) as ctx:
+        part = payments.payment_charge(
+            ctx, payment_method_id=slow, invoice_id=inv, amount=Decimal("5"), idempotency_key="p"
+        )
+    assert part.status == "pending"
+    with (
+        service_ctx(env) as ctx,
+        pytest.raises(ValidationError, match=r"15\.00 outstanding and not being charged"),
+    ):
+        payments.payment_charge(
+            ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="x", amount=Decimal("20")
+        )
+    with service_ctx(env) as ctx:
+        rest = payments.payment_charge(
+            ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="r"
+        )
+    assert rest.status == "captured" and rest.amount == Decimal("15.00")
+    with service_ctx(env) as ctx, pytest.raises(InvalidState):
+        payments.payment_charge(ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="y")
+    with UnitOfWork(env.app.engine) as uow:
+        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        uow.commit()
+    with service_ctx(env) as ctx:
+        assert billing.invoice_get(ctx, invoice_id=inv).status == "paid"
+    assert_books_sound(env)

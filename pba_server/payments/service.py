@@ -19,12 +19,13 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pba_server import events
 from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
+from pba_server.billing.models import Invoice
 from pba_server.core import audit
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.clock import Clock
@@ -610,14 +611,28 @@ def payment_charge(
         return _charge_info(seen)
     acc = get_account(ctx, m.account_id)
     if invoice_id is not None:
+        # one charge of an invoice at a time: lock it, and count charges still
+        # pending against what is outstanding (two charges racing never both
+        # take the full amount)
+        ctx.session.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
         inv = billing.invoice_get(ctx, invoice_id=invoice_id)
         if inv.account_id != acc.id:
             raise ValidationError("invoice_id", "is not an invoice of the payment method's account")
         if inv.status not in ("issued", "partially_paid", "overdue"):
             raise InvalidState(f"invoice {invoice_id} is {inv.status}")
-        amt = inv.outstanding if amount is None else money(amount, acc.currency, "amount")
-        if amt > inv.outstanding:
-            raise ValidationError("amount", f"is more than the {inv.outstanding} outstanding")
+        inflight = ctx.session.scalar(
+            select(func.coalesce(func.sum(GatewayPayment.amount), 0)).where(
+                GatewayPayment.invoice_id == invoice_id, GatewayPayment.status == "pending"
+            )
+        )
+        payable = inv.outstanding - money(inflight or 0, acc.currency, "amount")
+        if payable <= 0:
+            raise InvalidState(f"a charge of invoice {invoice_id} is pending; it settles first")
+        amt = payable if amount is None else money(amount, acc.currency, "amount")
+        if amt > payable:
+            raise ValidationError(
+                "amount", f"is more than the {payable} outstanding and not being charged"
+            )
     else:
         if amount is None:
             raise ValidationError("amount", "is required without an invoice")
