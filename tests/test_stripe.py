@@ -5,6 +5,7 @@ through the real endpoints on both protocols and both databases."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -26,6 +27,7 @@ from pba_server.sdk.testing import GatewayContract
 from tests.billing_support import assert_books_sound, customer
 from tests.catalog_support import Caller, D
 from tests.fake_stripe import API_KEY, FakeStripe
+from tests.test_payments_api import server_log
 
 STRIPE: type[PaymentGateway] = loader.plugins()["stripe"].cls
 _fake: FakeStripe | None = None
@@ -143,7 +145,8 @@ def test_3ds_5xx_and_bad_key(fake):
 
 
 @pytest.mark.parametrize("protocol", ["soap", "xmlrpc"])
-def test_charge_and_refund_through_the_api(api, env, fake, protocol):
+def test_charge_and_refund_through_the_api(api, env, fake, protocol, caplog):
+    caplog.set_level(logging.DEBUG)
     call = Caller(api, protocol)
     inst = call(
         "PluginConfigure",
@@ -227,4 +230,5 @@ def test_charge_and_refund_through_the_api(api, env, fake, protocol):
         assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     assert call("PaymentChargeGet", charge_id=slow["id"])["status"] == "captured"
+    assert API_KEY not in server_log(caplog)  # nor in any log line of ours
     assert_books_sound(env)
