@@ -255,6 +255,30 @@ def test_webhooks_to_private_addresses_are_refused_unless_allowed(env, hook, str
     assert d.status == "failed" and "non-public" in (d.last_error or "")
 
 
+def test_delivery_connects_to_the_checked_address(env, hook, strict, monkeypatch):
+    """With the policy on, a delivery resolves the host once, checks the
+    address and connects to it, sending the host name in Host (no second
+    lookup that a rebinding DNS server could answer differently)."""
+    port = hook.server.server_address[1]
+    url = f"http://hooks.example.test:{port}/hook"
+    looked_up: list[str] = []
+
+    def fake_resolve(host: str, p: int) -> str:
+        looked_up.append(host)
+        return "127.0.0.1"  # what a (test) DNS says is public
+
+    monkeypatch.setattr(addresses, "resolve_public", fake_resolve)
+    with service_ctx(env) as ctx:
+        events.event_handler_create(
+            ctx, name="x", event_types=["account.created"], action="webhook", url=url
+        )
+    customer(env)
+    drain(env)
+    (got,) = hook.received
+    assert got.headers["Host"] == f"hooks.example.test:{port}"
+    assert looked_up == ["hooks.example.test", "hooks.example.test"]  # create, delivery
+
+
 @pytest.mark.parametrize("protocol", ["soap", "xmlrpc"])
 def test_channel_handler_and_refusal_over_the_api(api, env, protocol, tmp_path, strict):
     call = Caller(api, protocol)
