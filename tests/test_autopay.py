@@ -252,3 +252,53 @@ def test_empty_lists_can_be_sent(api, env, protocol, tmp_path):
     assert call("PaymentRoutingList") in ([], None)
     again = call("PluginConfigure", plugin="sandbox_card", name="cards")
     assert again["id"] == inst and again["secret_settings_set"] == ["api_key"]
+
+
+def test_a_declined_auto_pay_mails_the_customer(env, tmp_path):
+    """The story end to end: an invoice is issued, auto-pay is declined, and
+    the customer's billing contact gets the "payment failed" notification
+    (over SMTP on loopback) with the gateway's reason."""
+    pytest.importorskip("jinja2")
+    from pba_server.accounts import service as accounts_service
+    from pba_server.accounts.types import ContactInput
+    from pba_server.events import service as events_service
+    from pba_server.events.delivery import Deliverer, MailSettings
+    from tests.event_receivers import SmtpReceiver
+
+    smtp = SmtpReceiver()
+    try:
+        inst = gateway(env, tmp_path / "s.json")
+        with service_ctx(env) as ctx:
+            acc = accounts_service.account_create(
+                ctx,
+                type="customer_business",
+                name="Poor Co",
+                country="DE",
+                contacts=[ContactInput(kind="billing", name="Pat", email="pat@poor.test")],
+            ).id
+            events_service.event_handler_create(
+                ctx,
+                name="payment mails",
+                event_types=["payment.failed"],
+                action="email",
+                contact_kind="billing",
+            )
+        card(env, acc, inst, "tok_stolen_card")
+        inv = invoice(env, acc, "25.00")
+        assert run_job(env) == "1 declined"
+        d = Deliverer(
+            env.app.engine,
+            env.clock,
+            env.app.secrets,
+            MailSettings("127.0.0.1", smtp.port, sender="billing@provider.test"),
+        )
+        while d.run_once():
+            pass
+        (mail,) = smtp.mails
+        assert mail.recipients == ["pat@poor.test"]
+        assert mail.message["Subject"] == "Payment failed"
+        body = mail.message.get_payload(decode=True).decode()
+        assert "25.00 USD failed: stolen_card" in body
+        assert status(env, inv) == "issued"
+    finally:
+        smtp.close()
