@@ -33,8 +33,10 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.core.audit
     import pba_server.domains.service
     import pba_server.events.service
+    import pba_server.orders.service
     import pba_server.payments.service
-    import pba_server.provisioning.service  # noqa: F401
+    import pba_server.provisioning.service
+    import pba_server.subscriptions.service  # noqa: F401
 
     return registry()
 
@@ -124,8 +126,12 @@ def build_app(
     payments_runtime(box)
     domains_runtime(settings)
     provisioning_runtime(settings)
+    import pba_server.subscriptions.service as subscriptions
+
+    subscriptions.EXPIRING_DAYS = settings.subscription_expiring_days
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
+    events_policy(settings)
     events_runtime.register(engine, deliverer)
     return App(
         settings=settings,
@@ -170,6 +176,13 @@ def provisioning_runtime(settings: Settings) -> None:
         max_failures=settings.provisioning_max_failures,
         running_timeout_minutes=settings.provisioning_running_timeout_minutes,
     )
+
+
+def events_policy(settings: Settings) -> None:
+    from pba_server.events import addresses, retention
+
+    addresses.configure(allow_private=settings.webhook_allow_private)
+    retention.configure(days=settings.event_retention_days)
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

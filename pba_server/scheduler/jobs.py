@@ -28,7 +28,9 @@ from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
 from pba_server.domains import jobs as domains_jobs
+from pba_server.events import retention as events_retention
 from pba_server.events import runtime as events_runtime
+from pba_server.payments import autopay
 from pba_server.payments import service as payments
 from pba_server.provisioning import runtime as provisioning
 from pba_server.scheduler.models import ScheduledJob
@@ -41,6 +43,19 @@ class Job:
     name: str
     interval: timedelta
     run: Callable[[UnitOfWork, Clock], str]  # returns a one-line summary
+
+
+def _run_orders(uow: UnitOfWork, clock: Clock) -> str:
+    from pba_server.orders import engine as orders_engine
+
+    n = orders_engine.run_orders(uow.session.get_bind(), clock)  # type: ignore[arg-type]
+    return f"{n} order step(s) run"
+
+
+def _subscriptions_lifecycle(uow: UnitOfWork, clock: Clock) -> str:
+    from pba_server.subscriptions.service import lifecycle
+
+    return lifecycle(uow, clock)
 
 
 def _purge_idempotency_keys(uow: UnitOfWork, clock: Clock) -> str:
@@ -73,6 +88,10 @@ JOBS: dict[str, Job] = {
         Job("domains-expiry", timedelta(days=1), domains_jobs.expiry),
         Job("registrar-balance", timedelta(days=1), domains_jobs.registrar_balance),
         Job("provisioning-run", timedelta(seconds=30), provisioning.job),
+        Job("orders-run", timedelta(minutes=1), _run_orders),
+        Job("subscriptions-lifecycle", timedelta(hours=1), _subscriptions_lifecycle),
+        Job("payments-autopay", timedelta(minutes=1), autopay.run_autopay),
+        Job("purge-events", timedelta(hours=6), events_retention.purge),
     )
 }
 
@@ -173,8 +192,14 @@ class Ticker:
         # raised events, and every few seconds for retries that fall due
         events_runtime.start(self.engine)
         provisioning.start(self.engine, self.clock)
+        from pba_server.orders import engine as orders_engine
+
+        orders_engine.start(self.engine, self.clock)  # order workflows, woken after commit
 
     def stop(self) -> None:
         events_runtime.stop(self.engine)
         provisioning.stop(self.engine)
+        from pba_server.orders import engine as orders_engine
+
+        orders_engine.stop()
         self.scheduler.shutdown(wait=False)

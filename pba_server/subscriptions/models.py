@@ -57,6 +57,8 @@ class Subscription(Base):
     cancel_on: Mapped[date | None] = mapped_column(Date)  # scheduled cancellation
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     suspended_reason: Mapped[str | None] = mapped_column(String(32))  # staff | dunning
+    # the term end a subscription.expiring event was raised for (raised once per term)
+    expiry_notice_for: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
