@@ -535,3 +535,85 @@ def test_a_domain_still_retried_when_its_bundle_fails_is_cancelled_and_handed_ov
     with service_ctx(env) as ctx:
         prov_ops.task_complete(ctx, task_id=task_id)
     assert _domain(env, domain).status == "deleted"
+
+
+# ---------------------------------------------------------------- through an order
+
+
+def _order(env: Any, setup: dict[str, Any], tmp_path: Any, name: str) -> Any:
+    from pba_server.orders import service as orders
+    from pba_server.orders.types import OrderLineInput, ParameterValue
+    from tests.orders_support import card, gateway
+
+    card(env, setup["acc"], gateway(env, tmp_path))
+    with service_ctx(env) as ctx:
+        return orders.order_place(
+            ctx,
+            account_id=setup["acc"],
+            lines=[
+                OrderLineInput(
+                    plan_id=setup["tld"].plan_id,
+                    period_count=1,
+                    period_unit="year",
+                    parameters=[ParameterValue("domain", name)],
+                )
+            ],
+        )
+
+
+def _settle(env: Any) -> Any:
+    from pba_server.orders import engine as orders_engine
+
+    for _ in range(4):  # the order's steps, the engine's operations, the order again
+        orders_engine.run_orders(env.app.engine, env.clock)
+        _run(env)
+
+
+def _order_get(env: Any, order_id: int) -> Any:
+    from pba_server.orders import service as orders
+
+    with service_ctx(env) as ctx:
+        return orders.order_get(ctx, order_id=order_id)
+
+
+def test_an_order_for_a_domain_registers_it(env: Any, setup: dict[str, Any], tmp_path: Any) -> None:
+    o = _order(env, setup, tmp_path, "ordered.test")
+    assert o.total == Decimal("12.00")
+    _settle(env)
+    o = _order_get(env, o.id)
+    assert o.status == "completed" and o.subscription_id is not None
+    d = _domain(env, o.subscription_id)
+    assert (d.name, d.status) == ("ordered.test", "active") and d.expires_on is not None
+    (svc,) = _services(env, o.subscription_id)
+    assert svc.status == "active"
+
+
+def test_an_order_for_a_taken_domain_is_refunded(
+    env: Any, setup: dict[str, Any], tmp_path: Any
+) -> None:
+    from pba_server.payments import service as payments
+
+    o = _order(env, setup, tmp_path, "taken-one.test")
+    _settle(env)
+    o = _order_get(env, o.id)
+    assert o.status == "rejected" and "ObjectExists" in (o.reason or "")
+    assert o.charge_id is not None
+    with service_ctx(env) as ctx:
+        ch = payments.payment_charge_get(ctx, charge_id=o.charge_id)
+    assert ch.refunded == ch.amount == Decimal("12.00")
+    d = _domain(env, o.subscription_id)
+    assert (d.status, d.live_name) == ("failed", None)
+
+
+def test_an_order_for_a_live_or_bad_name_is_refused_before_it_is_placed(
+    env: Any, setup: dict[str, Any], tmp_path: Any
+) -> None:
+    _register(env, setup, "mine.test")
+    for name, why in [
+        ("mine.test", "already registered here"),
+        ("mine.example", "not a .test name"),
+        ("not a name", "not a valid domain name"),
+    ]:
+        with pytest.raises(ValidationError, match=why) as e:
+            _order(env, setup, tmp_path, name)
+        assert e.value.field == "lines[0].parameters.domain"

@@ -825,27 +825,29 @@ def is_live(status: str) -> bool:
     return status in LIVE
 
 
-def check_order(ctx: CallContext, template_id: int, parameters: dict[str, str]) -> None:
+def check_order(
+    ctx: CallContext, template_id: int, parameters: dict[str, str], field: str = "parameters"
+) -> None:
     """For the orders feature, before an order for a domain plan is placed:
     the ``domain`` parameter is a valid name under the plan's TLD, not live
     here already, and a transfer has its ``auth_code``. Raises
-    ValidationError(``parameters.<name>``). Templates of other modules pass."""
+    ValidationError(``<field>.<name>``). Templates of other modules pass."""
     from pba_server.catalog.models import ServiceTemplate
 
     t = ctx.session.get(ServiceTemplate, template_id)
     if t is None or t.module != "domains":
         return
     settings: dict[str, str] = json.loads(t.module_settings or "{}")
-    name = normalize_domain(parameters.get("domain", ""), "parameters.domain")
+    name = normalize_domain(parameters.get("domain", ""), f"{field}.domain")
     tld = settings.get("tld", "")
     if tld and not name.endswith("." + tld):
-        raise ValidationError("parameters.domain", f"{name} is not a .{tld} name")
+        raise ValidationError(f"{field}.domain", f"{name} is not a .{tld} name")
     action = (parameters.get("action") or settings.get("action") or "register").lower()
     if action not in ("register", "transfer"):
-        raise ValidationError("parameters.action", "must be register or transfer")
+        raise ValidationError(f"{field}.action", "must be register or transfer")
     if action == "transfer" and not parameters.get("auth_code"):
-        raise ValidationError("parameters.auth_code", "a transfer needs the domain's auth code")
+        raise ValidationError(f"{field}.auth_code", "a transfer needs the domain's auth code")
     hosts = [h for h in parameters.get("nameservers", "").replace(" ", ",").split(",") if h]
-    check_nameservers(hosts, "parameters.nameservers")
+    check_nameservers(hosts, f"{field}.nameservers")
     if ctx.session.scalar(select(Domain.id).where(Domain.live_name == name)) is not None:
-        raise ValidationError("parameters.domain", f"{name} is already registered here")
+        raise ValidationError(f"{field}.domain", f"{name} is already registered here")

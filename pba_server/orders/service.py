@@ -29,6 +29,7 @@ from pba_server.core.money import money
 from pba_server.core.operations import operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
+from pba_server.domains import service as domains
 from pba_server.orders import engine
 from pba_server.orders import pricing as opricing
 from pba_server.orders.models import Order, OrderHistory, OrderLine, Workflow
@@ -324,6 +325,8 @@ def price_line(
                 raise ValidationError(f"{field}.parameters[{i}].name", "is given twice")
             values[pv.name] = pv.value
         checked = params.check_values(template_params, values, f"{field}.parameters")
+        # a domain plan: a valid name under its TLD, not live here already
+        domains.check_order(ctx, plan.template_id, checked, f"{field}.parameters")
         line = opricing.price_sales(
             ctx,
             buyer,
