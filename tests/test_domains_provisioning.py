@@ -617,3 +617,25 @@ def test_an_order_for_a_live_or_bad_name_is_refused_before_it_is_placed(
         with pytest.raises(ValidationError, match=why) as e:
             _order(env, setup, tmp_path, name)
         assert e.value.field == "lines[0].parameters.domain"
+
+
+def test_change_sets_the_subscriptions_current_nameservers(env: Any, setup: dict[str, Any]) -> None:
+    from pba_server.subscriptions.models import Subscription
+
+    sub = _register(env, setup, "ns.test")
+    with UnitOfWork(env.app.engine) as uow:
+        s = uow.session.get(Subscription, sub)
+        assert s is not None
+        s.parameters = json.dumps(
+            {"domain": "ns.test", "nameservers": "ns1.new.example ns2.new.example"}
+        )
+        uow.commit()
+    b = _action(env, sub, "change")
+    assert b is not None
+    _run(env)
+    assert _state(env, b) == ("done", None)
+    hosts = ["ns1.new.example", "ns2.new.example"]
+    assert _registry(setup).domains["ns.test"]["nameservers"] == hosts
+    assert json.loads(_domain(env, sub).nameservers) == hosts
+    (svc,) = _services(env, sub)
+    assert json.loads(svc.parameters)["nameservers"] == "ns1.new.example ns2.new.example"

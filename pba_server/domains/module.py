@@ -221,8 +221,17 @@ class DomainModule(ProcessingModule):
     def _change(self, request: ServiceRequest) -> ModuleResult:
         job, reg = self.job, self.registrar
         assert reg is not None
+        # the engine gives a change the subscription's current parameters
         hosts = job.new_nameservers
-        if hosts is None:
+        if "nameservers" in request.parameters:
+            from pba_server.core.errors import PbaError
+            from pba_server.domains.service import check_nameservers
+
+            try:
+                hosts = check_nameservers(_hosts(request.parameters["nameservers"]))
+            except PbaError as exc:
+                return FinalFailure(str(exc))
+        if not hosts:
             return Done(data={"domain": job.name})
         info = reg.set_nameservers(key=request.key, name=job.name, nameservers=hosts)
         data = _domain_data(job.name, info.expires_on, info.registry_id, "active")
@@ -239,6 +248,10 @@ class DomainModule(ProcessingModule):
 
 
 # ---------------------------------------------------------------- build / on_result
+
+
+def _hosts(value: str) -> list[str]:
+    return [h for h in value.replace(" ", ",").split(",") if h]
 
 
 def _params(service: Any) -> dict[str, str]:
