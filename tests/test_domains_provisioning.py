@@ -639,3 +639,28 @@ def test_change_sets_the_subscriptions_current_nameservers(env: Any, setup: dict
     assert json.loads(_domain(env, sub).nameservers) == hosts
     (svc,) = _services(env, sub)
     assert json.loads(svc.parameters)["nameservers"] == "ns1.new.example ns2.new.example"
+
+
+def test_a_renewal_order_renews_the_domain_once(
+    env: Any, setup: dict[str, Any], tmp_path: Any
+) -> None:
+    from pba_server.orders import service as orders
+    from pba_server.orders.types import OrderLineInput
+
+    o = _order(env, setup, tmp_path, "renew-me.test")
+    _settle(env)
+    sub = _order_get(env, o.id).subscription_id
+    first = _domain(env, sub).expires_on
+    assert first is not None
+    with service_ctx(env) as ctx:
+        r = orders.order_place(
+            ctx,
+            account_id=setup["acc"],
+            order_type="renewal",
+            lines=[OrderLineInput(subscription_id=sub)],
+        )
+    assert r.total == Decimal("10.00")  # the TLD's renew price
+    _settle(env)
+    assert _order_get(env, r.id).status == "completed"
+    assert _domain(env, sub).expires_on == first.replace(year=first.year + 1)
+    assert [c for c in _registry(setup).calls if c[0] == "renew"] == [("renew", "renew-me.test")]
