@@ -324,6 +324,9 @@ def price_line(
                 raise ValidationError(f"{field}.parameters[{i}].name", "is given twice")
             values[pv.name] = pv.value
         checked = params.check_values(template_params, values, f"{field}.parameters")
+        from pba_server.domains import service as domains  # a domain plan: name free here
+
+        domains.check_order(ctx, plan.template_id, checked)
         line = opricing.price_sales(
             ctx,
             buyer,
