@@ -25,9 +25,15 @@ import requests
 import zeep
 import zeep.exceptions
 import zeep.helpers
+import zeep.transports
+import zeep.wsdl
 from lxml import etree
-from zeep.transports import Transport
-from zeep.wsdl import Document
+
+# zeep has no type hints: its entry points are called through Any
+Document: Any = zeep.wsdl.Document
+Transport: Any = zeep.transports.Transport
+Client: Any = zeep.Client
+serialize_object: Any = zeep.helpers.serialize_object
 
 NAMESPACE = "urn:pba-server:v1"
 BINDING = f"{{{NAMESPACE}}}PbaServer"
@@ -35,7 +41,7 @@ RETRYABLE_CLIENT_FAULTS = frozenset(
     {"Client.AuthFailed", "Client.TooManyAttempts", "Client.CreditLimitExceeded"}
 )
 
-_documents: dict[tuple[str, bool], Document] = {}
+_documents: dict[tuple[str, bool], Any] = {}
 _documents_lock = threading.Lock()
 
 
@@ -67,7 +73,7 @@ def forget_documents() -> None:
 
 def plain(value: Any) -> Any:
     """A zeep answer as plain dicts and lists."""
-    return zeep.helpers.serialize_object(value, dict)
+    return serialize_object(value, dict)
 
 
 class Upstream:
@@ -88,7 +94,7 @@ class Upstream:
         self._me: dict[str, Any] | None = None
 
     # -- the zeep client, built once per object
-    def _document(self) -> Document:
+    def _document(self) -> Any:
         key = (self.url, self.verify)
         with _documents_lock:
             doc = _documents.get(key)
@@ -116,7 +122,7 @@ class Upstream:
             transport = Transport(
                 session=session, timeout=self.timeout, operation_timeout=self.timeout
             )
-            client = zeep.Client(self._document(), transport=transport)
+            client = Client(self._document(), transport=transport)
             self._session = session
             self._service = client.create_service(BINDING, self.url)
         return self._service

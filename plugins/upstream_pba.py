@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -70,9 +71,11 @@ from pba_server.upstream import Upstream, UpstreamFault, is_true
 
 PERIOD_RE = re.compile(r"^\s*(\d{1,3})\s*(day|month|year)s?\s*$", re.IGNORECASE)
 
-# our key -> the upstream order it placed (beyond the upstream's 24 h key retention)
-_orders: dict[str, int] = {}
+# our key -> the upstream order it placed (beyond the upstream's 24 h key
+# retention), the most recent MEMO_SIZE in this process
+_orders: OrderedDict[str, int] = OrderedDict()
 _orders_lock = threading.Lock()
+MEMO_SIZE = 10000
 
 
 def parse_period(text: str | None) -> tuple[int | None, str | None]:
@@ -158,6 +161,8 @@ class UpstreamPba(ProcessingModule):
             known = int(placed["id"])
             with _orders_lock:
                 _orders[f"{self.upstream.url}|{key}"] = known
+                while len(_orders) > MEMO_SIZE:
+                    _orders.popitem(last=False)
         order: dict[str, Any] = self.upstream.call("OrderGet", order_id=known)
         return order
 
@@ -361,11 +366,17 @@ class UpstreamPba(ProcessingModule):
             if here is not None and here > there:
                 buy.append((int(r["resource_id"]), str(r["name"]), here - there))
         if not buy:
+            with _orders_lock:
+                ours = f"{self.upstream.url}|{self.key('change', request.key)}" in _orders
+            if ours:  # our plan change, asked again after it completed
+                return Done(data=self._data(sub))
             raise NotSupported("nothing the upstream can change: a person applies it")
         for resource_id, name, amount in buy:
             key = self.key("buy", request.key, str(resource_id))
 
-            def place(resource_id: int = resource_id, amount: Decimal = amount) -> Any:
+            def place(
+                resource_id: int = resource_id, amount: Decimal = amount, key: str = key
+            ) -> Any:
                 return self.upstream.call(
                     "SubscriptionBuyResource",
                     subscription_id=int(sub["id"]),

@@ -179,16 +179,24 @@ class UpstreamPbaRegistrar(DomainRegistrar):
         rows = [d for d in page.get("items") or [] if d["name"] == name and d["status"] in LIVE]
         return max(rows, key=lambda d: int(d["id"])) if rows else None
 
-    def _follow(self, order_id: int) -> dict[str, Any]:
-        """The order, once it is no longer running, or after ``wait`` seconds."""
+    def _follow(self, order_id: int, transferring: str | None = None) -> dict[str, Any]:
+        """The order, once it is no longer running, or after ``wait`` seconds;
+        with ``transferring`` (a name), also once the upstream provisions it and
+        its domain waits for the losing registrar."""
         deadline = time.monotonic() + self.wait
         while True:
             order: dict[str, Any] = self._call("OrderGet", order_id=order_id)
             if order["status"] not in ("running", "waiting") or time.monotonic() >= deadline:
                 return order
+            if transferring is not None and order.get("current_action") == "provision":
+                d = self._domain(transferring)
+                if d is not None and d["status"] == "transferring":
+                    return order
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
-    def _order(self, key: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    def _order(
+        self, key: str, lines: list[dict[str, Any]], transferring: str | None = None
+    ) -> dict[str, Any]:
         placed = self._call(
             "OrderPlace",
             account_id=self._account_id(),
@@ -196,7 +204,7 @@ class UpstreamPbaRegistrar(DomainRegistrar):
             on_account=True,
             idempotency_key=key,
         )
-        return self._follow(int(placed["id"]))
+        return self._follow(int(placed["id"]), transferring)
 
     @staticmethod
     def _still_running(order: dict[str, Any]) -> NoReturn:
@@ -230,7 +238,10 @@ class UpstreamPbaRegistrar(DomainRegistrar):
     def _result(d: dict[str, Any]) -> DomainResult:
         status = "active" if d["status"] in ("active", "expired") else "pending"
         return DomainResult(
-            str(d["name"]), status, d.get("expires_on"), d.get("registry_id")  # type: ignore[arg-type]
+            str(d["name"]),
+            status,
+            d.get("expires_on"),
+            d.get("registry_id"),  # type: ignore[arg-type]
         )
 
     # -- the kind
@@ -309,7 +320,7 @@ class UpstreamPbaRegistrar(DomainRegistrar):
                     {"name": "auth_code", "value": auth_code},
                 ],
             }
-            order = self._order(self._key("transfer", key), [line])
+            order = self._order(self._key("transfer", key), [line], transferring=name)
             if order["status"] in ("rejected", "cancelled"):
                 _refused(order)
             d = self._domain(name)

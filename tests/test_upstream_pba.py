@@ -9,9 +9,8 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from pba_server.payments.models import PluginInstance
 from pba_server.payments.types import SettingValue
 from pba_server.provisioning import api as prov
 from pba_server.provisioning.models import ProvisioningOperation, Service
-from pba_server.sdk import loader
+from pba_server.sdk import NotSupported, loader
 from pba_server.sdk.provisioning import (
     Done,
     FinalFailure,
@@ -37,7 +36,8 @@ from pba_server.sdk.provisioning import (
     RetryableFailure,
     ServiceRequest,
 )
-from pba_server.sdk.registrar import Contact, ObjectExists, RegistrarUnavailable
+from pba_server.sdk.registrar import Contact, DomainRegistrar, ObjectExists, RegistrarUnavailable
+from pba_server.sdk.testing import RegistrarContract
 from pba_server.subscriptions.models import Subscription
 from tests.catalog_support import service_ctx
 from tests.domains_support import customer
@@ -151,6 +151,16 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
                 }
             )
             a.PlanPublish({"plan_id": p["id"]})
+            m = a.PlanCreate(
+                {
+                    "template_id": t["id"],
+                    "name": "Managed M",
+                    "periods": [
+                        {"count": 1, "unit": "month", "setup_fee": "0", "recurring_fee": "8.00"}
+                    ],
+                }
+            )
+            a.PlanPublish({"plan_id": m["id"]})
             reg = a.PluginConfigure(
                 {
                     "plugin": "sandbox_registrar",
@@ -167,7 +177,12 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
                     ],
                 }
             )
-        up.ids = {"reseller": r["id"], "plan": p["id"], "tld_plan": tld["plan_id"]}
+        up.ids = {
+            "reseller": r["id"],
+            "plan": p["id"],
+            "bigger_plan": m["id"],
+            "tld_plan": tld["plan_id"],
+        }
         yield up
 
 
@@ -427,6 +442,56 @@ def test_wrong_credentials_are_retried(env, upstream):
     assert op.status == "pending" and "Client.AuthFailed" in (op.message or "")
 
 
+def _request(action: str, key: str, **kw: Any) -> ServiceRequest:
+    fields: dict[str, Any] = {
+        "key": key,
+        "action": action,
+        "service_id": 1,
+        "subscription_id": None,
+        "account_id": 1,
+        "account_name": "x",
+        "service_type": "hosting",
+        "template": "t",
+        "module_settings": {},
+        "parameters": {},
+        "limits": {},
+    }
+    fields.update(kw)
+    return ServiceRequest(**fields)
+
+
+def test_change_moves_the_upstream_subscription_to_another_plan(upstream):
+    module = loader.plugins()["upstream_pba"].cls(_settings(upstream))
+    key = uuid.uuid4().hex[:8]
+    settings = {"upstream_plan_id": str(upstream.ids["plan"])}
+    assert isinstance(module.perform(_request("create", key, module_settings=settings)), InProgress)
+    upstream.complete_tasks()
+    deadline = time.monotonic() + 30
+    while not isinstance(
+        made := module.perform(_request("create", key, module_settings=settings)), Done
+    ):
+        assert isinstance(made, InProgress) and time.monotonic() < deadline
+        time.sleep(0.2)
+    assert made.platform_id
+    bigger = {"upstream_plan_id": str(upstream.ids["bigger_plan"])}
+    change = _request("change", key + "c", module_settings=bigger, platform_id=made.platform_id)
+    assert isinstance(module.perform(change), InProgress)  # the upstream's person changes it
+    upstream.complete_tasks()
+    deadline = time.monotonic() + 30
+    while not isinstance(changed := module.perform(change), Done):
+        assert isinstance(changed, InProgress) and time.monotonic() < deadline
+        time.sleep(0.2)
+    assert changed.data["upstream_plan_id"] == str(upstream.ids["bigger_plan"])
+    # nothing else to change upstream: a person does it
+    with pytest.raises(NotSupported):
+        module.perform(
+            _request("change", key + "d", module_settings=bigger, platform_id=made.platform_id)
+        )
+    # sync reads the upstream subscription back
+    synced = module.perform(_request("sync", key + "s", platform_id=made.platform_id))
+    assert isinstance(synced, Done) and synced.data["upstream_status"] == "active"
+
+
 def test_module_settings_are_checked():
     cls = loader.plugins()["upstream_pba"].cls
     from pba_server.sdk import ConfigurationError
@@ -518,7 +583,9 @@ def test_registrar_check_register_renew_and_balance(env, upstream):
     assert any(
         c["role"] == "registrant" and c["email"] == "dora@buyer.example" for c in there["contacts"]
     )
-    ns = reg.set_nameservers(key="ns1", name=name, nameservers=["ns1.dns.example", "ns2.dns.example"])
+    ns = reg.set_nameservers(
+        key="ns1", name=name, nameservers=["ns1.dns.example", "ns2.dns.example"]
+    )
     assert ns.nameservers == ("ns1.dns.example", "ns2.dns.example")
     renewed = reg.renew(key="renew-1", name=name, years=1, current_expiry=made.expires_on)
     assert renewed.expires_on is not None and renewed.expires_on.year == made.expires_on.year + 1
@@ -582,15 +649,45 @@ def test_a_domain_registered_through_the_upstream(env, upstream):
         there = r.DomainList({"name": name})["items"]
     assert there and there[0]["status"] == "active"
     # the registrant at the upstream is our customer, not our reseller account
-    reg = [c for c in there[0]["contacts"] if c["role"] == "registrant"][0]
+    reg = next(c for c in there[0]["contacts"] if c["role"] == "registrant")
     assert reg["email"] == "ada@example.com"
     with UnitOfWork(env.app.engine) as uow:
         assert uow.session.get(Subscription, sub) is not None
 
 
-def test_plugins_are_listed(env):
-    names = {p.name: p for p in loader.plugins().values()}
-    assert names["upstream_pba"].status == "ok"
-    assert names["upstream_pba_registrar"].status == "ok"
-    assert isinstance(Path(names["upstream_pba"].source), Path)
-    assert datetime.now(UTC)  # noqa
+def test_plugins_are_listed():
+    found = loader.plugins()
+    assert found["upstream_pba"].status == "ok"
+    assert found["upstream_pba_registrar"].status == "ok"
+
+
+class TestUpstreamRegistrarContract(RegistrarContract):
+    """The conformance kit, against the upstream process (its sandbox registry)."""
+
+    plugin = loader.plugins()["upstream_pba_registrar"].cls
+    tld = "test"
+    taken_name = "taken-by-someone.test"
+    transfer_name = "theirs.test"
+
+    @pytest.fixture(autouse=True)
+    def _upstream(self, upstream: Upstream) -> None:
+        self.up = upstream
+
+    def make_registrar(self) -> DomainRegistrar:
+        return self.plugin(
+            {
+                "url": self.up.url,
+                "login": "res-admin",
+                "password": RES_PW,
+                "timeout": "10",
+                "wait": "20",
+                "key_prefix": "contract-",
+            }
+        )
+
+    def test_a_slow_transfer_is_pending(self) -> None:
+        name = f"slow-{uuid.uuid4().hex[:8]}.test"
+        moved = self.make_registrar().transfer(
+            key=self.key(), name=name, auth_code="right", years=1
+        )
+        assert moved.status == "pending"
