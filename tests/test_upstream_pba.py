@@ -596,6 +596,31 @@ def test_registrar_check_register_renew_and_balance(env, upstream):
     assert after.amount == before.amount - Decimal("15.00")  # 8.00 + 7.00 on account
 
 
+def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
+    from pba_server.domains import jobs as domain_jobs
+    from pba_server.domains import service as domains
+
+    inst, reg = _registrar(env, upstream)
+    balance = reg.get_balance()
+    with upstream.reseller() as r:
+        there = r.AccountBalanceGet({})
+    assert balance.amount == Decimal(there["available_credit"])
+    with service_ctx(env) as ctx:
+        domains.registrar_balance_minimum_set(
+            ctx,
+            instance_id=inst,
+            minimum=balance.amount + Decimal("1000.00"),
+            currency=balance.currency,
+        )
+    with UnitOfWork(env.app.engine) as uow:
+        summary = domain_jobs.registrar_balance(uow, env.clock)
+        uow.commit()
+    assert summary.startswith("1 registrar balance(s) checked, 1 low"), summary
+    with service_ctx(env) as ctx:
+        monitor = domains.registrar_monitor_list(ctx)[0]
+    assert monitor.last_balance == balance.amount and monitor.alerted_on is not None
+
+
 def test_registrar_upstream_down_is_retryable(env):
     dead = Upstream(f"http://127.0.0.1:{free_port()}")
     _inst, reg = _registrar(env, dead)
@@ -605,7 +630,7 @@ def test_registrar_upstream_down_is_retryable(env):
         reg.get_balance()
 
 
-def test_a_domain_registered_through_the_upstream(env, upstream):
+def test_a_domain_registered_through_the_upstream(env, api, upstream):
     from pba_server.domains import service as domains
     from pba_server.domains.types import TldPrice
 
@@ -622,6 +647,10 @@ def test_a_domain_registered_through_the_upstream(env, upstream):
         )
     cust = customer(env, "Domain Buyer")
     name = f"resold-{uuid.uuid4().hex[:6]}.test"
+    # our SOAP API asks the upstream
+    checked = api.soap().DomainCheck(names=[name, "taken-zz.test"])
+    assert [c.available for c in checked] == [True, False]
+    assert checked[0].register_price == Decimal("12.00")
     with UnitOfWork(env.app.engine) as uow:
         acc = uow.session.get(Account, cust)
         assert acc is not None and acc.parent_id is not None
