@@ -33,7 +33,6 @@ from pba_server.sdk.provisioning import (
     Done,
     FinalFailure,
     InProgress,
-    RetryableFailure,
     ServiceRequest,
 )
 from pba_server.sdk.registrar import Contact, DomainRegistrar, ObjectExists, RegistrarUnavailable
@@ -492,6 +491,25 @@ def test_change_moves_the_upstream_subscription_to_another_plan(upstream):
     assert isinstance(synced, Done) and synced.data["upstream_status"] == "active"
 
 
+def test_an_order_the_upstream_rejects_is_a_final_failure(upstream):
+    module = loader.plugins()["upstream_pba"].cls(_settings(upstream))
+    key = uuid.uuid4().hex[:8]
+    request = _request(
+        "create", key, module_settings={"upstream_plan_id": str(upstream.ids["plan"])}
+    )
+    assert isinstance(module.perform(request), InProgress)
+    deadline = time.monotonic() + 30
+    while not (tasks := upstream.open_tasks()):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    with upstream.admin() as a:
+        a.TaskReject({"task_id": tasks[0]["id"], "reason": "no capacity in that rack"})
+    while not isinstance(result := module.perform(request), FinalFailure):
+        assert isinstance(result, InProgress) and time.monotonic() < deadline
+        time.sleep(0.2)
+    assert "rejected" in result.message and "no capacity in that rack" in result.message
+
+
 def test_module_settings_are_checked():
     cls = loader.plugins()["upstream_pba"].cls
     from pba_server.sdk import ConfigurationError
@@ -519,7 +537,6 @@ def test_module_settings_are_checked():
         ),
         FinalFailure,
     )
-    assert isinstance(Done(), Done) and RetryableFailure("x").status == "retryable"
 
 
 # ---------------------------------------------------------------- the registrar
