@@ -131,6 +131,7 @@ def build_app(
     subscriptions.EXPIRING_DAYS = settings.subscription_expiring_days
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
+    events_policy(settings)
     events_runtime.register(engine, deliverer)
     return App(
         settings=settings,
@@ -175,6 +176,13 @@ def provisioning_runtime(settings: Settings) -> None:
         max_failures=settings.provisioning_max_failures,
         running_timeout_minutes=settings.provisioning_running_timeout_minutes,
     )
+
+
+def events_policy(settings: Settings) -> None:
+    from pba_server.events import addresses, retention
+
+    addresses.configure(allow_private=settings.webhook_allow_private)
+    retention.configure(days=settings.event_retention_days)
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

@@ -47,6 +47,8 @@ class Settings:
     provisioning_running_timeout_minutes: int = 30
     # subscription.expiring is raised this many days before a non-auto-renewing term ends
     subscription_expiring_days: int = 14
+    webhook_allow_private: bool = False  # webhooks to loopback/private/link-local addresses
+    event_retention_days: int = 90  # delivered events older than this are purged (0: never)
 
 
 _ENV_PREFIX = "PBA_"

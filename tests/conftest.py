@@ -135,6 +135,7 @@ def env(migrated_engine: Engine, backend: str, tmp_path: Path) -> Iterator[Env]:
             database=str(migrated_engine.url.render_as_string(False)),
             secret_key=TEST_KEY,
             threads=8,
+            webhook_allow_private=True,  # the tests' receivers listen on loopback
         )
         _apps[backend] = (build_app(settings, clock=clock, engine=migrated_engine), clock)
     app, clock = _apps[backend]

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -133,6 +134,9 @@ class Invoice(Base):
     reverse_charge: Mapped[bool] = mapped_column(Boolean)
     buyer_tax_id: Mapped[str | None] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)
+    # charge it to the buyer's default payment method once issued (payments.autopay)
+    autopay: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    autopay_attempted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class InvoiceLine(Base):

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, func, or_, select
 
+from pba_server import events
 from pba_server.accounts.models import Account, Contact
 from pba_server.accounts.service import get_account
 from pba_server.billing import ledger, render
@@ -281,6 +282,7 @@ def _invoice_info(inv: Invoice, lines: list[InvoiceLine], today: date) -> Invoic
         due_date=inv.due_date,
         feed_position=inv.feed_position,
         notes=inv.notes,
+        autopay=inv.autopay,
     )
 
 
@@ -304,6 +306,24 @@ def _get_invoice(ctx: CallContext, invoice_id: int, *, for_update: bool = False)
 
 def _invoice_path(ctx: CallContext, inv: Invoice) -> str:
     return str(ctx.session.scalar(select(Account.path).where(Account.id == inv.account_id)))
+
+
+def _invoice_event(ctx: CallContext, type: str, inv: Invoice) -> None:
+    """invoice.issued / invoice.paid, in the transaction of the change."""
+    events.emit(
+        ctx,
+        type,
+        ("invoice", inv.id),
+        {
+            "invoice_id": inv.id,
+            "number": inv.number,
+            "total": _q(inv.total, inv.currency),
+            "currency": inv.currency,
+            "due_date": inv.due_date,
+        },
+        account_id=inv.account_id,
+        account_path=_invoice_path(ctx, inv),
+    )
 
 
 def _buyer_region(ctx: CallContext, account_id: int) -> str:
@@ -500,6 +520,8 @@ def _apply_credit(
             )
         inv.paid_amount += amount
         _settle_status(inv)
+        if inv.status == "paid":
+            _invoice_event(ctx, "invoice.paid", inv)
         budget -= amount
     ctx.session.add_all(made)
     ctx.session.flush()
@@ -816,6 +838,7 @@ def _issue(
         )
     _settle_status(inv)
     ctx.session.flush()
+    _invoice_event(ctx, "invoice.issued", inv)
     if apply_credit and inv.status != "paid":
         _apply_credit(ctx, buyer, [inv])
 
@@ -830,10 +853,12 @@ def invoice_create(
     notes: str | None = None,
     check_credit_limit: bool = False,
     apply_credit: bool = True,
+    autopay: bool | None = None,
 ) -> InvoiceInfo:
     """A one-off invoice from the account's seller, as a draft or issued at once
     (``issue``; see InvoiceIssue for ``check_credit_limit`` and ``apply_credit``).
-    Amounts are in the account's currency."""
+    Amounts are in the account's currency. ``autopay`` (default true): once
+    issued, the invoice is charged to the account's default payment method."""
     buyer = _billable(ctx, account_id)
     if buyer.status == "closed":
         raise InvalidState(f"account {buyer.id} is closed")
@@ -855,6 +880,7 @@ def invoice_create(
         credited_amount=ZERO,
         reverse_charge=False,
         notes=(notes or "").strip() or None,
+        autopay=True if autopay is None else autopay,
     )
     ctx.session.add(inv)
     ctx.session.flush()
@@ -1291,6 +1317,16 @@ def payment_record(
         document_type="payment",
         document_id=p.id,
     )
+    if method != "card":  # card payments: payments raises it, with the charge
+        events.emit(
+            ctx,
+            "payment.succeeded",
+            ("payment", p.id),
+            {"payment_id": p.id, "amount": amt, "currency": acc.currency, "method": method}
+            | {"reason": None, "charge_id": None, "invoice_id": None},
+            account_id=acc.id,
+            account_path=acc.path,
+        )
     _apply_credit(ctx, acc, targets, payment=p)
     audit.record(
         ctx, "payment", p.id, acc.path, {"amount": amt, "method": method, "reference": ref}

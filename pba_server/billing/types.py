@@ -72,6 +72,7 @@ class InvoiceInfo:
     due_date: date | None = None
     feed_position: int | None = None
     notes: str | None = None
+    autopay: bool = True  # charged to the default payment method once issued
 
 
 @dataclass

@@ -55,11 +55,13 @@ _INVOICE = (
     ("due_date", "date", "when payment is due"),
 )
 _PAYMENT = (
-    ("payment_id", "int", "the payment"),
-    ("amount", "decimal", "the amount"),
+    ("payment_id", "int|null", "the payment in the books (null for a failed one)"),
+    ("amount", "decimal", "the amount (refunded: the amount refunded)"),
     ("currency", "str", "ISO 4217 code"),
-    ("method", "str", "online or offline method"),
-    ("reason", "str|null", "why it failed or was refunded"),
+    ("method", "str", "card, bank_transfer, cheque, cash"),
+    ("reason", "str|null", "why it failed (the gateway's decline code) or was refunded"),
+    ("charge_id", "int|null", "the card charge (PaymentChargeGet), for card payments"),
+    ("invoice_id", "int|null", "the invoice charged, if any"),
 )
 _SERVICE = (
     ("subscription_id", "int", "the subscription the service belongs to"),

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import smtplib
+import socket
 import ssl
 import subprocess
 import time
@@ -41,10 +42,11 @@ from sqlalchemy.orm import aliased
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.secrets import SecretBox
-from pba_server.events import notifications
+from pba_server.events import addresses, notifications
 from pba_server.events.models import Delivery, DeliveryAttempt, Event, EventHandler
 from pba_server.events.outbox import assign_sequence
 from pba_server.events.templates import Rendered, TemplateError, render
+from pba_server.sdk.notify import FinalSendError, Recipient
 
 log = logging.getLogger("pba.events")
 
@@ -113,6 +115,7 @@ class Outcome:
     ok: bool
     code: int | None = None
     error: str | None = None
+    final: bool = False  # a failure not worth retrying (the delivery fails now)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,31 @@ class Job:
     render_error: str | None
     timeout: int
     event: dict[str, Any]
+    instance: Any = None  # channel: the PluginInstance row (detached)
+    channel_recipients: tuple[Recipient, ...] = ()
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to ``host`` (the Host header) at an already resolved address."""
+
+    def __init__(self, host: str, port: int, *, ip: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.ip = ip
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.ip, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to ``host`` (SNI, certificate check, Host header) at a resolved address."""
+
+    def __init__(self, host: str, port: int, *, ip: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.ip = ip
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.ip, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
 class Deliverer:
@@ -218,6 +246,23 @@ class Deliverer:
         rendered: Rendered | None = None
         render_error: str | None = None
         payload = json.loads(ev.payload)
+        instance = None
+        channel_recipients: list[Recipient] = []
+        if h.action == "channel":
+            from pba_server.payments.models import PluginInstance
+
+            instance = s.get(PluginInstance, h.instance_id) if h.instance_id else None
+            if h.recipient:
+                channel_recipients = [Recipient(address=h.recipient)]
+            elif h.contact_kind:
+                channel_recipients = [
+                    Recipient(address=c.phone or c.email, name=c.name, email=c.email, phone=c.phone)
+                    for c in s.scalars(
+                        select(Contact)
+                        .where(Contact.account_id == ev.account_id, Contact.kind == h.contact_kind)
+                        .order_by(Contact.id)
+                    )
+                ]
         if h.action == "email":
             if h.email_to:
                 recipients = [h.email_to]
@@ -229,6 +274,7 @@ class Deliverer:
                         .order_by(Contact.id)
                     )
                 )
+        if h.action in ("email", "channel"):
             seller_id, seller = notifications.brand(s, ev.account_path)
             sender = notifications.sender_address(s, seller_id) or sender
             template, _row = notifications.resolve(s, ev.type, h.language, ev.account_path)
@@ -266,6 +312,8 @@ class Deliverer:
                 "data": payload,
                 "delivery_id": d.id,
             },
+            instance=instance,
+            channel_recipients=tuple(channel_recipients),
         )
 
     def _record(self, job: Job, outcome: Outcome, duration_ms: int) -> None:
@@ -299,7 +347,7 @@ class Deliverer:
             else:
                 d.last_error = error
                 retry_at = now + timedelta(seconds=backoff(d.attempts))
-                if retry_at > d.give_up_at:
+                if outcome.final or retry_at > d.give_up_at:
                     d.status = "failed"
                     d.next_attempt_at = None
                 else:
@@ -317,6 +365,8 @@ class Deliverer:
             return self._command(job, body)
         if job.action == "email":
             return self._email(job)
+        if job.action == "channel":
+            return self._channel(job)
         return Outcome(False, None, f"unknown action {job.action!r}")
 
     def _webhook(self, job: Job, body: bytes) -> Outcome:
@@ -338,7 +388,19 @@ class Deliverer:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        conn = conn_cls(parts.hostname or "", parts.port, timeout=job.timeout)
+        conn: http.client.HTTPConnection
+        if addresses.private_allowed():
+            conn = conn_cls(parts.hostname or "", parts.port, timeout=job.timeout)
+        else:  # connect to the address that was checked, not to a second lookup's
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            try:
+                ip = addresses.resolve_public(parts.hostname or "", port)
+            except addresses.RefusedAddress as exc:
+                return Outcome(False, None, str(exc), final=True)
+            except (OSError, UnicodeError) as exc:
+                return Outcome(False, None, f"cannot resolve {parts.hostname}: {exc}")
+            pinned = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+            conn = pinned(parts.hostname or "", port, ip=ip, timeout=job.timeout)
         try:
             conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -376,6 +438,56 @@ class Deliverer:
             return Outcome(True, 0)
         err = proc.stderr.decode(errors="replace").strip()[-500:]
         return Outcome(False, proc.returncode, f"exit status {proc.returncode}: {err}")
+
+    def _channel(self, job: Job) -> Outcome:
+        """One message per recipient through the handler's channel plugin;
+        keys are stable per delivery and address, so a retry re-sends only
+        what the channel has not accepted."""
+        from pba_server.payments.service import plugin_object
+
+        if job.instance is None:
+            return Outcome(False, None, "the handler's channel instance is gone", final=True)
+        if job.instance.status != "active":
+            return Outcome(False, None, f"plugin instance {job.instance.id} is disabled")
+        if not job.channel_recipients:
+            return Outcome(False, None, "no recipient: the account has no contact of that kind")
+        if job.rendered is None:
+            return Outcome(False, None, job.render_error or "nothing rendered")
+        try:
+            channel = plugin_object(self.secrets, job.instance, "notification_channel")
+        except Exception as exc:  # broken plugin, bad settings: maybe fixed later
+            return Outcome(False, None, f"channel unusable: {type(exc).__name__}: {exc}")
+        metadata = {
+            "event_type": str(job.event["type"]),
+            "event_id": str(job.event["id"]),
+            "delivery_id": str(job.delivery_id),
+            "account_id": str(job.event["account_id"]),
+        }
+        retry: list[str] = []
+        final: list[str] = []
+        code: int | None = None
+        for r in job.channel_recipients:
+            digest = hashlib.sha256(r.address.encode()).hexdigest()[:16]
+            try:
+                result = channel.send(
+                    key=f"pba-{job.delivery_id}-{digest}",
+                    recipient=r,
+                    subject=job.rendered.subject,
+                    text=job.rendered.text,
+                    html=job.rendered.html,
+                    metadata=metadata,
+                )
+            except FinalSendError as exc:
+                final.append(f"{r.address}: {exc}")
+            except Exception as exc:  # RetryableSendError or anything unexpected
+                retry.append(f"{r.address}: {type(exc).__name__}: {exc}")
+            else:
+                code = result.code if result.code is not None else code
+        if retry:
+            return Outcome(False, code, "; ".join(retry + final))
+        if final:
+            return Outcome(False, code, "; ".join(final), final=True)
+        return Outcome(True, code)
 
     def _email(self, job: Job) -> Outcome:
         if not job.recipients:

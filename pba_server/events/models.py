@@ -76,6 +76,9 @@ class EventHandler(Base):
     command: Mapped[str | None] = mapped_column(Text)  # JSON argv
     email_to: Mapped[str | None] = mapped_column(String(255))
     contact_kind: Mapped[str | None] = mapped_column(String(16))
+    # a notification_channel plugin instance (action "channel")
+    instance_id: Mapped[int | None] = mapped_column(ForeignKey("plugin_instances.id"))
+    recipient: Mapped[str | None] = mapped_column(String(255))  # channel address (phone, room)
     language: Mapped[str] = mapped_column(String(8), default="en")  # of e-mail templates
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     retry_for_seconds: Mapped[int] = mapped_column(Integer)

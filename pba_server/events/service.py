@@ -16,7 +16,7 @@ from pba_server.core.errors import Forbidden, InvalidState, NotFound, Validation
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import account_path, visible_path
-from pba_server.events import notifications, runtime, templates
+from pba_server.events import addresses, notifications, runtime, templates
 from pba_server.events.catalog import EVENT_TYPES
 from pba_server.events.models import (
     Delivery,
@@ -133,6 +133,8 @@ def _handler_info(h: EventHandler, secret: str | None = None) -> EventHandlerInf
         contact_kind=h.contact_kind,  # type: ignore[arg-type]
         language=h.language,
         secret=secret,
+        instance_id=h.instance_id,
+        recipient=h.recipient,
     )
 
 
@@ -163,7 +165,52 @@ def _url(url: str | None) -> str:
         raise ValidationError("url", "must be an http:// or https:// URL with a host")
     if len(url) > 2048:
         raise ValidationError("url", "must be at most 2048 characters")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ValidationError("url", "has an invalid port") from None
+    if not addresses.private_allowed():
+        try:
+            addresses.resolve_public(parts.hostname, port)
+        except addresses.RefusedAddress as exc:
+            raise ValidationError("url", str(exc)) from None
+        except (OSError, UnicodeError):
+            pass  # does not resolve now: checked again at every delivery
     return url.strip()
+
+
+def _channel_instance(ctx: CallContext, handler_path: str, instance_id: int | None) -> int:
+    """A notification channel instance the handler's account may use: its own
+    or one of an account above it, active."""
+    from pba_server.accounts.models import Account
+    from pba_server.payments.models import PluginInstance
+    from pba_server.sdk import loader
+
+    if instance_id is None:
+        raise ValidationError("instance_id", "is required for a channel handler")
+    row = ctx.session.execute(
+        select(PluginInstance, Account.path)
+        .join(Account, Account.id == PluginInstance.account_id)
+        .where(PluginInstance.id == instance_id)
+    ).first()
+    if row is None or not handler_path.startswith(row[1]):
+        raise ValidationError("instance_id", f"no plugin instance {instance_id} of yours")
+    inst = row[0]
+    loaded = loader.plugins().get(inst.plugin)
+    if loaded is None or loaded.info is None or loaded.info.kind != "notification_channel":
+        raise ValidationError(
+            "instance_id", f"instance {instance_id} is not a notification channel"
+        )
+    if inst.status != "active":
+        raise InvalidState(f"plugin instance {instance_id} is disabled")
+    return int(inst.id)
+
+
+def _recipient(recipient: str | None, contact_kind: str | None) -> None:
+    if (recipient is None) == (contact_kind is None):
+        raise ValidationError("recipient", "give either recipient or contact_kind")
+    if recipient is not None and not 1 <= len(recipient.strip()) <= 255:
+        raise ValidationError("recipient", "must be 1 to 255 characters")
 
 
 def _command(ctx: CallContext, command: list[str] | None) -> str:
@@ -224,6 +271,8 @@ def event_handler_create(
     retry_for_seconds: int = 86400,
     timeout_seconds: int = 10,
     enabled: bool = True,
+    instance_id: int | None = None,
+    recipient: str | None = None,
 ) -> EventHandlerInfo:
     """Subscribe ``account_id`` (default: the caller's account) to event types
     raised anywhere in its subtree.
@@ -233,6 +282,11 @@ def event_handler_create(
     notification to ``email_to`` or to the event account's contacts of
     ``contact_kind``. ``command`` runs an executable (absolute path, then its
     arguments) with the JSON on standard input; provider administrators only.
+    ``channel`` sends the notification through a notification channel plugin
+    instance (``instance_id``, the account's own or one above it) to
+    ``recipient`` or to the event account's contacts of ``contact_kind``.
+    A webhook URL must not point into private networks (loopback, RFC 1918,
+    link-local) unless the server's ``webhook_allow_private`` setting is on.
     Failures are retried with exponential backoff for ``retry_for_seconds``,
     then the delivery is failed; each attempt may take ``timeout_seconds``.
     """
@@ -264,6 +318,11 @@ def event_handler_create(
         h.secret_enc = ctx.secrets.encrypt(shown)
     elif action == "command":
         h.command = _command(ctx, command)
+    elif action == "channel":
+        h.instance_id = _channel_instance(ctx, path, instance_id)
+        _recipient(recipient, contact_kind)
+        h.recipient = recipient.strip() if recipient is not None else None
+        h.contact_kind = contact_kind
     else:
         _email(email_to, contact_kind)
         h.email_to, h.contact_kind = email_to, contact_kind
@@ -307,6 +366,8 @@ def event_handler_update(
     enabled: bool | None = None,
     language: str | None = None,
     rotate_secret: bool = False,
+    instance_id: int | None = None,
+    recipient: str | None = None,
 ) -> EventHandlerInfo:
     """Change a handler; omitted fields stay. ``rotate_secret`` gives a webhook a
     new signing secret, returned once. Changes apply to events raised afterwards
@@ -340,7 +401,18 @@ def event_handler_update(
         if h.action != "command":
             raise ValidationError("command", f"a {h.action} handler has no command")
         h.command = _command(ctx, command)
-    if email_to is not None or contact_kind is not None:
+    if h.action == "channel":
+        if email_to is not None:
+            raise ValidationError("email_to", "a channel handler sends no e-mail")
+        if instance_id is not None:
+            h.instance_id = _channel_instance(ctx, h.account_path, instance_id)
+        if recipient is not None or contact_kind is not None:
+            _recipient(recipient, contact_kind)
+            h.recipient = recipient.strip() if recipient is not None else None
+            h.contact_kind = contact_kind
+    elif instance_id is not None or recipient is not None:
+        raise ValidationError("instance_id", f"a {h.action} handler has no channel")
+    elif email_to is not None or contact_kind is not None:
         if h.action != "email":
             raise ValidationError("email_to", f"a {h.action} handler sends no e-mail")
         _email(email_to, contact_kind)

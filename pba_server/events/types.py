@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-HandlerAction = Literal["email", "webhook", "command"]
+HandlerAction = Literal["email", "webhook", "command", "channel"]
 HandlerContactKind = Literal["billing", "technical", "administrative"]
 DeliveryStatus = Literal["pending", "sending", "delivered", "failed", "cancelled"]
 
@@ -62,7 +62,9 @@ class EventHandlerInfo:
     command: list[str] | None = None
     email_to: str | None = None
     contact_kind: HandlerContactKind | None = None
-    language: str = "en"  # of the notification templates an e-mail handler uses
+    language: str = "en"  # of the notification templates an e-mail or channel handler uses
+    instance_id: int | None = None  # channel: the notification_channel plugin instance
+    recipient: str | None = None  # channel: a fixed address (else contact_kind)
     # the webhook signing secret: returned only by EventHandlerCreate and by
     # EventHandlerUpdate with rotate_secret; stored encrypted
     secret: str | None = None

@@ -350,10 +350,8 @@ def _invoice(ctx: CallContext, order: Order) -> str | None:
         issue=True,
         notes=f"Order {order.id}",
         apply_credit=True,
+        autopay=False,  # the workflow's charge step charges it, not auto-pay
     )
-    row = ctx.session.get(Invoice, inv.id)
-    if row is not None and hasattr(row, "autopay"):
-        row.autopay = False  # the workflow's charge step charges it, not auto-pay
     order.invoice_id = inv.id
     history(ctx, order, "invoice", "created", f"invoice {inv.number} {inv.total} {inv.currency}")
     return "ok"

@@ -125,3 +125,13 @@ class RoutingRule(Base):
     brand: Mapped[str | None] = mapped_column(String(32))  # lower case; None: any
     currency: Mapped[str | None] = mapped_column(CurrencyCode())  # None: any
     instance_id: Mapped[int] = mapped_column(ForeignKey("plugin_instances.id"))
+
+
+class AutopaySetting(Base):
+    """An account's auto-pay choice; no row means on (the default)."""
+
+    __tablename__ = "payment_autopay_settings"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

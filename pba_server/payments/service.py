@@ -17,12 +17,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from pba_server import events
 from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
+from pba_server.billing.models import Invoice
 from pba_server.core import audit
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.clock import Clock
@@ -41,6 +44,7 @@ from pba_server.core.operations import operation
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
 from pba_server.payments.models import (
+    AutopaySetting,
     GatewayPayment,
     GatewayRefund,
     PluginInstance,
@@ -48,6 +52,7 @@ from pba_server.payments.models import (
     StoredPaymentMethod,
 )
 from pba_server.payments.types import (
+    AutopayInfo,
     ChargeInfo,
     PaymentMethodInfo,
     PluginInfoItem,
@@ -157,35 +162,46 @@ def _info(inst: PluginInstance) -> PluginInstanceInfo:
     return out
 
 
-def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
-    """A plugin object for ``inst``, its secrets decrypted in memory only."""
+def plugin_object(box: SecretBox, inst: PluginInstance, kind: str) -> Any:
+    """The plugin object of instance ``inst`` (which must be of ``kind``), its
+    secrets decrypted in memory only. Any plugin kind."""
     cls = _loaded(inst.plugin).cls
     assert cls is not None
-    if cls.info.kind != "payment_gateway":
-        raise ValidationError("instance_id", f"instance {inst.id} is not a payment gateway")
+    if cls.info.kind != kind:
+        raise ValidationError("instance_id", f"instance {inst.id} is not a {kind} plugin")
     settings: dict[str, str] = {
         f.name: f.default for f in cls.info.settings if f.default is not None
     }
     settings.update(json.loads(inst.settings))
     settings.update(json.loads(box.decrypt(inst.secrets)))
-    gateway: PaymentGateway = cls(settings)
+    return cls(settings)
+
+
+def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
+    """A payment gateway object for ``inst``, its secrets decrypted in memory only."""
+    gateway: PaymentGateway = plugin_object(box, inst, "payment_gateway")
     return gateway
 
 
 @operation("PluginConfigure", roles=ADMIN, mutating=True)
 def plugin_configure(
-    ctx: CallContext, *, plugin: str, name: str, settings: list[SettingValue]
+    ctx: CallContext,
+    *,
+    plugin: str,
+    name: str,
+    settings: list[SettingValue] | None = None,
 ) -> PluginInstanceInfo:
     """Create or reconfigure the caller's account's plugin instance ``name``.
     Secret settings are encrypted at rest and never returned; on a
-    reconfiguration a secret left out keeps its stored value."""
+    reconfiguration a secret left out keeps its stored value. ``settings``
+    may be omitted (a plugin without required settings)."""
     p = _loaded(plugin)
     assert p.cls is not None
     if not NAME_RE.match(name):
         raise ValidationError("name", "must be 1 to 64 letters, digits, spaces, _ . -")
     fields = {f.name: f for f in p.cls.info.settings}
     given: dict[str, str] = {}
-    for s in settings:
+    for s in settings or []:
         if s.name not in fields:
             raise ValidationError("settings", f"plugin {plugin} has no setting {s.name!r}")
         if s.name in given:
@@ -432,6 +448,53 @@ def payment_method_set_default(ctx: CallContext, *, payment_method_id: int) -> P
     return _method_info(m)
 
 
+# ---------------------------------------------------------------- auto-pay
+
+
+def _default_method_id(ctx: CallContext, account_id: int) -> int | None:
+    return ctx.session.scalar(  # type: ignore[no-any-return]
+        select(StoredPaymentMethod.id).where(
+            StoredPaymentMethod.account_id == account_id,
+            StoredPaymentMethod.status == "active",
+            StoredPaymentMethod.is_default.is_(True),
+        )
+    )
+
+
+def autopay_enabled(session: Any, account_id: int) -> bool:
+    row = session.get(AutopaySetting, account_id)
+    return row is None or bool(row.enabled)
+
+
+@operation("PaymentAutopayGet", roles=READERS)
+def payment_autopay_get(ctx: CallContext, *, account_id: int) -> AutopayInfo:
+    """Whether invoices issued to the account are charged to its default
+    payment method (on unless turned off), and which method that is."""
+    acc = get_account(ctx, account_id)
+    return AutopayInfo(
+        account_id=acc.id,
+        enabled=autopay_enabled(ctx.session, acc.id),
+        default_payment_method_id=_default_method_id(ctx, acc.id),
+    )
+
+
+@operation("PaymentAutopaySet", roles=BILLING, mutating=True)
+def payment_autopay_set(ctx: CallContext, *, account_id: int, enabled: bool) -> AutopayInfo:
+    """Turn auto-pay on or off for the account: when off, its invoices are not
+    charged automatically (neither when issued nor by dunning's retries)."""
+    acc = get_account(ctx, account_id)
+    row = ctx.session.get(AutopaySetting, acc.id, with_for_update=True)
+    before = row is None or row.enabled
+    if row is None:
+        row = AutopaySetting(account_id=acc.id, enabled=enabled, updated_at=ctx.now())
+        ctx.session.add(row)
+    row.enabled, row.updated_at = enabled, ctx.now()
+    ctx.session.flush()
+    if before != enabled:
+        audit.record(ctx, "account", acc.id, acc.path, {"autopay": {"from": before, "to": enabled}})
+    return payment_autopay_get(ctx, account_id=acc.id)
+
+
 # ---------------------------------------------------------------- charges
 
 
@@ -451,6 +514,42 @@ def _charge_info(g: GatewayPayment) -> ChargeInfo:
         refunded=money(g.refunded, g.currency, "refunded"),
         created_at=g.created_at,
     )
+
+
+def _payment_event(
+    ctx: CallContext,
+    type: str,
+    g: GatewayPayment,
+    *,
+    amount: Decimal | None = None,
+    reason: str | None = None,
+) -> None:
+    """payment.succeeded / failed / refunded about a card charge, in the
+    transaction that records it."""
+    acc = ctx.session.get(Account, g.account_id)
+    assert acc is not None
+    events.emit(
+        ctx,
+        type,
+        ("gateway_payment", g.id),
+        {
+            "payment_id": g.payment_id,
+            "charge_id": g.id,
+            "invoice_id": g.invoice_id,
+            "amount": money(amount if amount is not None else g.amount, g.currency, "amount"),
+            "currency": g.currency,
+            "method": "card",
+            "reason": reason,
+        },
+        account_id=acc.id,
+        account_path=acc.path,
+    )
+
+
+def _record_decline(ctx: CallContext, g: GatewayPayment, code: str, message: str) -> None:
+    g.status, g.decline_code, g.message = "declined", code[:64], message[:255]
+    g.updated_at = ctx.now()
+    _payment_event(ctx, "payment.failed", g, reason=g.decline_code)
 
 
 def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None:
@@ -476,6 +575,7 @@ def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None
     g.gateway_reference = reference
     g.payment_id = paid.id
     g.updated_at = ctx.now()
+    _payment_event(ctx, "payment.succeeded", g)
 
 
 @operation("PaymentCharge", roles=BILLING, mutating=True)
@@ -511,14 +611,28 @@ def payment_charge(
         return _charge_info(seen)
     acc = get_account(ctx, m.account_id)
     if invoice_id is not None:
+        # one charge of an invoice at a time: lock it, and count charges still
+        # pending against what is outstanding (two charges racing never both
+        # take the full amount)
+        ctx.session.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
         inv = billing.invoice_get(ctx, invoice_id=invoice_id)
         if inv.account_id != acc.id:
             raise ValidationError("invoice_id", "is not an invoice of the payment method's account")
         if inv.status not in ("issued", "partially_paid", "overdue"):
             raise InvalidState(f"invoice {invoice_id} is {inv.status}")
-        amt = inv.outstanding if amount is None else money(amount, acc.currency, "amount")
-        if amt > inv.outstanding:
-            raise ValidationError("amount", f"is more than the {inv.outstanding} outstanding")
+        inflight = ctx.session.scalar(
+            select(func.coalesce(func.sum(GatewayPayment.amount), 0)).where(
+                GatewayPayment.invoice_id == invoice_id, GatewayPayment.status == "pending"
+            )
+        )
+        payable = inv.outstanding - money(inflight or 0, acc.currency, "amount")
+        if payable <= 0:
+            raise InvalidState(f"a charge of invoice {invoice_id} is pending; it settles first")
+        amt = payable if amount is None else money(amount, acc.currency, "amount")
+        if amt > payable:
+            raise ValidationError(
+                "amount", f"is more than the {payable} outstanding and not being charged"
+            )
     else:
         if amount is None:
             raise ValidationError("amount", "is required without an invoice")
@@ -558,13 +672,13 @@ def payment_charge(
             description=f"payment {g.id}",
         )
     except CardDeclined as exc:
-        g.status, g.decline_code, g.message = "declined", exc.code[:64], exc.message[:255]
-        g.updated_at = ctx.now()
+        _record_decline(ctx, g, exc.code, exc.message)
         ctx.uow.commit()
         raise PaymentDeclined(exc.code, exc.message) from None
     except (ConfigurationError, NotSupported) as exc:
         g.status, g.message = "error", f"{type(exc).__name__}: {exc}"[:255]
         g.updated_at = ctx.now()
+        _payment_event(ctx, "payment.failed", g, reason=type(exc).__name__)
         ctx.uow.commit()
         return _charge_info(g)
     except Exception as exc:  # timeout or anything else: outcome unknown
@@ -614,6 +728,7 @@ def _record_refund(ctx: CallContext, g: GatewayPayment, r: GatewayRefund, refere
         ctx, g.payment_id, r.amount, f"card refund {reference}: {r.reason}"[:255]
     )
     r.status, r.gateway_reference, r.updated_at = "refunded", reference[:128], ctx.now()
+    _payment_event(ctx, "payment.refunded", g, amount=r.amount, reason=r.reason)
 
 
 @operation("PaymentRefund", roles=BILLING, mutating=True)
@@ -703,6 +818,48 @@ def _system_ctx(uow: UnitOfWork, clock: Clock, box: SecretBox, owner: Account) -
     )
 
 
+def _reconcile_charge(uow: UnitOfWork, clock: Clock, box: SecretBox, g: GatewayPayment) -> str:
+    inst = uow.session.get(PluginInstance, g.instance_id)
+    assert inst is not None
+    owner = uow.session.get(Account, inst.account_id)
+    assert owner is not None
+    ctx = _system_ctx(uow, clock, box, owner)
+    try:
+        found = gateway_for(box, inst).lookup(key=g.gateway_key)
+    except Exception as exc:
+        log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
+        return "pending"
+    if found.status == "captured":
+        _record_capture(ctx, g, found.reference or g.gateway_key)
+    else:
+        _record_decline(ctx, g, found.decline_code or "not_found", g.message or "")
+    return g.status
+
+
+def _reconcile_refund(
+    uow: UnitOfWork, clock: Clock, box: SecretBox, r: GatewayRefund
+) -> str | None:
+    charge = uow.session.get(GatewayPayment, r.charge_id)
+    assert charge is not None
+    inst = uow.session.get(PluginInstance, charge.instance_id)
+    assert inst is not None
+    owner = uow.session.get(Account, inst.account_id)
+    assert owner is not None
+    try:  # refunds are idempotent by key: asking again is asking what happened
+        done = gateway_for(box, inst).refund(
+            key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
+        )
+    except RefundRejected as exc:
+        r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
+        charge.refunded -= r.amount
+    except Exception as exc:
+        log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        return None
+    else:
+        _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
+    return r.status
+
+
 def reconcile(
     uow: UnitOfWork, clock: Clock, *, older_than: timedelta = timedelta(minutes=2)
 ) -> str:
@@ -720,50 +877,34 @@ def reconcile(
         .with_for_update(skip_locked=True)
     ).all()
     counts: dict[str, int] = {}
+
+    def count(what: str) -> None:
+        counts[what] = counts.get(what, 0) + 1
+
     for g in pending:
-        inst = uow.session.get(PluginInstance, g.instance_id)
-        assert inst is not None
-        owner = uow.session.get(Account, inst.account_id)
-        assert owner is not None
-        ctx = _system_ctx(uow, clock, box, owner)
+        # one savepoint per row: a row that fails to record stays pending and
+        # is logged; the others are recorded
         try:
-            found = gateway_for(box, inst).lookup(key=g.gateway_key)
-        except Exception as exc:
-            log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
-            counts["pending"] = counts.get("pending", 0) + 1
-            continue
-        if found.status == "captured":
-            _record_capture(ctx, g, found.reference or g.gateway_key)
-        else:
-            g.status = "declined"
-            g.decline_code = (found.decline_code or "not_found")[:64]
-            g.updated_at = clock.now()
-        counts[g.status] = counts.get(g.status, 0) + 1
+            with uow.session.begin_nested():
+                count(_reconcile_charge(uow, clock, box, g))
+        except Exception:
+            log.exception("reconcile charge %s failed; still pending", g.id)
+            count("failed")
     for r in uow.session.scalars(
         select(GatewayRefund)
         .where(GatewayRefund.status == "pending", GatewayRefund.updated_at <= cutoff)
         .order_by(GatewayRefund.id)
         .with_for_update(skip_locked=True)
     ).all():
-        charge = uow.session.get(GatewayPayment, r.charge_id)
-        assert charge is not None
-        inst = uow.session.get(PluginInstance, charge.instance_id)
-        assert inst is not None
-        owner = uow.session.get(Account, inst.account_id)
-        assert owner is not None
-        try:  # refunds are idempotent by key: asking again is asking what happened
-            done = gateway_for(box, inst).refund(
-                key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
-            )
-        except RefundRejected as exc:
-            r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
-            charge.refunded -= r.amount
-        except Exception as exc:
-            log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        try:
+            with uow.session.begin_nested():
+                outcome = _reconcile_refund(uow, clock, box, r)
+        except Exception:
+            log.exception("reconcile refund %s failed; still pending", r.id)
+            count("refund failed")
             continue
-        else:
-            _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
-        counts[f"refund {r.status}"] = counts.get(f"refund {r.status}", 0) + 1
+        if outcome is not None:
+            count(f"refund {outcome}")
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"
 
 
@@ -782,12 +923,14 @@ def _rule_info(r: RoutingRule) -> RoutingRuleInfo:
 
 @operation("PaymentRoutingSet", roles=ADMIN, mutating=True)
 def payment_routing_set(
-    ctx: CallContext, *, rules: list[RoutingRuleInput]
+    ctx: CallContext, *, rules: list[RoutingRuleInput] | None = None
 ) -> list[RoutingRuleInfo]:
     """Replace the caller's account's routing rules. For a new payment method
     of one of its customers, the first rule (in the order given) whose brand
     and currency match (empty matches any) names the gateway instance; with
-    no match, the parent account's rules are asked, and so on up."""
+    no match, the parent account's rules are asked, and so on up. No rules
+    (omitted or empty) clears them."""
+    rules = rules or []
     if len(rules) > 100:
         raise ValidationError("rules", "at most 100")
     for i, rule in enumerate(rules):

@@ -112,3 +112,10 @@ class RoutingRuleInfo:
     brand: str | None
     currency: str | None
     instance_id: int
+
+
+@dataclass
+class AutopayInfo:
+    account_id: int
+    enabled: bool  # issued invoices are charged to the default payment method
+    default_payment_method_id: int | None = None  # None: nothing to charge, auto-pay skips

@@ -28,7 +28,9 @@ from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
 from pba_server.domains import jobs as domains_jobs
+from pba_server.events import retention as events_retention
 from pba_server.events import runtime as events_runtime
+from pba_server.payments import autopay
 from pba_server.payments import service as payments
 from pba_server.provisioning import runtime as provisioning
 from pba_server.scheduler.models import ScheduledJob
@@ -88,6 +90,8 @@ JOBS: dict[str, Job] = {
         Job("provisioning-run", timedelta(seconds=30), provisioning.job),
         Job("orders-run", timedelta(minutes=1), _run_orders),
         Job("subscriptions-lifecycle", timedelta(hours=1), _subscriptions_lifecycle),
+        Job("payments-autopay", timedelta(minutes=1), autopay.run_autopay),
+        Job("purge-events", timedelta(hours=6), events_retention.purge),
     )
 }
 

@@ -42,13 +42,14 @@ class LoadedPlugin:
 def kind_bases() -> dict[str, type]:
     """The base class of each plugin kind (``PluginInfo.kind`` -> class).
     Each kind's module is imported here, one line per kind."""
-    from pba_server.sdk import fraud, provisioning, registrar
+    from pba_server.sdk import fraud, notify, provisioning, registrar
 
     return {
         "payment_gateway": PaymentGateway,
         "processing_module": provisioning.ProcessingModule,
         "domain_registrar": registrar.DomainRegistrar,
         "fraud_screener": fraud.FraudScreener,
+        "notification_channel": notify.NotificationChannel,
     }
 
 

@@ -303,3 +303,70 @@ class RegistrarContract:
             return
         b = reg.get_balance()
         assert isinstance(b, Balance) and isinstance(b.amount, Decimal) and len(b.currency) == 3
+
+
+class ChannelContract:
+    """Conformance kit for notification channel plugins::
+
+        from pba_server.sdk.testing import ChannelContract
+
+        class TestMyChannel(ChannelContract):
+            plugin = PLUGIN
+            settings = {"api_key": "test"}
+            address = "+15550100"              # a test address that accepts messages
+            invalid_address = "not-a-number"   # None to skip the final-failure check
+
+    Override :meth:`make_channel` to start a fake service first, and
+    :meth:`sent_count` to tell how many messages reached ``address`` (default:
+    not checked).
+    """
+
+    plugin: ClassVar[type[Any]]
+    settings: ClassVar[dict[str, str]] = {}
+    address: ClassVar[str] = ""
+    invalid_address: ClassVar[str | None] = None
+
+    def make_channel(self) -> Any:
+        return self.plugin(dict(self.settings))
+
+    def sent_count(self, key: str) -> int | None:
+        return None
+
+    def _send(self, ch: Any, key: str, address: str) -> Any:
+        from pba_server.sdk.notify import Recipient
+
+        return ch.send(
+            key=key,
+            recipient=Recipient(address=address, name="Conformance"),
+            subject="Conformance",
+            text="A test message.",
+            html="<p>A test message.</p>",
+            metadata={"event_type": "account.created", "event_id": "1"},
+        )
+
+    def test_info(self) -> None:
+        from pba_server.sdk.notify import NotificationChannel
+
+        info = self.plugin.info
+        assert isinstance(info, PluginInfo) and info.kind == "notification_channel"
+        assert issubclass(self.plugin, NotificationChannel)
+        assert info.name and info.name.replace("_", "").isalnum() and info.name.islower()
+        assert version_compatible(info.sdk_version)
+
+    def test_send_is_idempotent_by_key(self) -> None:
+        from pba_server.sdk.notify import SendResult
+
+        key = f"conformance-{uuid.uuid4().hex}"
+        first = self._send(self.make_channel(), key, self.address)
+        again = self._send(self.make_channel(), key, self.address)
+        assert isinstance(first, SendResult) and first.reference
+        assert again.reference == first.reference, "the same key sent twice"
+        assert self.sent_count(key) in (None, 1)
+
+    def test_invalid_address_is_final(self) -> None:
+        from pba_server.sdk.notify import FinalSendError
+
+        if self.invalid_address is None:
+            pytest.skip("no invalid test address")
+        with pytest.raises(FinalSendError):
+            self._send(self.make_channel(), f"conformance-{uuid.uuid4().hex}", self.invalid_address)
