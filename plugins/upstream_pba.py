@@ -366,9 +366,13 @@ class UpstreamPba(ProcessingModule):
             if here is not None and here > there:
                 buy.append((int(r["resource_id"]), str(r["name"]), here - there))
         if not buy:
+            mine = (
+                f"{self.upstream.url}|{self.key('change', request.key)}",
+                f"{self.upstream.url}|{self.key('buy', request.key)}:",
+            )
             with _orders_lock:
-                ours = f"{self.upstream.url}|{self.key('change', request.key)}" in _orders
-            if ours:  # our plan change, asked again after it completed
+                ours = any(k == mine[0] or k.startswith(mine[1]) for k in _orders)
+            if ours:  # our change, asked again after it completed
                 return Done(data=self._data(sub))
             raise NotSupported("nothing the upstream can change: a person applies it")
         for resource_id, name, amount in buy:

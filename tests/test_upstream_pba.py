@@ -160,6 +160,33 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
                 }
             )
             a.PlanPublish({"plan_id": m["id"]})
+            disk = a.ResourceCreate({"name": "Disk", "unit": "GB", "kind": "allocated"})
+            dt = a.ServiceTemplateCreate(
+                {
+                    "name": "Managed disk",
+                    "service_type": "hosting",
+                    "module": "manual",
+                    "resources": [{"resource_id": disk["id"], "default_limit": "10"}],
+                }
+            )
+            d = a.PlanCreate(
+                {
+                    "template_id": dt["id"],
+                    "name": "Managed D",
+                    "periods": [
+                        {"count": 1, "unit": "month", "setup_fee": "0", "recurring_fee": "3.00"}
+                    ],
+                    "rates": [
+                        {
+                            "resource_id": disk["id"],
+                            "included": "10",
+                            "maximum": "100",
+                            "unit_recurring_price": "0.10",
+                        }
+                    ],
+                }
+            )
+            a.PlanPublish({"plan_id": d["id"]})
             reg = a.PluginConfigure(
                 {
                     "plugin": "sandbox_registrar",
@@ -180,6 +207,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
             "reseller": r["id"],
             "plan": p["id"],
             "bigger_plan": m["id"],
+            "disk_plan": d["id"],
             "tld_plan": tld["plan_id"],
         }
         yield up
@@ -489,6 +517,51 @@ def test_change_moves_the_upstream_subscription_to_another_plan(upstream):
     # sync reads the upstream subscription back
     synced = module.perform(_request("sync", key + "s", platform_id=made.platform_id))
     assert isinstance(synced, Done) and synced.data["upstream_status"] == "active"
+
+
+def _until_done(module: Any, request: ServiceRequest, timeout: float = 30) -> Done:
+    deadline = time.monotonic() + timeout
+    while not isinstance(result := module.perform(request), Done):
+        assert isinstance(result, InProgress), result
+        assert time.monotonic() < deadline, result
+        time.sleep(0.2)
+    return result
+
+
+def test_change_buys_the_resources_we_sell_above_the_upstream_limit(upstream):
+    module = loader.plugins()["upstream_pba"].cls(_settings(upstream))
+    key = uuid.uuid4().hex[:8]
+    settings = {"upstream_plan_id": str(upstream.ids["disk_plan"])}
+    create = _request("create", key, module_settings=settings)
+    assert isinstance(module.perform(create), InProgress)
+    upstream.complete_tasks()
+    made = _until_done(module, create)
+    change = _request(
+        "change",
+        key + "c",
+        module_settings=settings,
+        platform_id=made.platform_id,
+        limits={"Disk": Decimal(25)},
+    )
+    assert isinstance(module.perform(change), InProgress)
+    upstream.complete_tasks()
+    _until_done(module, change)
+    with upstream.reseller() as r:
+        sub = r.SubscriptionGet({"subscription_id": int(made.platform_id)})
+    assert Decimal(sub["resources"][0]["limit"]) == 25
+
+    def resource_orders() -> int:
+        return len(
+            [
+                o
+                for o in upstream.orders()
+                if o["type"] == "resource" and o["subscription_id"] == int(made.platform_id)
+            ]
+        )
+
+    assert resource_orders() == 1
+    assert isinstance(module.perform(change), Done)  # asked again: nothing bought twice
+    assert resource_orders() == 1
 
 
 def test_an_order_the_upstream_rejects_is_a_final_failure(upstream):
