@@ -12,8 +12,9 @@ timeouts and answers that are not SOAP, and ``retryable`` saying whether the
 same call may succeed later without anyone changing the request:
 ``Server.*``, connection trouble, and the faults fixed by reconfiguring or
 paying at the upstream (``Client.AuthFailed``, ``Client.TooManyAttempts``,
-``Client.CreditLimitExceeded``) are retryable; every other ``Client.*``
-fault is final.
+``Client.CreditLimitExceeded``) are retryable, and so is
+``Client.InvalidState`` while another order of the subscription is in
+progress there; every other ``Client.*`` fault is final.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class UpstreamFault(Exception):
 
     @property
     def retryable(self) -> bool:
+        if self.code == "Client.InvalidState" and "in progress" in self.message:
+            return True  # another order of that subscription is running there
         return self.code.startswith("Server.") or self.code in RETRYABLE_CLIENT_FAULTS
 
 

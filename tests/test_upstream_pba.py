@@ -583,6 +583,26 @@ def test_an_order_the_upstream_rejects_is_a_final_failure(upstream):
     assert "rejected" in result.message and "no capacity in that rack" in result.message
 
 
+def test_fault_classes(upstream):
+    from pba_server.upstream import Upstream as Client
+    from pba_server.upstream import UpstreamFault
+
+    assert UpstreamFault("Server.Unavailable", "db down").retryable
+    assert UpstreamFault("Client.AuthFailed", "").retryable
+    assert UpstreamFault("Client.CreditLimitExceeded", "").retryable
+    assert UpstreamFault("Client.InvalidState", "subscription 3 has order 9 in progress").retryable
+    assert not UpstreamFault("Client.InvalidState", "subscription 3 is cancelled").retryable
+    assert not UpstreamFault("Client.Validation", "plan_id: no such plan").retryable
+    # something that is not the upstream's SOAP endpoint: retried, never a crash
+    with pytest.raises(UpstreamFault) as e:
+        Client(f"{upstream.base}/health", "res-admin", RES_PW, timeout=5).call("WhoAmI")
+    assert e.value.retryable, e.value
+    me = Client(upstream.url, "res-admin", RES_PW, timeout=5)
+    assert me.account_id() == upstream.ids["reseller"]
+    assert me.account_id("77") == 77
+    me.close()
+
+
 def test_module_settings_are_checked():
     cls = loader.plugins()["upstream_pba"].cls
     from pba_server.sdk import ConfigurationError
