@@ -63,6 +63,7 @@ class Upstream:
         self.base = base
         self.url = f"{base}/soap"
         self.ids: dict[str, int] = {}
+        self.api_key = ("", "")
 
     def admin(self) -> Any:
         return xmlrpc_client(self.base, "admin", UP_PW)
@@ -160,6 +161,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
                 }
             )
             a.PlanPublish({"plan_id": m["id"]})
+            with xmlrpc_client(server.base, "res-admin", RES_PW) as res:
+                key = res.ApiKeyCreate({"name": "downstream registrar"})
             disk = a.ResourceCreate({"name": "Disk", "unit": "GB", "kind": "allocated"})
             dt = a.ServiceTemplateCreate(
                 {
@@ -203,6 +206,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
                     ],
                 }
             )
+        up.api_key = (key["key_id"], key["secret"])
         up.ids = {
             "reseller": r["id"],
             "plan": p["id"],
@@ -816,8 +820,8 @@ class TestUpstreamRegistrarContract(RegistrarContract):
         return self.plugin(
             {
                 "url": self.up.url,
-                "login": "res-admin",
-                "password": RES_PW,
+                "login": self.up.api_key[0],  # API credentials of our reseller's user
+                "password": self.up.api_key[1],
                 "timeout": "10",
                 "wait": "20",
                 "key_prefix": "contract-",
