@@ -303,6 +303,43 @@ def _open_order_for(ctx: CallContext, sub_id: int) -> None:
         raise InvalidState(f"subscription {sub_id} has order {busy} in progress")
 
 
+def _check_domain(ctx: CallContext, template_id: int, values: dict[str, str], field: str) -> None:
+    """A domain plan's order (register or transfer): a valid name under its
+    TLD, not live here already, a transfer with its auth code -- refused
+    before anything is placed or charged (pba_server.domains.service.check_order;
+    other templates pass)."""
+    from pba_server.domains.service import check_order
+
+    try:
+        check_order(ctx, template_id, values)
+    except ValidationError as exc:
+        raise ValidationError(
+            f"{field}.{exc.field}" if exc.field else field,
+            exc.message.removeprefix(f"{exc.field}: ") if exc.field else exc.message,
+        ) from None
+
+
+def _one_line_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine]) -> None:
+    """The same domain name twice in one order would be bought twice and fail once."""
+    from pba_server.catalog.models import ServiceTemplate
+    from pba_server.domains.service import normalize_domain
+
+    seen: dict[str, int] = {}
+    for i, p in enumerate(priced):
+        name = p.detail.get("parameters", {}).get("domain")
+        if not name or p.plan is None:
+            continue
+        t = ctx.session.get(ServiceTemplate, p.plan.template_id)
+        if t is None or t.module != "domains":
+            continue
+        key = normalize_domain(name, f"lines[{i}].parameters.domain")
+        if key in seen:
+            raise ValidationError(
+                f"lines[{i}].parameters.domain", f"{key} is ordered on line {seen[key] + 1} already"
+            )
+        seen[key] = i
+
+
 def price_line(
     ctx: CallContext,
     buyer: Account,
@@ -324,6 +361,7 @@ def price_line(
                 raise ValidationError(f"{field}.parameters[{i}].name", "is given twice")
             values[pv.name] = pv.value
         checked = params.check_values(template_params, values, f"{field}.parameters")
+        _check_domain(ctx, plan.template_id, checked, field)
         line = opricing.price_sales(
             ctx,
             buyer,
@@ -468,6 +506,8 @@ def place(
         if p.quote is not None and p.quote.promotion_id is not None and use_code is not None:
             promo_used = p.quote.promotion_id
         priced.append(p)
+    if order_type == "sales":
+        _one_line_per_domain(ctx, priced)
     if code is not None and promo_used is None and order_type == "sales":
         raise ValidationError("promotion_code", "does not apply to any line of this order")
     subtotal = sum((p.subtotal for p in priced), Decimal(0))
