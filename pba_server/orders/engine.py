@@ -755,6 +755,13 @@ def _effect_transfer(ctx: CallContext, order: Order, line: OrderLine, d: dict[st
     assert sub is not None
     sub.account_id = int(d["to_account_id"])
     sub.updated_at = ctx.now()
+    # its services and domains follow it (else the old owner would still see
+    # and manage them, and the new one would not)
+    from pba_server.domains.service import move_domains
+    from pba_server.provisioning.api import move_services
+
+    move_services(ctx, sub.id, sub.account_id)
+    move_domains(ctx, sub.id, sub.account_id)
     sub_event(ctx, sub, "subscription.changed", changes={"account_id": sub.account_id})
 
 

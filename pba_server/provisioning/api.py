@@ -202,3 +202,27 @@ def run_pending(engine_: Engine, clock: Clock, *, limit: int = 100) -> int:
     """Run due operations now (what the background worker and the job call);
     returns how many were run. Tests call it instead of waiting."""
     return engine.run_pending(engine_, clock, limit=limit)
+
+
+def move_services(ctx: CallContext, subscription_id: int, account_id: int) -> list[int]:
+    """The subscription moved to another account (a transfer order): its
+    services follow it. Runs in the caller's transaction; returns the ids of
+    the services moved. Nothing is asked of the platform."""
+    from pba_server.core import audit
+
+    to = ctx.session.get(Account, account_id)
+    if to is None:
+        raise NotFound(f"account {account_id} not found")
+    moved = []
+    for svc in ctx.session.scalars(
+        select(Service)
+        .where(Service.subscription_id == subscription_id, Service.account_id != account_id)
+        .order_by(Service.id)
+        .with_for_update()
+    ):
+        changes = {"account_id": {"from": svc.account_id, "to": to.id}}
+        audit.record(ctx, "service", svc.id, to.path, changes)
+        svc.account_id = to.id
+        svc.updated_at = ctx.now()
+        moved.append(svc.id)
+    return moved
