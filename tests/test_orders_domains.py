@@ -177,3 +177,45 @@ def test_over_soap_the_fault_names_the_line_and_parameter(env, api, shop):
     assert str(e.value.code).endswith("Validation")
     assert "lines[0].parameters.domain" in e.value.message
     assert plain(admin.OrderList())["total"] == 0
+
+
+def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api, shop):
+    from pba_server.accounts import service as accounts
+    from pba_server.core.audit import AuditEntry
+    from tests.orders_support import PW, buyer
+
+    oid = place(env, shop["account"], line(shop["tld"].plan_id, domain="moving-on.test"))
+    assert settle(env, oid) == "completed"
+    sub = domain(env, "moving-on.test").subscription_id
+    new_owner = buyer(env, "New Owner")
+    with service_ctx(env) as ctx:
+        accounts.user_create(
+            ctx,
+            account_id=shop["account"],
+            login="old",
+            password=PW,
+            full_name="Old",
+            roles=["admin"],
+        )
+        t = orders.order_place(
+            ctx,
+            account_id=shop["account"],
+            order_type="transfer",
+            lines=[OrderLineInput(subscription_id=sub, to_account_id=new_owner)],
+        )
+    assert settle(env, t.id) == "completed"
+    d = domain(env, "moving-on.test")
+    assert d.account_id == new_owner and d.status == "active"
+    with UnitOfWork(env.app.engine) as uow:
+        svc = uow.session.scalar(select(Service).where(Service.subscription_id == sub))
+        assert svc is not None and svc.account_id == new_owner
+        moved = uow.session.scalars(
+            select(AuditEntry.target_type).where(AuditEntry.target_type.in_(("service", "domain")))
+        ).all()
+        assert sorted(moved).count("service") == 1  # the move is audited
+    # the new owner sees and manages them; the old one no longer does
+    new = api.soap("newowner-admin", PW)
+    assert [s["subscription_id"] for s in plain(new.ServiceList())] == [sub]
+    assert [x["name"] for x in plain(new.DomainList())["items"]] == ["moving-on.test"]
+    old = api.soap("old", PW)
+    assert plain(old.ServiceList()) == [] and plain(old.DomainList())["total"] == 0
