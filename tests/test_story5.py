@@ -141,7 +141,10 @@ def _shop(env: Any, tmp_path: Path) -> dict[str, Any]:
 
 
 def _signup(api: Any, shop: dict[str, Any], login: str, token: str, domain: str) -> Any:
-    store = api.soap("storefront", PW)
+    return _signup_with(api.soap("storefront", PW), shop, login, token, domain)
+
+
+def _signup_with(store: Any, shop: dict[str, Any], login: str, token: str, domain: str) -> Any:
     return store.OrderPlaceWithSignup(
         idempotency_key=f"signup-{login}",
         customer={
@@ -291,4 +294,41 @@ def test_story_5_domain_refused_rolls_back_the_server_and_refunds(env, api, tmp_
     invoice = plain(me.InvoiceGet(invoice_id=o["invoice_id"]))
     assert invoice["status"] == "void" and D(invoice["paid"]) == 0
     assert D(plain(me.AccountBalanceGet(account_id=r.account_id))["balance"]) == 0
+    assert_books_sound(env)
+
+
+def test_story_5_a_storefront_retrying_its_signup_at_once_buys_once(env, api, tmp_path, runners):
+    """The storefront's request times out and it sends it again while the first
+    is still running (same idempotency key), four times at once, with the
+    runners working: one account, order, invoice, charge, server and domain."""
+    shop = _shop(env, tmp_path)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def send() -> None:
+        client = api.soap_client("storefront", PW)
+        barrier.wait()
+        try:
+            results.append(_signup_with(client.service, shop, "dee", "tok_approve", "dee.test"))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 4
+    assert len({(r.account_id, r.order.id, r.payment_method_id) for r in results}) == 1
+    me = api.soap("dee", PW)
+    o = _wait(me, results[0].order.id, "completed", "rejected")
+    assert o["status"] == "completed", o
+    admin = api.soap()
+    assert plain(admin.OrderList())["total"] == 1
+    assert plain(admin.InvoiceList())["total"] == 1
+    assert len([a for a in plain(admin.AccountList())["items"] if a["name"] == "Dee GmbH"]) == 1
+    assert sorted(s["module"] for s in plain(me.ServiceList())) == ["domains", "script"]
+    assert plain(me.DomainList())["total"] == 1
+    assert (tmp_path / "calls.log").read_text().split() == ["create"]  # the server made once
     assert_books_sound(env)
