@@ -22,14 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from pba_server.accounts import service as accounts
 from pba_server.catalog import service as catalog
 from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
+from pba_server.core.db import UnitOfWork
 from pba_server.events import runtime as events_runtime
 from pba_server.events import service as events
 from pba_server.events.delivery import Deliverer, MailSettings
 from pba_server.orders import engine as orders_engine
+from pba_server.payments.models import GatewayPayment
 from pba_server.provisioning import runtime as prov_runtime
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import plain, service_ctx
@@ -327,6 +330,9 @@ def test_story_5_a_storefront_retrying_its_signup_at_once_buys_once(env, api, tm
     admin = api.soap()
     assert plain(admin.OrderList())["total"] == 1
     assert plain(admin.InvoiceList())["total"] == 1
+    with UnitOfWork(env.app.engine) as uow:  # one charge at the gateway
+        charges = uow.session.scalars(select(GatewayPayment)).all()
+        assert [(c.status, c.amount) for c in charges] == [("captured", D("40.00"))]
     assert len([a for a in plain(admin.AccountList())["items"] if a["name"] == "Dee GmbH"]) == 1
     assert sorted(s["module"] for s in plain(me.ServiceList())) == ["domains", "script"]
     assert plain(me.DomainList())["total"] == 1

@@ -613,8 +613,10 @@ def order_place(
     """Place an order for an account in the caller's subtree (or the caller's
     own). Validates that every plan is sellable to the account (its catalog
     owner's, published, in its currency, at its reseller's price list), the
-    order parameters against the template, resource amounts against the
-    maxima, and for ``on_account`` orders the credit limit
+    order parameters against the template (a domain plan's: a valid name
+    under its TLD, not registered here, once per order, a transfer with its
+    ``auth_code``), resource amounts against the maxima, and for
+    ``on_account`` orders the credit limit
     (Client.CreditLimitExceeded). Totals come from the same pricing as
     PriceQuote (changes: prorated, see docs/proration.md). Paid by
     ``payment_method_id`` or else the account's default method, or
