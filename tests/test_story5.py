@@ -73,6 +73,7 @@ def runners(env: Any, smtp: SmtpReceiver) -> Iterator[None]:
     events_runtime.stop(engine)
     for t in threads:
         t.join(timeout=30)
+    events_runtime.register(engine, env.app.deliverer)  # as build_app left it: not started
 
 
 def _script(tmp_path: Path) -> str:
