@@ -155,12 +155,13 @@ class Dispatcher:
                     return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
             try:
                 result = op.func(ctx, **args)
-            except (Conflict, IntegrityError):
+            except (PbaError, IntegrityError):
                 if key is None:
                     raise
                 # A concurrent call with the same key may have committed what
-                # this one was creating (a login, a name): ours lost on that
-                # unique index, not on the key's. Answer with the first result.
+                # this one was creating (a login, a name) or checking (an open
+                # order): ours lost on that, not on the key's unique index.
+                # Answer with the first result.
                 uow.rollback()
                 replay = self._stored(op, principal.account_id, key, req_hash, meta)
                 if replay is None:
