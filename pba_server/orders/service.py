@@ -319,8 +319,10 @@ def _check_domain(ctx: CallContext, template_id: int, values: dict[str, str], fi
         ) from None
 
 
-def _one_line_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine]) -> None:
-    """The same domain name twice in one order would be bought twice and fail once."""
+def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine]) -> None:
+    """A domain name ordered twice (on two lines, or while another order for
+    it is still open: not registered yet, so check_order does not see it)
+    would be charged twice and fail once."""
     from pba_server.catalog.models import ServiceTemplate
     from pba_server.domains.service import normalize_domain
 
@@ -338,6 +340,29 @@ def _one_line_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine]
                 f"lines[{i}].parameters.domain", f"{key} is ordered on line {seen[key] + 1} already"
             )
         seen[key] = i
+    if not seen:
+        return
+    open_lines = ctx.session.execute(
+        select(OrderLine.order_id, OrderLine.detail)
+        .join(Order, Order.id == OrderLine.order_id)
+        .join(Plan, Plan.id == OrderLine.plan_id)
+        .join(ServiceTemplate, ServiceTemplate.id == Plan.template_id)
+        .where(
+            Order.status.in_(("running", "waiting")),
+            OrderLine.kind == "sales",
+            ServiceTemplate.module == "domains",
+        )
+    )
+    for order_id, detail in open_lines:
+        try:
+            other = normalize_domain(json.loads(detail).get("parameters", {}).get("domain", ""))
+        except ValidationError:
+            continue
+        if other in seen:
+            raise ValidationError(
+                f"lines[{seen[other]}].parameters.domain",
+                f"{other} is being ordered already (order {order_id})",
+            )
 
 
 def price_line(
@@ -507,7 +532,7 @@ def place(
             promo_used = p.quote.promotion_id
         priced.append(p)
     if order_type == "sales":
-        _one_line_per_domain(ctx, priced)
+        _one_order_per_domain(ctx, priced)
     if code is not None and promo_used is None and order_type == "sales":
         raise ValidationError("promotion_code", "does not apply to any line of this order")
     subtotal = sum((p.subtotal for p in priced), Decimal(0))
