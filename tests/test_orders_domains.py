@@ -72,8 +72,9 @@ def shop(env: Any, tmp_path: Path) -> dict[str, Any]:
     reg, registry = registrar(env)
     t = tld(env, reg, "test")
     acc = customer(env)
-    card(env, acc, gateway(env, tmp_path))
-    return {"tld": t, "account": acc, "registry": registry}
+    gw = gateway(env, tmp_path)
+    card(env, acc, gw)
+    return {"tld": t, "account": acc, "registry": registry, "gateway": gw}
 
 
 def test_a_registration_order_is_charged_and_registers_the_domain(env, shop):
@@ -219,3 +220,63 @@ def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api,
     assert [x["name"] for x in plain(new.DomainList())["items"]] == ["moving-on.test"]
     old = api.soap("old", PW)
     assert plain(old.ServiceList()) == [] and plain(old.DomainList())["total"] == 0
+
+
+def test_a_name_in_another_open_order_is_refused_until_that_one_ends(env, shop):
+    plan_id = shop["tld"].plan_id
+    first = place(env, shop["account"], line(plan_id, domain="wanted.test"))
+    other = customer(env, "Second Buyer")
+    with pytest.raises(ValidationError) as e:  # not registered yet, but ordered
+        place(env, other, line(plan_id, domain="Wanted.test"))
+    assert e.value.field == "lines[0].parameters.domain"
+    assert f"order {first}" in e.value.message
+    with service_ctx(env) as ctx:
+        orders.order_cancel(ctx, order_id=first, reason="changed my mind")
+    card(env, other, shop["gateway"])
+    second = place(env, other, line(plan_id, domain="wanted.test"))
+    assert settle(env, second) == "completed"
+    assert domain(env, "wanted.test").account_id == other
+
+
+def test_a_domain_order_sent_four_times_at_once_is_placed_and_charged_once(env, api, shop):
+    import threading
+
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def send() -> None:
+        proxy = api.xmlrpc()
+        barrier.wait()
+        try:
+            o = proxy.OrderPlace(
+                {
+                    "account_id": shop["account"],
+                    "lines": [
+                        {
+                            "plan_id": shop["tld"].plan_id,
+                            "period_count": 1,
+                            "period_unit": "year",
+                            "parameters": [{"name": "domain", "value": "once.test"}],
+                        }
+                    ],
+                    "idempotency_key": "once",
+                }
+            )
+            results.append(o["id"])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 4 and len(set(results)) == 1
+    assert settle(env, results[0]) == "completed"
+    from pba_server.billing.models import Invoice
+    from pba_server.payments.models import GatewayPayment
+
+    assert (count(env, Order), count(env, Invoice), count(env, GatewayPayment)) == (1, 1, 1)
+    assert (count(env, Service), count(env, Domain)) == (1, 1)
+    assert_books_sound(env)
