@@ -635,19 +635,17 @@ def order_place(
     payment_method_id: int | None = None,
     on_account: bool = False,
 ) -> OrderInfo:
-    """Place an order for an account in the caller's subtree (or the caller's
-    own). Validates that every plan is sellable to the account (its catalog
-    owner's, published, in its currency, at its reseller's price list), the
-    order parameters against the template (a domain plan's: a valid name
-    under its TLD, not registered here, once per order, a transfer with its
-    ``auth_code``), resource amounts against the maxima, and for
-    ``on_account`` orders the credit limit
-    (Client.CreditLimitExceeded). Totals come from the same pricing as
-    PriceQuote (changes: prorated, see docs/proration.md). Paid by
-    ``payment_method_id`` or else the account's default method, or
-    ``on_account``. The order is committed and returned at once, ``running``;
-    its workflow runs in the background: OrderGet shows the current step. Use
-    ``idempotency_key``: a repeat returns the same order, never a second one."""
+    """Place an order for an account in the caller's subtree (or the caller's own).
+    Validates that every plan is sellable to the account (its catalog owner's, published, in
+    its currency, at its reseller's price list), the order parameters against the template
+    (a domain plan's: a valid name under its TLD, not registered or being ordered here, once
+    per order, a transfer with its ``auth_code``), resource amounts against the maxima, and
+    for ``on_account`` orders the credit limit (Client.CreditLimitExceeded). Totals come
+    from the same pricing as PriceQuote (changes: prorated, see docs/proration.md). Paid by
+    ``payment_method_id`` or else the account's default method, or ``on_account``. The order
+    is committed and returned at once, ``running``; its workflow runs in the background:
+    OrderGet shows the current step. Use ``idempotency_key``: a repeat returns the same
+    order, never a second one."""
     o = place(
         ctx,
         account_id=account_id,
