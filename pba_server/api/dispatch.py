@@ -153,7 +153,20 @@ class Dispatcher:
                 if stored is not None:
                     meta.extra["idempotent_replay"] = "1"
                     return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
-            result = op.func(ctx, **args)
+            try:
+                result = op.func(ctx, **args)
+            except (PbaError, IntegrityError):
+                if key is None:
+                    raise
+                # A concurrent call with the same key may have committed what
+                # this one was creating (a login, a name) or checking (an open
+                # order): ours lost on that, not on the key's unique index.
+                # Answer with the first result.
+                uow.rollback()
+                replay = self._stored(op, principal.account_id, key, req_hash, meta)
+                if replay is None:
+                    raise
+                return replay
             if key is not None:
                 try:
                     idempotency.store(
@@ -180,9 +193,18 @@ class Dispatcher:
     def _replay(
         self, op: Operation, account_id: int, key: str, req_hash: str, meta: CallMeta
     ) -> Any:
+        result = self._stored(op, account_id, key, req_hash, meta)
+        if result is None:
+            raise Conflict(f"idempotency key {key!r} is in use by a concurrent request")
+        return result
+
+    def _stored(
+        self, op: Operation, account_id: int, key: str, req_hash: str, meta: CallMeta
+    ) -> Any | None:
+        """The first result stored under ``key`` (committed by another call), or None."""
         with UnitOfWork(self.engine) as uow:
             stored = idempotency.find(uow.session, account_id, key, op.name, req_hash)
         if stored is None:
-            raise Conflict(f"idempotency key {key!r} is in use by a concurrent request")
+            return None
         meta.extra["idempotent_replay"] = "1"
         return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")

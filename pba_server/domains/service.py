@@ -851,3 +851,25 @@ def check_order(
     check_nameservers(hosts, f"{field}.nameservers")
     if ctx.session.scalar(select(Domain.id).where(Domain.live_name == name)) is not None:
         raise ValidationError(f"{field}.domain", f"{name} is already registered here")
+
+
+def move_domains(ctx: CallContext, subscription_id: int, account_id: int) -> list[int]:
+    """The subscription moved to another account (a transfer order): its
+    domain rows follow it (their registry contacts stay until the new owner
+    sets them with DomainSetContacts). Returns the ids of the domains moved."""
+    to = ctx.session.get(Account, account_id)
+    if to is None:
+        raise NotFound(f"account {account_id} not found")
+    moved = []
+    for d in ctx.session.scalars(
+        select(Domain)
+        .where(Domain.subscription_id == subscription_id, Domain.account_id != account_id)
+        .order_by(Domain.id)
+        .with_for_update()
+    ):
+        changes = {"account_id": {"from": d.account_id, "to": to.id}}
+        audit.record(ctx, "domain", d.id, to.path, changes)
+        d.account_id = to.id
+        d.updated_at = ctx.now()
+        moved.append(d.id)
+    return moved

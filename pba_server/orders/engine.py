@@ -161,7 +161,7 @@ def flow_of(order: Order) -> Flow:
 
 _wake = threading.Event()
 _thread: threading.Thread | None = None
-_stopping = False
+_stop_flag: threading.Event | None = None
 
 
 def kick() -> None:
@@ -171,15 +171,19 @@ def kick() -> None:
 
 def start(engine: Engine, clock: Clock, idle_seconds: float = 10.0) -> None:
     """Run :func:`run_orders` on a thread, woken by :func:`kick` (the server does this)."""
-    global _thread, _stopping
+    global _thread, _stop_flag
     if _thread is not None:
         return
-    _stopping = False
+    # each thread has its own stop flag: a start right after a stop must not
+    # revive the stopped thread (it would keep running on its old engine)
+    stopping = _stop_flag = threading.Event()
 
     def loop() -> None:
-        while not _stopping:
+        while not stopping.is_set():
             _wake.wait(idle_seconds)
             _wake.clear()
+            if stopping.is_set():
+                break
             try:
                 run_orders(engine, clock)
             except Exception:
@@ -190,10 +194,12 @@ def start(engine: Engine, clock: Clock, idle_seconds: float = 10.0) -> None:
 
 
 def stop() -> None:
-    global _stopping, _thread
-    _stopping = True
+    """Stop the runner thread (it finishes the step it is running)."""
+    global _thread, _stop_flag
+    if _stop_flag is not None:
+        _stop_flag.set()
     _wake.set()
-    _thread = None
+    _thread = _stop_flag = None
 
 
 # ---------------------------------------------------------------- the runner
@@ -747,6 +753,13 @@ def _effect_transfer(ctx: CallContext, order: Order, line: OrderLine, d: dict[st
     assert sub is not None
     sub.account_id = int(d["to_account_id"])
     sub.updated_at = ctx.now()
+    # its services and domains follow it (else the old owner would still see
+    # and manage them, and the new one would not)
+    from pba_server.domains.service import move_domains
+    from pba_server.provisioning.api import move_services
+
+    move_services(ctx, sub.id, sub.account_id)
+    move_domains(ctx, sub.id, sub.account_id)
     sub_event(ctx, sub, "subscription.changed", changes={"account_id": sub.account_id})
 
 

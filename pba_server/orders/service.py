@@ -304,6 +304,52 @@ def _open_order_for(ctx: CallContext, sub_id: int) -> None:
         raise InvalidState(f"subscription {sub_id} has order {busy} in progress")
 
 
+def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine]) -> None:
+    """A domain name ordered twice (on two lines, or while another order for
+    it is still open: not registered yet, so check_order does not see it)
+    would be charged twice and fail once."""
+    from pba_server.catalog.models import ServiceTemplate
+    from pba_server.domains.service import normalize_domain
+
+    seen: dict[str, int] = {}
+    for i, p in enumerate(priced):
+        name = p.detail.get("parameters", {}).get("domain")
+        if not name or p.plan is None:
+            continue
+        t = ctx.session.get(ServiceTemplate, p.plan.template_id)
+        if t is None or t.module != "domains":
+            continue
+        key = normalize_domain(name, f"lines[{i}].parameters.domain")
+        if key in seen:
+            raise ValidationError(
+                f"lines[{i}].parameters.domain", f"{key} is ordered on line {seen[key] + 1} already"
+            )
+        seen[key] = i
+    if not seen:
+        return
+    open_lines = ctx.session.execute(
+        select(OrderLine.order_id, OrderLine.detail)
+        .join(Order, Order.id == OrderLine.order_id)
+        .join(Plan, Plan.id == OrderLine.plan_id)
+        .join(ServiceTemplate, ServiceTemplate.id == Plan.template_id)
+        .where(
+            Order.status.in_(("running", "waiting")),
+            OrderLine.kind == "sales",
+            ServiceTemplate.module == "domains",
+        )
+    )
+    for order_id, detail in open_lines:
+        try:
+            other = normalize_domain(json.loads(detail).get("parameters", {}).get("domain", ""))
+        except ValidationError:
+            continue
+        if other in seen:
+            raise ValidationError(
+                f"lines[{seen[other]}].parameters.domain",
+                f"{other} is being ordered already (order {order_id})",
+            )
+
+
 def price_line(
     ctx: CallContext,
     buyer: Account,
@@ -471,6 +517,8 @@ def place(
         if p.quote is not None and p.quote.promotion_id is not None and use_code is not None:
             promo_used = p.quote.promotion_id
         priced.append(p)
+    if order_type == "sales":
+        _one_order_per_domain(ctx, priced)
     if code is not None and promo_used is None and order_type == "sales":
         raise ValidationError("promotion_code", "does not apply to any line of this order")
     subtotal = sum((p.subtotal for p in priced), Decimal(0))
@@ -573,17 +621,17 @@ def order_place(
     payment_method_id: int | None = None,
     on_account: bool = False,
 ) -> OrderInfo:
-    """Place an order for an account in the caller's subtree (or the caller's
-    own). Validates that every plan is sellable to the account (its catalog
-    owner's, published, in its currency, at its reseller's price list), the
-    order parameters against the template, resource amounts against the
-    maxima, and for ``on_account`` orders the credit limit
-    (Client.CreditLimitExceeded). Totals come from the same pricing as
-    PriceQuote (changes: prorated, see docs/proration.md). Paid by
-    ``payment_method_id`` or else the account's default method, or
-    ``on_account``. The order is committed and returned at once, ``running``;
-    its workflow runs in the background: OrderGet shows the current step. Use
-    ``idempotency_key``: a repeat returns the same order, never a second one."""
+    """Place an order for an account in the caller's subtree (or the caller's own).
+    Validates that every plan is sellable to the account (its catalog owner's, published, in
+    its currency, at its reseller's price list), the order parameters against the template
+    (a domain plan's: a valid name under its TLD, not registered or being ordered here, once
+    per order, a transfer with its ``auth_code``), resource amounts against the maxima, and
+    for ``on_account`` orders the credit limit (Client.CreditLimitExceeded). Totals come
+    from the same pricing as PriceQuote (changes: prorated, see docs/proration.md). Paid by
+    ``payment_method_id`` or else the account's default method, or ``on_account``. The order
+    is committed and returned at once, ``running``; its workflow runs in the background:
+    OrderGet shows the current step. Use ``idempotency_key``: a repeat returns the same
+    order, never a second one."""
     o = place(
         ctx,
         account_id=account_id,

@@ -273,3 +273,27 @@ def open_task(
         account_path=owner.path,
     )
     return task.id, True
+
+
+def move_services(ctx: CallContext, subscription_id: int, account_id: int) -> list[int]:
+    """The subscription moved to another account (a transfer order): its
+    services follow it. Runs in the caller's transaction; returns the ids of
+    the services moved. Nothing is asked of the platform."""
+    from pba_server.core import audit
+
+    to = ctx.session.get(Account, account_id)
+    if to is None:
+        raise NotFound(f"account {account_id} not found")
+    moved = []
+    for svc in ctx.session.scalars(
+        select(Service)
+        .where(Service.subscription_id == subscription_id, Service.account_id != account_id)
+        .order_by(Service.id)
+        .with_for_update()
+    ):
+        changes = {"account_id": {"from": svc.account_id, "to": to.id}}
+        audit.record(ctx, "service", svc.id, to.path, changes)
+        svc.account_id = to.id
+        svc.updated_at = ctx.now()
+        moved.append(svc.id)
+    return moved
