@@ -12,4 +12,8 @@ from pba_server.payments import models as _payments  # noqa: F401
 from pba_server.scheduler import models as _scheduler  # noqa: F401
 from pba_server.subscriptions import models as _subscriptions  # noqa: F401
 
+from pba_server.billing import run_models as _billing_run  # noqa: F401
+from pba_server.usage import models as _usage  # noqa: F401
+from pba_server.dunning import models as _dunning  # noqa: F401
+
 metadata = Base.metadata

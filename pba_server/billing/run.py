@@ -1,0 +1,1375 @@
+"""The billing run: every due subscription's next period, invoiced exactly once.
+
+For every active subscription whose ``next_billing_date`` is on or before the
+run's ``as_of`` date, the run bills, for each period that has fallen due (a
+subscription several periods behind gets each missed period once):
+
+- the recurring fee of the next period, in advance, priced from the pinned
+  plan version (or the basic reseller's price list) by
+  :func:`pba_server.catalog.pricing.price_period` (the renewal fee too, where
+  the plan has one; extra units bought at their recurring price; a promotion
+  while ``promotion_cycles_left`` lasts);
+- the overage of the period that just ended (usage above included + bought,
+  at the overage price), and, as a *late* line, usage of earlier periods that
+  arrived after they were billed;
+- tax by the seller's tax rules, as the billing core does.
+
+One invoice per customer and issuer per run groups the customer's due
+subscriptions. A subscription whose term ends without auto-renewal (or with a
+scheduled cancellation) is not renewed: its last overage is billed and it
+becomes ``expired`` (``cancelled``) with a note in ``cancel_reason``.
+
+For the customers of an advanced reseller the run also stages the reseller's
+wholesale charges (its parent's wholesale prices); :func:`invoice_wholesale`
+invoices them at the end of the run, one invoice per reseller and issuer.
+
+Exactly once: each billed (subscription, period start, kind) is a row of
+``billed_items`` (UNIQUE), written in the transaction that writes the invoice
+and advances the subscription. Work is claimed by customer: a batch locks a
+range of customer accounts with ``FOR NO KEY UPDATE SKIP LOCKED`` (other
+processes skip them), then reads their due subscriptions afresh and locks
+them; a batch commits or leaves nothing. A run killed at any point leaves
+whole batches; the next run continues with what is still due.
+
+Set-based: a batch is a handful of queries whatever its size; rows are
+written with multi-row inserts (PostgreSQL: COPY), ids taken from the
+sequences in one statement, invoice numbers taken for the whole batch at once
+per issuer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    exists,
+    func,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from pba_server.accounts.models import Account, Contact
+from pba_server.billing.models import (
+    AccountBalance,
+    BillingCounter,
+    Invoice,
+    InvoiceLine,
+    LedgerEntry,
+    LedgerTransaction,
+    NumberSequence,
+    PaymentTerms,
+    TaxRule,
+)
+from pba_server.billing.run_models import BilledItem, WholesaleCharge
+from pba_server.billing.tax import REVERSE_CHARGE_NOTE, line_amounts
+from pba_server.catalog import pricing
+from pba_server.catalog.models import (
+    Plan,
+    PlanPeriodRow,
+    PlanVersion,
+    Promotion,
+    ResellerPrice,
+    Resource,
+    WholesalePrice,
+)
+from pba_server.core.clock import Clock
+from pba_server.core.db import UnitOfWork
+from pba_server.core.money import quantize
+from pba_server.subscriptions.models import Subscription, SubscriptionResource
+from pba_server.subscriptions.periods import add_periods
+from pba_server.usage.models import UsageRecord
+
+log = logging.getLogger("pba.billing_run")
+
+ZERO = Decimal(0)
+DEFAULT_BATCH = 500
+FEED = "invoice_feed"
+NUMBER_FORMAT = "INV-{year}-{seq:06d}"
+SELLERS = ("provider", "reseller")
+RUN_LOGIN = "system:billing-run"
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class DraftLine:
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    discount: Decimal
+    tax_inclusive: bool
+    period_start: date | None
+    period_end: date | None
+    subscription_id: int | None
+    kind: str  # recurring | overage | late | wholesale
+    net: Decimal = ZERO
+    tax: Decimal = ZERO
+    total: Decimal = ZERO
+    tax_rule_id: int | None = None
+    tax_name: str | None = None
+    tax_rate: Decimal = ZERO
+
+
+@dataclass
+class DraftInvoice:
+    issuer_id: int
+    account_id: int
+    currency: str
+    lines: list[DraftLine] = field(default_factory=list)
+    subtotal: Decimal = ZERO
+    tax_total: Decimal = ZERO
+    total: Decimal = ZERO
+    reverse_charge: bool = False
+    buyer_tax_id: str | None = None
+    notes: str | None = None
+    invoice_id: int | None = None
+    number: str | None = None
+
+
+@dataclass
+class RunSummary:
+    as_of: date
+    dry_run: bool
+    subscriptions: int = 0  # subscriptions billed (renewed or ended)
+    periods: int = 0  # periods billed in advance
+    expired: int = 0  # not renewed at term end
+    invoices: int = 0
+    lines: int = 0
+    rows_written: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    totals: dict[str, Decimal] = field(default_factory=dict)  # by currency
+    drafts: list[DraftInvoice] = field(default_factory=list)  # dry run only
+
+    def add(self, other: RunSummary) -> None:
+        for name in ("subscriptions", "periods", "expired", "invoices", "lines", "rows_written"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.batches += other.batches
+        for c, v in other.totals.items():
+            self.totals[c] = self.totals.get(c, ZERO) + v
+        self.drafts.extend(other.drafts)
+
+    def line(self) -> str:
+        money = ", ".join(f"{v} {c}" for c, v in sorted(self.totals.items())) or "nothing"
+        what = "would bill" if self.dry_run else "billed"
+        return (
+            f"billing run as of {self.as_of}: {what} {self.subscriptions} subscription(s), "
+            f"{self.periods} period(s), {self.expired} ended without renewal; "
+            f"{self.invoices} invoice(s), {self.lines} line(s), {money}; "
+            f"{self.rows_written} row(s) written in {self.seconds:.1f} s"
+        )
+
+
+# ---------------------------------------------------------------- caches (per run)
+
+
+@dataclass(frozen=True)
+class Acc:
+    id: int
+    type: str
+    parent_id: int | None
+    path: str
+    currency: str
+    partner_level: str | None
+    tax_id: str | None
+    country: str | None
+    status: str
+
+    def ancestors(self) -> list[int]:
+        return [int(p) for p in self.path.strip("/").split("/") if p][:-1]
+
+
+@dataclass(frozen=True)
+class PeriodPrice:
+    setup: Decimal
+    recurring: Decimal
+    renewal: Decimal
+
+
+@dataclass(frozen=True)
+class PlanData:
+    id: int
+    owner_id: int
+    name: str
+    currency: str
+
+
+class Cache:
+    """Catalog and account data read once per run (small, shared by every batch)."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[int, Acc] = {}
+        self.plans: dict[int, PlanData] = {}
+        self.versions: dict[int, bool] = {}  # version id -> tax_inclusive
+        self.periods: dict[tuple[int, int, str], PeriodPrice | None] = {}
+        self.resources: dict[int, tuple[str, str]] = {}  # id -> (name, unit)
+        self.promotions: dict[int, pricing.Discount | None] = {}
+        self.reseller_prices: dict[int, dict[tuple[int, int, str], ResellerPrice]] = {}
+        self.wholesale: dict[int, tuple[dict[int, WholesalePrice], dict[int, WholesalePrice]]] = {}
+        self.tax_rules: dict[int, list[TaxRule]] = {}
+
+    def load_accounts(self, session: Session, ids: Iterable[int]) -> None:
+        want = {i for i in ids if i not in self.accounts}
+        if not want:
+            return
+        rows = session.execute(
+            select(
+                Account.id,
+                Account.type,
+                Account.parent_id,
+                Account.path,
+                Account.currency,
+                Account.partner_level,
+                Account.tax_id,
+                Account.country,
+                Account.status,
+            ).where(Account.id.in_(want))
+        )
+        for r in rows:
+            self.accounts[r.id] = Acc(*r)
+        parents = {a for i in want if i in self.accounts for a in self.accounts[i].ancestors()}
+        self.load_accounts(session, parents)
+
+    def seller_of(self, acc: Acc) -> Acc | None:
+        for aid in reversed(acc.ancestors()):
+            a = self.accounts[aid]
+            if a.type in SELLERS:
+                return a
+        return None
+
+    def price_list_of(self, acc: Acc) -> Acc | None:
+        if acc.type == "reseller" and acc.partner_level == "basic":
+            return acc
+        if acc.parent_id is not None:
+            p = self.accounts[acc.parent_id]
+            if p.type == "reseller" and p.partner_level == "basic":
+                return p
+        return None
+
+    def load_catalog(self, session: Session, subs: Sequence[Any]) -> None:
+        plan_ids = {s.plan_id for s in subs} - set(self.plans)
+        if plan_ids:
+            for p in session.execute(
+                select(Plan.id, Plan.owner_id, Plan.name, Plan.currency).where(
+                    Plan.id.in_(plan_ids)
+                )
+            ):
+                self.plans[p.id] = PlanData(*p)
+        vids = {s.plan_version_id for s in subs} - set(self.versions)
+        if vids:
+            for vid, incl in session.execute(
+                select(PlanVersion.id, PlanVersion.tax_inclusive).where(PlanVersion.id.in_(vids))
+            ):
+                self.versions[vid] = bool(incl)
+            for r in session.scalars(
+                select(PlanPeriodRow).where(PlanPeriodRow.version_id.in_(vids))
+            ):
+                self.periods[(r.version_id, r.count, r.unit)] = PeriodPrice(
+                    r.setup_fee, r.recurring_fee, r.renewal_fee
+                )
+        promo_ids = {s.promotion_id for s in subs if s.promotion_id} - set(self.promotions)
+        if promo_ids:
+            for p in session.scalars(select(Promotion).where(Promotion.id.in_(promo_ids))):
+                self.promotions[p.id] = pricing.Discount(
+                    percent=p.percent,
+                    amount=p.amount,
+                    on_setup=p.on_setup,
+                    on_recurring=p.on_recurring,
+                    cycles=None,  # the subscription counts its cycles left
+                )
+        sellers = {a for a in (self.price_list_of(self.accounts[s.account_id]) for s in subs) if a}
+        for r in {a.id for a in sellers} - set(self.reseller_prices):
+            self.reseller_prices[r] = {
+                (p.plan_id, p.period_count, p.period_unit): p
+                for p in session.scalars(
+                    select(ResellerPrice).where(ResellerPrice.reseller_id == r)
+                )
+            }
+
+    def load_resources(self, session: Session, ids: Iterable[int]) -> None:
+        want = set(ids) - set(self.resources)
+        if want:
+            for rid, name, unit in session.execute(
+                select(Resource.id, Resource.name, Resource.unit).where(Resource.id.in_(want))
+            ):
+                self.resources[rid] = (name, unit)
+
+    def rules_of(self, session: Session, issuer_id: int) -> list[TaxRule]:
+        if issuer_id not in self.tax_rules:
+            self.tax_rules[issuer_id] = list(
+                session.scalars(
+                    select(TaxRule).where(TaxRule.seller_id == issuer_id, TaxRule.active.is_(True))
+                )
+            )
+        return self.tax_rules[issuer_id]
+
+    def wholesale_of(
+        self, session: Session, reseller_id: int
+    ) -> tuple[dict[int, WholesalePrice], dict[int, WholesalePrice]]:
+        if reseller_id not in self.wholesale:
+            by_plan: dict[int, WholesalePrice] = {}
+            by_res: dict[int, WholesalePrice] = {}
+            for w in session.scalars(
+                select(WholesalePrice).where(WholesalePrice.reseller_id == reseller_id)
+            ):
+                if w.plan_id is not None:
+                    by_plan[w.plan_id] = w
+                elif w.resource_id is not None:
+                    by_res[w.resource_id] = w
+            self.wholesale[reseller_id] = (by_plan, by_res)
+        return self.wholesale[reseller_id]
+
+
+# ---------------------------------------------------------------- database helpers
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def alloc_ids(session: Session, table: str, n: int) -> list[int]:
+    """``n`` new primary keys of ``table`` in one statement.
+
+    PostgreSQL: from the table's sequence. SQLite: above the current maximum;
+    safe because the run's transaction holds SQLite's write lock (BEGIN
+    IMMEDIATE) from its start."""
+    if n == 0:
+        return []
+    if _is_pg(session):
+        rows = session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table, "n": n},
+        )
+        return [int(r[0]) for r in rows]
+    top = session.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
+    seq = session.execute(
+        text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table}
+    ).scalar()
+    start = max(int(top), int(seq or 0)) + 1
+    return list(range(start, start + n))
+
+
+def bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
+    """Insert ``rows`` (dicts with the same keys): COPY on PostgreSQL, a
+    multi-row INSERT on SQLite."""
+    if not rows:
+        return 0
+    tbl = table.__table__ if hasattr(table, "__table__") else table
+    if _is_pg(session):
+        cols = list(rows[0])
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:  # type: ignore[attr-defined]
+            sql = f"COPY {tbl.name} ({', '.join(cols)}) FROM STDIN"
+            with cur.copy(sql) as cp:
+                for r in rows:
+                    cp.write_row([r[c] for c in cols])
+    else:
+        for i in range(0, len(rows), 5000):
+            session.execute(tbl.insert(), rows[i : i + 5000])
+    return len(rows)
+
+
+def _upsert(session: Session) -> Any:
+    return pg_insert if _is_pg(session) else sqlite_insert
+
+
+# ---------------------------------------------------------------- pricing one subscription
+
+
+def _resource_line_desc(name: str, unit: str, over: Decimal, ps: date, pe: date) -> str:
+    return f"{name}: {_plain(over)} {unit} over the limit, {ps.isoformat()} to {pe.isoformat()}"
+
+
+def _plain(v: Decimal) -> str:
+    return format(v.normalize(), "f") if v != v.to_integral_value() else str(int(v))
+
+
+def _split_discount(
+    priced: pricing.Priced,
+    currency: str,
+    inclusive: bool,
+    ps: date,
+    pe: date,
+    sub_id: int,
+) -> list[DraftLine]:
+    """Lines of one priced period (the same rules as billing.service.plan_lines):
+    the discount is taken from the charged lines in order; zero lines are left
+    out; a line whose quantity x unit price is not its amount is one unit."""
+    left = -sum((ln.amount for ln in priced.lines if ln.kind == "discount"), ZERO)
+    out: list[DraftLine] = []
+    for ln in priced.lines:
+        if ln.kind == "discount" or ln.amount == 0:
+            continue
+        cut = min(left, ln.amount)
+        left -= cut
+        qty, price = ln.quantity, ln.unit_price
+        exact = (
+            qty > 0
+            and qty == qty.quantize(Decimal("0.0001"))
+            and price == quantize(price, currency)
+            and qty * price == ln.amount
+        )
+        if not exact:
+            qty, price = Decimal(1), ln.amount
+        label = f"{ln.description[:200]}, {ps.isoformat()} to {pe.isoformat()}"
+        out.append(DraftLine(label, qty, price, cut, inclusive, ps, pe, sub_id, "recurring"))
+    return out
+
+
+def _money_line(
+    desc: str,
+    qty: Decimal,
+    unit_price: Decimal,
+    amount: Decimal,
+    currency: str,
+    ps: date,
+    pe: date,
+    sub_id: int | None,
+    kind: str,
+    inclusive: bool = False,
+) -> DraftLine:
+    exact = (
+        qty > 0
+        and qty == qty.quantize(Decimal("0.0001"))
+        and unit_price == quantize(unit_price, currency)
+        and qty * unit_price == amount
+    )
+    if not exact:
+        qty, unit_price = Decimal(1), amount
+    return DraftLine(desc[:255], qty, unit_price, ZERO, inclusive, ps, pe, sub_id, kind)
+
+
+# ---------------------------------------------------------------- one batch
+
+
+@dataclass
+class BatchPlan:
+    invoices: dict[tuple[int, int], DraftInvoice]  # (issuer, buyer)
+    items: list[dict[str, Any]]  # billed_items rows (invoice_id filled in later)
+    item_invoice: list[tuple[int, int] | None]  # the invoice key of each item
+    sub_updates: list[dict[str, Any]]
+    usage_ids: list[int]
+    wholesale: list[tuple[int, dict[str, Any]]]  # (index into items, charge row)
+    summary: RunSummary
+
+
+def _plan_batch(
+    session: Session,
+    cache: Cache,
+    account_ids: Sequence[int],
+    as_of: date,
+    now: datetime,
+    *,
+    lock: bool,
+    summary: RunSummary,
+) -> BatchPlan:
+    cache.load_accounts(session, account_ids)
+    q = (
+        select(Subscription)
+        .where(
+            Subscription.account_id.in_(account_ids),
+            Subscription.status == "active",
+            Subscription.next_billing_date <= as_of,
+        )
+        .order_by(Subscription.account_id, Subscription.id)
+    )
+    if lock:
+        q = q.with_for_update()
+    subs = list(session.scalars(q.execution_options(populate_existing=True)))
+    plan = BatchPlan({}, [], [], [], [], [], summary)
+    if not subs:
+        return plan
+    sub_ids = [s.id for s in subs]
+    cache.load_catalog(session, subs)
+    res_rows: dict[int, list[SubscriptionResource]] = defaultdict(list)
+    for r in session.scalars(
+        select(SubscriptionResource)
+        .where(SubscriptionResource.subscription_id.in_(sub_ids))
+        .order_by(SubscriptionResource.subscription_id, SubscriptionResource.resource_id)
+    ):
+        res_rows[r.subscription_id].append(r)
+    cache.load_resources(session, {r.resource_id for rs in res_rows.values() for r in rs})
+    # unbilled usage, by record (ids are marked billed; later arrivals stay unbilled)
+    unbilled: dict[tuple[int, int, date], Decimal] = defaultdict(lambda: ZERO)
+    unbilled_ids: dict[tuple[int, date], list[int]] = defaultdict(list)
+    for uid, sid, rid, ps, qty in session.execute(
+        select(
+            UsageRecord.id,
+            UsageRecord.subscription_id,
+            UsageRecord.resource_id,
+            UsageRecord.period_start,
+            UsageRecord.quantity,
+        ).where(UsageRecord.billed.is_(False), UsageRecord.subscription_id.in_(sub_ids))
+    ):
+        unbilled[(sid, rid, ps)] += qty
+        unbilled_ids[(sid, ps)].append(uid)
+    usage_by_sub: dict[int, list[tuple[int, date, Decimal]]] = defaultdict(list)
+    for (sid, rid, ps), qty in sorted(unbilled.items()):
+        usage_by_sub[sid].append((rid, ps, qty))
+    by_sub_start = {s.id: s.period_start for s in subs}
+    late_pairs = [(sid, ps) for (sid, ps) in unbilled_ids if ps < by_sub_start[sid]]
+    billed_before: dict[tuple[int, int, date], Decimal] = defaultdict(lambda: ZERO)
+    if late_pairs:
+        for sid, rid, ps, qty in session.execute(
+            select(
+                UsageRecord.subscription_id,
+                UsageRecord.resource_id,
+                UsageRecord.period_start,
+                func.sum(UsageRecord.quantity),
+            )
+            .where(
+                UsageRecord.billed.is_(True),
+                tuple_(UsageRecord.subscription_id, UsageRecord.period_start).in_(late_pairs),
+            )
+            .group_by(
+                UsageRecord.subscription_id, UsageRecord.resource_id, UsageRecord.period_start
+            )
+        ):
+            billed_before[(sid, rid, ps)] = Decimal(qty)
+    regions: dict[int, str] = {}
+    for aid, state in session.execute(
+        select(Contact.account_id, Contact.state)
+        .where(Contact.account_id.in_(account_ids))
+        .order_by(Contact.account_id, Contact.id.desc())
+    ):
+        regions[aid] = (state or "").strip()  # the last wins: the first contact by id
+    plan.summary.subscriptions += len(subs)
+
+    for s in subs:
+        buyer = cache.accounts[s.account_id]
+        issuer = cache.seller_of(buyer)
+        if issuer is None:
+            log.warning("subscription %s: account %s has no seller; skipped", s.id, buyer.id)
+            continue
+        key = (issuer.id, buyer.id)
+        inv = plan.invoices.get(key)
+        if inv is None:
+            inv = plan.invoices[key] = DraftInvoice(issuer.id, buyer.id, buyer.currency)
+        currency = s.currency
+        plan_row = cache.plans[s.plan_id]
+        pp = cache.periods.get((s.plan_version_id, s.period_count, s.period_unit))
+        inclusive = cache.versions.get(s.plan_version_id, False)
+        fees = pricing.Fees(pp.setup, pp.recurring, pp.renewal) if pp else pricing.Fees(ZERO, ZERO)
+        pl = cache.price_list_of(buyer)
+        if pl is not None:
+            rp = cache.reseller_prices.get(pl.id, {}).get(
+                (s.plan_id, s.period_count, s.period_unit)
+            )
+            if rp is not None:
+                fees = pricing.Fees(rp.setup_fee, rp.recurring_fee, rp.renewal_fee)
+                inclusive = rp.tax_inclusive
+        period = pricing.Period(s.period_count, s.period_unit)
+        months = pricing.months_in(period)
+        srs = res_rows.get(s.id, [])
+        rates = [
+            pricing.Rate(
+                resource_id=r.resource_id,
+                name=cache.resources.get(r.resource_id, (str(r.resource_id), ""))[0],
+                included=r.included,
+                unit_recurring=r.unit_recurring_price,
+                overage=r.overage_price,
+            )
+            for r in srs
+        ]
+        bought = {r.resource_id: r.bought for r in srs}
+        limits = {r.resource_id: r for r in srs}
+        discount = cache.promotions.get(s.promotion_id) if s.promotion_id else None
+        cycles_left = s.promotion_cycles_left
+        wholesale = None
+        if issuer.type == "reseller" and issuer.partner_level == "advanced":
+            wholesale = cache.wholesale_of(session, issuer.id)
+            if not wholesale[0] and not wholesale[1]:
+                wholesale = None
+
+        ps, pe, nbd = s.period_start, s.period_end, s.next_billing_date
+        status = s.status
+        note = None
+        ended_starts: list[tuple[date, date]] = []
+        assert nbd is not None
+        while nbd is not None and nbd <= as_of:
+            ended_starts.append((ps, pe))
+            stop = not s.auto_renew or (s.cancel_on is not None and s.cancel_on <= nbd)
+            if stop:
+                status = "cancelled" if s.cancel_on is not None and s.auto_renew else "expired"
+                why = "cancellation scheduled" if status == "cancelled" else "auto-renew is off"
+                note = f"not renewed: {why}; the term ended on {pe.isoformat()} (billing run as of {as_of.isoformat()})"
+                nbd = None
+                plan.summary.expired += 1
+                break
+            new_ps = nbd
+            new_pe = add_periods(new_ps, s.period_count, s.period_unit, anchor_day=s.anchor_day)
+            disc = None
+            if discount is not None and (cycles_left is None or cycles_left > 0):
+                disc = discount
+                if cycles_left is not None:
+                    cycles_left -= 1
+            priced = pricing.price_period(
+                currency=currency,
+                period=period,
+                fees=fees,
+                rates=rates,
+                extra=bought,
+                discount=disc,
+                cycle=2,
+            )
+            lines = _split_discount(priced, currency, inclusive, new_ps, new_pe, s.id)
+            inv.lines.extend(lines)
+            plan.items.append(_item(s.id, new_ps, new_pe, "recurring", as_of, now))
+            plan.item_invoice.append(key if lines else None)
+            if wholesale is not None:
+                _wholesale(
+                    plan,
+                    issuer.id,
+                    cache,
+                    s,
+                    plan_row,
+                    srs,
+                    wholesale,
+                    new_ps,
+                    new_pe,
+                    months,
+                    as_of,
+                    now,
+                )
+            plan.summary.periods += 1
+            ps, pe, nbd = new_ps, new_pe, new_pe
+        # overage of each period that ended here, and late usage of periods
+        # billed by earlier runs
+        ended_set = {a for a, _b in ended_starts}
+        late_lines: list[DraftLine] = []
+        usage_periods: set[date] = set()
+        for rid, ups, qty_new in usage_by_sub.get(s.id, []):
+            late = ups < s.period_start
+            if not late and ups not in ended_set:
+                continue  # a period that has not ended yet
+            usage_periods.add(ups)
+            r = limits.get(rid)
+            if r is None:
+                continue
+            name, unit = cache.resources.get(rid, (str(rid), ""))
+            limit = r.included + r.bought
+            before = billed_before.get((s.id, rid, ups), ZERO)
+            rate = pricing.Rate(rid, name, r.included, overage=r.overage_price)
+            charge = pricing.overage_charge(
+                rate, used=before + qty_new, bought=r.bought, months=months, currency=currency
+            ) - pricing.overage_charge(
+                rate, used=before, bought=r.bought, months=months, currency=currency
+            )
+            if charge <= 0:
+                continue
+            over = max(before + qty_new - limit, ZERO) - max(before - limit, ZERO)
+            upe = add_periods(ups, s.period_count, s.period_unit, anchor_day=s.anchor_day)
+            desc = ("Late usage: " if late else "Usage: ") + _resource_line_desc(
+                name, unit, over, ups, upe
+            )
+            kind = "late" if late else "overage"
+            ln = _money_line(
+                desc, over, r.overage_price * months, charge, currency, ups, upe, s.id, kind
+            )
+            (late_lines if late else inv.lines).append(ln)
+        inv.lines.extend(late_lines)
+        for ups in sorted(usage_periods):
+            plan.usage_ids.extend(unbilled_ids[(s.id, ups)])
+        for a, b in ended_starts:
+            if a in usage_periods:
+                plan.items.append(_item(s.id, a, b, "overage", as_of, now))
+                plan.item_invoice.append(key)
+        if any(u < s.period_start for u in usage_periods):
+            # one late item per subscription and run, keyed by the newest period billed
+            plan.items.append(_item(s.id, ps, pe, "late", as_of, now))
+            plan.item_invoice.append(key)
+        if not ended_starts:
+            continue
+        plan.sub_updates.append(
+            {
+                "b_id": s.id,
+                "b_period_start": ps,
+                "b_period_end": pe,
+                "b_next": nbd,
+                "b_status": status,
+                "b_cycles": cycles_left,
+                "b_reason": note if note is not None else s.cancel_reason,
+                "b_updated": now,
+            }
+        )
+    # invoice-level: tax, totals
+    for (issuer_id, buyer_id), inv in list(plan.invoices.items()):
+        if not inv.lines:
+            del plan.invoices[(issuer_id, buyer_id)]
+            continue
+        _tax(session, cache, inv, cache.accounts[buyer_id], regions.get(buyer_id, ""))
+    return plan
+
+
+def _item(sub_id: int, ps: date, pe: date, kind: str, as_of: date, now: datetime) -> dict[str, Any]:
+    return {
+        "subscription_id": sub_id,
+        "period_start": ps,
+        "period_end": pe,
+        "kind": kind,
+        "billed_on": as_of,
+        "created_at": now,
+    }
+
+
+def _wholesale(
+    plan: BatchPlan,
+    reseller_id: int,
+    cache: Cache,
+    s: Subscription,
+    plan_row: PlanData,
+    srs: Sequence[SubscriptionResource],
+    prices: tuple[dict[int, WholesalePrice], dict[int, WholesalePrice]],
+    ps: date,
+    pe: date,
+    months: Decimal,
+    as_of: date,
+    now: datetime,
+) -> None:
+    by_plan, by_res = prices
+    rows: list[dict[str, Any]] = []
+    w = by_plan.get(s.plan_id)
+    if w is not None and w.recurring_fee:
+        rows.append(
+            {
+                "description": f"Wholesale: {plan_row.name}, {ps.isoformat()} to {pe.isoformat()}",
+                "quantity": Decimal(1),
+                "unit_price": quantize(w.recurring_fee * months, w.currency),
+                "currency": w.currency,
+            }
+        )
+    for r in srs:
+        wr = by_res.get(r.resource_id)
+        units = r.included + r.bought
+        if wr is None or not wr.recurring_fee or units <= 0:
+            continue
+        name, unit = cache.resources.get(r.resource_id, (str(r.resource_id), ""))
+        rows.append(
+            {
+                "description": f"Wholesale: {name} ({unit}), {ps.isoformat()} to {pe.isoformat()}",
+                "quantity": units,
+                "unit_price": wr.recurring_fee * months,
+                "currency": wr.currency,
+            }
+        )
+    if not rows:
+        return
+    idx = len(plan.items)
+    plan.items.append(_item(s.id, ps, pe, "wholesale", as_of, now))
+    plan.item_invoice.append(None)
+    for r in rows:
+        plan.wholesale.append(
+            (
+                idx,
+                {
+                    **r,
+                    "reseller_id": reseller_id,
+                    "subscription_id": s.id,
+                    "period_start": ps,
+                    "period_end": pe,
+                    "invoice_id": None,
+                },
+            )
+        )
+
+
+def _tax(session: Session, cache: Cache, inv: DraftInvoice, buyer: Acc, region: str) -> None:
+    """Tax and amounts of every line, as billing.service._price_line does at issue."""
+    rule: TaxRule | None = None
+    if buyer.country:
+        rules = [
+            r
+            for r in cache.rules_of(session, inv.issuer_id)
+            if r.buyer_country == buyer.country and r.buyer_region in ("", region)
+        ]
+        rule = max(rules, key=lambda r: r.buyer_region != "", default=None)
+    reverse = bool(rule and rule.reverse_charge and buyer.tax_id)
+    rate = ZERO if rule is None or reverse else rule.rate
+    inv.buyer_tax_id = buyer.tax_id
+    inv.reverse_charge = reverse
+    if reverse:
+        inv.notes = REVERSE_CHARGE_NOTE.format(tax_id=buyer.tax_id)
+    for ln in inv.lines:
+        a = line_amounts(
+            ln.quantity,
+            ln.unit_price,
+            ln.discount,
+            rate,
+            inclusive=ln.tax_inclusive,
+            currency=inv.currency,
+        )
+        ln.net, ln.tax, ln.total = a.net, a.tax, a.total
+        ln.tax_rule_id = rule.id if rule else None
+        ln.tax_name = rule.name if rule else None
+        ln.tax_rate = rate
+    inv.subtotal = sum((ln.net for ln in inv.lines), ZERO)
+    inv.tax_total = sum((ln.tax for ln in inv.lines), ZERO)
+    inv.total = sum((ln.total for ln in inv.lines), ZERO)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _take_numbers(
+    session: Session, issuer_ids: Sequence[int], counts: dict[int, int], now: datetime
+) -> dict[int, tuple[int, str]]:
+    """Lock each issuer's invoice sequence (in issuer order, so concurrent
+    batches never deadlock) and take ``counts[issuer]`` numbers at once.
+    Returns issuer -> (first seq, format)."""
+    ins = _upsert(session)
+    out: dict[int, tuple[int, str]] = {}
+    for iid in sorted(issuer_ids):
+        session.execute(
+            ins(NumberSequence)
+            .values(issuer_id=iid, kind="invoice", format=NUMBER_FORMAT, last_number=0)
+            .on_conflict_do_nothing()
+        )
+        last, fmt = session.execute(
+            select(NumberSequence.last_number, NumberSequence.format)
+            .where(NumberSequence.issuer_id == iid, NumberSequence.kind == "invoice")
+            .with_for_update()
+        ).one()
+        session.execute(
+            update(NumberSequence)
+            .where(NumberSequence.issuer_id == iid, NumberSequence.kind == "invoice")
+            .values(last_number=last + counts[iid])
+        )
+        out[iid] = (last + 1, fmt)
+    return out
+
+
+def _take_feed(session: Session, n: int) -> int:
+    ins = _upsert(session)
+    session.execute(ins(BillingCounter).values(name=FEED, value=0).on_conflict_do_nothing())
+    last = session.execute(
+        select(BillingCounter.value).where(BillingCounter.name == FEED).with_for_update()
+    ).scalar_one()
+    session.execute(
+        update(BillingCounter).where(BillingCounter.name == FEED).values(value=last + n)
+    )
+    return int(last) + 1
+
+
+def write_invoices(
+    session: Session,
+    drafts: Sequence[DraftInvoice],
+    due_days: dict[int, int],
+    now: datetime,
+) -> int:
+    """Issue ``drafts`` (taxed, with totals) in bulk: numbers, invoices, lines,
+    ledger transactions and entries, cached balances. Returns rows written."""
+    drafts = [d for d in drafts if d.lines]
+    if not drafts:
+        return 0
+    today = now.astimezone(UTC).date()
+    counts: dict[int, int] = defaultdict(int)
+    for d in drafts:
+        counts[d.issuer_id] += 1
+    firsts = _take_numbers(session, list(counts), counts, now)
+    feed = _take_feed(session, len(drafts))
+    inv_ids = alloc_ids(session, "invoices", len(drafts))
+    posted = [d for d in drafts if d.total > 0]
+    tx_ids = alloc_ids(session, "ledger_transactions", len(posted))
+    next_seq = {i: firsts[i][0] for i in firsts}
+    inv_rows, line_rows, tx_rows, entry_rows = [], [], [], []
+    balances: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)
+    tx_iter = iter(tx_ids)
+    for d, iid in zip(drafts, inv_ids, strict=True):
+        seq = next_seq[d.issuer_id]
+        next_seq[d.issuer_id] += 1
+        d.invoice_id = iid
+        d.number = firsts[d.issuer_id][1].format(seq=seq, year=now.year)
+        paid = d.total == 0
+        inv_rows.append(
+            {
+                "id": iid,
+                "issuer_id": d.issuer_id,
+                "account_id": d.account_id,
+                "currency": d.currency,
+                "status": "paid" if paid else "issued",
+                "number": d.number,
+                "seq": seq,
+                "feed_position": feed,
+                "created_at": now,
+                "issued_at": now,
+                "due_date": today + timedelta(days=due_days.get(d.account_id, 0)),
+                "voided_at": None,
+                "subtotal": d.subtotal,
+                "tax_total": d.tax_total,
+                "total": d.total,
+                "paid_amount": ZERO,
+                "credited_amount": ZERO,
+                "reverse_charge": d.reverse_charge,
+                "buyer_tax_id": d.buyer_tax_id,
+                "notes": d.notes,
+            }
+        )
+        feed += 1
+        for pos, ln in enumerate(d.lines, 1):
+            line_rows.append(
+                {
+                    "invoice_id": iid,
+                    "position": pos,
+                    "description": ln.description[:255],
+                    "quantity": ln.quantity,
+                    "unit_price": ln.unit_price,
+                    "discount": ln.discount,
+                    "tax_inclusive": ln.tax_inclusive,
+                    "tax_rule_id": ln.tax_rule_id,
+                    "explicit_tax_rule": False,
+                    "tax_name": ln.tax_name,
+                    "tax_rate": ln.tax_rate,
+                    "net": ln.net,
+                    "tax": ln.tax,
+                    "total": ln.total,
+                    "credited": ZERO,
+                    "period_start": ln.period_start,
+                    "period_end": ln.period_end,
+                    "link_type": "subscription" if ln.subscription_id else "other",
+                    "link_id": str(ln.subscription_id) if ln.subscription_id else None,
+                }
+            )
+        if d.total > 0:
+            tid = next(tx_iter)
+            tx_rows.append(
+                {
+                    "id": tid,
+                    "at": now,
+                    "kind": "invoice",
+                    "currency": d.currency,
+                    "account_id": d.account_id,
+                    "document_type": "invoice",
+                    "document_id": iid,
+                    "memo": f"invoice {d.number}",
+                    "reverses_id": None,
+                    "user_login": RUN_LOGIN,
+                }
+            )
+            legs: list[tuple[str, int, Decimal, str | None]] = [
+                ("receivable", d.account_id, d.total, None),
+                ("revenue", d.issuer_id, -d.subtotal, None),
+            ]
+            tax_by_rule: dict[int | None, Decimal] = defaultdict(lambda: ZERO)
+            for ln in d.lines:
+                if ln.tax:
+                    tax_by_rule[ln.tax_rule_id] += ln.tax
+            legs += [("tax_payable", d.issuer_id, -t, str(r)) for r, t in tax_by_rule.items() if t]
+            for acct, owner, amount, ref in legs:
+                if amount != 0:
+                    entry_rows.append(
+                        {
+                            "transaction_id": tid,
+                            "ledger_account": acct,
+                            "owner_id": owner,
+                            "ref": ref,
+                            "currency": d.currency,
+                            "amount": amount,
+                        }
+                    )
+            balances[(d.account_id, d.currency)] += d.total
+    n = bulk_insert(session, Invoice, inv_rows)
+    n += bulk_insert(session, InvoiceLine, line_rows)
+    n += bulk_insert(session, LedgerTransaction, tx_rows)
+    n += bulk_insert(session, LedgerEntry, entry_rows)
+    if balances:
+        ins = _upsert(session)
+        stmt = ins(AccountBalance)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "currency"],
+            set_={"receivable": AccountBalance.receivable + stmt.excluded.receivable},
+        )
+        rows = [
+            {"account_id": a, "currency": c, "receivable": v, "credit": ZERO}
+            for (a, c), v in sorted(balances.items())
+        ]
+        session.execute(stmt, rows)
+        n += len(rows)
+    return n
+
+
+def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], now: datetime) -> int:
+    drafts = list(plan.invoices.values())
+    n = write_invoices(session, drafts, due_days, now)
+    ids = {k: d.invoice_id for k, d in plan.invoices.items()}
+    item_ids = alloc_ids(session, "billed_items", len(plan.items))
+    rows = []
+    for iid, item, key in zip(item_ids, plan.items, plan.item_invoice, strict=True):
+        rows.append({"id": iid, **item, "invoice_id": ids.get(key) if key else None})
+    n += bulk_insert(session, BilledItem, rows)
+    n += bulk_insert(
+        session,
+        WholesaleCharge,
+        [{**row, "billed_item_id": item_ids[idx]} for idx, row in plan.wholesale],
+    )
+    if plan.sub_updates:
+        t = Subscription.__table__
+        session.execute(
+            update(t)
+            .where(t.c.id == bindparam("b_id"))
+            .values(
+                period_start=bindparam("b_period_start"),
+                period_end=bindparam("b_period_end"),
+                next_billing_date=bindparam("b_next"),
+                status=bindparam("b_status"),
+                promotion_cycles_left=bindparam("b_cycles"),
+                cancel_reason=bindparam("b_reason"),
+                updated_at=bindparam("b_updated"),
+            )
+            .execution_options(synchronize_session=False),
+            plan.sub_updates,
+        )
+        n += len(plan.sub_updates)
+    for i in range(0, len(plan.usage_ids), 5000):
+        chunk = plan.usage_ids[i : i + 5000]
+        session.execute(
+            update(UsageRecord)
+            .where(UsageRecord.id.in_(chunk))
+            .values(billed=True)
+            .execution_options(synchronize_session=False)
+        )
+        n += len(chunk)
+    plan.summary.invoices += len(drafts)
+    plan.summary.lines += sum(len(d.lines) for d in drafts)
+    for d in drafts:
+        plan.summary.totals[d.currency] = plan.summary.totals.get(d.currency, ZERO) + d.total
+    return n
+
+
+def _apply_prepaid_credit(session: Session, clock: Clock, drafts: Sequence[DraftInvoice]) -> None:
+    """Settle new invoices of accounts holding prepaid credit (rare: the ORM path)."""
+    owed = [d for d in drafts if d.total > 0 and d.invoice_id]
+    if not owed:
+        return
+    keys = [(d.account_id, d.currency) for d in owed]
+    with_credit = {
+        (a, c)
+        for a, c in session.execute(
+            select(AccountBalance.account_id, AccountBalance.currency).where(
+                tuple_(AccountBalance.account_id, AccountBalance.currency).in_(keys),
+                AccountBalance.credit < 0,
+            )
+        )
+    }
+    if not with_credit:
+        return
+    from pba_server.billing import service as billing
+
+    for d in owed:
+        if (d.account_id, d.currency) not in with_credit:
+            continue
+        acc = session.get(Account, d.account_id)
+        inv = session.get(Invoice, d.invoice_id, populate_existing=True)
+        assert acc is not None and inv is not None
+        ctx = _system_ctx(session, clock, acc)
+        billing._apply_credit(ctx, acc, [inv])
+
+
+def _system_ctx(session: Session, clock: Clock, acc: Account) -> Any:
+    from pba_server.core.auth import Principal
+    from pba_server.core.context import CallContext, process_secrets
+    from pba_server.core.secrets import SecretBox
+
+    class _Uow:
+        def __init__(self, s: Session) -> None:
+            self.session = s
+
+    try:
+        box = process_secrets()
+    except RuntimeError:
+        box = SecretBox(SecretBox.generate_key())
+    principal = Principal(
+        user_id=0,
+        login=RUN_LOGIN,
+        account_id=acc.id,
+        account_path=acc.path,
+        roles=frozenset({"admin"}),
+        via="system",
+    )
+    return CallContext(
+        uow=_Uow(session),  # type: ignore[arg-type]
+        principal=principal,
+        clock=clock,
+        secrets=box,
+        operation="BillingRun",
+    )
+
+
+# ---------------------------------------------------------------- claiming
+
+
+def _due_accounts(as_of: date, after: int, limit: int, subtree: str | None, lock: bool) -> Any:
+    due = exists().where(
+        Subscription.account_id == Account.id,
+        Subscription.status == "active",
+        Subscription.next_billing_date <= as_of,
+    )
+    q = select(Account.id).where(Account.id > after, due)
+    if subtree is not None:
+        q = q.where(Account.path.startswith(subtree, autoescape=True))
+    q = q.order_by(Account.id).limit(limit)
+    if lock:
+        q = q.with_for_update(skip_locked=True, key_share=True)
+    return q
+
+
+def run_batches(
+    engine: Engine,
+    clock: Clock,
+    *,
+    as_of: date,
+    dry_run: bool = False,
+    account_id: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[RunSummary], None] | None = None,
+    stop_after: int | None = None,
+) -> RunSummary:
+    """One worker's share of the run: claim due customers by key range and
+    bill them, one transaction per batch. Several workers (threads,
+    processes, servers) may run this at once."""
+    summary = RunSummary(as_of=as_of, dry_run=dry_run)
+    cache = Cache()
+    subtree = None
+    if account_id is not None:
+        with UnitOfWork(engine) as uow:
+            path = uow.session.scalar(select(Account.path).where(Account.id == account_id))
+        if path is None:
+            from pba_server.core.errors import NotFound
+
+            raise NotFound(f"account {account_id} not found")
+        subtree = str(path)
+    after = 0
+    while True:
+        with UnitOfWork(engine) as uow:
+            s = uow.session
+            ids = list(s.scalars(_due_accounts(as_of, after, batch_size, subtree, not dry_run)))
+            if not ids:
+                break
+            after = ids[-1]
+            now = clock.now()
+            part = RunSummary(as_of=as_of, dry_run=dry_run, batches=1)
+            plan = _plan_batch(s, cache, ids, as_of, now, lock=not dry_run, summary=part)
+            due_days = dict(
+                s.execute(
+                    select(PaymentTerms.account_id, PaymentTerms.net_days).where(
+                        PaymentTerms.account_id.in_(ids)
+                    )
+                ).all()
+            )
+            if dry_run:
+                part.drafts = list(plan.invoices.values())
+                part.invoices = len(part.drafts)
+                part.lines = sum(len(d.lines) for d in part.drafts)
+                for d in part.drafts:
+                    part.totals[d.currency] = part.totals.get(d.currency, ZERO) + d.total
+            else:
+                part.rows_written = _write_batch(s, plan, due_days, now)
+                _apply_prepaid_credit(s, clock, list(plan.invoices.values()))
+                uow.commit()
+        summary.add(part)
+        if progress:
+            progress(summary)
+        if stop_after is not None and summary.batches >= stop_after:
+            break
+    return summary
+
+
+# ---------------------------------------------------------------- wholesale invoices
+
+
+def invoice_wholesale(engine: Engine, clock: Clock, *, dry_run: bool = False) -> RunSummary:
+    """Invoice every advanced reseller's staged wholesale charges: one invoice
+    per reseller and issuer (its seller) per call, lines grouped by
+    description, price and period."""
+    summary = RunSummary(as_of=clock.now().date(), dry_run=dry_run)
+    cache = Cache()
+    after = 0
+    while True:
+        with UnitOfWork(engine) as uow:
+            s = uow.session
+            pending = exists().where(
+                WholesaleCharge.reseller_id == Account.id, WholesaleCharge.invoice_id.is_(None)
+            )
+            q = select(Account.id).where(Account.id > after, pending).order_by(Account.id).limit(1)
+            if not dry_run:
+                q = q.with_for_update(skip_locked=True, key_share=True)
+            rid = s.scalar(q)
+            if rid is None:
+                break
+            after = rid
+            cache.load_accounts(s, [rid])
+            reseller = cache.accounts[rid]
+            issuer = cache.seller_of(reseller)
+            if issuer is None:
+                continue
+            charges = list(
+                s.scalars(
+                    select(WholesaleCharge)
+                    .where(WholesaleCharge.reseller_id == rid, WholesaleCharge.invoice_id.is_(None))
+                    .order_by(WholesaleCharge.id)
+                )
+            )
+            grouped: dict[tuple[str, Decimal, date, date], Decimal] = defaultdict(lambda: ZERO)
+            for c in charges:
+                grouped[(c.description, c.unit_price, c.period_start, c.period_end)] += c.quantity
+            inv = DraftInvoice(issuer.id, rid, reseller.currency)
+            for (desc, price, ps, pe), qty in sorted(
+                grouped.items(), key=lambda kv: (kv[0][2], kv[0][0])
+            ):
+                amount = quantize(qty * price, reseller.currency)
+                if amount <= 0:
+                    continue
+                inv.lines.append(
+                    _money_line(
+                        desc, qty, price, amount, reseller.currency, ps, pe, None, "wholesale"
+                    )
+                )
+            if not inv.lines:
+                continue
+            region = s.scalar(
+                select(Contact.state).where(Contact.account_id == rid).order_by(Contact.id).limit(1)
+            )
+            _tax(s, cache, inv, reseller, (region or "").strip())
+            summary.subscriptions += len({c.subscription_id for c in charges})
+            summary.invoices += 1
+            summary.lines += len(inv.lines)
+            summary.totals[inv.currency] = summary.totals.get(inv.currency, ZERO) + inv.total
+            if dry_run:
+                summary.drafts.append(inv)
+                continue
+            now = clock.now()
+            terms = s.get(PaymentTerms, rid)
+            summary.rows_written += write_invoices(
+                s, [inv], {rid: terms.net_days if terms else 0}, now
+            )
+            ids = [c.id for c in charges]
+            s.execute(
+                update(WholesaleCharge)
+                .where(WholesaleCharge.id.in_(ids))
+                .values(invoice_id=inv.invoice_id)
+                .execution_options(synchronize_session=False)
+            )
+            s.execute(
+                update(BilledItem)
+                .where(BilledItem.id.in_({c.billed_item_id for c in charges}))
+                .values(invoice_id=inv.invoice_id)
+                .execution_options(synchronize_session=False)
+            )
+            summary.rows_written += len(ids)
+            _apply_prepaid_credit(s, clock, [inv])
+            uow.commit()
+    return summary
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+def run(
+    engine: Engine,
+    clock: Clock,
+    *,
+    as_of: date | None = None,
+    dry_run: bool = False,
+    account_id: int | None = None,
+    workers: int = 1,
+    batch_size: int = DEFAULT_BATCH,
+    progress: Callable[[RunSummary], None] | None = None,
+) -> RunSummary:
+    """The billing run as of ``as_of`` (default: today, UTC): the due
+    subscriptions in batches (``workers`` threads claiming batches side by
+    side), then the resellers' wholesale invoices."""
+    started = time.monotonic()
+    day = as_of or clock.now().astimezone(UTC).date()
+    total = RunSummary(as_of=day, dry_run=dry_run)
+    if workers <= 1 or dry_run:
+        total.add(
+            run_batches(
+                engine,
+                clock,
+                as_of=day,
+                dry_run=dry_run,
+                account_id=account_id,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        )
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        from threading import Lock
+
+        lock = Lock()
+        overall = RunSummary(as_of=day, dry_run=dry_run)
+
+        def tick(_part: RunSummary) -> None:
+            pass
+
+        def work() -> RunSummary:
+            return run_batches(
+                engine,
+                clock,
+                as_of=day,
+                dry_run=dry_run,
+                account_id=account_id,
+                batch_size=batch_size,
+                progress=tick,
+            )
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(work) for _ in range(workers)]
+            for f in futures:
+                part = f.result()
+                with lock:
+                    overall.add(part)
+                    if progress:
+                        progress(overall)
+        total.add(overall)
+    wholesale = invoice_wholesale(engine, clock, dry_run=dry_run)
+    total.invoices += wholesale.invoices
+    total.lines += wholesale.lines
+    total.rows_written += wholesale.rows_written
+    for c, v in wholesale.totals.items():
+        total.totals[c] = total.totals.get(c, ZERO) + v
+    total.drafts.extend(wholesale.drafts)
+    total.seconds = time.monotonic() - started
+    return total
+
+
+def job(uow: UnitOfWork, clock: Clock) -> str:
+    """The scheduler's ``billing-run`` job: today's run (it commits per batch)."""
+    engine = uow.session.get_bind()
+    assert isinstance(engine, Engine)
+    return run(engine, clock).line()
+
+
+def summary_json(s: RunSummary) -> str:
+    return json.dumps(
+        {
+            "as_of": s.as_of.isoformat(),
+            "dry_run": s.dry_run,
+            "subscriptions": s.subscriptions,
+            "periods": s.periods,
+            "expired": s.expired,
+            "invoices": s.invoices,
+            "lines": s.lines,
+            "rows_written": s.rows_written,
+            "seconds": round(s.seconds, 3),
+            "totals": {c: str(v) for c, v in s.totals.items()},
+        },
+        sort_keys=True,
+    )
