@@ -358,10 +358,7 @@ def alloc_ids(session: Session, table: str, n: int) -> list[int]:
         )
         return [int(r[0]) for r in rows]
     top = session.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
-    seq = session.execute(
-        text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table}
-    ).scalar()
-    start = max(int(top), int(seq or 0)) + 1
+    start = int(top) + 1
     return list(range(start, start + n))
 
 

@@ -1,0 +1,140 @@
+"""The billing run's rules at the service layer, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from pba_server.billing import service as billing
+from tests.billing_support import assert_books_sound, customer
+from tests.billrun_support import invoices, make_plan, run, sub, subscribe
+from tests.catalog_support import service_ctx
+
+D = Decimal
+
+
+def _provider(env: Any) -> int:
+    with service_ctx(env) as ctx:
+        return ctx.principal.account_id
+
+
+def test_renews_in_advance_one_invoice_per_customer(env: Any) -> None:
+    cat = make_plan(env)
+    prov = _provider(env)
+    c1 = customer(env, "C1", country=None)
+    c2 = customer(env, "C2", country=None)
+    s1 = subscribe(env, cat, c1, prov, date(2026, 1, 31))
+    s2 = subscribe(env, cat, c1, prov, date(2026, 2, 10), bought={cat.disk: D(5)})
+    s3 = subscribe(env, cat, c2, prov, date(2026, 2, 20))
+    # nothing due yet
+    assert run(env, date(2026, 2, 27)).invoices == 0
+    summary = run(env, date(2026, 3, 10))
+    assert (summary.subscriptions, summary.periods, summary.invoices) == (2, 2, 1)
+    [(inv, lines)] = invoices(env)
+    assert inv.account_id == c1 and inv.issuer_id == prov and inv.status == "issued"
+    assert inv.number is not None and inv.total == D("30.00")  # 10 + 10 + 5 GB x 2.00
+    assert [(ln.period_start, ln.period_end) for ln in lines] == [
+        (date(2026, 2, 28), date(2026, 3, 31)),
+        (date(2026, 3, 10), date(2026, 4, 10)),
+        (date(2026, 3, 10), date(2026, 4, 10)),
+    ]
+    assert sub(env, s1).next_billing_date == date(2026, 3, 31)  # anchor day 31
+    assert sub(env, s1).period_start == date(2026, 2, 28)
+    assert sub(env, s2).next_billing_date == date(2026, 4, 10)
+    # the same date again bills nothing
+    assert run(env, date(2026, 3, 10)).invoices == 0
+    assert run(env, date(2026, 3, 20)).invoices == 1  # s3
+    assert sub(env, s3).next_billing_date == date(2026, 4, 20)
+    assert_books_sound(env)
+
+
+def test_catch_up_bills_each_missed_period_once(env: Any) -> None:
+    cat = make_plan(env)
+    prov = _provider(env)
+    c = customer(env, "C", country=None)
+    s = subscribe(env, cat, c, prov, date(2026, 1, 15))
+    run(env, date(2026, 4, 20))  # due 15 Feb, 15 Mar, 15 Apr
+    [(inv, lines)] = invoices(env)
+    assert [ln.period_start for ln in lines] == [
+        date(2026, 2, 15),
+        date(2026, 3, 15),
+        date(2026, 4, 15),
+    ]
+    assert inv.total == D("30.00")
+    assert sub(env, s).next_billing_date == date(2026, 5, 15)
+    run(env, date(2026, 4, 20))
+    assert len(invoices(env)) == 1
+
+
+def test_dry_run_writes_nothing(env: Any) -> None:
+    cat = make_plan(env)
+    prov = _provider(env)
+    c = customer(env, "C", country=None)
+    s = subscribe(env, cat, c, prov, date(2026, 1, 15))
+    summary = run(env, date(2026, 2, 15), dry_run=True)
+    assert summary.invoices == 1 and summary.drafts[0].total == D("10.00")
+    assert [ln.description for ln in summary.drafts[0].lines][0].startswith("Subscription")
+    assert invoices(env) == []
+    assert sub(env, s).next_billing_date == date(2026, 2, 15)
+
+
+def test_tax_renewal_fee_and_promotion_cycles(env: Any) -> None:
+    cat = make_plan(env, renewal="1.00")
+    prov = _provider(env)
+    with service_ctx(env) as ctx:
+        billing.tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(19))
+        from pba_server.catalog import service as catalog
+
+        promo = catalog.promotion_create(ctx, name="Half", percent=D(50), cycles=3)
+    c = customer(env, "C", country="DE")
+    subscribe(env, cat, c, prov, date(2026, 1, 1), promotion_id=promo.id, promotion_cycles=1)
+    run(env, date(2026, 2, 1))
+    [(inv, lines)] = invoices(env)
+    # 10 + renewal 1 = 11, half off = 5.50, VAT 19 % = 1.05 (rounded per line)
+    assert inv.subtotal == D("5.50")
+    assert inv.tax_total == sum((ln.tax for ln in lines), D(0))
+    assert inv.total == inv.subtotal + inv.tax_total
+    run(env, date(2026, 3, 1))  # the promotion's last cycle was used
+    _inv2, lines2 = invoices(env)[1]
+    assert sum((ln.net for ln in lines2), D(0)) == D("11.00")
+    assert_books_sound(env)
+
+
+def test_no_renewal_when_auto_renew_is_off(env: Any) -> None:
+    cat = make_plan(env, auto_renew=False)
+    prov = _provider(env)
+    c = customer(env, "C", country=None)
+    s = subscribe(env, cat, c, prov, date(2026, 1, 1))
+    summary = run(env, date(2026, 2, 1))
+    assert summary.expired == 1 and summary.invoices == 0
+    row = sub(env, s)
+    assert row.status == "expired" and row.next_billing_date is None
+    assert row.cancel_reason and "auto-renew is off" in row.cancel_reason
+
+
+def test_prepaid_credit_settles_the_new_invoice(env: Any) -> None:
+    cat = make_plan(env)
+    prov = _provider(env)
+    c = customer(env, "C", country=None)
+    subscribe(env, cat, c, prov, date(2026, 1, 1))
+    env.clock.freeze(datetime_of(date(2026, 1, 20)))
+    with service_ctx(env) as ctx:
+        billing.payment_record(
+            ctx,
+            account_id=c,
+            amount=D(25),
+            method="bank_transfer",
+            reference="pre",
+            received_on=date(2026, 1, 20),
+        )
+    run(env, date(2026, 2, 1))
+    [(inv, _lines)] = invoices(env)
+    assert inv.status == "paid" and inv.paid_amount == D("10.00")
+    assert_books_sound(env)
+
+
+def datetime_of(d: date) -> Any:
+    from tests.billrun_support import at
+
+    return at(d)
