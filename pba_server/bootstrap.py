@@ -28,6 +28,7 @@ log = logging.getLogger("pba")
 def load_operations() -> dict[str, Operation]:
     """Import every feature's service module so its operations register."""
     import pba_server.accounts.service
+    import pba_server.billing.run_service
     import pba_server.billing.service
     import pba_server.catalog.service
     import pba_server.core.audit
@@ -120,6 +121,7 @@ def build_app(
     ops = load_operations()
     load_plugins(settings)
     payments_runtime(box)
+    billing_schedule(settings)
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_runtime.register(engine, deliverer)
@@ -142,6 +144,12 @@ def load_plugins(settings: Settings) -> None:
 
     folder = Path(settings.plugins_dir) if settings.plugins_dir else None
     loader.set_plugins(loader.discover(folder))
+
+
+def billing_schedule(settings: Settings) -> None:
+    from pba_server.billing import run as billing_run
+
+    billing_run.configure(settings.billing_run_interval_hours, settings.billing_run_workers)
 
 
 def payments_runtime(box: SecretBox) -> None:

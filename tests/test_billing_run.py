@@ -74,7 +74,7 @@ def test_dry_run_writes_nothing(env: Any) -> None:
     s = subscribe(env, cat, c, prov, date(2026, 1, 15))
     summary = run(env, date(2026, 2, 15), dry_run=True)
     assert summary.invoices == 1 and summary.drafts[0].total == D("10.00")
-    assert [ln.description for ln in summary.drafts[0].lines][0].startswith("Subscription")
+    assert next(ln.description for ln in summary.drafts[0].lines).startswith("Subscription")
     assert invoices(env) == []
     assert sub(env, s).next_billing_date == date(2026, 2, 15)
 
@@ -138,3 +138,26 @@ def datetime_of(d: date) -> Any:
     from tests.billrun_support import at
 
     return at(d)
+
+
+def test_billing_run_operation_over_soap_and_xmlrpc(env: Any, api: Any) -> None:
+    from tests.catalog_support import Caller
+
+    cat = make_plan(env)
+    prov = _provider(env)
+    c = customer(env, "C", country=None)
+    subscribe(env, cat, c, prov, date(2026, 1, 15))
+    env.clock.freeze(datetime_of(date(2026, 2, 16)))
+    soap = Caller(api, "soap")
+    preview = soap("BillingRun", dry_run=True)
+    assert preview["invoices"] == 1 and preview["dry_run"] is True
+    [inv] = preview["preview"]
+    assert inv["account_id"] == c and D(inv["total"]) == D("10.00")
+    assert inv["lines"][0]["kind"] == "recurring"
+    assert invoices(env) == []
+    xml = Caller(api, "xmlrpc")
+    done = xml("BillingRun", as_of="2026-02-16")
+    assert done["invoices"] == 1 and done["preview"] == []
+    assert len(invoices(env)) == 1
+    again = soap("BillingRun")
+    assert again["invoices"] == 0

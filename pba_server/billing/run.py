@@ -43,7 +43,8 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -51,6 +52,7 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Table,
     bindparam,
     exists,
     func,
@@ -102,6 +104,13 @@ FEED = "invoice_feed"
 NUMBER_FORMAT = "INV-{year}-{seq:06d}"
 SELLERS = ("provider", "reseller")
 RUN_LOGIN = "system:billing-run"
+# invoice_lines.link_type of each kind of line the run writes
+LINK_TYPES = {
+    "recurring": "subscription",
+    "overage": "usage",
+    "late": "usage",
+    "wholesale": "one_off",
+}
 
 
 # ---------------------------------------------------------------- results
@@ -285,20 +294,20 @@ class Cache:
                 )
         promo_ids = {s.promotion_id for s in subs if s.promotion_id} - set(self.promotions)
         if promo_ids:
-            for p in session.scalars(select(Promotion).where(Promotion.id.in_(promo_ids))):
-                self.promotions[p.id] = pricing.Discount(
-                    percent=p.percent,
-                    amount=p.amount,
-                    on_setup=p.on_setup,
-                    on_recurring=p.on_recurring,
+            for pr in session.scalars(select(Promotion).where(Promotion.id.in_(promo_ids))):
+                self.promotions[pr.id] = pricing.Discount(
+                    percent=pr.percent,
+                    amount=pr.amount,
+                    on_setup=pr.on_setup,
+                    on_recurring=pr.on_recurring,
                     cycles=None,  # the subscription counts its cycles left
                 )
         sellers = {a for a in (self.price_list_of(self.accounts[s.account_id]) for s in subs) if a}
-        for r in {a.id for a in sellers} - set(self.reseller_prices):
-            self.reseller_prices[r] = {
+        for rid in {a.id for a in sellers} - set(self.reseller_prices):
+            self.reseller_prices[rid] = {
                 (p.plan_id, p.period_count, p.period_unit): p
                 for p in session.scalars(
-                    select(ResellerPrice).where(ResellerPrice.reseller_id == r)
+                    select(ResellerPrice).where(ResellerPrice.reseller_id == rid)
                 )
             }
 
@@ -606,7 +615,10 @@ def _plan_batch(
             if stop:
                 status = "cancelled" if s.cancel_on is not None and s.auto_renew else "expired"
                 why = "cancellation scheduled" if status == "cancelled" else "auto-renew is off"
-                note = f"not renewed: {why}; the term ended on {pe.isoformat()} (billing run as of {as_of.isoformat()})"
+                note = (
+                    f"not renewed: {why}; the term ended on {pe.isoformat()} "
+                    f"(billing run as of {as_of.isoformat()})"
+                )
                 nbd = None
                 plan.summary.expired += 1
                 break
@@ -657,9 +669,10 @@ def _plan_batch(
             if not late and ups not in ended_set:
                 continue  # a period that has not ended yet
             usage_periods.add(ups)
-            r = limits.get(rid)
-            if r is None:
+            lim = limits.get(rid)
+            if lim is None:
                 continue
+            r = lim
             name, unit = cache.resources.get(rid, (str(rid), ""))
             limit = r.included + r.bought
             before = billed_before.get((s.id, rid, ups), ZERO)
@@ -771,12 +784,12 @@ def _wholesale(
     idx = len(plan.items)
     plan.items.append(_item(s.id, ps, pe, "wholesale", as_of, now))
     plan.item_invoice.append(None)
-    for r in rows:
+    for row in rows:
         plan.wholesale.append(
             (
                 idx,
                 {
-                    **r,
+                    **row,
                     "reseller_id": reseller_id,
                     "subscription_id": s.id,
                     "period_start": ps,
@@ -939,7 +952,7 @@ def write_invoices(
                     "credited": ZERO,
                     "period_start": ln.period_start,
                     "period_end": ln.period_end,
-                    "link_type": "subscription" if ln.subscription_id else "other",
+                    "link_type": LINK_TYPES[ln.kind],
                     "link_id": str(ln.subscription_id) if ln.subscription_id else None,
                 }
             )
@@ -1017,6 +1030,7 @@ def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], no
     )
     if plan.sub_updates:
         t = Subscription.__table__
+        assert isinstance(t, Table)
         session.execute(
             update(t)
             .where(t.c.id == bindparam("b_id"))
@@ -1111,6 +1125,17 @@ def _system_ctx(session: Session, clock: Clock, acc: Account) -> Any:
 # ---------------------------------------------------------------- claiming
 
 
+@contextmanager
+def _tx(engine: Engine, session: Session | None) -> Iterator[tuple[Session, Callable[[], None]]]:
+    """A transaction per batch, or the caller's session (the BillingRun
+    operation: everything in the caller's one transaction)."""
+    if session is not None:
+        yield session, session.flush
+        return
+    with UnitOfWork(engine) as uow:
+        yield uow.session, uow.commit
+
+
 def _due_accounts(as_of: date, after: int, limit: int, subtree: str | None, lock: bool) -> Any:
     due = exists().where(
         Subscription.account_id == Account.id,
@@ -1136,6 +1161,7 @@ def run_batches(
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[RunSummary], None] | None = None,
     stop_after: int | None = None,
+    session: Session | None = None,
 ) -> RunSummary:
     """One worker's share of the run: claim due customers by key range and
     bill them, one transaction per batch. Several workers (threads,
@@ -1144,8 +1170,8 @@ def run_batches(
     cache = Cache()
     subtree = None
     if account_id is not None:
-        with UnitOfWork(engine) as uow:
-            path = uow.session.scalar(select(Account.path).where(Account.id == account_id))
+        with _tx(engine, session) as (s, _commit):
+            path = s.scalar(select(Account.path).where(Account.id == account_id))
         if path is None:
             from pba_server.core.errors import NotFound
 
@@ -1153,8 +1179,7 @@ def run_batches(
         subtree = str(path)
     after = 0
     while True:
-        with UnitOfWork(engine) as uow:
-            s = uow.session
+        with _tx(engine, session) as (s, commit):
             ids = list(s.scalars(_due_accounts(as_of, after, batch_size, subtree, not dry_run)))
             if not ids:
                 break
@@ -1178,7 +1203,7 @@ def run_batches(
             else:
                 part.rows_written = _write_batch(s, plan, due_days, now)
                 _apply_prepaid_credit(s, clock, list(plan.invoices.values()))
-                uow.commit()
+                commit()
         summary.add(part)
         if progress:
             progress(summary)
@@ -1190,7 +1215,9 @@ def run_batches(
 # ---------------------------------------------------------------- wholesale invoices
 
 
-def invoice_wholesale(engine: Engine, clock: Clock, *, dry_run: bool = False) -> RunSummary:
+def invoice_wholesale(
+    engine: Engine, clock: Clock, *, dry_run: bool = False, session: Session | None = None
+) -> RunSummary:
     """Invoice every advanced reseller's staged wholesale charges: one invoice
     per reseller and issuer (its seller) per call, lines grouped by
     description, price and period."""
@@ -1198,8 +1225,7 @@ def invoice_wholesale(engine: Engine, clock: Clock, *, dry_run: bool = False) ->
     cache = Cache()
     after = 0
     while True:
-        with UnitOfWork(engine) as uow:
-            s = uow.session
+        with _tx(engine, session) as (s, commit):
             pending = exists().where(
                 WholesaleCharge.reseller_id == Account.id, WholesaleCharge.invoice_id.is_(None)
             )
@@ -1270,7 +1296,7 @@ def invoice_wholesale(engine: Engine, clock: Clock, *, dry_run: bool = False) ->
             )
             summary.rows_written += len(ids)
             _apply_prepaid_credit(s, clock, [inv])
-            uow.commit()
+            commit()
     return summary
 
 
@@ -1287,6 +1313,7 @@ def run(
     workers: int = 1,
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[RunSummary], None] | None = None,
+    session: Session | None = None,
 ) -> RunSummary:
     """The billing run as of ``as_of`` (default: today, UTC): the due
     subscriptions in batches (``workers`` threads claiming batches side by
@@ -1294,7 +1321,7 @@ def run(
     started = time.monotonic()
     day = as_of or clock.now().astimezone(UTC).date()
     total = RunSummary(as_of=day, dry_run=dry_run)
-    if workers <= 1 or dry_run:
+    if workers <= 1 or dry_run or session is not None:
         total.add(
             run_batches(
                 engine,
@@ -1304,39 +1331,12 @@ def run(
                 account_id=account_id,
                 batch_size=batch_size,
                 progress=progress,
+                session=session,
             )
         )
     else:
-        from concurrent.futures import ThreadPoolExecutor
-        from threading import Lock
-
-        lock = Lock()
-        overall = RunSummary(as_of=day, dry_run=dry_run)
-
-        def tick(_part: RunSummary) -> None:
-            pass
-
-        def work() -> RunSummary:
-            return run_batches(
-                engine,
-                clock,
-                as_of=day,
-                dry_run=dry_run,
-                account_id=account_id,
-                batch_size=batch_size,
-                progress=tick,
-            )
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(work) for _ in range(workers)]
-            for f in futures:
-                part = f.result()
-                with lock:
-                    overall.add(part)
-                    if progress:
-                        progress(overall)
-        total.add(overall)
-    wholesale = invoice_wholesale(engine, clock, dry_run=dry_run)
+        total.add(_run_processes(engine, clock, day, account_id, workers, batch_size, progress))
+    wholesale = invoice_wholesale(engine, clock, dry_run=dry_run, session=session)
     total.invoices += wholesale.invoices
     total.lines += wholesale.lines
     total.rows_written += wholesale.rows_written
@@ -1347,11 +1347,93 @@ def run(
     return total
 
 
+def _worker(url: str, clock: Clock, as_of: date, account_id: int | None, batch: int) -> RunSummary:
+    from pba_server.core.db import make_engine
+
+    engine = make_engine(url, pool_size=2)
+    try:
+        return run_batches(engine, clock, as_of=as_of, account_id=account_id, batch_size=batch)
+    finally:
+        engine.dispose()
+
+
+def due_count(engine: Engine, as_of: date, account_id: int | None = None) -> int:
+    """How many subscriptions are due by ``as_of`` (for progress)."""
+    with UnitOfWork(engine) as uow:
+        q = (
+            select(func.count())
+            .select_from(Subscription)
+            .where(Subscription.status == "active", Subscription.next_billing_date <= as_of)
+        )
+        if account_id is not None:
+            path = uow.session.scalar(select(Account.path).where(Account.id == account_id))
+            sub_acc = select(Account.id).where(Account.path.startswith(str(path), autoescape=True))
+            q = q.where(Subscription.account_id.in_(sub_acc))
+        return int(uow.session.scalar(q) or 0)
+
+
+def _run_processes(
+    engine: Engine,
+    clock: Clock,
+    as_of: date,
+    account_id: int | None,
+    workers: int,
+    batch: int,
+    progress: Callable[[RunSummary], None] | None,
+) -> RunSummary:
+    """``workers`` processes claiming batches side by side (SKIP LOCKED)."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    url = engine.url.render_as_string(hide_password=False)
+    start_due = due_count(engine, as_of, account_id)
+    engine.dispose()  # no pooled connection crosses the fork
+    overall = RunSummary(as_of=as_of, dry_run=False)
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending = {
+            pool.submit(_worker, url, clock, as_of, account_id, batch) for _ in range(workers)
+        }
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                overall.add(f.result())
+            if progress:
+                shown = RunSummary(as_of=as_of, dry_run=False)
+                shown.add(overall)
+                if pending:
+                    shown.subscriptions = max(
+                        start_due - due_count(engine, as_of, account_id), overall.subscriptions
+                    )
+                progress(shown)
+    return overall
+
+
+JOB_NAME = "billing-run"
+
+
 def job(uow: UnitOfWork, clock: Clock) -> str:
     """The scheduler's ``billing-run`` job: today's run (it commits per batch)."""
     engine = uow.session.get_bind()
     assert isinstance(engine, Engine)
-    return run(engine, clock).line()
+    return run(engine, clock, workers=_settings["workers"]).line()
+
+
+_settings: dict[str, int] = {"workers": 1}
+
+
+def configure(interval_hours: int, workers: int) -> None:
+    """Apply the config file's schedule (``billing_run_interval_hours``,
+    default 24: daily) and worker count to the scheduler's job."""
+    import dataclasses
+
+    from pba_server.scheduler.jobs import JOBS
+
+    _settings["workers"] = max(1, workers)
+    if JOB_NAME in JOBS and interval_hours > 0:
+        JOBS[JOB_NAME] = dataclasses.replace(
+            JOBS[JOB_NAME], interval=timedelta(hours=interval_hours)
+        )
 
 
 def summary_json(s: RunSummary) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from pba_server.billing import run as billing_run
 from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
@@ -68,6 +69,7 @@ JOBS: dict[str, Job] = {
         Job("purge-nonces", timedelta(minutes=10), _purge_nonces),
         Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
+        Job("billing-run", timedelta(days=1), billing_run.job),
     )
 }
 
