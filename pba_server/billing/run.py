@@ -52,7 +52,9 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
+    Integer,
     Table,
+    any_,
     bindparam,
     exists,
     func,
@@ -61,6 +63,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -104,6 +107,26 @@ FEED = "invoice_feed"
 NUMBER_FORMAT = "INV-{year}-{seq:06d}"
 SELLERS = ("provider", "reseller")
 RUN_LOGIN = "system:billing-run"
+SUB_COLUMNS = (
+    "id",
+    "account_id",
+    "vendor_id",
+    "plan_id",
+    "plan_version_id",
+    "currency",
+    "status",
+    "period_count",
+    "period_unit",
+    "anchor_day",
+    "period_start",
+    "period_end",
+    "next_billing_date",
+    "auto_renew",
+    "promotion_id",
+    "promotion_cycles_left",
+    "cancel_on",
+    "cancel_reason",
+)
 # invoice_lines.link_type of each kind of line the run writes
 LINK_TYPES = {
     "recurring": "subscription",
@@ -392,6 +415,15 @@ def bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> int
     return len(rows)
 
 
+def _in(session: Session, col: Any, ids: Iterable[int]) -> Any:
+    """``col IN ids``; on PostgreSQL ``col = ANY(:array)``: one parameter
+    instead of thousands (the driver parses each statement's placeholders)."""
+    values = list(ids)
+    if _is_pg(session):
+        return col == any_(bindparam(None, values, type_=ARRAY(Integer)))
+    return col.in_(values)
+
+
 def _upsert(session: Session) -> Any:
     return pg_insert if _is_pg(session) else sqlite_insert
 
@@ -487,29 +519,29 @@ def _plan_batch(
     summary: RunSummary,
 ) -> BatchPlan:
     cache.load_accounts(session, account_ids)
+    t = Subscription.__table__
+    assert isinstance(t, Table)
     q = (
-        select(Subscription)
+        select(*(t.c[name] for name in SUB_COLUMNS))
         .where(
-            Subscription.account_id.in_(account_ids),
-            Subscription.status == "active",
-            Subscription.next_billing_date <= as_of,
+            _in(session, t.c.account_id, account_ids),
+            t.c.status == "active",
+            t.c.next_billing_date <= as_of,
         )
-        .order_by(Subscription.account_id, Subscription.id)
+        .order_by(t.c.account_id, t.c.id)
     )
     if lock:
         q = q.with_for_update()
-    subs = list(session.scalars(q.execution_options(populate_existing=True)))
+    subs: list[Any] = list(session.execute(q))
     plan = BatchPlan({}, [], [], [], [], [], summary)
     if not subs:
         return plan
     sub_ids = [s.id for s in subs]
     cache.load_catalog(session, subs)
-    res_rows: dict[int, list[SubscriptionResource]] = defaultdict(list)
-    for r in session.scalars(
-        select(SubscriptionResource)
-        .where(SubscriptionResource.subscription_id.in_(sub_ids))
-        .order_by(SubscriptionResource.subscription_id, SubscriptionResource.resource_id)
-    ):
+    res_rows: dict[int, list[Any]] = defaultdict(list)
+    rt = SubscriptionResource.__table__
+    assert isinstance(rt, Table)
+    for r in session.execute(select(rt).where(_in(session, rt.c.subscription_id, sub_ids))):
         res_rows[r.subscription_id].append(r)
     cache.load_resources(session, {r.resource_id for rs in res_rows.values() for r in rs})
     # unbilled usage, by record (ids are marked billed; later arrivals stay unbilled)
@@ -522,7 +554,7 @@ def _plan_batch(
             UsageRecord.resource_id,
             UsageRecord.period_start,
             UsageRecord.quantity,
-        ).where(UsageRecord.billed.is_(False), UsageRecord.subscription_id.in_(sub_ids))
+        ).where(UsageRecord.billed.is_(False), _in(session, UsageRecord.subscription_id, sub_ids))
     ):
         unbilled[(sid, rid, ps)] += qty
         unbilled_ids[(sid, ps)].append(uid)
@@ -552,7 +584,7 @@ def _plan_batch(
     regions: dict[int, str] = {}
     for aid, state in session.execute(
         select(Contact.account_id, Contact.state)
-        .where(Contact.account_id.in_(account_ids))
+        .where(_in(session, Contact.account_id, account_ids))
         .order_by(Contact.account_id, Contact.id.desc())
     ):
         regions[aid] = (state or "").strip()  # the last wins: the first contact by id
@@ -1028,30 +1060,12 @@ def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], no
         WholesaleCharge,
         [{**row, "billed_item_id": item_ids[idx]} for idx, row in plan.wholesale],
     )
-    if plan.sub_updates:
-        t = Subscription.__table__
-        assert isinstance(t, Table)
-        session.execute(
-            update(t)
-            .where(t.c.id == bindparam("b_id"))
-            .values(
-                period_start=bindparam("b_period_start"),
-                period_end=bindparam("b_period_end"),
-                next_billing_date=bindparam("b_next"),
-                status=bindparam("b_status"),
-                promotion_cycles_left=bindparam("b_cycles"),
-                cancel_reason=bindparam("b_reason"),
-                updated_at=bindparam("b_updated"),
-            )
-            .execution_options(synchronize_session=False),
-            plan.sub_updates,
-        )
-        n += len(plan.sub_updates)
+    n += _update_subscriptions(session, plan.sub_updates)
     for i in range(0, len(plan.usage_ids), 5000):
         chunk = plan.usage_ids[i : i + 5000]
         session.execute(
             update(UsageRecord)
-            .where(UsageRecord.id.in_(chunk))
+            .where(_in(session, UsageRecord.id, chunk))
             .values(billed=True)
             .execution_options(synchronize_session=False)
         )
@@ -1061,6 +1075,58 @@ def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], no
     for d in drafts:
         plan.summary.totals[d.currency] = plan.summary.totals.get(d.currency, ZERO) + d.total
     return n
+
+
+def _update_subscriptions(session: Session, updates: list[dict[str, Any]]) -> int:
+    """Advance the billed subscriptions: PostgreSQL copies the new values into
+    a temporary table and updates from it in one statement; SQLite runs one
+    prepared UPDATE for all rows."""
+    if not updates:
+        return 0
+    if _is_pg(session):
+        session.execute(
+            text(
+                "CREATE TEMP TABLE IF NOT EXISTS billing_run_subs (id integer, "
+                "period_start date, period_end date, next_billing_date date, "
+                "status varchar(16), promotion_cycles_left integer, cancel_reason text, "
+                "updated_at timestamptz) ON COMMIT DELETE ROWS"
+            )
+        )
+        cols = ("id", "period_start", "period_end", "next", "status", "cycles", "reason", "updated")
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur, cur.copy("COPY billing_run_subs FROM STDIN") as cp:  # type: ignore[attr-defined]
+            for u in updates:
+                cp.write_row([u[f"b_{c}"] for c in cols])
+        session.execute(
+            text(
+                "UPDATE subscriptions s SET period_start = v.period_start, "
+                "period_end = v.period_end, next_billing_date = v.next_billing_date, "
+                "status = v.status, promotion_cycles_left = v.promotion_cycles_left, "
+                "cancel_reason = v.cancel_reason, updated_at = v.updated_at "
+                "FROM billing_run_subs v WHERE s.id = v.id"
+            )
+        )
+        session.execute(text("DELETE FROM billing_run_subs"))
+        return len(updates)
+    t = Subscription.__table__
+    assert isinstance(t, Table)
+    session.execute(
+        update(t)
+        .where(t.c.id == bindparam("b_id"))
+        .values(
+            period_start=bindparam("b_period_start"),
+            period_end=bindparam("b_period_end"),
+            next_billing_date=bindparam("b_next"),
+            status=bindparam("b_status"),
+            promotion_cycles_left=bindparam("b_cycles"),
+            cancel_reason=bindparam("b_reason"),
+            updated_at=bindparam("b_updated"),
+        )
+        .execution_options(synchronize_session=False),
+        updates,
+    )
+    return len(updates)
 
 
 def _apply_prepaid_credit(session: Session, clock: Clock, drafts: Sequence[DraftInvoice]) -> None:
@@ -1185,12 +1251,13 @@ def run_batches(
                 break
             after = ids[-1]
             now = clock.now()
+            t0 = time.perf_counter()
             part = RunSummary(as_of=as_of, dry_run=dry_run, batches=1)
             plan = _plan_batch(s, cache, ids, as_of, now, lock=not dry_run, summary=part)
             due_days = dict(
                 s.execute(
                     select(PaymentTerms.account_id, PaymentTerms.net_days).where(
-                        PaymentTerms.account_id.in_(ids)
+                        _in(s, PaymentTerms.account_id, ids)
                     )
                 ).all()
             )
@@ -1201,9 +1268,18 @@ def run_batches(
                 for d in part.drafts:
                     part.totals[d.currency] = part.totals.get(d.currency, ZERO) + d.total
             else:
+                t1 = time.perf_counter()
                 part.rows_written = _write_batch(s, plan, due_days, now)
                 _apply_prepaid_credit(s, clock, list(plan.invoices.values()))
+                t2 = time.perf_counter()
                 commit()
+                log.debug(
+                    "batch of %d accounts: plan %.3f s, write %.3f s, commit %.3f s",
+                    len(ids),
+                    t1 - t0,
+                    t2 - t1,
+                    time.perf_counter() - t2,
+                )
         summary.add(part)
         if progress:
             progress(summary)
