@@ -255,6 +255,9 @@ class Cache:
         self.reseller_prices: dict[int, dict[tuple[int, int, str], ResellerPrice]] = {}
         self.wholesale: dict[int, tuple[dict[int, WholesalePrice], dict[int, WholesalePrice]]] = {}
         self.tax_rules: dict[int, list[TaxRule]] = {}
+        # priced period shapes (description, quantity, unit price, discount) by
+        # everything that decides them: most subscriptions share a few
+        self.priced: dict[tuple[Any, ...], list[tuple[str, Decimal, Decimal, Decimal]]] = {}
 
     def load_accounts(self, session: Session, ids: Iterable[int]) -> None:
         want = {i for i in ids if i not in self.accounts}
@@ -440,18 +443,13 @@ def _plain(v: Decimal) -> str:
 
 
 def _split_discount(
-    priced: pricing.Priced,
-    currency: str,
-    inclusive: bool,
-    ps: date,
-    pe: date,
-    sub_id: int,
-) -> list[DraftLine]:
+    priced: pricing.Priced, currency: str, inclusive: bool
+) -> list[tuple[str, Decimal, Decimal, Decimal]]:
     """Lines of one priced period (the same rules as billing.service.plan_lines):
     the discount is taken from the charged lines in order; zero lines are left
     out; a line whose quantity x unit price is not its amount is one unit."""
     left = -sum((ln.amount for ln in priced.lines if ln.kind == "discount"), ZERO)
-    out: list[DraftLine] = []
+    out: list[tuple[str, Decimal, Decimal, Decimal]] = []
     for ln in priced.lines:
         if ln.kind == "discount" or ln.amount == 0:
             continue
@@ -466,8 +464,7 @@ def _split_discount(
         )
         if not exact:
             qty, price = Decimal(1), ln.amount
-        label = f"{ln.description[:200]}, {ps.isoformat()} to {pe.isoformat()}"
-        out.append(DraftLine(label, qty, price, cut, inclusive, ps, pe, sub_id, "recurring"))
+        out.append((ln.description[:200], qty, price, cut))
     return out
 
 
@@ -661,16 +658,41 @@ def _plan_batch(
                 disc = discount
                 if cycles_left is not None:
                     cycles_left -= 1
-            priced = pricing.price_period(
-                currency=currency,
-                period=period,
-                fees=fees,
-                rates=rates,
-                extra=bought,
-                discount=disc,
-                cycle=2,
+            pkey = (
+                currency,
+                period,
+                fees,
+                tuple(rates),
+                tuple(sorted(bought.items())),
+                disc,
+                inclusive,
             )
-            lines = _split_discount(priced, currency, inclusive, new_ps, new_pe, s.id)
+            shape = cache.priced.get(pkey)
+            if shape is None:
+                priced = pricing.price_period(
+                    currency=currency,
+                    period=period,
+                    fees=fees,
+                    rates=rates,
+                    extra=bought,
+                    discount=disc,
+                    cycle=2,
+                )
+                shape = cache.priced[pkey] = _split_discount(priced, currency, inclusive)
+            lines = [
+                DraftLine(
+                    f"{d}, {new_ps.isoformat()} to {new_pe.isoformat()}",
+                    q,
+                    u,
+                    c,
+                    inclusive,
+                    new_ps,
+                    new_pe,
+                    s.id,
+                    "recurring",
+                )
+                for d, q, u, c in shape
+            ]
             inv.lines.extend(lines)
             plan.items.append(_item(s.id, new_ps, new_pe, "recurring", as_of, now))
             plan.item_invoice.append(key if lines else None)
