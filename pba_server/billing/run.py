@@ -403,6 +403,14 @@ def bulk_insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> int
     if not rows:
         return 0
     tbl = table.__table__ if hasattr(table, "__table__") else table
+    started = time.perf_counter()
+    try:
+        return _bulk_insert(session, tbl, rows)
+    finally:
+        log.debug("%s: %d rows in %.3f s", tbl.name, len(rows), time.perf_counter() - started)
+
+
+def _bulk_insert(session: Session, tbl: Any, rows: list[dict[str, Any]]) -> int:
     if _is_pg(session):
         cols = list(rows[0])
         raw = session.connection().connection.driver_connection
@@ -1445,9 +1453,13 @@ def run(
     return total
 
 
-def _worker(url: str, clock: Clock, as_of: date, account_id: int | None, batch: int) -> RunSummary:
+_fork_clock: list[Clock] = []  # the parent's clock, inherited by forked workers
+
+
+def _worker(url: str, as_of: date, account_id: int | None, batch: int) -> RunSummary:
     from pba_server.core.db import make_engine
 
+    clock = _fork_clock[0]
     engine = make_engine(url, pool_size=2)
     try:
         return run_batches(engine, clock, as_of=as_of, account_id=account_id, batch_size=batch)
@@ -1488,10 +1500,9 @@ def _run_processes(
     engine.dispose()  # no pooled connection crosses the fork
     overall = RunSummary(as_of=as_of, dry_run=False)
     ctx = multiprocessing.get_context("fork")
+    _fork_clock[:] = [clock]
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = {
-            pool.submit(_worker, url, clock, as_of, account_id, batch) for _ in range(workers)
-        }
+        pending = {pool.submit(_worker, url, as_of, account_id, batch) for _ in range(workers)}
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for f in done:
