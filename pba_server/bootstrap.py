@@ -33,7 +33,8 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.catalog.service
     import pba_server.core.audit
     import pba_server.events.service
-    import pba_server.payments.service  # noqa: F401
+    import pba_server.payments.service
+    import pba_server.usage.service  # noqa: F401
 
     return registry()
 
