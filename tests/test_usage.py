@@ -49,7 +49,7 @@ def _report(env: Any, s: int, res: int, qty: str, when: date, rid: str) -> Any:
 
 
 def test_overage_is_billed_and_repeats_are_ignored(env: Any) -> None:
-    cat, c, s = _setup(env)
+    cat, _c, s = _setup(env)
     env.clock.freeze(at(date(2026, 2, 1)))
     assert _report(env, s, cat.disk, "8", date(2026, 1, 20), "r1").accepted == 1
     assert _report(env, s, cat.disk, "8", date(2026, 1, 20), "r1").duplicates == 1
@@ -80,7 +80,7 @@ def test_overage_is_billed_and_repeats_are_ignored(env: Any) -> None:
 
 
 def test_late_usage_goes_on_the_next_invoice_once(env: Any) -> None:
-    cat, c, s = _setup(env)
+    cat, _c, s = _setup(env)
     env.clock.freeze(at(date(2026, 2, 1)))
     _report(env, s, cat.disk, "12", date(2026, 1, 20), "a")  # 2 over
     run(env, date(2026, 2, 10))
@@ -167,7 +167,7 @@ def test_report_validation_and_scope(env: Any) -> None:
 
 
 def test_sync_usage_sink_records_the_difference(env: Any) -> None:
-    cat, c, s = _setup(env)
+    _cat, _c, s = _setup(env)
     env.clock.freeze(at(date(2026, 2, 1)))
     assert usage.sync_usage_sink in USAGE_SINKS
     with service_ctx(env) as ctx:
