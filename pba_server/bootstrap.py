@@ -32,6 +32,7 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.billing.service
     import pba_server.catalog.service
     import pba_server.core.audit
+    import pba_server.dunning.service
     import pba_server.events.service
     import pba_server.payments.service
     import pba_server.usage.service  # noqa: F401

@@ -28,6 +28,7 @@ from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
+from pba_server.dunning import service as dunning
 from pba_server.events import runtime as events_runtime
 from pba_server.payments import service as payments
 from pba_server.scheduler.models import ScheduledJob
@@ -70,6 +71,7 @@ JOBS: dict[str, Job] = {
         Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
         Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
         Job("billing-run", timedelta(days=1), billing_run.job),
+        Job("dunning", timedelta(hours=1), dunning.job),
     )
 }
 
