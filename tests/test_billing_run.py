@@ -161,3 +161,128 @@ def test_billing_run_operation_over_soap_and_xmlrpc(env: Any, api: Any) -> None:
     assert len(invoices(env)) == 1
     again = soap("BillingRun")
     assert again["invoices"] == 0
+
+
+def _reseller(env: Any, name: str, level: str) -> int:
+    from pba_server.accounts import service as accounts
+
+    with service_ctx(env) as ctx:
+        acc = accounts.account_create(ctx, type="reseller", name=name, partner_level=level)
+        accounts.user_create(
+            ctx,
+            account_id=acc.id,
+            login=name.lower(),
+            password="a-long-password-1",
+            full_name=name,
+            roles=["admin"],
+        )
+        return acc.id
+
+
+def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> None:
+    from pba_server.catalog import service as catalog
+    from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
+
+    prov = _provider(env)
+    with service_ctx(env) as ctx:
+        disk = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
+        tpl = catalog.service_template_create(
+            ctx,
+            name="Shared",
+            service_type="hosting",
+            module="manual",
+            resources=[TemplateResource(disk, D(10))],
+            shared_with_resellers=True,
+        ).id
+    adv = _reseller(env, "Adv", "advanced")
+    with service_ctx(env, "adv") as ctx:
+        plan = catalog.plan_create(
+            ctx,
+            template_id=tpl,
+            name="Adv plan",
+            periods=[PlanPeriod(1, "month", D(0), D("10.00"))],
+            rates=[ResourceRate(disk, D(10), overage_price=D("0.50"))],
+        )
+        catalog.plan_publish(ctx, plan_id=plan.id)
+        from sqlalchemy import select
+
+        from pba_server.catalog.models import PlanVersion
+
+        vid = int(ctx.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == plan.id)))
+    with service_ctx(env) as ctx:
+        catalog.wholesale_price_set(
+            ctx,
+            reseller_id=adv,
+            currency="USD",
+            setup_fee=D(0),
+            recurring_fee=D(4),
+            plan_id=plan.id,
+        )
+        catalog.wholesale_price_set(
+            ctx,
+            reseller_id=adv,
+            currency="USD",
+            setup_fee=D(0),
+            recurring_fee=D("0.10"),
+            resource_id=disk,
+        )
+    c1 = customer(env, "RC1", country=None, login="adv")
+    c2 = customer(env, "RC2", country=None, login="adv")
+    from tests.billrun_support import Catalog
+
+    cat = Catalog(plan.id, vid, disk)
+    subscribe(env, cat, c1, adv, date(2026, 1, 5))
+    subscribe(env, cat, c2, adv, date(2026, 1, 5))
+    subscribe(env, cat, c2, adv, date(2026, 1, 5))
+    dry = run(env, date(2026, 2, 5), dry_run=True)
+    assert dry.invoices == 2  # the wholesale charges are staged by the real run only
+    summary = run(env, date(2026, 2, 5))
+    assert summary.invoices == 3
+    by_buyer = {inv.account_id: (inv, lines) for inv, lines in invoices(env)}
+    assert by_buyer[c1][0].issuer_id == adv and by_buyer[c1][0].total == D("10.00")
+    assert by_buyer[c2][0].total == D("20.00")
+    whole, lines = by_buyer[adv]
+    assert whole.issuer_id == prov
+    # 3 subscriptions x (4.00 + 10 GB x 0.10) = 15.00, grouped by description
+    assert whole.total == D("15.00")
+    assert sorted((ln.quantity, ln.unit_price) for ln in lines) == [
+        (D(3), D(4)),
+        (D(30), D("0.10")),
+    ]
+    assert run(env, date(2026, 2, 5)).invoices == 0
+    assert_books_sound(env)
+
+
+def test_basic_reseller_customers_pay_its_price_list(env: Any) -> None:
+    from pba_server.catalog import service as catalog
+
+    cat = make_plan(env)
+    basic = _reseller(env, "Basic", "basic")
+    with service_ctx(env) as ctx:
+        catalog.reseller_price_set(
+            ctx,
+            reseller_id=basic,
+            plan_id=cat.plan_id,
+            period_count=1,
+            period_unit="month",
+            currency="USD",
+            setup_fee=D(0),
+            recurring_fee=D("12.00"),
+        )
+    c = customer(env, "BC", country=None, login="basic")
+    subscribe(env, cat, c, basic, date(2026, 1, 5))
+    run(env, date(2026, 2, 5))
+    [(inv, lines)] = invoices(env)
+    assert inv.issuer_id == basic and inv.total == D("12.00")
+    assert lines[0].link_type == "subscription" and lines[0].link_id is not None
+
+
+def test_tax_inclusive_plan_extracts_the_tax(env: Any) -> None:
+    cat = make_plan(env, tax_inclusive=True)
+    with service_ctx(env) as ctx:
+        billing.tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(25))
+    c = customer(env, "C", country="DE")
+    subscribe(env, cat, c, _provider(env), date(2026, 1, 5))
+    run(env, date(2026, 2, 5))
+    [(inv, _lines)] = invoices(env)
+    assert (inv.total, inv.subtotal, inv.tax_total) == (D("10.00"), D("8.00"), D("2.00"))
