@@ -286,3 +286,49 @@ def test_tax_inclusive_plan_extracts_the_tax(env: Any) -> None:
     run(env, date(2026, 2, 5))
     [(inv, _lines)] = invoices(env)
     assert (inv.total, inv.subtotal, inv.tax_total) == (D("10.00"), D("8.00"), D("2.00"))
+
+
+def test_a_subscription_changed_mid_batch_makes_the_batch_start_again(
+    env: Any, monkeypatch: Any
+) -> None:
+    """The run reads subscriptions without locking them (their customers are
+    claimed); a change committed meanwhile (an order moving the billing date,
+    a cancellation) rolls the batch back and it is billed afresh."""
+    if env.backend != "postgresql":
+        import pytest
+
+        pytest.skip("SQLite's write lock serializes the run and the change")
+    from sqlalchemy import update
+
+    from pba_server.billing import run as billing_run
+    from pba_server.core.db import UnitOfWork
+    from pba_server.subscriptions.models import Subscription
+
+    cat = make_plan(env)
+    prov = _provider(env)
+    c = customer(env, "C", country=None)
+    s1 = subscribe(env, cat, c, prov, date(2026, 1, 15))
+    s2 = subscribe(env, cat, c, prov, date(2026, 1, 15))
+    original = billing_run._plan_batch
+    calls = []
+
+    def racing(*args: Any, **kw: Any) -> Any:
+        plan = original(*args, **kw)
+        if not calls:
+            with UnitOfWork(env.app.engine) as uow:  # someone cancels s2 meanwhile
+                uow.session.execute(
+                    update(Subscription)
+                    .where(Subscription.id == s2)
+                    .values(status="cancelled", next_billing_date=None)
+                )
+                uow.commit()
+        calls.append(1)
+        return plan
+
+    monkeypatch.setattr(billing_run, "_plan_batch", racing)
+    summary = run(env, date(2026, 2, 20))
+    assert len(calls) == 2 and summary.subscriptions == 1
+    [(_inv, lines)] = invoices(env)
+    assert [ln.link_id for ln in lines] == [str(s1)]
+    assert sub(env, s2).status == "cancelled"
+    assert_books_sound(env)

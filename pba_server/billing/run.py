@@ -39,6 +39,7 @@ per issuer.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -96,7 +97,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.money import quantize
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
-from pba_server.subscriptions.periods import add_periods
+from pba_server.subscriptions.periods import add_periods as _add_periods
 from pba_server.usage.models import UsageRecord
 
 log = logging.getLogger("pba.billing_run")
@@ -134,6 +135,18 @@ LINK_TYPES = {
     "late": "usage",
     "wholesale": "one_off",
 }
+
+
+@functools.lru_cache(maxsize=65536)
+def add_periods(start: date, count: int, unit: str, *, anchor_day: int) -> date:
+    """The subscriptions' period calendar, memoized: a run asks the same few
+    thousand dates again and again."""
+    return _add_periods(start, count, unit, anchor_day=anchor_day)
+
+
+class BatchConflict(Exception):
+    """A subscription changed under the batch (an order, a cancellation): the
+    batch is rolled back and done again."""
 
 
 # ---------------------------------------------------------------- results
@@ -535,8 +548,8 @@ def _plan_batch(
         )
         .order_by(t.c.account_id, t.c.id)
     )
-    if lock:
-        q = q.with_for_update()
+    # no row locks: the customers are claimed (locked) by this batch, and the
+    # update checks that no subscription changed since it was read
     subs: list[Any] = list(session.execute(q))
     plan = BatchPlan({}, [], [], [], [], [], summary)
     if not subs:
@@ -779,6 +792,7 @@ def _plan_batch(
                 "b_cycles": cycles_left,
                 "b_reason": note if note is not None else s.cancel_reason,
                 "b_updated": now,
+                "b_old_next": s.next_billing_date,
             }
         )
     # invoice-level: tax, totals
@@ -1119,31 +1133,49 @@ def _update_subscriptions(session: Session, updates: list[dict[str, Any]]) -> in
                 "CREATE TEMP TABLE IF NOT EXISTS billing_run_subs (id integer, "
                 "period_start date, period_end date, next_billing_date date, "
                 "status varchar(16), promotion_cycles_left integer, cancel_reason text, "
-                "updated_at timestamptz) ON COMMIT DELETE ROWS"
+                "updated_at timestamptz, old_next date) ON COMMIT DELETE ROWS"
             )
         )
-        cols = ("id", "period_start", "period_end", "next", "status", "cycles", "reason", "updated")
+        cols = (
+            "id",
+            "period_start",
+            "period_end",
+            "next",
+            "status",
+            "cycles",
+            "reason",
+            "updated",
+            "old_next",
+        )
         raw = session.connection().connection.driver_connection
         assert raw is not None
         with raw.cursor() as cur, cur.copy("COPY billing_run_subs FROM STDIN") as cp:  # type: ignore[attr-defined]
             for u in updates:
                 cp.write_row([u[f"b_{c}"] for c in cols])
-        session.execute(
+        result = session.execute(
             text(
                 "UPDATE subscriptions s SET period_start = v.period_start, "
                 "period_end = v.period_end, next_billing_date = v.next_billing_date, "
                 "status = v.status, promotion_cycles_left = v.promotion_cycles_left, "
                 "cancel_reason = v.cancel_reason, updated_at = v.updated_at "
-                "FROM billing_run_subs v WHERE s.id = v.id"
+                "FROM billing_run_subs v WHERE s.id = v.id "
+                "AND s.next_billing_date = v.old_next AND s.status = 'active'"
             )
         )
+        changed = getattr(result, "rowcount", -1)
         session.execute(text("DELETE FROM billing_run_subs"))
+        if changed != len(updates):
+            raise BatchConflict(f"{len(updates) - changed} subscription(s) changed meanwhile")
         return len(updates)
     t = Subscription.__table__
     assert isinstance(t, Table)
     session.execute(
         update(t)
-        .where(t.c.id == bindparam("b_id"))
+        .where(
+            t.c.id == bindparam("b_id"),
+            t.c.next_billing_date == bindparam("b_old_next"),
+            t.c.status == "active",
+        )
         .values(
             period_start=bindparam("b_period_start"),
             period_end=bindparam("b_period_end"),
@@ -1274,48 +1306,77 @@ def run_batches(
             raise NotFound(f"account {account_id} not found")
         subtree = str(path)
     after = 0
+    conflicts = 0
     while True:
-        with _tx(engine, session) as (s, commit):
-            ids = list(s.scalars(_due_accounts(as_of, after, batch_size, subtree, not dry_run)))
-            if not ids:
-                break
-            after = ids[-1]
-            now = clock.now()
-            t0 = time.perf_counter()
-            part = RunSummary(as_of=as_of, dry_run=dry_run, batches=1)
-            plan = _plan_batch(s, cache, ids, as_of, now, lock=not dry_run, summary=part)
-            due_days = dict(
-                s.execute(
-                    select(PaymentTerms.account_id, PaymentTerms.net_days).where(
-                        _in(s, PaymentTerms.account_id, ids)
-                    )
-                ).all()
+        try:
+            part = _one_batch(
+                engine, clock, session, cache, as_of, after, batch_size, subtree, dry_run
             )
-            if dry_run:
-                part.drafts = list(plan.invoices.values())
-                part.invoices = len(part.drafts)
-                part.lines = sum(len(d.lines) for d in part.drafts)
-                for d in part.drafts:
-                    part.totals[d.currency] = part.totals.get(d.currency, ZERO) + d.total
-            else:
-                t1 = time.perf_counter()
-                part.rows_written = _write_batch(s, plan, due_days, now)
-                _apply_prepaid_credit(s, clock, list(plan.invoices.values()))
-                t2 = time.perf_counter()
-                commit()
-                log.debug(
-                    "batch of %d accounts: plan %.3f s, write %.3f s, commit %.3f s",
-                    len(ids),
-                    t1 - t0,
-                    t2 - t1,
-                    time.perf_counter() - t2,
-                )
-        summary.add(part)
+        except BatchConflict:
+            conflicts += 1
+            if session is not None or conflicts > 5:
+                raise
+            log.info("batch after account %s: a subscription changed meanwhile; again", after)
+            continue
+        if part is None:
+            break
+        after = part[0]
+        summary.add(part[1])
         if progress:
             progress(summary)
         if stop_after is not None and summary.batches >= stop_after:
             break
     return summary
+
+
+def _one_batch(
+    engine: Engine,
+    clock: Clock,
+    session: Session | None,
+    cache: Cache,
+    as_of: date,
+    after: int,
+    batch_size: int,
+    subtree: str | None,
+    dry_run: bool,
+) -> tuple[int, RunSummary] | None:
+    """Claim and bill the next batch of due customers after account ``after``;
+    None when there is none left. Returns (last account id, summary)."""
+    with _tx(engine, session) as (s, commit):
+        ids = list(s.scalars(_due_accounts(as_of, after, batch_size, subtree, not dry_run)))
+        if not ids:
+            return None
+        now = clock.now()
+        t0 = time.perf_counter()
+        part = RunSummary(as_of=as_of, dry_run=dry_run, batches=1)
+        plan = _plan_batch(s, cache, ids, as_of, now, lock=not dry_run, summary=part)
+        due_days = dict(
+            s.execute(
+                select(PaymentTerms.account_id, PaymentTerms.net_days).where(
+                    _in(s, PaymentTerms.account_id, ids)
+                )
+            ).all()
+        )
+        if dry_run:
+            part.drafts = list(plan.invoices.values())
+            part.invoices = len(part.drafts)
+            part.lines = sum(len(d.lines) for d in part.drafts)
+            for d in part.drafts:
+                part.totals[d.currency] = part.totals.get(d.currency, ZERO) + d.total
+        else:
+            t1 = time.perf_counter()
+            part.rows_written = _write_batch(s, plan, due_days, now)
+            _apply_prepaid_credit(s, clock, list(plan.invoices.values()))
+            t2 = time.perf_counter()
+            commit()
+            log.debug(
+                "batch of %d accounts: plan %.3f s, write %.3f s, commit %.3f s",
+                len(ids),
+                t1 - t0,
+                t2 - t1,
+                time.perf_counter() - t2,
+            )
+    return ids[-1], part
 
 
 # ---------------------------------------------------------------- wholesale invoices
