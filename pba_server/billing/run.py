@@ -294,6 +294,11 @@ class Cache:
         parents = {a for i in want if i in self.accounts for a in self.accounts[i].ancestors()}
         self.load_accounts(session, parents)
 
+    def forget_customers(self) -> None:
+        """Keep only sellers: memory must not grow with the number of customers."""
+        if len(self.accounts) > 10_000:
+            self.accounts = {k: v for k, v in self.accounts.items() if v.type in SELLERS}
+
     def seller_of(self, acc: Acc) -> Acc | None:
         for aid in reversed(acc.ancestors()):
             a = self.accounts[aid]
@@ -801,6 +806,7 @@ def _plan_batch(
             del plan.invoices[(issuer_id, buyer_id)]
             continue
         _tax(session, cache, inv, cache.accounts[buyer_id], regions.get(buyer_id, ""))
+    cache.forget_customers()
     return plan
 
 
