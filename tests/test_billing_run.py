@@ -235,7 +235,8 @@ def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> N
     subscribe(env, cat, c2, adv, date(2026, 1, 5))
     subscribe(env, cat, c2, adv, date(2026, 1, 5))
     dry = run(env, date(2026, 2, 5), dry_run=True)
-    assert dry.invoices == 2  # the wholesale charges are staged by the real run only
+    assert dry.invoices == 3  # the reseller's wholesale invoice too
+    assert {d.account_id: d.total for d in dry.drafts}[adv] == D("15.00")
     summary = run(env, date(2026, 2, 5))
     assert summary.invoices == 3
     by_buyer = {inv.account_id: (inv, lines) for inv, lines in invoices(env)}

@@ -201,6 +201,7 @@ class RunSummary:
     seconds: float = 0.0
     totals: dict[str, Decimal] = field(default_factory=dict)  # by currency
     drafts: list[DraftInvoice] = field(default_factory=list)  # dry run only
+    staged: list[dict[str, Any]] = field(default_factory=list)  # dry run: wholesale charges
 
     def add(self, other: RunSummary) -> None:
         for name in ("subscriptions", "periods", "expired", "invoices", "lines", "rows_written"):
@@ -209,6 +210,7 @@ class RunSummary:
         for c, v in other.totals.items():
             self.totals[c] = self.totals.get(c, ZERO) + v
         self.drafts.extend(other.drafts)
+        self.staged.extend(other.staged)
 
     def line(self) -> str:
         money = ", ".join(f"{v} {c}" for c, v in sorted(self.totals.items())) or "nothing"
@@ -1364,6 +1366,7 @@ def _one_batch(
             ).all()
         )
         if dry_run:
+            part.staged = [row for _idx, row in plan.wholesale]
             part.drafts = list(plan.invoices.values())
             part.invoices = len(part.drafts)
             part.lines = sum(len(d.lines) for d in part.drafts)
@@ -1388,73 +1391,131 @@ def _one_batch(
 # ---------------------------------------------------------------- wholesale invoices
 
 
+def _wholesale_draft(
+    s: Session, cache: Cache, rid: int, charges: Sequence[tuple[str, Decimal, date, date, Decimal]]
+) -> DraftInvoice | None:
+    """The reseller's invoice for ``charges`` (description, unit price,
+    period start, period end, quantity), grouped, taxed; None if nothing."""
+    cache.load_accounts(s, [rid])
+    reseller = cache.accounts[rid]
+    issuer = cache.seller_of(reseller)
+    if issuer is None:
+        return None
+    grouped: dict[tuple[str, Decimal, date, date], Decimal] = defaultdict(lambda: ZERO)
+    for desc, price, ps, pe, qty in charges:
+        grouped[(desc, price, ps, pe)] += qty
+    inv = DraftInvoice(issuer.id, rid, reseller.currency)
+    for (desc, price, ps, pe), qty in sorted(grouped.items(), key=lambda kv: (kv[0][2], kv[0][0])):
+        amount = quantize(qty * price, reseller.currency)
+        if amount > 0:
+            inv.lines.append(
+                _money_line(desc, qty, price, amount, reseller.currency, ps, pe, None, "wholesale")
+            )
+    if not inv.lines:
+        return None
+    region = s.scalar(
+        select(Contact.state).where(Contact.account_id == rid).order_by(Contact.id).limit(1)
+    )
+    _tax(s, cache, inv, reseller, (region or "").strip())
+    return inv
+
+
+def _count(summary: RunSummary, inv: DraftInvoice, subs: int) -> None:
+    summary.subscriptions += subs
+    summary.invoices += 1
+    summary.lines += len(inv.lines)
+    summary.totals[inv.currency] = summary.totals.get(inv.currency, ZERO) + inv.total
+
+
 def invoice_wholesale(
-    engine: Engine, clock: Clock, *, dry_run: bool = False, session: Session | None = None
+    engine: Engine,
+    clock: Clock,
+    *,
+    dry_run: bool = False,
+    session: Session | None = None,
+    subtree: str | None = None,
+    exclude_id: int | None = None,
+    staged: Sequence[dict[str, Any]] = (),
 ) -> RunSummary:
-    """Invoice every advanced reseller's staged wholesale charges: one invoice
-    per reseller and issuer (its seller) per call, lines grouped by
-    description, price and period."""
+    """Invoice every advanced reseller's staged wholesale charges (only those
+    in ``subtree``, never ``exclude_id``'s): one invoice per reseller and
+    issuer (its seller) per call, lines grouped by description, price and
+    period. A dry run shows the invoices, adding the charges a dry run of the
+    batches would have staged (``staged``)."""
     summary = RunSummary(as_of=clock.now().date(), dry_run=dry_run)
     cache = Cache()
+    pending = exists().where(
+        WholesaleCharge.reseller_id == Account.id, WholesaleCharge.invoice_id.is_(None)
+    )
+
+    def candidates(after: int) -> Any:
+        q = select(Account.id).where(Account.id > after, pending)
+        if subtree is not None:
+            q = q.where(Account.path.startswith(subtree, autoescape=True))
+        if exclude_id is not None:
+            q = q.where(Account.id != exclude_id)
+        return q.order_by(Account.id)
+
+    def pending_of(s: Session, rid: int) -> list[WholesaleCharge]:
+        return list(
+            s.scalars(
+                select(WholesaleCharge)
+                .where(WholesaleCharge.reseller_id == rid, WholesaleCharge.invoice_id.is_(None))
+                .order_by(WholesaleCharge.id)
+            )
+        )
+
+    if dry_run:
+        with _tx(engine, session) as (s, _commit):
+            extra: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for row in staged:
+                if row["reseller_id"] != exclude_id:
+                    extra[row["reseller_id"]].append(row)
+            for rid in sorted(set(s.scalars(candidates(0))) | set(extra)):
+                charges = [
+                    (c.description, c.unit_price, c.period_start, c.period_end, c.quantity)
+                    for c in pending_of(s, rid)
+                ] + [
+                    (
+                        r["description"],
+                        r["unit_price"],
+                        r["period_start"],
+                        r["period_end"],
+                        r["quantity"],
+                    )
+                    for r in extra.get(rid, [])
+                ]
+                inv = _wholesale_draft(s, cache, rid, charges)
+                if inv is not None:
+                    _count(summary, inv, 0)
+                    summary.drafts.append(inv)
+        return summary
     after = 0
     while True:
         with _tx(engine, session) as (s, commit):
-            pending = exists().where(
-                WholesaleCharge.reseller_id == Account.id, WholesaleCharge.invoice_id.is_(None)
-            )
-            q = select(Account.id).where(Account.id > after, pending).order_by(Account.id).limit(1)
-            if not dry_run:
-                q = q.with_for_update(skip_locked=True, key_share=True)
+            q = candidates(after).limit(1).with_for_update(skip_locked=True, key_share=True)
             rid = s.scalar(q)
             if rid is None:
                 break
             after = rid
-            cache.load_accounts(s, [rid])
-            reseller = cache.accounts[rid]
-            issuer = cache.seller_of(reseller)
-            if issuer is None:
-                continue
-            charges = list(
-                s.scalars(
-                    select(WholesaleCharge)
-                    .where(WholesaleCharge.reseller_id == rid, WholesaleCharge.invoice_id.is_(None))
-                    .order_by(WholesaleCharge.id)
-                )
+            rows = pending_of(s, rid)
+            inv = _wholesale_draft(
+                s,
+                cache,
+                rid,
+                [
+                    (c.description, c.unit_price, c.period_start, c.period_end, c.quantity)
+                    for c in rows
+                ],
             )
-            grouped: dict[tuple[str, Decimal, date, date], Decimal] = defaultdict(lambda: ZERO)
-            for c in charges:
-                grouped[(c.description, c.unit_price, c.period_start, c.period_end)] += c.quantity
-            inv = DraftInvoice(issuer.id, rid, reseller.currency)
-            for (desc, price, ps, pe), qty in sorted(
-                grouped.items(), key=lambda kv: (kv[0][2], kv[0][0])
-            ):
-                amount = quantize(qty * price, reseller.currency)
-                if amount <= 0:
-                    continue
-                inv.lines.append(
-                    _money_line(
-                        desc, qty, price, amount, reseller.currency, ps, pe, None, "wholesale"
-                    )
-                )
-            if not inv.lines:
+            if inv is None:
                 continue
-            region = s.scalar(
-                select(Contact.state).where(Contact.account_id == rid).order_by(Contact.id).limit(1)
-            )
-            _tax(s, cache, inv, reseller, (region or "").strip())
-            summary.subscriptions += len({c.subscription_id for c in charges})
-            summary.invoices += 1
-            summary.lines += len(inv.lines)
-            summary.totals[inv.currency] = summary.totals.get(inv.currency, ZERO) + inv.total
-            if dry_run:
-                summary.drafts.append(inv)
-                continue
-            now = clock.now()
+            _count(summary, inv, len({c.subscription_id for c in rows}))
             terms = s.get(PaymentTerms, rid)
             summary.rows_written += write_invoices(
-                s, [inv], {rid: terms.net_days if terms else 0}, now
+                s, [inv], {rid: terms.net_days if terms else 0}, clock.now()
             )
-            ids = [c.id for c in charges]
+            ids = [c.id for c in rows]
             s.execute(
                 update(WholesaleCharge)
                 .where(WholesaleCharge.id.in_(ids))
@@ -1463,7 +1524,7 @@ def invoice_wholesale(
             )
             s.execute(
                 update(BilledItem)
-                .where(BilledItem.id.in_({c.billed_item_id for c in charges}))
+                .where(BilledItem.id.in_({c.billed_item_id for c in rows}))
                 .values(invoice_id=inv.invoice_id)
                 .execution_options(synchronize_session=False)
             )
@@ -1487,6 +1548,7 @@ def run(
     batch_size: int = DEFAULT_BATCH,
     progress: Callable[[RunSummary], None] | None = None,
     session: Session | None = None,
+    exclude_wholesale: int | None = None,
 ) -> RunSummary:
     """The billing run as of ``as_of`` (default: today, UTC): the due
     subscriptions in batches (``workers`` threads claiming batches side by
@@ -1509,7 +1571,19 @@ def run(
         )
     else:
         total.add(_run_processes(engine, clock, day, account_id, workers, batch_size, progress))
-    wholesale = invoice_wholesale(engine, clock, dry_run=dry_run, session=session)
+    subtree = None
+    if account_id is not None:
+        with _tx(engine, session) as (s, _commit):
+            subtree = s.scalar(select(Account.path).where(Account.id == account_id))
+    wholesale = invoice_wholesale(
+        engine,
+        clock,
+        dry_run=dry_run,
+        session=session,
+        subtree=subtree,
+        exclude_id=exclude_wholesale,
+        staged=total.staged,
+    )
     total.invoices += wholesale.invoices
     total.lines += wholesale.lines
     total.rows_written += wholesale.rows_written

@@ -35,7 +35,7 @@ class BilledItem(Base):
     kind: Mapped[str] = mapped_column(String(16))
     period_end: Mapped[date] = mapped_column(Date)
     # the invoice that billed it (None: a wholesale charge not invoiced yet)
-    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
     billed_on: Mapped[date] = mapped_column(Date)  # the run's as-of date
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -45,7 +45,7 @@ class WholesaleCharge(Base):
     __table_args__ = (Index("ix_wholesale_pending", "reseller_id", "invoice_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    billed_item_id: Mapped[int] = mapped_column(ForeignKey("billed_items.id"), index=True)
+    billed_item_id: Mapped[int] = mapped_column(ForeignKey("billed_items.id"))
     reseller_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"))
     currency: Mapped[str] = mapped_column(CurrencyCode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from pba_server.accounts.models import Account
 from pba_server.billing import run as billing_run
 from pba_server.billing.run_types import (
     BillingRunInfo,
@@ -13,7 +14,7 @@ from pba_server.billing.run_types import (
 )
 from pba_server.core import audit
 from pba_server.core.context import CallContext
-from pba_server.core.errors import ValidationError
+from pba_server.core.errors import Forbidden, ValidationError
 from pba_server.core.money import quantize
 from pba_server.core.operations import operation
 from pba_server.core.scope import visible_path
@@ -72,6 +73,9 @@ def billing_run_op(
         raise ValidationError("as_of", "is more than a year ahead")
     path = visible_path(ctx, account_id)
     acc_id = account_id if account_id is not None else ctx.principal.account_id
+    me = ctx.session.get(Account, ctx.principal.account_id)
+    if me is None or me.type not in ("provider", "reseller"):
+        raise Forbidden("only the provider and resellers run billing")
     engine = ctx.session.get_bind()
     s = billing_run.run(
         engine,
@@ -80,6 +84,8 @@ def billing_run_op(
         dry_run=dry_run,
         account_id=int(acc_id),
         session=ctx.session,
+        # a reseller's own wholesale invoice is its parent's business
+        exclude_wholesale=ctx.principal.account_id,
     )
     if not dry_run:
         audit.record(

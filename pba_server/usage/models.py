@@ -24,8 +24,9 @@ class UsageRecord(Base):
     __tablename__ = "usage_records"
     __table_args__ = (
         UniqueConstraint("subscription_id", "record_id"),
+        # the run finds a batch's unbilled records through this index; no index
+        # on ``billed``, so marking records billed is a HOT update
         Index("ix_usage_period", "subscription_id", "period_start", "resource_id"),
-        Index("ix_usage_unbilled", "billed", "subscription_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
