@@ -204,6 +204,37 @@ def seed(
 
 
 _seed_rss = [0]
+_pg_seen: dict[int, float] = {}
+
+
+def _own_cpu() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - _seed_cpu[0]
+
+
+_seed_cpu = [0.0]
+
+
+def _pg_cpu(engine: Engine, dbname: str) -> float:
+    """CPU seconds used so far by the PostgreSQL backends of the benchmark
+    database (from /proc; backends that ended keep their last reading)."""
+    with engine.connect() as c:
+        pids = [
+            int(p)
+            for (p,) in c.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": dbname}
+            )
+        ]
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parts = f.read().rsplit(")", 1)[1].split()
+            _pg_seen[pid] = (int(parts[11]) + int(parts[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return sum(_pg_seen.values())
 
 
 def _rss_mb() -> float:
@@ -261,16 +292,26 @@ def main(argv: list[str] | None = None) -> int:
             check=True,
         )
         _seed_rss[0] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        _seed_cpu[0] = kids.ru_utime + kids.ru_stime
         print(
             f"seeded {args.n} subscriptions, {m} customers in {time.monotonic() - t0:.1f} s "
             f"(in a child process: the peak RSS below is the billing run's)"
         )
         for label in ("first run", "second run (same date)"):
+            pg0 = _pg_cpu(engine, name)
+            cpu0 = _own_cpu()
             t0 = time.monotonic()
             s = billing_run.run(
                 engine, clock, as_of=AS_OF, workers=args.workers, batch_size=args.batch_size
             )
             wall = time.monotonic() - t0
+            client = _own_cpu() - cpu0
+            pg = _pg_cpu(engine, name) - pg0
+            print(
+                f"  CPU: client {client:.1f} s, PostgreSQL backends {pg:.1f} s (load average "
+                f"{os.getloadavg()[0]:.1f}: the machine is shared)"
+            )
             print(
                 f"{label}: {s.subscriptions} subscriptions, {s.invoices} invoices, "
                 f"{s.lines} lines, {s.rows_written} rows written in {wall:.2f} s: "

@@ -272,7 +272,10 @@ class Cache:
         self.tax_rules: dict[int, list[TaxRule]] = {}
         # priced period shapes (description, quantity, unit price, discount) by
         # everything that decides them: most subscriptions share a few
-        self.priced: dict[tuple[Any, ...], list[tuple[str, Decimal, Decimal, Decimal]]] = {}
+        self.priced: dict[
+            tuple[Any, ...], tuple[list[tuple[str, Decimal, Decimal, Decimal]], bool]
+        ] = {}
+        self.months: dict[tuple[int, str], Decimal] = {}
 
     def load_accounts(self, session: Session, ids: Iterable[int]) -> None:
         want = {i for i in ids if i not in self.accounts}
@@ -627,31 +630,30 @@ def _plan_batch(
             inv = plan.invoices[key] = DraftInvoice(issuer.id, buyer.id, buyer.currency)
         currency = s.currency
         plan_row = cache.plans[s.plan_id]
-        pp = cache.periods.get((s.plan_version_id, s.period_count, s.period_unit))
-        inclusive = cache.versions.get(s.plan_version_id, False)
-        fees = pricing.Fees(pp.setup, pp.recurring, pp.renewal) if pp else pricing.Fees(ZERO, ZERO)
-        pl = cache.price_list_of(buyer)
-        if pl is not None:
-            rp = cache.reseller_prices.get(pl.id, {}).get(
-                (s.plan_id, s.period_count, s.period_unit)
-            )
-            if rp is not None:
-                fees = pricing.Fees(rp.setup_fee, rp.recurring_fee, rp.renewal_fee)
-                inclusive = rp.tax_inclusive
-        period = pricing.Period(s.period_count, s.period_unit)
-        months = pricing.months_in(period)
         srs = res_rows.get(s.id, [])
-        rates = [
-            pricing.Rate(
-                resource_id=r.resource_id,
-                name=cache.resources.get(r.resource_id, (str(r.resource_id), ""))[0],
-                included=r.included,
-                unit_recurring=r.unit_recurring_price,
-                overage=r.overage_price,
-            )
-            for r in srs
-        ]
-        bought = {r.resource_id: r.bought for r in srs}
+        pl = cache.price_list_of(buyer)
+        rp = (
+            cache.reseller_prices.get(pl.id, {}).get((s.plan_id, s.period_count, s.period_unit))
+            if pl is not None
+            else None
+        )
+        # everything that decides the price of a period, cheap to build: the
+        # priced lines are computed once per distinct key and run
+        base_key = (
+            currency,
+            s.plan_version_id,
+            s.period_count,
+            s.period_unit,
+            rp.id if rp is not None else None,
+            tuple(
+                (r.resource_id, r.included, r.bought, r.unit_recurring_price, r.overage_price)
+                for r in srs
+            ),
+        )
+        period_key = (s.period_count, s.period_unit)
+        months = cache.months.get(period_key)
+        if months is None:
+            months = cache.months[period_key] = pricing.months_in(pricing.Period(*period_key))
         limits = {r.resource_id: r for r in srs}
         discount = cache.promotions.get(s.promotion_id) if s.promotion_id else None
         cycles_left = s.promotion_cycles_left
@@ -686,27 +688,11 @@ def _plan_batch(
                 disc = discount
                 if cycles_left is not None:
                     cycles_left -= 1
-            pkey = (
-                currency,
-                period,
-                fees,
-                tuple(rates),
-                tuple(sorted(bought.items())),
-                disc,
-                inclusive,
-            )
-            shape = cache.priced.get(pkey)
-            if shape is None:
-                priced = pricing.price_period(
-                    currency=currency,
-                    period=period,
-                    fees=fees,
-                    rates=rates,
-                    extra=bought,
-                    discount=disc,
-                    cycle=2,
-                )
-                shape = cache.priced[pkey] = _split_discount(priced, currency, inclusive)
+            pkey = (base_key, s.promotion_id if disc is not None else None)
+            got = cache.priced.get(pkey)
+            if got is None:
+                got = cache.priced[pkey] = _price_shape(cache, s, srs, rp, currency, disc)
+            shape, inclusive = got
             lines = [
                 DraftLine(
                     f"{d}, {new_ps.isoformat()} to {new_pe.isoformat()}",
@@ -773,7 +759,16 @@ def _plan_batch(
             )
             kind = "late" if late else "overage"
             ln = _money_line(
-                desc, over, r.overage_price * months, charge, currency, ups, upe, s.id, kind
+                desc,
+                over,
+                r.overage_price * months,
+                charge,
+                currency,
+                ups,
+                upe,
+                s.id,
+                kind,
+                cache.versions.get(s.plan_version_id, False),
             )
             (late_lines if late else inv.lines).append(ln)
         inv.lines.extend(late_lines)
@@ -810,6 +805,45 @@ def _plan_batch(
         _tax(session, cache, inv, cache.accounts[buyer_id], regions.get(buyer_id, ""))
     cache.forget_customers()
     return plan
+
+
+def _price_shape(
+    cache: Cache,
+    s: Any,
+    srs: Sequence[Any],
+    rp: ResellerPrice | None,
+    currency: str,
+    disc: pricing.Discount | None,
+) -> tuple[list[tuple[str, Decimal, Decimal, Decimal]], bool]:
+    """Price one renewal period of ``s`` (the catalog's price_period) into
+    line shapes (description, quantity, unit price, discount) and whether
+    its prices include tax."""
+    pp = cache.periods.get((s.plan_version_id, s.period_count, s.period_unit))
+    inclusive = cache.versions.get(s.plan_version_id, False)
+    fees = pricing.Fees(pp.setup, pp.recurring, pp.renewal) if pp else pricing.Fees(ZERO, ZERO)
+    if rp is not None:
+        fees = pricing.Fees(rp.setup_fee, rp.recurring_fee, rp.renewal_fee)
+        inclusive = rp.tax_inclusive
+    rates = [
+        pricing.Rate(
+            resource_id=r.resource_id,
+            name=cache.resources.get(r.resource_id, (str(r.resource_id), ""))[0],
+            included=r.included,
+            unit_recurring=r.unit_recurring_price,
+            overage=r.overage_price,
+        )
+        for r in srs
+    ]
+    priced = pricing.price_period(
+        currency=currency,
+        period=pricing.Period(s.period_count, s.period_unit),
+        fees=fees,
+        rates=rates,
+        extra={r.resource_id: r.bought for r in srs},
+        discount=disc,
+        cycle=2,
+    )
+    return _split_discount(priced, currency, inclusive), inclusive
 
 
 def _item(sub_id: int, ps: date, pe: date, kind: str, as_of: date, now: datetime) -> dict[str, Any]:
