@@ -333,3 +333,37 @@ def test_a_subscription_changed_mid_batch_makes_the_batch_start_again(
     assert [ln.link_id for ln in lines] == [str(s1)]
     assert sub(env, s2).status == "cancelled"
     assert_books_sound(env)
+
+
+def test_copy_text_round_trips_awkward_values(env: Any) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from pba_server.billing.run import copy_text
+
+    rows = [
+        {
+            "a": "tab\there\\back\nline\rcr",
+            "b": None,
+            "c": True,
+            "d": D("12.3400"),
+            "e": date(2026, 2, 28),
+            "f": datetime(2026, 2, 28, 1, 2, 3, tzinfo=UTC),
+        }
+    ]
+    assert copy_text(rows, list(rows[0])).count(b"\n") == 1
+    if env.backend != "postgresql":
+        return
+    with env.app.engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TEMP TABLE t_copy (a text, b text, c boolean, d numeric(19,4), "
+                "e date, f timestamptz)"
+            )
+        )
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy("COPY t_copy FROM STDIN") as cp:
+            cp.write(copy_text(rows, list(rows[0])))
+        got = conn.execute(text("SELECT a, b, c, d, e, f FROM t_copy")).one()
+        assert tuple(got) == tuple(rows[0].values())
