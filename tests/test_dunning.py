@@ -200,3 +200,33 @@ def test_credit_hold_after_days_over_the_limit(env: Any) -> None:
 def test_jobs_are_registered() -> None:
     assert JOBS["billing-run"].interval == timedelta(days=1)
     assert JOBS["dunning"].interval == timedelta(hours=1)
+
+
+def test_run_with_prepaid_credit_resumes_a_dunning_suspension(
+    env: Any, actions: list[tuple[int, str]]
+) -> None:
+    """The billing run settles its invoices from prepaid credit through the
+    billing core's path, settlement hook (and its events) included."""
+    from pba_server.billing import run as billing_run
+
+    c, s1, inv_id = _unpaid_invoice(env)
+    _dun(env, date(2026, 2, 15))
+    assert sub(env, s1).status == "suspended"
+    with service_ctx(env) as ctx:  # credit, not allocated
+        billing.payment_record(
+            ctx,
+            account_id=c,
+            amount=D("100.00"),
+            method="bank_transfer",
+            reference="credit",
+            received_on=date(2026, 2, 15),
+            allocate=False,
+        )
+    assert sub(env, s1).status == "suspended"
+    draft = billing_run.DraftInvoice(1, c, "USD", total=D("20.00"), invoice_id=inv_id)
+    with UnitOfWork(env.app.engine) as uow:
+        billing_run._apply_prepaid_credit(uow.session, env.clock, [draft])
+        uow.commit()
+    assert sub(env, s1).status == "active"
+    assert len(_events(env, "subscription.resumed")) == 2
+    assert_books_sound(env)

@@ -1306,8 +1306,14 @@ def _system_ctx(session: Session, clock: Clock, acc: Account) -> Any:
     from pba_server.core.secrets import SecretBox
 
     class _Uow:
+        """The batch's session as a unit of work: the batch commits it; the
+        event delivery thread finds events without a nudge."""
+
         def __init__(self, s: Session) -> None:
             self.session = s
+
+        def after_commit(self, cb: Callable[[], None]) -> None:
+            pass
 
     try:
         box = process_secrets()
