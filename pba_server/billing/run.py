@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -476,10 +477,31 @@ def _copy_value(v: Any) -> str:
     return str(v)  # int, Decimal, date
 
 
+_TRANSLATE = operator.methodcaller("translate", _COPY_ESCAPES)
+
+
+def _column_text(values: list[Any]) -> Iterable[str]:
+    """One column's values as COPY text, with a C-level formatter when the
+    column holds one plain type (most do), else value by value."""
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        if kind in (int, Decimal):
+            return map(str, values)
+        if kind is date:
+            return map(date.isoformat, values)
+        if kind is datetime:
+            return map(datetime.isoformat, values)
+        if kind is str:
+            return map(_TRANSLATE, values)
+    return map(_copy_value, values)
+
+
 def copy_text(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> bytes:
-    """Rows in COPY's text format (formatting them here is several times
+    """Rows in COPY's text format, formatted column by column (several times
     cheaper than the driver's per-value dumpers)."""
-    return "".join("\t".join([_copy_value(r[c]) for c in cols]) + "\n" for r in rows).encode()
+    columns = [_column_text([r[c] for r in rows]) for c in cols]
+    return "".join([line + "\n" for line in map("\t".join, zip(*columns, strict=True))]).encode()
 
 
 def _in(session: Session, col: Any, ids: Iterable[int]) -> Any:
