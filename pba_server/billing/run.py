@@ -582,9 +582,9 @@ def _money_line(
 
 @dataclass
 class BatchPlan:
-    invoices: dict[tuple[int, int], DraftInvoice]  # (issuer, buyer)
+    invoices: dict[tuple[int, int, str], DraftInvoice]  # (issuer, buyer, currency)
     items: list[dict[str, Any]]  # billed_items rows (invoice_id filled in later)
-    item_invoice: list[tuple[int, int] | None]  # the invoice key of each item
+    item_invoice: list[tuple[int, int, str] | None]  # the invoice key of each item
     sub_updates: list[dict[str, Any]]
     usage_ids: list[int]
     wholesale: list[tuple[int, dict[str, Any]]]  # (index into items, charge row)
@@ -688,10 +688,12 @@ def _plan_batch(
         if issuer is None:
             log.warning("subscription %s: account %s has no seller; skipped", s.id, buyer.id)
             continue
-        key = (issuer.id, buyer.id)
+        # one invoice per customer and issuer (and currency: a plan priced in
+        # another currency than the customer's gets its own invoice)
+        key = (issuer.id, buyer.id, s.currency)
         inv = plan.invoices.get(key)
         if inv is None:
-            inv = plan.invoices[key] = DraftInvoice(issuer.id, buyer.id, buyer.currency)
+            inv = plan.invoices[key] = DraftInvoice(issuer.id, buyer.id, s.currency)
         currency = s.currency
         plan_row = cache.plans[s.plan_id]
         srs = res_rows.get(s.id, [])
@@ -859,9 +861,10 @@ def _plan_batch(
             }
         )
     # invoice-level: tax, totals
-    for (issuer_id, buyer_id), inv in list(plan.invoices.items()):
+    for ikey, inv in list(plan.invoices.items()):
+        buyer_id = ikey[1]
         if not inv.lines:
-            del plan.invoices[(issuer_id, buyer_id)]
+            del plan.invoices[ikey]
             continue
         _tax(session, cache, inv, cache.accounts[buyer_id], regions.get(buyer_id, ""))
     cache.forget_customers()
