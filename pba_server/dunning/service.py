@@ -210,12 +210,15 @@ def _sub_event(ctx: CallContext, sub: Subscription, path: str, type_: str) -> No
 def _subs(
     ctx: CallContext, account_id: int, vendor_id: int, statuses: tuple[str, ...]
 ) -> list[Subscription]:
+    """The customer's subscriptions in ``statuses``: all of them, since a
+    customer buys only from its seller, the invoice's issuer (``vendor_id``
+    is not compared: for a basic reseller's customer it may name the plan's
+    owner)."""
     return list(
         ctx.session.scalars(
             select(Subscription)
             .where(
                 Subscription.account_id == account_id,
-                Subscription.vendor_id == vendor_id,
                 Subscription.status.in_(statuses),
             )
             .order_by(Subscription.id)
