@@ -28,15 +28,18 @@ log = logging.getLogger("pba")
 def load_operations() -> dict[str, Operation]:
     """Import every feature's service module so its operations register."""
     import pba_server.accounts.service
+    import pba_server.billing.run_service
     import pba_server.billing.service
     import pba_server.catalog.service
     import pba_server.core.audit
     import pba_server.domains.service
+    import pba_server.dunning.service
     import pba_server.events.service
     import pba_server.orders.service
     import pba_server.payments.service
     import pba_server.provisioning.service
-    import pba_server.subscriptions.service  # noqa: F401
+    import pba_server.subscriptions.service
+    import pba_server.usage.service  # noqa: F401
 
     return registry()
 
@@ -129,6 +132,7 @@ def build_app(
     import pba_server.subscriptions.service as subscriptions
 
     subscriptions.EXPIRING_DAYS = settings.subscription_expiring_days
+    billing_schedule(settings)
     dispatcher = Dispatcher(engine, clock, box, ops)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_policy(settings)
@@ -152,6 +156,12 @@ def load_plugins(settings: Settings) -> None:
 
     folder = Path(settings.plugins_dir) if settings.plugins_dir else None
     loader.set_plugins(loader.discover(folder))
+
+
+def billing_schedule(settings: Settings) -> None:
+    from pba_server.billing import run as billing_run
+
+    billing_run.configure(settings.billing_run_interval_hours, settings.billing_run_workers)
 
 
 def payments_runtime(box: SecretBox) -> None:

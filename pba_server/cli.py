@@ -76,6 +76,26 @@ def parser() -> argparse.ArgumentParser:
     )
     _db_arg(v)
 
+    b = sub.add_parser(
+        "billing-run",
+        help="invoice every subscription due by a date (exactly once; safe to rerun)",
+        description="Bill every active subscription whose next billing date is on or before "
+        "--as-of (default: today, UTC): the next period in advance, the overage of the "
+        "period that ended, late usage, tax; one invoice per customer and issuer; then "
+        "the advanced resellers' wholesale invoices. Each (subscription, period, kind) is "
+        "billed exactly once, so a rerun, a concurrent run or a run after a crash never "
+        "bills twice. Prints a progress bar on a terminal and a summary at the end.",
+    )
+    _db_arg(b)
+    b.add_argument("--as-of", metavar="YYYY-MM-DD", help="bill what is due by this date")
+    b.add_argument(
+        "--dry-run", action="store_true", help="show the invoices it would issue; write nothing"
+    )
+    b.add_argument("--account", type=int, metavar="ID", help="only this account's subtree")
+    b.add_argument("--workers", type=int, default=1, help="processes claiming batches side by side")
+    b.add_argument("--batch-size", type=int, default=500, help="customers per transaction")
+    b.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     w = sub.add_parser(
         "export-wsdl",
         help="write the WSDL to wsdl/pba.wsdl",
@@ -215,6 +235,68 @@ def cmd_verify_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_billing_run(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from pba_server.billing import run as billing_run
+    from pba_server.core.clock import SystemClock
+    from pba_server.core.db import make_engine
+    from pba_server.core.errors import PbaError
+
+    try:
+        as_of = date.fromisoformat(args.as_of) if args.as_of else None
+    except ValueError:
+        print(f"pba-server: --as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.batch_size < 1:
+        print("pba-server: --workers and --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    engine = make_engine(settings.database, pool_size=max(2, args.workers))
+    clock = SystemClock()
+    day = as_of or clock.now().date()
+    tty = sys.stdout.isatty()
+    due = billing_run.due_count(engine, day, args.account) if tty else 0
+
+    def bar(s: billing_run.RunSummary) -> None:
+        if not tty or not due:
+            return
+        done = min(s.subscriptions, due)
+        width = 30
+        fill = int(width * done / due)
+        sys.stdout.write(
+            f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{due} subscriptions, "
+            f"{s.invoices} invoices"
+        )
+        sys.stdout.flush()
+
+    try:
+        summary = billing_run.run(
+            engine,
+            clock,
+            as_of=day,
+            dry_run=args.dry_run,
+            account_id=args.account,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            progress=bar,
+        )
+    except PbaError as exc:
+        print(f"pba-server: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if tty and due:
+        sys.stdout.write("\n")
+    if args.dry_run and not args.json:
+        for d in summary.drafts:
+            print(f"invoice to account {d.account_id} from {d.issuer_id}: {d.total} {d.currency}")
+            for ln in d.lines:
+                print(f"  {ln.description}: {ln.quantity} x {ln.unit_price} = {ln.total}")
+    print(billing_run.summary_json(summary) if args.json else summary.line())
+    return 0
+
+
 def wsdl_text() -> bytes:
     from pba_server.api.soap import SoapHandler
     from pba_server.bootstrap import load_operations
@@ -239,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "init": cmd_init,
         "export-wsdl": cmd_export_wsdl,
         "verify-ledger": cmd_verify_ledger,
+        "billing-run": cmd_billing_run,
     }[args.command]
     from sqlalchemy.exc import DBAPIError
 

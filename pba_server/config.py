@@ -37,6 +37,8 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = ""
     plugins_dir: str = ""  # default: the plugins/ folder next to the pba_server package
+    billing_run_interval_hours: int = 24  # the billing-run job's schedule (daily)
+    billing_run_workers: int = 1  # processes the scheduled billing run uses
     mail_from: str = ""  # From address when the sending account has no administrative contact
     domain_expiry_notice_days: int = 30  # domain.expiring is raised this many days before expiry
     # provisioning: retry a failed operation every N minutes; after M failures

@@ -4,7 +4,7 @@ balances and statements. Every money movement goes through :mod:`ledger`."""
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -79,6 +79,10 @@ DEFAULT_FORMATS = {"invoice": "INV-{year}-{seq:06d}", "credit_note": "CN-{year}-
 FEED = "invoice_feed"
 MAX_NET_DAYS = 365
 MAX_LINES = 1000
+
+# Called with (ctx, account) in the same transaction after credit or a payment
+# settled some of the account's invoices (dunning resumes services from here).
+SETTLEMENT_HOOKS: list[Callable[[CallContext, Account], None]] = []
 
 # Stored states; "overdue" is derived on read (issued or partially paid, past due).
 INVOICE_STATES = StateMachine(
@@ -525,6 +529,9 @@ def _apply_credit(
         budget -= amount
     ctx.session.add_all(made)
     ctx.session.flush()
+    if made:
+        for hook in SETTLEMENT_HOOKS:
+            hook(ctx, acc)
     return made
 
 

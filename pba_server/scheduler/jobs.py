@@ -23,11 +23,13 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from pba_server.billing import run as billing_run
 from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.models import LoginFailure, UsedNonce
 from pba_server.domains import jobs as domains_jobs
+from pba_server.dunning import service as dunning
 from pba_server.events import retention as events_retention
 from pba_server.events import runtime as events_runtime
 from pba_server.payments import autopay
@@ -92,6 +94,8 @@ JOBS: dict[str, Job] = {
         Job("subscriptions-lifecycle", timedelta(hours=1), _subscriptions_lifecycle),
         Job("payments-autopay", timedelta(minutes=1), autopay.run_autopay),
         Job("purge-events", timedelta(hours=6), events_retention.purge),
+        Job("billing-run", timedelta(days=1), billing_run.job),
+        Job("dunning", timedelta(hours=1), dunning.job),
     )
 }
 

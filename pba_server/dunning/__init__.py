@@ -1,0 +1,1 @@
+"""Dunning: reminders, suspension and termination for overdue invoices; credit hold."""

@@ -1,0 +1,1 @@
+"""Usage: metered resource usage reported per subscription, billed as overage by the billing run."""
