@@ -1,8 +1,7 @@
 """Stories 2 and 3 of PRODUCT.md through SOAP (zeep), as the people in them.
 
-Story 2's overage line comes from a one-off invoice here: the billing run that
-invoices overage is another branch's (the lead's integration step runs the
-story with the real billing run)."""
+Story 2's overage line is the real billing run's (BillingRun over SOAP);
+provisioning is a fake here (story 1 and story 5 run the real engine)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import zeep.exceptions
 
 from pba_server.accounts import service as accounts
 from pba_server.billing import service as billing
-from pba_server.billing.types import InvoiceLineInput
+from pba_server.catalog import service as catalog
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import plain, service_ctx
 from tests.orders_support import PW, FakeProvisioner, buyer, card, gateway, plan, run, use_fake
@@ -51,59 +50,81 @@ def fault_code(exc: pytest.ExceptionInfo[zeep.exceptions.Fault]) -> str:
 
 def test_story_2_sales_manager_upgrades_a_customer_prorated(env, api, tmp_path, fake):
     env.clock.freeze(datetime(2026, 3, 1, 9, tzinfo=UTC))
-    big = plan(env, "Traffic L", recurring="50.00", resource=True)
-    small = plan(env, "Traffic S", recurring="20.00", resource_id=big["resource"])
+    with service_ctx(env) as ctx:
+        traffic = catalog.resource_create(
+            ctx, name="Traffic", unit="GB", kind="metered", usage_reporting="per_period"
+        ).id
+    big = plan(env, "Traffic L", recurring="50.00", resource_id=traffic)
+    small = plan(env, "Traffic S", recurring="20.00", resource_id=traffic)
     acc = buyer(env, "Acme")
     card(env, acc, gateway(env, tmp_path))
     admin = api.soap()
     o = admin.OrderPlace(account_id=acc, lines=[{"plan_id": small["plan"]}], idempotency_key="s")
     settle(env, fake)
     sub = admin.OrderGet(order_id=o.id).subscription_id
-    # the month's overage is invoiced, and the customer pays a lot more than usual
-    env.clock.freeze(datetime(2026, 3, 11, 9, tzinfo=UTC))
+    # March's traffic: 410 GB, 400 over the 10 included (0.10 per GB)
+    env.clock.freeze(datetime(2026, 3, 31, 23, tzinfo=UTC))
+    admin.UsageReport(
+        subscription_id=sub,
+        resource_id=traffic,
+        quantity=D(410),
+        timestamp=datetime(2026, 3, 25, 12, tzinfo=UTC),
+        record_id="march",
+    )
+    # the billing run invoices April in advance and March's overage
+    env.clock.freeze(datetime(2026, 4, 1, 2, tzinfo=UTC))
+    assert admin.BillingRun(as_of=date(2026, 4, 1)).invoices == 1
+    # and the customer pays a lot more than usual
+    env.clock.freeze(datetime(2026, 4, 5, 9, tzinfo=UTC))
     with service_ctx(env) as ctx:
-        inv = billing.invoice_create(
-            ctx,
-            account_id=acc,
-            issue=True,
-            lines=[InvoiceLineInput("Traffic overage: 400 GB over 10 GB", D("0.10"), D(400))],
-        )
         billing.payment_record(
             ctx,
             account_id=acc,
             amount=D("400.00"),
             method="bank_transfer",
             reference="wire 991",
-            received_on=date(2026, 3, 11),
+            received_on=date(2026, 4, 5),
         )
+    env.clock.freeze(datetime(2026, 4, 11, 9, tzinfo=UTC))
     staff(env, "sam", ["sales"])
     sam = api.soap("sam", PW)
     bal = sam.AccountBalanceGet(account_id=acc)
-    assert D(bal.balance) < 0  # paid more than it owed
+    assert D(bal.balance) == D("-340.00")  # paid 400 for the run's 60: credit
     payments = plain(sam.PaymentList(account_id=acc))["items"]
     assert max(D(p["amount"]) for p in payments) == D("400.00")
     invoices = plain(sam.InvoiceList(account_id=acc))["items"]
     last = plain(sam.InvoiceGet(invoice_id=max(i["id"] for i in invoices)))
-    assert last["id"] == inv.id
-    assert any("overage" in ln["description"] for ln in last["lines"])
-    # 21 of 31 March days left (11 March to 1 April): credit 21/31 of 20.00,
-    # charge 21/31 of 50.00
+    assert last["status"] == "paid" and D(last["total"]) == D("60.00")
+    over = [ln for ln in last["lines"] if "Traffic" in ln["description"]]
+    assert len(over) == 1 and D(over[0]["total"]) == D("40.00"), last["lines"]
+    assert "400" in over[0]["description"] and "2026-03-01" in over[0]["description"]
+    # 20 of 30 April days left (11 April to 1 May): credit 20/30 of 20.00,
+    # charge 20/30 of 50.00
     pv = plain(sam.ChangePreview(subscription_id=sub, plan_id=big["plan"]))
     assert (D(pv["credit"]), D(pv["charge"]), D(pv["net"])) == (
-        D("-13.55"),
-        D("33.87"),
-        D("20.32"),
+        D("-13.33"),
+        D("33.33"),
+        D("20.00"),
     )
     up = sam.SubscriptionChangePlan(subscription_id=sub, plan_id=big["plan"], idempotency_key="u1")
-    assert (up.type, D(up.total)) == ("upgrade", D("20.32"))
+    assert (up.type, D(up.total)) == ("upgrade", D("20.00"))
     settle(env, fake)
     done = plain(sam.OrderGet(order_id=up.id))
     assert done["status"] == "completed"
     assert plain(sam.SubscriptionGet(subscription_id=sub))["plan_id"] == big["plan"]
     upgrade_invoice = plain(sam.InvoiceGet(invoice_id=done["invoice_id"]))
-    assert D(upgrade_invoice["total"]) == D("20.32")
+    assert D(upgrade_invoice["total"]) == D("20.00")
     assert upgrade_invoice["status"] == "paid"  # from the customer's prepaid credit
     assert done["charge_id"] is None
+    # the next run bills May on the new plan
+    env.clock.freeze(datetime(2026, 5, 1, 2, tzinfo=UTC))
+    assert admin.BillingRun(as_of=date(2026, 5, 1)).invoices == 1
+    may = plain(
+        sam.InvoiceGet(
+            invoice_id=max(i["id"] for i in plain(sam.InvoiceList(account_id=acc))["items"])
+        )
+    )
+    assert D(may["total"]) == D("50.00") and may["status"] == "paid"  # still on credit
     assert_books_sound(env)
 
 
