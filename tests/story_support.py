@@ -47,3 +47,22 @@ def drive(env: Any, rounds: int = 30) -> int:
         if n == 0:
             return total
     raise AssertionError("the runners did not settle")
+
+
+def run_jobs(env: Any) -> list[str]:
+    """The scheduler's due jobs, now (``run_due``); fails the test if one failed."""
+    from sqlalchemy import select
+
+    from pba_server.core.db import UnitOfWork
+    from pba_server.scheduler.jobs import run_due
+    from pba_server.scheduler.models import ScheduledJob
+
+    ran = run_due(env.app.engine, env.clock)
+    with UnitOfWork(env.app.engine) as uow:
+        failed = [
+            (j.name, j.last_error)
+            for j in uow.session.scalars(select(ScheduledJob).where(ScheduledJob.name.in_(ran)))
+            if j.last_status != "ok"
+        ]
+    assert failed == [], failed
+    return ran
