@@ -24,12 +24,19 @@ from pba_server.catalog import service as catalog
 from pba_server.catalog.models import Plan, PlanVersion
 from pba_server.core import audit
 from pba_server.core.context import CallContext
-from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
+from pba_server.core.errors import (
+    CreditLimitExceeded,
+    Forbidden,
+    InvalidState,
+    NotFound,
+    ValidationError,
+)
 from pba_server.core.money import money
 from pba_server.core.operations import operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
 from pba_server.domains import service as domains
+from pba_server.dunning import service as dunning
 from pba_server.orders import engine
 from pba_server.orders import pricing as opricing
 from pba_server.orders.models import Order, OrderHistory, OrderLine, Workflow
@@ -481,6 +488,12 @@ def _default_when(ctx: CallContext, sub: Subscription) -> str:
     return "period_end" if v is not None and v.change_timing == "period_end" else "now"
 
 
+# order types refused while the account is on credit hold (dunning): those that
+# buy something; paying (a payment order), cancelling, downgrading and
+# transfers stay possible
+BUYING = frozenset({"sales", "renewal", "upgrade", "resource"})
+
+
 def place(
     ctx: CallContext,
     *,
@@ -496,6 +509,11 @@ def place(
         raise ValidationError("account_id", "the provider buys from no one")
     if buyer.status != "active":
         raise InvalidState(f"account {buyer.id} is {buyer.status}")
+    if order_type in BUYING and dunning.on_credit_hold(ctx.session, buyer.id):
+        raise CreditLimitExceeded(
+            f"account {buyer.id} is on credit hold: it has been over its credit limit too"
+            " long; it places no new orders until it pays what it owes"
+        )
     if not lines:
         raise ValidationError("lines", "an order has at least one line")
     if len(lines) > MAX_LINES:
@@ -626,7 +644,9 @@ def order_place(
     its currency, at its reseller's price list), the order parameters against the template
     (a domain plan's: a valid name under its TLD, not registered or being ordered here, once
     per order, a transfer with its ``auth_code``), resource amounts against the maxima, and
-    for ``on_account`` orders the credit limit (Client.CreditLimitExceeded). Totals come
+    for ``on_account`` orders the credit limit (Client.CreditLimitExceeded; so is any order
+    that buys, whatever pays it, of an account on credit hold: over its limit for its seller's
+    ``credit_hold_days``, until it pays). Totals come
     from the same pricing as PriceQuote (changes: prorated, see docs/proration.md). Paid by
     ``payment_method_id`` or else the account's default method, or ``on_account``. The order
     is committed and returned at once, ``running``; its workflow runs in the background:
