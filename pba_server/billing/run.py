@@ -97,6 +97,7 @@ from pba_server.catalog.models import (
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.money import quantize
+from pba_server.orders.models import Order, OrderLine
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.periods import add_periods as _add_periods
 from pba_server.usage.models import UsageRecord
@@ -591,6 +592,20 @@ class BatchPlan:
     summary: RunSummary
 
 
+def _renewal_in_flight(sub_id: Any) -> Any:
+    """A manual renewal order (SubscriptionRenew) of the subscription not
+    applied yet: it bills the period the run would bill and moves the
+    subscription's dates when it completes, so the run leaves the subscription
+    alone meanwhile (if the order is rejected, the next run bills it)."""
+    return exists().where(
+        OrderLine.subscription_id == sub_id,
+        OrderLine.kind == "renewal",
+        Order.id == OrderLine.order_id,
+        Order.status.in_(("running", "waiting")),
+        Order.applied.is_(False),
+    )
+
+
 def _plan_batch(
     session: Session,
     cache: Cache,
@@ -610,6 +625,7 @@ def _plan_batch(
             _in(session, t.c.account_id, account_ids),
             t.c.status == "active",
             t.c.next_billing_date <= as_of,
+            ~_renewal_in_flight(t.c.id),
         )
         .order_by(t.c.account_id, t.c.id)
     )
