@@ -704,7 +704,16 @@ def _effect_renewal(ctx: CallContext, order: Order, line: OrderLine, d: dict[str
     assert sub is not None
     start = date.fromisoformat(d["from"])
     if sub.period_end != start:
-        return  # renewed meanwhile (e.g. by the billing run): nothing to move
+        # renewed meanwhile (the billing run read the subscription before this
+        # order was placed, or another renewal order won): the period is
+        # billed already, so what this order billed for it goes back as credit
+        _credit(
+            ctx,
+            order,
+            line.amount,
+            f"order {order.id}: the period from {start.isoformat()} was renewed meanwhile",
+        )
+        return
     sub.period_start = start
     sub.period_end = add_periods(
         start, sub.period_count, sub.period_unit, anchor_day=sub.anchor_day
