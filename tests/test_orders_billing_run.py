@@ -195,3 +195,75 @@ def test_a_renewal_the_run_billed_first_is_credited_back(env, fake, monkeypatch)
     s = sub(env, sid)
     assert (s.period_start, s.next_billing_date) == (date(2026, 4, 1), date(2026, 5, 1))
     assert_books_sound(env)
+
+
+def test_a_scheduled_migration_applies_at_the_runs_renewal(env, fake):
+    """PlanMigrateSubscribers: subscribers on version 1 keep paying it until
+    their renewal; the run renews them at the new version (its fee and its
+    rates, units bought kept), and the overage of the period that ended is
+    billed at the old rates."""
+    from pba_server.catalog import service as catalog
+    from pba_server.catalog.types import PlanPeriod, ResourceRate
+    from pba_server.core.db import UnitOfWork
+    from pba_server.subscriptions.models import SubscriptionResource
+    from pba_server.usage import service as usage
+
+    env.clock.freeze(_at(date(2026, 3, 1), 9))
+    p = plan(env, "Hosting", recurring="20.00", resource=True)  # 10 included, overage 0.10
+    acc = buyer(env, "Acme", credit_limit="500")
+    other = buyer(env, "Other", credit_limit="500")  # on version 1, not migrated below
+    o = _order(env, acc, p["plan"], on_account=True)
+    _order(env, other, p["plan"], on_account=True)
+    _settle(env, fake)
+    sid = _sub_of(env, o)
+    with service_ctx(env) as ctx:
+        # version 2: 25.00 a month, 50 GB included, overage 0.20
+        catalog.plan_update(
+            ctx,
+            plan_id=p["plan"],
+            periods=[PlanPeriod(1, "month", D(0), D("25.00"))],
+            rates=[ResourceRate(p["resource"], D(50), D(100), D("1.00"), D("0.50"), D("0.20"))],
+        )
+    assert _bill(env, date(2026, 4, 1)).periods == 2  # no migration asked yet
+    v1 = sub(env, sid).plan_version_id
+    env.clock.freeze(_at(date(2026, 4, 15), 9))
+    with service_ctx(env) as ctx:
+        catalog.plan_migrate_subscribers(ctx, plan_id=p["plan"], from_version=1)
+        usage.usage_report(  # April: 30 GB, 20 over version 1's 10 included
+            ctx,
+            subscription_id=sid,
+            resource_id=p["resource"],
+            quantity=D(30),
+            timestamp=_at(date(2026, 4, 10)),
+            record_id="u1",
+        )
+    april = [ln for inv, lines in invoices(env, acc) for ln in lines if inv.status != "void"]
+    assert sorted(ln.total for ln in april if ln.period_start == date(2026, 4, 1)) == [
+        D("20.00")
+    ]  # April at version 1: the migration applies at the next renewal
+    summary = _bill(env, date(2026, 5, 1))
+    assert summary.periods == 2
+    s = sub(env, sid)
+    assert s.plan_version_id != v1
+    may = [ln for _inv, lines in invoices(env, acc) for ln in lines]
+    may = [ln for ln in may if ln.period_start == date(2026, 5, 1)]
+    assert [ln.total for ln in may] == [D("25.00")], [(ln.description, ln.total) for ln in may]
+    over = [
+        ln
+        for _inv, lines in invoices(env, acc)
+        for ln in lines
+        if ln.period_start == date(2026, 4, 1) and ln.link_type == "usage"
+    ]
+    assert [ln.total for ln in over] == [D("2.00")]  # 20 GB x 0.10: April's own rates
+    with UnitOfWork(env.app.engine) as uow:
+        r = uow.session.get(SubscriptionResource, (sid, p["resource"]))
+        assert r is not None
+        assert (r.included, r.overage_price) == (D(50), D("0.20"))
+    # the other subscriber was migrated too (every subscriber of version 1)
+    [(_i, other_lines)] = [
+        (i, ls)
+        for i, ls in invoices(env, other)
+        if any(ln.period_start == date(2026, 5, 1) for ln in ls)
+    ]
+    assert [ln.total for ln in other_lines] == [D("25.00")]
+    assert_books_sound(env)

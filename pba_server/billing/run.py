@@ -58,8 +58,10 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    delete,
     exists,
     func,
+    insert,
     select,
     text,
     tuple_,
@@ -87,7 +89,9 @@ from pba_server.billing.tax import REVERSE_CHARGE_NOTE, line_amounts
 from pba_server.catalog import pricing
 from pba_server.catalog.models import (
     Plan,
+    PlanMigration,
     PlanPeriodRow,
+    PlanRateRow,
     PlanVersion,
     Promotion,
     ResellerPrice,
@@ -288,6 +292,13 @@ class Cache:
             tuple[Any, ...], tuple[list[tuple[str, Decimal, Decimal, Decimal]], bool]
         ] = {}
         self.months: dict[tuple[int, str], Decimal] = {}
+        # scheduled subscriber migrations (PlanMigrateSubscribers) by plan:
+        # from version number -> to version number; version ids <-> numbers;
+        # the rates of a version subscriptions migrate to
+        self.migrations: dict[int, dict[int, int]] = {}
+        self.version_number: dict[int, tuple[int, int]] = {}
+        self.version_id: dict[tuple[int, int], int] = {}
+        self.version_rates: dict[int, list[tuple[int, Decimal, Decimal, Decimal]]] = {}
 
     def load_accounts(self, session: Session, ids: Iterable[int]) -> None:
         want = {i for i in ids if i not in self.accounts}
@@ -590,6 +601,75 @@ class BatchPlan:
     usage_ids: list[int]
     wholesale: list[tuple[int, dict[str, Any]]]  # (index into items, charge row)
     summary: RunSummary
+    # subscriptions moved to another plan version at this renewal:
+    # (subscription id, version id, its resources at the new version's rates)
+    migrations: list[tuple[int, int, list[Res]]] = field(default_factory=list)
+
+
+class _AtVersion:
+    """A subscription row seen at another plan version (for pricing)."""
+
+    def __init__(self, row: Any, version_id: int) -> None:
+        self._row = row
+        self.plan_version_id = version_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def _migration_targets(session: Session, cache: Cache, subs: Sequence[Any]) -> dict[int, int]:
+    """Subscription id -> the plan version id it renews at, for subscriptions
+    whose plan has a scheduled subscriber migration from their version (the
+    chain of requests followed as :func:`pba_server.catalog.service.renewal_version`
+    does). A couple of small queries per batch; none when no plan has one."""
+    want = {s.plan_id for s in subs} - set(cache.migrations)
+    if want:
+        for pid in want:
+            cache.migrations[pid] = {}
+        for pid, frm, to in session.execute(
+            select(
+                PlanMigration.plan_id, PlanMigration.from_version, PlanMigration.to_version
+            ).where(PlanMigration.plan_id.in_(want))
+        ):
+            cache.migrations[pid][frm] = to
+    moving = [s for s in subs if cache.migrations.get(s.plan_id)]
+    if not moving:
+        return {}
+    pids = {s.plan_id for s in moving if s.plan_version_id not in cache.version_number}
+    if pids:
+        for vid, pid, num in session.execute(
+            select(PlanVersion.id, PlanVersion.plan_id, PlanVersion.version).where(
+                PlanVersion.plan_id.in_(pids)
+            )
+        ):
+            cache.version_number[vid] = (pid, num)
+            cache.version_id[(pid, num)] = vid
+    out: dict[int, int] = {}
+    for s in moving:
+        pid, num = cache.version_number[s.plan_version_id]
+        chain, seen = cache.migrations[pid], {num}
+        while num in chain and chain[num] not in seen:
+            num = chain[num]
+            seen.add(num)
+        target = cache.version_id.get((pid, num))
+        if target is not None and target != s.plan_version_id:
+            out[s.id] = target
+    new = set(out.values()) - set(cache.version_rates)
+    if new:
+        for vid in new:
+            cache.version_rates[vid] = []
+        for r in session.scalars(
+            select(PlanRateRow)
+            .where(PlanRateRow.version_id.in_(new))
+            .order_by(PlanRateRow.version_id, PlanRateRow.resource_id)
+        ):
+            cache.version_rates[r.version_id].append(
+                (r.resource_id, r.included, r.unit_recurring_price, r.overage_price)
+            )
+        cache.load_catalog(
+            session, [_AtVersion(s, out[s.id]) for s in moving if out.get(s.id) in new]
+        )
+    return out
 
 
 def _renewal_in_flight(sub_id: Any) -> Any:
@@ -637,6 +717,7 @@ def _plan_batch(
         return plan
     sub_ids = [s.id for s in subs]
     cache.load_catalog(session, subs)
+    migrate = _migration_targets(session, cache, subs)
     res_rows: dict[int, list[Res]] = defaultdict(list)
     rt = SubscriptionResource.__table__
     assert isinstance(rt, Table)
@@ -713,6 +794,17 @@ def _plan_batch(
         currency = s.currency
         plan_row = cache.plans[s.plan_id]
         srs = res_rows.get(s.id, [])
+        limits = {r.resource_id: r for r in srs}  # of the period(s) that ended
+        # a scheduled migration: the renewed periods are priced at the new
+        # version (its fees and rates, the units bought kept)
+        priced_as: Any = s
+        new_vid = migrate.get(s.id)
+        if new_vid is not None:
+            priced_as = _AtVersion(s, new_vid)
+            srs = [
+                Res(rid, inc, limits[rid].bought if rid in limits else ZERO, urp, op)
+                for rid, inc, urp, op in cache.version_rates[new_vid]
+            ]
         pl = cache.price_list_of(buyer)
         rp = (
             cache.reseller_prices.get(pl.id, {}).get((s.plan_id, s.period_count, s.period_unit))
@@ -723,7 +815,7 @@ def _plan_batch(
         # priced lines are computed once per distinct key and run
         base_key = (
             currency,
-            s.plan_version_id,
+            priced_as.plan_version_id,
             s.period_count,
             s.period_unit,
             rp.id if rp is not None else None,
@@ -733,7 +825,6 @@ def _plan_batch(
         months = cache.months.get(period_key)
         if months is None:
             months = cache.months[period_key] = pricing.months_in(pricing.Period(*period_key))
-        limits = {r.resource_id: r for r in srs}
         discount = cache.promotions.get(s.promotion_id) if s.promotion_id else None
         cycles_left = s.promotion_cycles_left
         wholesale = None
@@ -770,7 +861,7 @@ def _plan_batch(
             pkey = (base_key, s.promotion_id if disc is not None else None)
             got = cache.priced.get(pkey)
             if got is None:
-                got = cache.priced[pkey] = _price_shape(cache, s, srs, rp, currency, disc)
+                got = cache.priced[pkey] = _price_shape(cache, priced_as, srs, rp, currency, disc)
             shape, inclusive = got
             lines = [
                 DraftLine(
@@ -863,6 +954,8 @@ def _plan_batch(
             plan.item_invoice.append(key)
         if not ended_starts:
             continue
+        if new_vid is not None and ps != s.period_start:  # renewed at least once
+            plan.migrations.append((s.id, new_vid, list(srs)))
         plan.sub_updates.append(
             {
                 "b_id": s.id,
@@ -1218,6 +1311,7 @@ def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], no
     # issuer's number sequence is locked for less time, and the foreign-key
     # checks of billed_items find rows this transaction already locked
     n = _update_subscriptions(session, plan.sub_updates)
+    n += _migrate_subscriptions(session, plan.migrations)
     n += write_invoices(session, drafts, due_days, now)
     ids = {k: d.invoice_id for k, d in plan.invoices.items()}
     item_ids = alloc_ids(session, "billed_items", len(plan.items))
@@ -1244,6 +1338,29 @@ def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], no
     for d in drafts:
         plan.summary.totals[d.currency] = plan.summary.totals.get(d.currency, ZERO) + d.total
     return n
+
+
+def _migrate_subscriptions(session: Session, moves: list[tuple[int, int, list[Res]]]) -> int:
+    """Pin the migrated subscriptions to their new plan version and its rates
+    (rare: a few statements per subscription)."""
+    for sid, vid, srs in moves:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == sid)
+            .values(plan_version_id=vid)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            delete(SubscriptionResource)
+            .where(SubscriptionResource.subscription_id == sid)
+            .execution_options(synchronize_session=False)
+        )
+        if srs:
+            session.execute(
+                insert(SubscriptionResource),
+                [{"subscription_id": sid, **r._asdict()} for r in srs],
+            )
+    return len(moves)
 
 
 def _update_subscriptions(session: Session, updates: list[dict[str, Any]]) -> int:
