@@ -267,3 +267,38 @@ def test_a_scheduled_migration_applies_at_the_runs_renewal(env, fake):
     ]
     assert [ln.total for ln in other_lines] == [D("25.00")]
     assert_books_sound(env)
+
+
+def test_a_renewal_order_after_a_migration_renews_at_the_new_version(env, fake):
+    from pba_server.catalog import service as catalog
+    from pba_server.catalog.types import PlanPeriod, ResourceRate
+    from pba_server.core.db import UnitOfWork
+    from pba_server.subscriptions.models import SubscriptionResource
+
+    env.clock.freeze(_at(date(2026, 3, 1), 9))
+    p = plan(env, "Hosting", recurring="20.00", resource=True)
+    acc = buyer(env, "Acme", credit_limit="500")
+    o = _order(env, acc, p["plan"], on_account=True)
+    _settle(env, fake)
+    sid = _sub_of(env, o)
+    v1 = sub(env, sid).plan_version_id
+    with service_ctx(env) as ctx:
+        catalog.plan_update(
+            ctx,
+            plan_id=p["plan"],
+            periods=[PlanPeriod(1, "month", D(0), D("25.00"))],
+            rates=[ResourceRate(p["resource"], D(50), D(100), D("1.00"), D("0.50"), D("0.20"))],
+        )
+        catalog.plan_migrate_subscribers(ctx, plan_id=p["plan"], from_version=1)
+        r = subs.subscription_renew(ctx, subscription_id=sid, on_account=True)
+    assert D(r.total) == D("25.00")
+    _settle(env, fake)
+    s = sub(env, sid)
+    assert s.plan_version_id != v1 and s.next_billing_date == date(2026, 5, 1)
+    with UnitOfWork(env.app.engine) as uow:
+        res = uow.session.get(SubscriptionResource, (sid, p["resource"]))
+        assert res is not None and (res.included, res.overage_price) == (D(50), D("0.20"))
+    assert _bill(env, date(2026, 5, 1)).periods == 1
+    may = [ln for _i, ls in invoices(env, acc) for ln in ls if ln.period_start == date(2026, 5, 1)]
+    assert [ln.total for ln in may] == [D("25.00")]
+    assert_books_sound(env)

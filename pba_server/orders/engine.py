@@ -720,8 +720,35 @@ def _effect_renewal(ctx: CallContext, order: Order, line: OrderLine, d: dict[str
     )
     if sub.next_billing_date is not None and sub.next_billing_date <= start:
         sub.next_billing_date = sub.period_end
-    if line.plan_version_id:
+    if line.plan_version_id and line.plan_version_id != sub.plan_version_id:
+        # renewed at a migrated version (renewal_version): its rates from now
+        # on, the units bought kept (as the billing run's renewal does)
+        from pba_server.catalog.models import PlanRateRow
+
         sub.plan_version_id = line.plan_version_id
+        old = {
+            r.resource_id: r
+            for r in ctx.session.scalars(
+                select(SubscriptionResource).where(SubscriptionResource.subscription_id == sub.id)
+            )
+        }
+        rates = ctx.session.scalars(
+            select(PlanRateRow).where(PlanRateRow.version_id == sub.plan_version_id)
+        ).all()
+        keep = {rate.resource_id for rate in rates}
+        for rid, r in old.items():
+            if rid not in keep:
+                ctx.session.delete(r)
+        for rate in rates:
+            r = old.get(rate.resource_id)
+            if r is None:
+                r = SubscriptionResource(
+                    subscription_id=sub.id, resource_id=rate.resource_id, bought=Decimal(0)
+                )
+                ctx.session.add(r)
+            r.included = rate.included
+            r.unit_recurring_price = rate.unit_recurring_price
+            r.overage_price = rate.overage_price
     if sub.status == "trial":
         sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "convert"))
     elif sub.status == "expired":
