@@ -101,11 +101,10 @@ def test_story_1_plan_order_usage_billing_run_payment_statement(env, api, tmp_pa
     assert "2026-03-01" in over[0]["description"]  # March's overage, in arrears
     # a second run on the same day bills nothing more
     assert plain(staff.BillingRun(as_of=date(2026, 4, 1)))["invoices"] == 0
-    # the customer pays it with its stored card (through the provider's
-    # control panel: a customer does not charge itself, its seller does)
+    # the customer pays it itself with its stored card
     env.clock.freeze(datetime(2026, 4, 2, 10, tzinfo=UTC))
     ch = plain(
-        staff.PaymentCharge(payment_method_id=pm, invoice_id=second["id"], idempotency_key="p2")
+        me.PaymentCharge(payment_method_id=pm, invoice_id=second["id"], idempotency_key="p2")
     )
     assert ch["status"] == "captured" and D(ch["amount"]) == D("45.00")
     assert plain(me.InvoiceGet(invoice_id=second["id"]))["status"] == "paid"

@@ -557,6 +557,19 @@ def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None
     invoice charged (or kept as prepaid credit). The money is recorded even if
     the invoice was paid or voided meanwhile (a late reconciliation): what it
     cannot settle stays on the account as credit."""
+    if ctx.principal.account_id == g.account_id:
+        # a customer paying its own invoice: its seller books the money (a
+        # customer does not record payments to itself)
+        acc = get_account(ctx, g.account_id)
+        seller = billing.seller_of(ctx, acc)
+        ctx = system_context(
+            ctx.uow,
+            ctx.clock,
+            account_id=seller.id,
+            account_path=seller.path,
+            operation=ctx.operation or "PaymentCharge",
+            secrets=ctx.secrets,
+        )
     payable = False
     if g.invoice_id is not None:
         inv = billing.invoice_get(ctx, invoice_id=g.invoice_id)
@@ -589,6 +602,9 @@ def payment_charge(
 ) -> ChargeInfo:
     """Charge a stored payment method: an invoice's outstanding amount (or
     ``amount`` of it), or, without an invoice, ``amount`` as prepaid credit.
+
+    A customer's own user (role billing) may pay its own invoices with its
+    own stored methods; the payment is booked by its seller.
 
     ``idempotency_key`` (required) makes a repeat the same charge. Declined:
     fault ``Client.PaymentDeclined`` with the gateway's reason code, the
