@@ -143,8 +143,14 @@ EVENT_TYPES: dict[str, EventType] = {
         EventType("subscription.cancelled", "A subscription was cancelled.", _SUBSCRIPTION),
         EventType(
             "subscription.expiring",
-            "A subscription reaches the end of its period soon (renewal reminder).",
-            (*_SUBSCRIPTION, ("expires_on", "date", "the last day"), ("days_left", "int", "")),
+            "A subscription reaches the end of its term soon: a renewal reminder"
+            " (auto_renew true) or an expiry notice (false).",
+            (
+                *_SUBSCRIPTION,
+                ("expires_on", "date", "the last day"),
+                ("days_left", "int", ""),
+                ("auto_renew", "bool", "true: it renews then; false: it ends"),
+            ),
         ),
         EventType("invoice.issued", "An invoice was issued.", _INVOICE),
         EventType("invoice.paid", "An invoice was paid in full.", _INVOICE),

@@ -119,7 +119,7 @@ def default_for(event_type: str) -> Template:
 
 def sample_payload(event_type: str) -> dict[str, Any]:
     """A payload with a plausible value for each documented field (for previews and checks)."""
-    samples = {"int": 42, "decimal": "10.00", "date": "2026-01-31", "str": "sample"}
+    samples = {"int": 42, "decimal": "10.00", "date": "2026-01-31", "str": "sample", "bool": True}
     out: dict[str, Any] = {}
     for name, kind, _doc in EVENT_TYPES[event_type].payload:
         base = kind.split("|")[0]

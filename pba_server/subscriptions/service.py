@@ -7,8 +7,9 @@ Suspend/Resume (staff) and SetAutoRenew act directly.
 The lifecycle job (``subscriptions-lifecycle``) converts trials at their end
 (a renewal order: invoice + charge) or expires them when the plan requires a
 card and there is none, cancels subscriptions whose ``cancel_on`` came, and
-raises ``subscription.expiring`` :data:`EXPIRING_DAYS` days before a
-non-auto-renewing term ends (once per term).
+raises ``subscription.expiring`` :data:`EXPIRING_DAYS` days before a term
+ends (once per term): a renewal reminder (``auto_renew`` true: it renews and
+is billed then) or an expiry notice (false: it ends).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.types import SUBSCRIPTION_STATES, SubscriptionStatus
 
 STAFF = frozenset({"support", "billing", "technical"})
-EXPIRING_DAYS = 14  # subscription.expiring this many days before a non-renewing term ends
+EXPIRING_DAYS = 14  # subscription.expiring this many days before a term ends
 
 
 @dataclass
@@ -553,7 +554,6 @@ def lifecycle(uow: UnitOfWork, clock: Clock) -> str:
     for sub in s.scalars(
         select(Subscription).where(
             Subscription.status == "active",
-            Subscription.auto_renew.is_(False),
             Subscription.period_end <= horizon,
             Subscription.period_end > today,
             (Subscription.expiry_notice_for.is_(None))
@@ -569,6 +569,7 @@ def lifecycle(uow: UnitOfWork, clock: Clock) -> str:
             "subscription.expiring",
             expires_on=last,
             days_left=(sub.period_end - today).days,
+            auto_renew=sub.auto_renew,
         )
         notified += 1
     return (
