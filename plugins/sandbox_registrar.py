@@ -109,6 +109,12 @@ class SandboxRegistrar(DomainRegistrar):
         ),
     )
 
+    @staticmethod
+    def state(name: str = "sandbox") -> _Registry:
+        """The in-memory registry ``name`` as this class sees it (tests look
+        inside; a second import of this file would have its own)."""
+        return registry(name)
+
     def __init__(self, settings: dict[str, str]) -> None:
         super().__init__(settings)
         try:

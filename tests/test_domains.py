@@ -42,12 +42,10 @@ def setup(env):
 
 
 def _registry(setup):
-    import sys
 
     from pba_server.sdk import loader
 
-    mod = sys.modules[loader.plugins()["sandbox_registrar"].cls.__module__]
-    return mod.registry(setup["reg"])
+    return loader.plugins()["sandbox_registrar"].cls.state(setup["reg"])
 
 
 def test_the_builtin_module_is_registered():

@@ -3,7 +3,6 @@ protocols, both databases), with the sandbox_registrar plugin."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -44,8 +43,7 @@ def _sandbox(call: Caller, name: str = "registrar") -> tuple[int, str]:
 
 
 def _registry(name: str) -> Any:
-    mod = sys.modules[loader.plugins()["sandbox_registrar"].cls.__module__]
-    return mod.registry(name)
+    return loader.plugins()["sandbox_registrar"].cls.state(name)
 
 
 def _tld(call: Caller, inst: int, name: str = "test", **kw: Any) -> dict[str, Any]:

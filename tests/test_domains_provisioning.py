@@ -7,7 +7,6 @@ and a domain rolled back when the domain fails."""
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -53,8 +52,7 @@ def setup(env: Any) -> dict[str, Any]:
 
 
 def _registry(setup: dict[str, Any]) -> Any:
-    mod = sys.modules[loader.plugins()["sandbox_registrar"].cls.__module__]
-    return mod.registry(setup["reg"])
+    return loader.plugins()["sandbox_registrar"].cls.state(setup["reg"])
 
 
 def _version(env: Any, plan_id: int) -> int:
