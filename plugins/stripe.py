@@ -33,9 +33,9 @@ and gives you the PaymentMethod (and Customer) id.
   ``RefundRejected``.
 
 Requests use the library's pinned API version (``stripe.api_version``). The
-library logs requests on the ``stripe`` logger (parameters and response
-bodies at DEBUG, never the API key); this plugin sets that logger to WARNING
-unless your logging configuration gave it a level.
+library's telemetry is turned off (see ``configure_library``), and its
+``stripe`` logger (parameters and response bodies at DEBUG, never the API
+key) is set to WARNING unless your logging configuration gave it a level.
 
 Settings: ``api_key`` (secret: ``sk_live_``, ``sk_test_`` or a restricted
 ``rk_`` key), ``api_base`` (default ``https://api.stripe.com``; the tests
@@ -80,10 +80,17 @@ ZERO_DECIMAL = frozenset(
 THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
 
 
-def quiet_library_log() -> None:
-    """The library logs every request (parameters and response bodies at
-    DEBUG, a line per call at INFO; never the API key) on the ``stripe``
-    logger: keep it at WARNING unless the operator's logging set it."""
+def configure_library() -> None:
+    """Process-wide settings of the library, for a headless server.
+
+    - Telemetry off: with it on, the library writes an id file under the
+      service user's home (``~/.config/stripe/telemetry_id``) and sends it,
+      with the host's platform string and request timings, to Stripe.
+    - The library logs every request (parameters and response bodies at
+      DEBUG, a line per call at INFO; never the API key) on the ``stripe``
+      logger: keep it at WARNING unless the operator's logging set it.
+    """
+    stripe.enable_telemetry = False
     log = logging.getLogger("stripe")
     if log.level == logging.NOTSET:
         log.setLevel(logging.WARNING)
@@ -149,7 +156,7 @@ class StripeGateway(PaymentGateway):
         if not 0 < self.timeout <= 300:
             raise ConfigurationError("timeout must be between 0 and 300 seconds")
         self.base = base
-        quiet_library_log()
+        configure_library()
         self._client = stripe.StripeClient(
             key,
             base_addresses={"api": base},
