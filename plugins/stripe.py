@@ -1,5 +1,6 @@
-"""Stripe: card payments through Stripe's PaymentIntents API, over plain HTTPS
-(the ``requests`` library; no Stripe SDK needed).
+"""Stripe: card payments through Stripe's PaymentIntents API, with Stripe's
+official Python library (``stripe``, its ``StripeClient``; pinned in
+setup.cfg).
 
 The stored payment method token is a Stripe PaymentMethod saved for
 off-session use: ``pm_...``, or ``cus_...:pm_...`` when it is attached to a
@@ -7,24 +8,34 @@ Customer (Stripe requires the customer for an attached PaymentMethod). Card
 data never reaches pba-server: your checkout page collects it with Stripe.js
 and gives you the PaymentMethod (and Customer) id.
 
-- charge: ``POST /v1/payment_intents`` with ``confirm=true`` and
-  ``off_session=true``, our key as the ``Idempotency-Key`` header and as
+- charge: ``client.v1.payment_intents.create`` (``POST /v1/payment_intents``)
+  with ``confirm=true`` and ``off_session=true``, our key as the library's
+  ``idempotency_key`` request option (the ``Idempotency-Key`` header) and as
   ``metadata[pba_key]``. A repeat with the same key is Stripe's idempotent
-  replay of the first answer: never a second charge.
-- declines (HTTP 402, ``card_error``) raise ``CardDeclined`` with Stripe's
-  ``decline_code`` (else its error ``code``); a card that needs the customer
-  (3-D Secure: ``authentication_required``, or a PaymentIntent left
-  ``requires_action``) raises ``AuthenticationRequired``; no answer within
-  ``timeout`` seconds raises ``GatewayTimeout``; HTTP 5xx, 429 and network
-  failures raise ``GatewayError`` (the server keeps the charge pending and
-  looks it up later).
-- lookup: ``GET /v1/payment_intents/search`` by ``metadata['pba_key']``.
+  replay of the first answer: never a second charge. The library's own
+  network retries are off (``max_network_retries=0``): pba-server retries
+  through its pending/lookup path instead.
+- declines (HTTP 402, the library's ``CardError``) raise ``CardDeclined``
+  with Stripe's ``decline_code`` (else its error ``code``); a card that needs
+  the customer (3-D Secure: ``authentication_required``, or a PaymentIntent
+  left ``requires_action``) raises ``AuthenticationRequired``; no answer
+  within ``timeout`` seconds raises ``GatewayTimeout``; HTTP 5xx, 429 and
+  network failures (``APIError``, ``RateLimitError``,
+  ``APIConnectionError``) raise ``GatewayError`` (the server keeps the charge
+  pending and looks it up later); a refused key (``AuthenticationError``,
+  ``PermissionError``) raises ``ConfigurationError``.
+- lookup: ``client.v1.payment_intents.search`` by ``metadata['pba_key']``.
   Stripe's search index lags writes by up to about a minute; pba-server's
   reconciliation asks after two minutes. A PaymentIntent still
   ``processing`` raises ``GatewayError`` (ask again later).
-- refund: ``POST /v1/refunds`` on the PaymentIntent, idempotent by key;
-  Stripe's ``amount_too_large`` / ``charge_already_refunded`` raise
+- refund: ``client.v1.refunds.create`` on the PaymentIntent, idempotent by
+  key; Stripe's ``amount_too_large`` / ``charge_already_refunded`` raise
   ``RefundRejected``.
+
+Requests use the library's pinned API version (``stripe.api_version``). The
+library's telemetry is turned off (see ``configure_library``), and its
+``stripe`` logger (parameters and response bodies at DEBUG, never the API
+key) is set to WARNING unless your logging configuration gave it a level.
 
 Settings: ``api_key`` (secret: ``sk_live_``, ``sk_test_`` or a restricted
 ``rk_`` key), ``api_base`` (default ``https://api.stripe.com``; the tests
@@ -33,10 +44,13 @@ point it at a local fake), ``timeout`` (seconds, default 30).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
+import stripe
 
 from pba_server.sdk import (
     SDK_VERSION,
@@ -54,7 +68,7 @@ from pba_server.sdk import (
     SettingField,
 )
 
-STRIPE_VERSION = "2024-06-20"
+T = TypeVar("T")
 # Stripe's zero-decimal currencies; amounts of all others go in hundredths,
 # except the three-decimal ones (thousandths).
 ZERO_DECIMAL = frozenset(
@@ -64,6 +78,22 @@ ZERO_DECIMAL = frozenset(
     }
 )
 THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
+
+
+def configure_library() -> None:
+    """Process-wide settings of the library, for a headless server.
+
+    - Telemetry off: with it on, the library writes an id file under the
+      service user's home (``~/.config/stripe/telemetry_id``) and sends it,
+      with the host's platform string and request timings, to Stripe.
+    - The library logs every request (parameters and response bodies at
+      DEBUG, a line per call at INFO; never the API key) on the ``stripe``
+      logger: keep it at WARNING unless the operator's logging set it.
+    """
+    stripe.enable_telemetry = False
+    log = logging.getLogger("stripe")
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.WARNING)
 
 
 def minor_units(currency: str) -> int:
@@ -126,55 +156,46 @@ class StripeGateway(PaymentGateway):
         if not 0 < self.timeout <= 300:
             raise ConfigurationError("timeout must be between 0 and 300 seconds")
         self.base = base
-        self._key = key
+        configure_library()
+        self._client = stripe.StripeClient(
+            key,
+            base_addresses={"api": base},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=self.timeout),
+        )
 
-    # ------------------------------------------------------------ HTTP
+    # ------------------------------------------------------------ calls
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        data: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> tuple[int, dict[str, Any]]:
-        headers = {
-            "Authorization": f"Bearer {self._key}",
-            "Stripe-Version": STRIPE_VERSION,
-            "User-Agent": f"pba-server-stripe/{self.info.version}",
-        }
-        if idempotency_key is not None:
-            headers["Idempotency-Key"] = idempotency_key
+    def _call(self, request: Callable[[], T]) -> T:
+        """Run one library call; the errors that mean the same for every call
+        become the SDK's. ``CardError`` and ``InvalidRequestError`` (Stripe
+        answered and refused: no money moved) are left to the caller."""
         try:
-            resp = requests.request(
-                method,
-                self.base + path,
-                data=data,
-                params=params,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            raise GatewayTimeout(f"Stripe did not answer within {self.timeout:g} s") from None
-        except requests.RequestException as exc:
-            raise GatewayError(f"cannot reach Stripe: {type(exc).__name__}") from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise GatewayError(f"Stripe answered HTTP {resp.status_code}")
-        if resp.status_code in (401, 403):
-            raise ConfigurationError(f"Stripe refused the API key (HTTP {resp.status_code})")
-        return resp.status_code, body
+            return request()
+        except stripe.APIConnectionError as exc:
+            if isinstance(exc.__cause__, requests.Timeout):
+                raise GatewayTimeout(f"Stripe did not answer within {self.timeout:g} s") from None
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
+            raise GatewayError(f"cannot reach Stripe: {cause}") from None
+        except (stripe.AuthenticationError, stripe.PermissionError) as exc:
+            raise ConfigurationError(
+                f"Stripe refused the API key (HTTP {exc.http_status})"
+            ) from None
+        except stripe.IdempotencyError as exc:
+            raise GatewayError(
+                f"Stripe refused the idempotency key: {exc.user_message or ''}"
+            ) from None
+        except (stripe.RateLimitError, stripe.APIError) as exc:
+            raise GatewayError(f"Stripe answered HTTP {exc.http_status}") from None
+        except stripe.StripeError as exc:
+            if isinstance(exc, (stripe.CardError, stripe.InvalidRequestError)):
+                raise
+            raise GatewayError(f"Stripe answered HTTP {exc.http_status}") from None
 
     @staticmethod
-    def _error(body: dict[str, Any]) -> dict[str, Any]:
-        err = body.get("error")
+    def _error(exc: stripe.StripeError) -> dict[str, Any]:
+        body = exc.json_body
+        err = body.get("error") if isinstance(body, dict) else None
         return err if isinstance(err, dict) else {}
 
     # ------------------------------------------------------------ charges
@@ -196,44 +217,52 @@ class StripeGateway(PaymentGateway):
         self, *, key: str, amount: Decimal, currency: str, token: str, description: str
     ) -> ChargeResult:
         customer, method = split_token(token)
-        data = {
-            "amount": str(to_minor(amount, currency)),
+        params: dict[str, Any] = {
+            "amount": to_minor(amount, currency),
             "currency": currency.lower(),
             "payment_method": method,
-            "confirm": "true",
-            "off_session": "true",
+            "confirm": True,
+            "off_session": True,
             "description": description[:1000],
-            "metadata[pba_key]": key,
+            "metadata": {"pba_key": key},
         }
         if customer:
-            data["customer"] = customer
-        status, body = self._request("POST", "/v1/payment_intents", data=data, idempotency_key=key)
-        if status == 200:
-            state = body.get("status")
-            if state == "succeeded":
-                return self._captured(body, currency)
-            if state == "requires_action":
-                raise AuthenticationRequired()
-            if state == "processing":
-                raise GatewayError("Stripe is still processing the payment")
-            raise CardDeclined(str(state or "unexpected_status"), f"PaymentIntent is {state}")
-        err = self._error(body)
-        if status == 402 or err.get("type") == "card_error":
-            raise self._declined(err)
-        if err.get("type") == "idempotency_error" or status == 409:
-            raise GatewayError(f"Stripe refused the idempotency key: {err.get('message', '')}")
-        # 400/404: Stripe refused the request (unknown PaymentMethod, say); no money moved
-        raise CardDeclined(str(err.get("code") or f"http_{status}"), str(err.get("message") or ""))
+            params["customer"] = customer
+        try:
+            pi = self._call(
+                lambda: self._client.v1.payment_intents.create(
+                    params,  # type: ignore[arg-type]
+                    {"idempotency_key": key},
+                )
+            ).to_dict()
+        except stripe.CardError as exc:
+            raise self._declined(self._error(exc)) from None
+        except stripe.InvalidRequestError as exc:
+            # 400/404: Stripe refused the request (unknown PaymentMethod, say); no money moved
+            err = self._error(exc)
+            raise CardDeclined(
+                str(err.get("code") or f"http_{exc.http_status}"), str(err.get("message") or "")
+            ) from None
+        state = pi.get("status")
+        if state == "succeeded":
+            return self._captured(pi, currency)
+        if state == "requires_action":
+            raise AuthenticationRequired()
+        if state == "processing":
+            raise GatewayError("Stripe is still processing the payment")
+        raise CardDeclined(str(state or "unexpected_status"), f"PaymentIntent is {state}")
 
     def lookup(self, *, key: str) -> LookupResult:
         if "'" in key or "\\" in key:
             raise GatewayError("key cannot be searched for")
-        status, body = self._request(
-            "GET", "/v1/payment_intents/search", params={"query": f"metadata['pba_key']:'{key}'"}
-        )
-        if status != 200:
-            raise GatewayError(f"Stripe search answered HTTP {status}")
-        found = [pi for pi in body.get("data") or [] if isinstance(pi, dict)]
+        query = f"metadata['pba_key']:'{key}'"
+        try:
+            result = self._call(
+                lambda: self._client.v1.payment_intents.search({"query": query})
+            ).to_dict()
+        except stripe.StripeError as exc:  # CardError/InvalidRequestError: a refused search
+            raise GatewayError(f"Stripe search answered HTTP {exc.http_status}") from None
+        found = [pi for pi in result.get("data") or [] if isinstance(pi, dict)]
         if not found:
             return LookupResult(status="not_found")
         pi = found[0]
@@ -256,28 +285,37 @@ class StripeGateway(PaymentGateway):
         if not charge_reference:
             raise RefundRejected("no_such_charge", "the charge has no Stripe reference")
         # the amount in the PaymentIntent's currency: ask Stripe rather than guess
-        data = {
+        params: dict[str, Any] = {
             "payment_intent": charge_reference,
-            "amount": str(self._minor_for(charge_reference, amount)),
-            "metadata[pba_key]": key,
+            "amount": self._minor_for(charge_reference, amount),
+            "metadata": {"pba_key": key},
         }
-        status, body = self._request("POST", "/v1/refunds", data=data, idempotency_key=key)
-        if status == 200:
-            if body.get("status") in ("failed", "canceled"):
-                raise RefundRejected(str(body.get("failure_reason") or "refund_failed"))
-            cur = str(body.get("currency") or "").upper()
-            return RefundResult(str(body["id"]), from_minor(int(body.get("amount") or 0), cur))
-        err = self._error(body)
-        if err.get("type") == "idempotency_error":
-            raise GatewayError(f"Stripe refused the idempotency key: {err.get('message', '')}")
-        raise RefundRejected(str(err.get("code") or f"http_{status}"), str(err.get("message", "")))
+        try:
+            refund = self._call(
+                lambda: self._client.v1.refunds.create(
+                    params,  # type: ignore[arg-type]
+                    {"idempotency_key": key},
+                )
+            ).to_dict()
+        except stripe.StripeError as exc:  # CardError/InvalidRequestError: refused
+            err = self._error(exc)
+            raise RefundRejected(
+                str(err.get("code") or f"http_{exc.http_status}"), str(err.get("message") or "")
+            ) from None
+        if refund.get("status") in ("failed", "canceled"):
+            raise RefundRejected(str(refund.get("failure_reason") or "refund_failed"))
+        cur = str(refund.get("currency") or "").upper()
+        return RefundResult(str(refund["id"]), from_minor(int(refund.get("amount") or 0), cur))
 
     def _minor_for(self, payment_intent: str, amount: Decimal) -> int:
-        status, body = self._request("GET", f"/v1/payment_intents/{payment_intent}")
-        if status != 200:
-            err = self._error(body)
-            raise RefundRejected(str(err.get("code") or "no_such_charge"), str(err.get("message")))
-        return to_minor(amount, str(body.get("currency") or "usd"))
+        try:
+            pi = self._call(lambda: self._client.v1.payment_intents.retrieve(payment_intent))
+        except stripe.StripeError as exc:  # 404: no such PaymentIntent
+            err = self._error(exc)
+            raise RefundRejected(
+                str(err.get("code") or "no_such_charge"), str(err.get("message") or "")
+            ) from None
+        return to_minor(amount, str(pi.to_dict().get("currency") or "usd"))
 
     def validate_token(self, token: str) -> None:
         customer, method = split_token(token)

@@ -5,13 +5,17 @@ through the real endpoints on both protocols and both databases."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import stripe
 
 from pba_server.core.db import UnitOfWork
 from pba_server.payments import service as payments
@@ -88,6 +92,12 @@ def test_requests_as_stripe_documents_them(fake):
     method, path, form, headers = fake.requests[-1]
     assert (method, path) == ("POST", "/v1/payment_intents")
     assert headers["idempotency-key"] == key and headers["authorization"] == f"Bearer {API_KEY}"
+    # sent by Stripe's own library, at the API version it is pinned to, without telemetry
+    assert headers["user-agent"] == f"Stripe/v1 PythonBindings/{stripe.VERSION}"
+    assert headers["stripe-version"] == stripe.api_version
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert "x-stripe-client-telemetry" not in headers
+    assert "telemetry_id" not in headers["x-stripe-client-user-agent"]
     assert form == {
         "amount": "1234",
         "currency": "eur",
@@ -103,6 +113,20 @@ def test_requests_as_stripe_documents_them(fake):
         key="k-jpy", amount=Decimal("500"), currency="JPY", token="pm_card_visa", description=""
     )
     assert fake.requests[-1][2]["amount"] == "500" and yen.amount == Decimal("500")
+    # three-decimal currencies in thousandths; more decimals than the currency has: refused
+    dinar = gw.charge(
+        key="k-kwd", amount=Decimal("1.234"), currency="KWD", token="pm_card_visa", description=""
+    )
+    assert fake.requests[-1][2]["amount"] == "1234" and dinar.amount == Decimal("1.234")
+    assert gw.lookup(key="k-kwd").amount == Decimal("1.234")
+    with pytest.raises(ConfigurationError):
+        gw.charge(
+            key="k-jpy2",
+            amount=Decimal("1.5"),
+            currency="JPY",
+            token="pm_card_visa",
+            description="",
+        )
     # a refund is in the PaymentIntent's currency, keyed by our key
     r = gw.refund(key="rf-1", charge_reference=done.reference, amount=Decimal("2.50"))
     assert r.reference.startswith("re_") and r.amount == Decimal("2.50")
@@ -232,3 +256,79 @@ def test_charge_and_refund_through_the_api(api, env, fake, protocol, caplog):
     assert call("PaymentChargeGet", charge_id=slow["id"])["status"] == "captured"
     assert API_KEY not in server_log(caplog)  # nor in any log line of ours
     assert_books_sound(env)
+
+
+def test_library_logs_never_show_the_key(fake, caplog):
+    """Even with the library's own ``stripe`` logger at DEBUG (it logs request
+    parameters and response bodies), the API key appears in no log line; by
+    default the plugin keeps that logger at WARNING."""
+    log = logging.getLogger("stripe")
+    make(fake)
+    assert log.level == logging.WARNING
+    caplog.set_level(logging.DEBUG, logger="stripe")
+    gw = make(fake)
+    done = gw.charge(
+        key="log-1", amount=Decimal("5"), currency="USD", token="pm_card_visa", description=""
+    )
+    gw.refund(key="log-r1", charge_reference=done.reference, amount=Decimal("1"))
+    gw.lookup(key="log-1")
+    with pytest.raises(CardDeclined):
+        gw.charge(
+            key="log-2",
+            amount=Decimal("5"),
+            currency="USD",
+            token="pm_card_visa_chargeDeclinedStolenCard",
+            description="",
+        )
+    with pytest.raises(ConfigurationError):
+        STRIPE({"api_key": "sk_test_wrong", "api_base": fake.url}).lookup(key="log-1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "stripe"]
+    assert any("/v1/payment_intents" in line for line in lines)  # it did log, at DEBUG
+    text = "\n".join(lines)
+    assert API_KEY not in text and "sk_test_wrong" not in text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "raised"),
+    [
+        (429, {"type": "invalid_request_error", "code": "rate_limit"}, GatewayError),
+        (500, {"type": "api_error"}, GatewayError),
+        (503, None, GatewayError),  # not Stripe's JSON (a proxy's page): outcome unknown
+        (403, {"type": "invalid_request_error"}, ConfigurationError),  # restricted key
+        (409, {"type": "invalid_request_error", "code": "lock_timeout"}, GatewayError),
+        (400, {"type": "idempotency_error"}, GatewayError),
+        (404, {"type": "invalid_request_error", "code": "resource_missing"}, CardDeclined),
+    ],
+)
+def test_library_errors_map_to_the_sdk(status, body, raised):
+    """Each of Stripe's documented error answers (as the library classifies
+    them) becomes the SDK exception the server acts on."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            raw = (
+                b"<html>busy</html>"
+                if body is None
+                else json.dumps({"error": {"message": "no", **body}}).encode()
+            )
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gw = STRIPE(
+            {"api_key": API_KEY, "api_base": f"http://127.0.0.1:{server.server_address[1]}"}
+        )
+        with pytest.raises(raised) as exc:
+            gw.charge(key="e1", amount=Decimal("1"), currency="USD", token="pm_x", description="")
+        assert type(exc.value) is raised and API_KEY not in str(exc.value)
+    finally:
+        server.shutdown()
+        server.server_close()
