@@ -253,6 +253,20 @@ def assign_sequence(session: Session) -> int:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQUENCE_LOCK})
+        # one statement however many (a billing run raises thousands at once)
+        top = session.scalar(select(func.max(Event.seq))) or 0
+        numbered = (
+            select(Event.id, func.row_number().over(order_by=Event.id).label("n"))
+            .where(Event.seq.is_(None))
+            .subquery()
+        )
+        done = session.execute(
+            update(Event)
+            .where(Event.id == numbered.c.id)
+            .values(seq=top + numbered.c.n)
+            .execution_options(synchronize_session=False)
+        )
+        return int(done.rowcount)  # type: ignore[attr-defined]
     ids = list(session.scalars(select(Event.id).where(Event.seq.is_(None)).order_by(Event.id)))
     if not ids:
         return 0
