@@ -9,12 +9,13 @@ periodic pass picks up whatever a nudge missed.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from sqlalchemy import String, any_, bindparam, func, insert, select, text, update
 from sqlalchemy import event as sa_event
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pba_server.core.context import CallContext
@@ -87,6 +88,9 @@ class NewEvent(NamedTuple):
     account_path: str
 
 
+Writer = Callable[[Session, Any, list[dict[str, Any]]], Any]
+
+
 def emit_many(
     session: Session,
     type: str,
@@ -94,6 +98,7 @@ def emit_many(
     *,
     now: datetime,
     correlation_id: str = "",
+    writer: Writer | None = None,
 ) -> list[int]:
     """Record many events of ``type`` at once, set-based: what :func:`emit`
     does for each, in the session's transaction, in a handful of statements.
@@ -105,12 +110,14 @@ def emit_many(
     them exactly as events emitted one by one. Handlers are read once per
     call; one delivery per event and matching enabled handler of its account
     or an account above it. The process's deliverer is nudged after commit.
-    Returns the new events' ids.
+    ``writer(session, table, rows)`` inserts rows (default :func:`insert_rows`;
+    the billing run passes its COPY writer). Returns the new events' ids.
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}: add it to pba_server.events.catalog")
     if not new:
         return []
+    writer = writer or insert_rows
     ids = _alloc_event_ids(session, len(new))
     corr = correlation_id[:64]
     rows = [
@@ -128,8 +135,7 @@ def emit_many(
         }
         for eid, e in zip(ids, new, strict=True)
     ]
-    for i in range(0, len(rows), _CHUNK):
-        session.execute(insert(Event), rows[i : i + _CHUNK])
+    writer(session, Event.__table__, rows)
     by_path = _handlers_by_path(session, {e.account_path for e in new}, type)
     if by_path:
         deliveries = []
@@ -147,14 +153,22 @@ def emit_many(
                             "give_up_at": runtime.add_seconds(now, retry_for),
                         }
                     )
-        for i in range(0, len(deliveries), _CHUNK):
-            session.execute(insert(Delivery), deliveries[i : i + _CHUNK])
+        writer(session, Delivery.__table__, deliveries)
     engine = session.get_bind()
     sa_event.listen(session, "after_commit", lambda _s: runtime.nudge(engine), once=True)
     return ids
 
 
 _CHUNK = 5000
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> Any:
+    """The default writer of :func:`emit_many`: Core executemany INSERTs in
+    chunks (psycopg pipelines them; SQLite is in-process)."""
+    conn = session.connection()
+    for i in range(0, len(rows), _CHUNK):
+        conn.execute(insert(table), rows[i : i + _CHUNK])
+    return len(rows)
 
 
 def _alloc_event_ids(session: Session, n: int) -> list[int]:
@@ -190,11 +204,16 @@ def _handlers_by_path(
         .order_by(EventHandler.id)
     )
     ordered = sorted(wanted)
-    for i in range(0, len(ordered), 1000):
-        chunk = ordered[i : i + 1000]
-        for hid, path, types, retry_for in session.execute(
-            q.where(EventHandler.account_path.in_(chunk))
-        ):
+    if session.get_bind().dialect.name == "postgresql":
+        # one array parameter, not one per path
+        arg = bindparam("paths", ordered, type_=ARRAY(String()))
+        chunks = [EventHandler.account_path == any_(arg)]
+    else:
+        chunks = [
+            EventHandler.account_path.in_(ordered[i : i + 500]) for i in range(0, len(ordered), 500)
+        ]
+    for cond in chunks:
+        for hid, path, types, retry_for in session.execute(q.where(cond)):
             if matches(types, type):
                 out.setdefault(path, []).append((hid, retry_for))
     return out
