@@ -250,7 +250,11 @@ def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> N
         (D(3), D(4)),
         (D(30), D("0.10")),
     ]
+    # the reseller's wholesale invoice raises invoice.issued too, once each
+    issued = sorted((e.account_id, e.subject_id) for e in _events(env, "invoice.issued"))
+    assert issued == sorted((inv.account_id, str(inv.id)) for inv, _ in invoices(env))
     assert run(env, date(2026, 2, 5)).invoices == 0
+    assert len(_events(env, "invoice.issued")) == 3
     assert_books_sound(env)
 
 
@@ -367,3 +371,154 @@ def test_copy_text_round_trips_awkward_values(env: Any) -> None:
             cp.write(copy_text(rows, list(rows[0])))
         got = conn.execute(text("SELECT a, b, c, d, e, f FROM t_copy")).one()
         assert tuple(got) == tuple(rows[0].values())
+
+
+# ---------------------------------------------------------------- invoice.issued
+
+
+def _events(env: Any, type: str | None = None) -> list[Any]:
+    from sqlalchemy import select
+
+    from pba_server.core.db import UnitOfWork
+    from pba_server.events.models import Event
+
+    with UnitOfWork(env.app.engine) as uow:
+        q = select(Event).order_by(Event.id)
+        if type is not None:
+            q = q.where(Event.type == type)
+        rows = list(uow.session.scalars(q))
+        uow.session.expunge_all()
+        return rows
+
+
+def _deliveries(env: Any) -> list[tuple[int, int]]:
+    from sqlalchemy import select
+
+    from pba_server.core.db import UnitOfWork
+    from pba_server.events.models import Delivery
+
+    with UnitOfWork(env.app.engine) as uow:
+        return [
+            (r.event_id, r.handler_id)
+            for r in uow.session.execute(
+                select(Delivery.event_id, Delivery.handler_id).order_by(Delivery.id)
+            )
+        ]
+
+
+def _event_page(env: Any, after: int = 0, limit: int = 100) -> list[Any]:
+    from pba_server.events import service as events
+
+    out: list[Any] = []
+    with service_ctx(env) as ctx:
+        while True:
+            page = events.event_list(ctx, after=after, limit=limit)
+            out.extend(page.items)
+            if not page.items:
+                return out
+            after = page.next_cursor
+
+
+def test_run_raises_invoice_issued_per_invoice_as_issuing_one_does(env: Any) -> None:
+    import json
+
+    from pba_server.core.money import quantize
+    from pba_server.events import service as events
+
+    cat = make_plan(env)
+    prov = _provider(env)
+    with service_ctx(env) as ctx:
+        hook = events.event_handler_create(
+            ctx, name="ops", event_types=["invoice.*"], action="email", email_to="ops@example.com"
+        ).id
+        other = events.event_handler_create(
+            ctx, name="orders", event_types=["order.*"], action="email", email_to="o@example.com"
+        ).id
+        off = events.event_handler_create(
+            ctx,
+            name="off",
+            event_types=["*"],
+            action="email",
+            email_to="x@example.com",
+            enabled=False,
+        ).id
+    c1 = customer(env, "C1", country=None)
+    c2 = customer(env, "C2", country=None)
+    with service_ctx(env) as ctx:
+        billing.payment_terms_set(ctx, account_id=c1, net_days=14)
+        mine = events.event_handler_create(
+            ctx,
+            name="c1's",
+            event_types=["invoice.issued"],
+            action="email",
+            email_to="c1@example.com",
+            account_id=c1,
+        ).id
+    subscribe(env, cat, c1, prov, date(2026, 1, 15))
+    subscribe(env, cat, c1, prov, date(2026, 1, 15))
+    subscribe(env, cat, c2, prov, date(2026, 1, 15))
+    before = _event_page(env)
+    assert before  # accounts, handlers: raised before the run
+    assert run(env, date(2026, 2, 15), dry_run=True).invoices == 2
+    assert _events(env, "invoice.issued") == []
+    summary = run(env, date(2026, 2, 15))
+    assert summary.invoices == 2
+    issued = _events(env, "invoice.issued")
+    invs = [inv for inv, _lines in invoices(env)]
+    assert [(e.subject_type, e.subject_id) for e in issued] == [
+        ("invoice", str(inv.id)) for inv in invs
+    ]
+    for e, inv in zip(issued, invs, strict=True):
+        assert e.account_id == inv.account_id
+        assert e.account_path.endswith(f"/{inv.account_id}/")
+        assert json.loads(e.payload) == {
+            "invoice_id": inv.id,
+            "number": inv.number,
+            "total": str(quantize(inv.total, inv.currency)),
+            "currency": inv.currency,
+            "due_date": inv.due_date.isoformat(),
+        }
+        assert e.occurred_at == inv.issued_at
+    # the same payload text as the billing core's own invoice.issued
+    with service_ctx(env) as ctx:
+        from pba_server.billing.models import Invoice
+
+        one = ctx.session.get(Invoice, invs[0].id)
+        assert one is not None
+        billing._invoice_event(ctx, "invoice.issued", one)
+        ctx.session.flush()
+        from sqlalchemy import select
+
+        from pba_server.events.models import Event
+
+        manual = ctx.session.scalars(
+            select(Event).where(Event.type == "invoice.issued").order_by(Event.id.desc())
+        ).first()
+        assert manual is not None and manual.payload == issued[0].payload
+        ctx.uow.rollback()
+    # one delivery per event and matching enabled handler, above or at the account
+    by_event = sorted(_deliveries(env))
+    c1_inv = next(e.id for e, inv in zip(issued, invs, strict=True) if inv.account_id == c1)
+    c2_inv = next(e.id for e, inv in zip(issued, invs, strict=True) if inv.account_id == c2)
+    issued_ids = {e.id for e in issued}
+    assert sorted(d for d in by_event if d[0] in issued_ids) == sorted(
+        [(c1_inv, hook), (c1_inv, mine), (c2_inv, hook)]
+    )
+    assert not any(h in (other, off) for _e, h in by_event if _e in issued_ids)
+    # a rerun raises nothing more
+    assert run(env, date(2026, 2, 15)).invoices == 0
+    assert len(_events(env, "invoice.issued")) == 2
+    # EventList: the run's events after those before it and before those after
+    customer(env, "C3", country=None)
+    listed = _event_page(env, limit=3)
+    assert [e.seq for e in listed] == list(range(1, len(listed) + 1))
+    assert [e.id for e in listed] == sorted(e.id for e in listed)
+    assert [e.id for e in listed[: len(before)]] == [e.id for e in before]
+    types = [e.type for e in listed[len(before) :]]
+    assert types[:2] == ["invoice.issued", "invoice.issued"]
+    assert len(types) > 2 and "invoice.issued" not in types[2:]
+    assert {e.id for e in listed} == {e.id for e in _events(env)}
+    # a cursor taken before the run sees exactly the run's and later events
+    assert [e.id for e in _event_page(env, after=before[-1].seq)] == [
+        e.id for e in listed[len(before) :]
+    ]

@@ -22,6 +22,7 @@ from pba_server.billing.models import Invoice, InvoiceLine
 from pba_server.billing.run_models import BilledItem
 from pba_server.core.clock import FixedClock
 from pba_server.core.db import UnitOfWork
+from pba_server.events.models import Event
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import service_ctx
 from tests.serverproc import ROOT, child_env
@@ -89,6 +90,12 @@ def _actual(env: Any) -> Canon:
             .select_from(InvoiceLine)
             .where(InvoiceLine.link_type == "subscription")
         )
+        # exactly one invoice.issued per invoice written, none for rolled-back work
+        raised = list(
+            uow.session.scalars(select(Event.subject_id).where(Event.type == "invoice.issued"))
+        )
+        invoice_ids = uow.session.scalars(select(Invoice.id))
+        assert sorted(raised) == sorted(str(i) for i in invoice_ids)
     return out
 
 

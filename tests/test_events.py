@@ -560,3 +560,107 @@ def test_the_scheduler_starts_and_stops_the_delivery_thread(env: Any) -> None:
         loop.thread.join(10)
         assert not loop.thread.is_alive()
         runtime.register(engine, env.app.deliverer)
+
+
+def test_emit_many_writes_what_emit_does_in_cursor_order(env: Any) -> None:
+    from pba_server.events.outbox import NewEvent, emit, emit_many
+
+    env.clock.freeze(T0)
+    res = _reseller(env)
+    c1 = _customer(env, "resell", "One")
+    c2 = _customer(env, "resell", "Two")
+    with service_ctx(env) as ctx:
+        top = events.event_handler_create(
+            ctx, name="all", event_types=["*"], action="email", email_to="a@example.test"
+        ).id
+        fam = events.event_handler_create(
+            ctx,
+            name="inv",
+            event_types=["invoice.*"],
+            action="email",
+            email_to="i@example.test",
+            account_id=res,
+        ).id
+        gone = events.event_handler_create(
+            ctx,
+            name="gone",
+            event_types=["invoice.issued"],
+            action="email",
+            email_to="g@example.test",
+            account_id=c1,
+        ).id
+        events.event_handler_delete(ctx, handler_id=gone)
+        events.event_handler_create(
+            ctx,
+            name="other",
+            event_types=["order.*"],
+            action="email",
+            email_to="o@example.test",
+            account_id=c2,
+        )
+        from pba_server.accounts.models import Account
+
+        paths = {a: ctx.session.get(Account, a).path for a in (c1, c2)}  # type: ignore[union-attr]
+    before = _types(env)
+    with service_ctx(env) as ctx:
+        one = emit(
+            ctx,
+            "invoice.issued",
+            ("invoice", 1),
+            {"invoice_id": 1},
+            account_id=c1,
+            account_path=paths[c1],
+        )
+        ids = emit_many(
+            ctx.session,
+            "invoice.issued",
+            [
+                NewEvent(("invoice", 2), {"invoice_id": 2}, c1, paths[c1]),
+                NewEvent(("invoice", 3), {"invoice_id": 3}, c2, paths[c2]),
+            ],
+            now=ctx.now(),
+            correlation_id=ctx.correlation_id,
+        )
+        assert emit_many(ctx.session, "invoice.issued", [], now=ctx.now()) == []
+        with pytest.raises(ValueError):
+            emit_many(ctx.session, "invoice.nope", [], now=ctx.now())
+        ctx.session.flush()
+        assert ids == [one.id + 1, one.id + 2]
+        rows = {
+            e.id: e for e in ctx.session.scalars(select(Event).where(Event.id.in_([one.id, *ids])))
+        }
+        assert rows[ids[0]].payload == rows[one.id].payload.replace(
+            '"invoice_id": 1', '"invoice_id": 2'
+        )
+        assert rows[ids[0]].correlation_id == rows[one.id].correlation_id
+        assert rows[ids[0]].occurred_at == rows[one.id].occurred_at
+        got = sorted(
+            (d.event_id, d.handler_id)
+            for d in ctx.session.scalars(
+                select(Delivery).where(Delivery.event_id.in_([one.id, *ids]))
+            )
+        )
+        # the same deliveries for emit's event and emit_many's event of c1
+        assert got == sorted(
+            [
+                (one.id, top),
+                (one.id, fam),
+                (ids[0], top),
+                (ids[0], fam),
+                (ids[1], top),
+                (ids[1], fam),
+            ]
+        )
+    with service_ctx(env) as ctx:
+        emit_many(
+            ctx.session,
+            "invoice.paid",
+            [NewEvent(("invoice", 3), {"invoice_id": 3}, c2, paths[c2])],
+            now=ctx.now(),
+        )
+    listed = _types(env)
+    assert listed == [*before, "invoice.issued", "invoice.issued", "invoice.issued", "invoice.paid"]
+    with service_ctx(env) as ctx:
+        page = events.event_list(ctx, after=0, limit=1000).items
+    assert [e.seq for e in page] == list(range(1, len(page) + 1))
+    assert [e.id for e in page] == sorted(e.id for e in page)

@@ -101,6 +101,7 @@ from pba_server.catalog.models import (
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.money import quantize
+from pba_server.events import outbox
 from pba_server.orders.models import Order, OrderLine
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.periods import add_periods as _add_periods
@@ -191,6 +192,7 @@ class DraftInvoice:
     notes: str | None = None
     invoice_id: int | None = None
     number: str | None = None
+    due_date: date | None = None
 
 
 @dataclass
@@ -1197,6 +1199,7 @@ def write_invoices(
         next_seq[d.issuer_id] += 1
         d.invoice_id = iid
         d.number = firsts[d.issuer_id][1].format(seq=seq, year=now.year)
+        d.due_date = today + timedelta(days=due_days.get(d.account_id, 0))
         paid = d.total == 0
         inv_rows.append(
             {
@@ -1210,7 +1213,7 @@ def write_invoices(
                 "feed_position": feed,
                 "created_at": now,
                 "issued_at": now,
-                "due_date": today + timedelta(days=due_days.get(d.account_id, 0)),
+                "due_date": d.due_date,
                 "voided_at": None,
                 "subtotal": d.subtotal,
                 "tax_total": d.tax_total,
@@ -1302,7 +1305,40 @@ def write_invoices(
         ]
         session.execute(stmt, rows)
         n += len(rows)
+    n += _emit_issued(session, drafts, now)
     return n
+
+
+def _emit_issued(session: Session, drafts: Sequence[DraftInvoice], now: datetime) -> int:
+    """``invoice.issued`` for each invoice just written, with the payload the
+    billing core's ``_issue`` gives it, in the same transaction (an invoice
+    rolled back raises nothing; one committed raises its event once)."""
+    buyers = {d.account_id for d in drafts}
+    paths = dict(
+        session.execute(
+            select(Account.id, Account.path).where(_in(session, Account.id, buyers))
+        ).all()
+    )
+    new = [
+        outbox.NewEvent(
+            ("invoice", d.invoice_id),
+            {
+                "invoice_id": d.invoice_id,
+                "number": d.number,
+                "total": quantize(d.total, d.currency),
+                "currency": d.currency,
+                "due_date": d.due_date,
+            },
+            d.account_id,
+            str(paths[d.account_id]),
+        )
+        for d in drafts
+    ]
+    # the run's COPY writer: a batch's events cost little next to its invoices
+    ids = outbox.emit_many(
+        session, "invoice.issued", new, now=now, correlation_id=RUN_LOGIN, writer=bulk_insert
+    )
+    return len(ids)
 
 
 def _write_batch(session: Session, plan: BatchPlan, due_days: dict[int, int], now: datetime) -> int:

@@ -9,9 +9,13 @@ periodic pass picks up whatever a nudge missed.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import String, any_, bindparam, func, insert, select, text, update
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from pba_server.core.context import CallContext
@@ -47,7 +51,7 @@ def emit(
         account_path=account_path,
         subject_type=subject[0],
         subject_id=str(subject[1]),
-        payload=json.dumps(dump(payload), sort_keys=True, default=str),
+        payload=payload_json(payload),
         correlation_id=ctx.correlation_id[:64],
     )
     ctx.session.add(ev)
@@ -68,6 +72,151 @@ def emit(
     engine = ctx.session.get_bind()
     ctx.uow.after_commit(lambda: runtime.nudge(engine))
     return ev
+
+
+def payload_json(payload: dict[str, Any]) -> str:
+    """An event's payload as stored (the same text for emit and emit_many)."""
+    return json.dumps(dump(payload), sort_keys=True, default=str)
+
+
+class NewEvent(NamedTuple):
+    """One event for :func:`emit_many`: like emit's arguments."""
+
+    subject: tuple[str, object]
+    payload: dict[str, Any]
+    account_id: int
+    account_path: str
+
+
+Writer = Callable[[Session, Any, list[dict[str, Any]]], Any]
+
+
+def emit_many(
+    session: Session,
+    type: str,
+    new: Sequence[NewEvent],
+    *,
+    now: datetime,
+    correlation_id: str = "",
+    writer: Writer | None = None,
+) -> list[int]:
+    """Record many events of ``type`` at once, set-based: what :func:`emit`
+    does for each, in the session's transaction, in a handful of statements.
+
+    Ids come from the events' own id sequence (PostgreSQL: ``nextval``;
+    SQLite: above the maximum, under the write lock the transaction holds
+    since BEGIN IMMEDIATE), in ``new``'s order; ``seq`` is left to
+    :func:`assign_sequence` after commit, as for ``emit``, so EventList shows
+    them exactly as events emitted one by one. Handlers are read once per
+    call; one delivery per event and matching enabled handler of its account
+    or an account above it. The process's deliverer is nudged after commit.
+    ``writer(session, table, rows)`` inserts rows (default :func:`insert_rows`;
+    the billing run passes its COPY writer). Returns the new events' ids.
+    """
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}: add it to pba_server.events.catalog")
+    if not new:
+        return []
+    writer = writer or insert_rows
+    ids = _alloc_event_ids(session, len(new))
+    corr = correlation_id[:64]
+    rows = [
+        {
+            "id": eid,
+            "seq": None,
+            "type": type,
+            "occurred_at": now,
+            "account_id": e.account_id,
+            "account_path": e.account_path,
+            "subject_type": e.subject[0],
+            "subject_id": str(e.subject[1]),
+            "payload": payload_json(e.payload),
+            "correlation_id": corr,
+        }
+        for eid, e in zip(ids, new, strict=True)
+    ]
+    writer(session, Event.__table__, rows)
+    by_path = _handlers_by_path(session, {e.account_path for e in new}, type)
+    if by_path:
+        deliveries = []
+        for eid, e in zip(ids, new, strict=True):
+            for p in ancestor_paths(e.account_path):
+                for hid, retry_for in by_path.get(p, ()):
+                    deliveries.append(
+                        {
+                            "event_id": eid,
+                            "handler_id": hid,
+                            "status": "pending",
+                            "attempts": 0,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                            "give_up_at": runtime.add_seconds(now, retry_for),
+                        }
+                    )
+        writer(session, Delivery.__table__, deliveries)
+    engine = session.get_bind()
+    sa_event.listen(session, "after_commit", lambda _s: runtime.nudge(engine), once=True)
+    return ids
+
+
+_CHUNK = 5000
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> Any:
+    """The default writer of :func:`emit_many`: Core executemany INSERTs in
+    chunks (psycopg pipelines them; SQLite is in-process)."""
+    conn = session.connection()
+    for i in range(0, len(rows), _CHUNK):
+        conn.execute(insert(table), rows[i : i + _CHUNK])
+    return len(rows)
+
+
+def _alloc_event_ids(session: Session, n: int) -> list[int]:
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"
+            ),
+            {"n": n},
+        )
+        return [int(r[0]) for r in rows]
+    top = session.scalar(select(func.coalesce(func.max(Event.id), 0)))
+    return list(range(int(top or 0) + 1, int(top or 0) + 1 + n))
+
+
+def _handlers_by_path(
+    session: Session, paths: set[str], type: str
+) -> dict[str, list[tuple[int, int]]]:
+    """Enabled handlers matching ``type`` of the accounts ``paths`` or above
+    them, by account path: (handler id, retry_for_seconds), in id order."""
+    wanted = {a for p in paths for a in ancestor_paths(p)}
+    out: dict[str, list[tuple[int, int]]] = {}
+    if not wanted:
+        return out
+    q = (
+        select(
+            EventHandler.id,
+            EventHandler.account_path,
+            EventHandler.event_types,
+            EventHandler.retry_for_seconds,
+        )
+        .where(EventHandler.deleted_at.is_(None), EventHandler.enabled.is_(True))
+        .order_by(EventHandler.id)
+    )
+    ordered = sorted(wanted)
+    if session.get_bind().dialect.name == "postgresql":
+        # one array parameter, not one per path
+        arg = bindparam("paths", ordered, type_=ARRAY(String()))
+        chunks = [EventHandler.account_path == any_(arg)]
+    else:
+        chunks = [
+            EventHandler.account_path.in_(ordered[i : i + 500]) for i in range(0, len(ordered), 500)
+        ]
+    for cond in chunks:
+        for hid, path, types, retry_for in session.execute(q.where(cond)):
+            if matches(types, type):
+                out.setdefault(path, []).append((hid, retry_for))
+    return out
 
 
 def _handlers_for(ctx: CallContext, ev: Event) -> list[EventHandler]:
@@ -123,6 +272,20 @@ def assign_sequence(session: Session) -> int:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SEQUENCE_LOCK})
+        # one statement however many (a billing run raises thousands at once)
+        top = session.scalar(select(func.max(Event.seq))) or 0
+        numbered = (
+            select(Event.id, func.row_number().over(order_by=Event.id).label("n"))
+            .where(Event.seq.is_(None))
+            .subquery()
+        )
+        done = session.execute(
+            update(Event)
+            .where(Event.id == numbered.c.id)
+            .values(seq=top + numbered.c.n)
+            .execution_options(synchronize_session=False)
+        )
+        return int(done.rowcount)  # type: ignore[attr-defined]
     ids = list(session.scalars(select(Event.id).where(Event.seq.is_(None)).order_by(Event.id)))
     if not ids:
         return 0
