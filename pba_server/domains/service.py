@@ -69,6 +69,7 @@ from pba_server.sdk.registrar import (
     RegistrarError,
     RegistrarUnavailable,
 )
+from pba_server.subscriptions.store import move_with_subscription
 
 ADMIN = frozenset({"admin"})
 EDITORS = frozenset({"sales"})
@@ -857,19 +858,4 @@ def move_domains(ctx: CallContext, subscription_id: int, account_id: int) -> lis
     """The subscription moved to another account (a transfer order): its
     domain rows follow it (their registry contacts stay until the new owner
     sets them with DomainSetContacts). Returns the ids of the domains moved."""
-    to = ctx.session.get(Account, account_id)
-    if to is None:
-        raise NotFound(f"account {account_id} not found")
-    moved = []
-    for d in ctx.session.scalars(
-        select(Domain)
-        .where(Domain.subscription_id == subscription_id, Domain.account_id != account_id)
-        .order_by(Domain.id)
-        .with_for_update()
-    ):
-        changes = {"account_id": {"from": d.account_id, "to": to.id}}
-        audit.record(ctx, "domain", d.id, to.path, changes)
-        d.account_id = to.id
-        d.updated_at = ctx.now()
-        moved.append(d.id)
-    return moved
+    return move_with_subscription(ctx, Domain, "domain", subscription_id, account_id)

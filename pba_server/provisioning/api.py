@@ -28,6 +28,7 @@ from pba_server.provisioning import engine
 from pba_server.provisioning.models import Bundle, Department, ProcessingInstance, Service, Task
 from pba_server.provisioning.registry import BUILTIN_MODULES
 from pba_server.subscriptions.models import Subscription
+from pba_server.subscriptions.store import move_with_subscription
 
 RequestAction = Literal["suspend", "resume", "change", "prolong", "delete"]
 StandaloneTaskKind = Literal["registrar_balance"]
@@ -279,21 +280,4 @@ def move_services(ctx: CallContext, subscription_id: int, account_id: int) -> li
     """The subscription moved to another account (a transfer order): its
     services follow it. Runs in the caller's transaction; returns the ids of
     the services moved. Nothing is asked of the platform."""
-    from pba_server.core import audit
-
-    to = ctx.session.get(Account, account_id)
-    if to is None:
-        raise NotFound(f"account {account_id} not found")
-    moved = []
-    for svc in ctx.session.scalars(
-        select(Service)
-        .where(Service.subscription_id == subscription_id, Service.account_id != account_id)
-        .order_by(Service.id)
-        .with_for_update()
-    ):
-        changes = {"account_id": {"from": svc.account_id, "to": to.id}}
-        audit.record(ctx, "service", svc.id, to.path, changes)
-        svc.account_id = to.id
-        svc.updated_at = ctx.now()
-        moved.append(svc.id)
-    return moved
+    return move_with_subscription(ctx, Service, "service", subscription_id, account_id)

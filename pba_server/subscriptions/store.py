@@ -11,12 +11,16 @@ import json
 from collections.abc import Mapping
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pba_server.accounts.models import Account
 from pba_server.catalog.models import Plan, PlanPeriodRow, PlanRateRow, PlanVersion
+from pba_server.core import audit
 from pba_server.core.clock import Clock
+from pba_server.core.context import CallContext
 from pba_server.core.errors import NotFound, ValidationError
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.periods import add_periods
@@ -107,3 +111,28 @@ def new_subscription(
         raise ValidationError("resources", f"plan has no rate for resource(s) {sorted(extra)}")
     session.flush()
     return sub
+
+
+def move_with_subscription(
+    ctx: CallContext, model: Any, kind: str, subscription_id: int, account_id: int
+) -> list[int]:
+    """Rows of ``model`` (with ``subscription_id``, ``account_id`` and
+    ``updated_at``) that belong to a subscription moved to ``account_id``
+    (a transfer order) follow it, each audited as ``kind``. Runs in the
+    caller's transaction; returns the ids moved."""
+    to = ctx.session.get(Account, account_id)
+    if to is None:
+        raise NotFound(f"account {account_id} not found")
+    moved = []
+    for row in ctx.session.scalars(
+        select(model)
+        .where(model.subscription_id == subscription_id, model.account_id != account_id)
+        .order_by(model.id)
+        .with_for_update()
+    ):
+        changes = {"account_id": {"from": row.account_id, "to": to.id}}
+        audit.record(ctx, kind, row.id, to.path, changes)
+        row.account_id = to.id
+        row.updated_at = ctx.now()
+        moved.append(int(row.id))
+    return moved
