@@ -369,8 +369,7 @@ class EppRegistrar(DomainRegistrar):
         raise_for(resp)
         return resp
 
-    @staticmethod
-    def _to_info(name: str, resp: EppResponse) -> DomainInfo:
+    def _to_info(self, name: str, resp: EppResponse) -> DomainInfo:
         data = resp.find("domain:infData")
         statuses = (
             tuple(s.get("s", "") for s in data.findall("domain:status", NS))
@@ -386,7 +385,7 @@ class EppRegistrar(DomainRegistrar):
             status = "transferring"
         elif any(s == "pendingCreate" for s in statuses):
             status = "pending"
-        elif expires is not None and expires < date.today():
+        elif expires is not None and expires < self.today():
             status = "expired"
         else:
             status = "active"

@@ -182,7 +182,7 @@ class SandboxRegistrar(DomainRegistrar):
                 raise RegistrarError("sandbox: a registrant is required", "2003")
             self.reg.domains[name] = {
                 "status": "active",
-                "expires_on": _add_years(date.today(), years),
+                "expires_on": _add_years(self.today(), years),
                 "roid": f"D{len(self.reg.domains) + 1}-SANDBOX",
                 "nameservers": list(nameservers),
                 "contacts": dict(contacts),
@@ -223,7 +223,7 @@ class SandboxRegistrar(DomainRegistrar):
             pending = name.split(".")[0].startswith("slow")
             self.reg.domains[name] = {
                 "status": "transferring" if pending else "active",
-                "expires_on": _add_years(date.today(), years),
+                "expires_on": _add_years(self.today(), years),
                 "roid": f"D{len(self.reg.domains) + 1}-SANDBOX",
                 "nameservers": [],
                 "contacts": {},
@@ -241,7 +241,7 @@ class SandboxRegistrar(DomainRegistrar):
                 raise ObjectNotFound(f"{name} does not exist", "2303")
             if d["status"] == "transferring":  # asked again: the losing registrar let it go
                 d["status"] = "active"
-            expired = d["expires_on"] < date.today()
+            expired = d["expires_on"] < self.today()
             return DomainInfo(
                 name=name,
                 status="expired" if expired else "active",

@@ -32,9 +32,23 @@ from pba_server.models import metadata
 PG_ADMIN_URL = os.environ.get(
     "PBA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+# PBA_TEST_TRAVEL=YYYY-MM-DD moves this process's wall clock there (and on
+# with real time) for the whole run: tests/test_clock_travel.py runs the
+# date-sensitive files so, to prove no test depends on today's date.
+TRAVEL = os.environ.get("PBA_TEST_TRAVEL", "")
 REQUIRE_PG = os.environ.get("PBA_REQUIRE_POSTGRES", "") in ("1", "true", "yes")
 TEST_KEY = SecretBox.generate_key().decode()
 ADMIN_PASSWORD = "admin-password-1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TRAVEL:
+        import time_machine
+
+        config._pba_travel = time_machine.travel(  # type: ignore[attr-defined]
+            datetime.fromisoformat(TRAVEL).replace(tzinfo=UTC), tick=True
+        )
+        config._pba_travel.start()  # type: ignore[attr-defined]
 
 
 def _pg_admin_dsn() -> str:

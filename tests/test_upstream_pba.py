@@ -337,7 +337,7 @@ def _module(env: Any, instance_id: int) -> Any:
     with UnitOfWork(env.app.engine) as uow:
         inst = uow.session.get(PluginInstance, instance_id)
         assert inst is not None
-        return module_object(env.app.secrets, inst)
+        return module_object(env.app.secrets, inst, env.clock)
 
 
 def test_create_prolong_delete_through_the_upstream(env, api, upstream):
@@ -663,7 +663,7 @@ def _registrar(env: Any, up: Upstream, **extra: str) -> Any:
     with UnitOfWork(env.app.engine) as uow:
         row = uow.session.get(PluginInstance, inst.id)
         assert row is not None
-        return inst.id, registrar_for(env.app.secrets, row)
+        return inst.id, registrar_for(env.app.secrets, row, env.clock)
 
 
 REGISTRANT = {

@@ -30,6 +30,7 @@ from twisted.web.error import UnsupportedMethod
 from pba_server.api.dispatch import CallMeta, Credentials
 from pba_server.api.soap import SoapHandler
 from pba_server.api.xmlrpc import XmlRpcHandler
+from pba_server.core.clock import SystemClock
 
 access_log = logging.getLogger("pba.access")
 log = logging.getLogger("pba.http")
@@ -144,7 +145,7 @@ def _meta(request: server.Request, protocol: str) -> CallMeta:
 def _log_line(meta: CallMeta, started: float, status: int) -> None:
     access_log.info(
         "%s user=%s op=%s proto=%s dur_ms=%.1f result=%s http=%d cid=%s addr=%s pid=%d%s",
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        SystemClock().now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         meta.user,
         meta.operation,
         meta.protocol,

@@ -129,7 +129,7 @@ def registrar_balance(uow: UnitOfWork, clock: Clock) -> str:
         now = clock.now()
         m.last_checked_at = now
         try:
-            balance = registrar_for(box, inst).get_balance()
+            balance = registrar_for(box, inst, clock).get_balance()
         except Exception as exc:
             m.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             log.warning("registrar %s balance: %s", inst.id, m.last_error)

@@ -455,7 +455,7 @@ def build(ctx: CallContext, service: Any) -> ProcessingModule:
     inst = ctx.session.get(PluginInstance, d.instance_id)
     assert inst is not None
     try:
-        registrar = domains.registrar_for(ctx.secrets, inst)
+        registrar = domains.registrar_for(ctx.secrets, inst, ctx.clock)
     except Exception as exc:
         return DomainModule(None, DomainJob(**{**job.__dict__, "error": f"registrar: {exc}"}))
     return DomainModule(registrar, job)

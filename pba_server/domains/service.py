@@ -36,6 +36,7 @@ from pba_server.accounts.models import Account
 from pba_server.catalog import service as catalog
 from pba_server.catalog.types import ModuleSetting, OrderParameter, PlanPeriod
 from pba_server.core import audit
+from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
 from pba_server.core.money import check_currency, money, quantize
@@ -59,6 +60,7 @@ from pba_server.domains.types import (
     TldPrice as TldPriceValue,
 )
 from pba_server.payments.models import PluginInstance
+from pba_server.payments.plugin_objects import plugin_object
 from pba_server.provisioning.models import Department
 from pba_server.sdk import NotSupported, PluginError, loader
 from pba_server.sdk.registrar import (
@@ -123,20 +125,9 @@ def check_nameservers(values: Sequence[str], field: str = "nameservers") -> list
 # ---------------------------------------------------------------- registrars
 
 
-def registrar_for(box: SecretBox, inst: PluginInstance) -> DomainRegistrar:
+def registrar_for(box: SecretBox, inst: PluginInstance, clock: Clock) -> DomainRegistrar:
     """A registrar plugin object for ``inst``, its secrets decrypted in memory only."""
-    p = loader.plugins().get(inst.plugin)
-    if p is None or p.status != "ok" or p.cls is None:
-        raise InvalidState(f"plugin {inst.plugin!r} of instance {inst.id} is not loaded")
-    cls = p.cls
-    if cls.info.kind != "domain_registrar":
-        raise ValidationError("instance_id", f"instance {inst.id} is not a domain registrar")
-    settings: dict[str, str] = {
-        f.name: f.default for f in cls.info.settings if f.default is not None
-    }
-    settings.update(json.loads(inst.settings))
-    settings.update(json.loads(box.decrypt(inst.secrets)))
-    registrar: DomainRegistrar = cls(settings)
+    registrar: DomainRegistrar = plugin_object(box, inst, "domain_registrar", clock)
     return registrar
 
 
@@ -513,7 +504,7 @@ def domain_check(
         assert inst is not None
         asked = [items[i].name for i in positions]
         try:
-            answers = registrar_for(ctx.secrets, inst).check(asked)
+            answers = registrar_for(ctx.secrets, inst, ctx.clock).check(asked)
         except RegistrarUnavailable as exc:
             raise Unavailable(f"the registrar of {asked[0]} cannot be reached now: {exc}") from None
         except PluginError as exc:
@@ -645,7 +636,7 @@ def _live_domain(ctx: CallContext, domain_id: int) -> tuple[Domain, Account, Dom
         raise InvalidState(f"domain {d.name} is {d.status}")
     inst = ctx.session.get(PluginInstance, d.instance_id)
     assert inst is not None
-    return d, acc, registrar_for(ctx.secrets, inst)
+    return d, acc, registrar_for(ctx.secrets, inst, ctx.clock)
 
 
 @operation("DomainSetNameservers", roles=TECH, mutating=True)

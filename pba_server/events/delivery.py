@@ -443,7 +443,7 @@ class Deliverer:
         """One message per recipient through the handler's channel plugin;
         keys are stable per delivery and address, so a retry re-sends only
         what the channel has not accepted."""
-        from pba_server.payments.service import plugin_object
+        from pba_server.payments.plugin_objects import plugin_object
 
         if job.instance is None:
             return Outcome(False, None, "the handler's channel instance is gone", final=True)
@@ -454,7 +454,7 @@ class Deliverer:
         if job.rendered is None:
             return Outcome(False, None, job.render_error or "nothing rendered")
         try:
-            channel = plugin_object(self.secrets, job.instance, "notification_channel")
+            channel = plugin_object(self.secrets, job.instance, "notification_channel", self.clock)
         except Exception as exc:  # broken plugin, bad settings: maybe fixed later
             return Outcome(False, None, f"channel unusable: {type(exc).__name__}: {exc}")
         metadata = {

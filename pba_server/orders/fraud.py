@@ -7,7 +7,6 @@ passes. A screener that fails makes the order ``suspect``.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ from pba_server.core.context import CallContext
 from pba_server.core.money import quantize
 from pba_server.orders.models import Order
 from pba_server.payments.models import PluginInstance, StoredPaymentMethod
+from pba_server.payments.plugin_objects import plugin_object
 from pba_server.sdk import loader
 from pba_server.sdk.fraud import FraudScreener, OrderFacts, Screening
 
@@ -39,10 +39,8 @@ def screener_for(ctx: CallContext, vendor: Account) -> tuple[PluginInstance, Fra
                 continue
             if p.cls.info.kind != "fraud_screener":
                 continue
-            settings = {f.name: f.default for f in p.cls.info.settings if f.default is not None}
-            settings.update(json.loads(inst.settings))
-            settings.update(json.loads(ctx.secrets.decrypt(inst.secrets)))
-            return inst, p.cls(settings)
+            screener: FraudScreener = plugin_object(ctx.secrets, inst, "fraud_screener", ctx.clock)
+            return inst, screener
     return None
 
 

@@ -51,6 +51,7 @@ from pba_server.payments.models import (
     RoutingRule,
     StoredPaymentMethod,
 )
+from pba_server.payments.plugin_objects import plugin_object
 from pba_server.payments.types import (
     AutopayInfo,
     ChargeInfo,
@@ -162,24 +163,9 @@ def _info(inst: PluginInstance) -> PluginInstanceInfo:
     return out
 
 
-def plugin_object(box: SecretBox, inst: PluginInstance, kind: str) -> Any:
-    """The plugin object of instance ``inst`` (which must be of ``kind``), its
-    secrets decrypted in memory only. Any plugin kind."""
-    cls = _loaded(inst.plugin).cls
-    assert cls is not None
-    if cls.info.kind != kind:
-        raise ValidationError("instance_id", f"instance {inst.id} is not a {kind} plugin")
-    settings: dict[str, str] = {
-        f.name: f.default for f in cls.info.settings if f.default is not None
-    }
-    settings.update(json.loads(inst.settings))
-    settings.update(json.loads(box.decrypt(inst.secrets)))
-    return cls(settings)
-
-
-def gateway_for(box: SecretBox, inst: PluginInstance) -> PaymentGateway:
+def gateway_for(box: SecretBox, inst: PluginInstance, clock: Clock) -> PaymentGateway:
     """A payment gateway object for ``inst``, its secrets decrypted in memory only."""
-    gateway: PaymentGateway = plugin_object(box, inst, "payment_gateway")
+    gateway: PaymentGateway = plugin_object(box, inst, "payment_gateway", clock)
     return gateway
 
 
@@ -223,7 +209,11 @@ def plugin_configure(
         if f.required and f.default is None and f.name not in plain and f.name not in secret:
             raise ValidationError("settings", f"{f.name!r} is required")
     try:  # the plugin checks its own settings; its message must not echo secrets
-        p.cls({**{f.name: f.default or "" for f in fields.values()}, **plain, **secret})
+        loader.instantiate(
+            p.cls,
+            {**{f.name: f.default or "" for f in fields.values()}, **plain, **secret},
+            clock=ctx.clock,
+        )
     except ConfigurationError as exc:
         raise ValidationError("settings", str(exc)) from None
     now = ctx.now()
@@ -358,7 +348,7 @@ def payment_method_add(
         raise ValidationError("instance_id", "is not a gateway of the account's seller")
     if inst.status != "active":
         raise InvalidState(f"plugin instance {inst.id} is disabled")
-    gw = gateway_for(ctx.secrets, inst)
+    gw = gateway_for(ctx.secrets, inst, ctx.clock)
     try:
         gw.validate_token(token)
     except CardDeclined as exc:
@@ -659,7 +649,7 @@ def payment_charge(
     assert inst is not None
     if inst.status != "active":
         raise InvalidState(f"plugin instance {inst.id} is disabled")
-    gw = gateway_for(ctx.secrets, inst)
+    gw = gateway_for(ctx.secrets, inst, ctx.clock)
     now = ctx.now()
     g = GatewayPayment(
         account_id=acc.id,
@@ -783,7 +773,7 @@ def payment_refund(
         )
     inst = ctx.session.get(PluginInstance, g.instance_id)
     assert inst is not None
-    gw = gateway_for(ctx.secrets, inst)
+    gw = gateway_for(ctx.secrets, inst, ctx.clock)
     now = ctx.now()
     r = GatewayRefund(
         charge_id=g.id,
@@ -841,7 +831,7 @@ def _reconcile_charge(uow: UnitOfWork, clock: Clock, box: SecretBox, g: GatewayP
     assert owner is not None
     ctx = _system_ctx(uow, clock, box, owner)
     try:
-        found = gateway_for(box, inst).lookup(key=g.gateway_key)
+        found = gateway_for(box, inst, clock).lookup(key=g.gateway_key)
     except Exception as exc:
         log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
         return "pending"
@@ -862,7 +852,7 @@ def _reconcile_refund(
     owner = uow.session.get(Account, inst.account_id)
     assert owner is not None
     try:  # refunds are idempotent by key: asking again is asking what happened
-        done = gateway_for(box, inst).refund(
+        done = gateway_for(box, inst, clock).refund(
             key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
         )
     except RefundRejected as exc:

@@ -46,6 +46,7 @@ from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import PbaError
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
+from pba_server.payments.plugin_objects import plugin_object
 from pba_server.provisioning.models import (
     Bundle,
     Department,
@@ -185,20 +186,9 @@ def capabilities_of(svc: Service) -> frozenset[str] | None:
     return frozenset(p.info.capabilities)
 
 
-def module_object(box: Any, inst: PluginInstance) -> ProcessingModule:
+def module_object(box: Any, inst: PluginInstance, clock: Clock) -> ProcessingModule:
     """The plugin object for a processing-module instance, secrets decrypted in memory."""
-    p = loader.plugins().get(inst.plugin)
-    if p is None or p.status != "ok" or p.cls is None:
-        raise PluginError(f"plugin {inst.plugin!r} is not loaded")
-    cls = p.cls
-    if cls.info.kind != "processing_module":
-        raise PluginError(f"plugin {inst.plugin!r} is not a processing module")
-    settings: dict[str, str] = {
-        f.name: f.default for f in cls.info.settings if f.default is not None
-    }
-    settings.update(json.loads(inst.settings))
-    settings.update(json.loads(box.decrypt(inst.secrets)))
-    module: ProcessingModule = cls(settings)
+    module: ProcessingModule = plugin_object(box, inst, "processing_module", clock)
     return module
 
 
@@ -638,7 +628,7 @@ def _prepare(ctx: CallContext, op: ProvisioningOperation, svc: Service) -> _Clai
         if svc.instance_id is not None:
             inst = ctx.session.get(PluginInstance, svc.instance_id)
             assert inst is not None
-            module = module_object(ctx.secrets, inst)
+            module = module_object(ctx.secrets, inst, ctx.clock)
         else:
             with ctx.session.begin_nested():  # what a failing build wrote is undone
                 module = BUILTIN_MODULES[svc.module].build(ctx, svc)

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from typing import ClassVar, Literal
+
+from pba_server.core.clock import Clock, SystemClock
 
 SDK_VERSION = "1.0"
 
@@ -53,6 +56,35 @@ class PluginInfo:
     description: str = ""
     settings: tuple[SettingField, ...] = ()
     capabilities: frozenset[str] = field(default_factory=frozenset)
+
+
+# ---------------------------------------------------------------- the base of every kind
+
+
+class Plugin(abc.ABC):
+    """What every plugin kind shares.
+
+    ``clock`` is the server's clock: the server sets it on every object it
+    builds (see :func:`pba_server.sdk.loader.instantiate`), so a plugin asks
+    :meth:`now` / :meth:`today` and never the wall clock. Tests that move the
+    server's time move the plugin's with it. An object built by hand (a
+    plugin's own unit test) has the system clock until one is set."""
+
+    info: ClassVar[PluginInfo]
+    clock: Clock = SystemClock()
+
+    def __init__(self, settings: dict[str, str]) -> None:
+        """Required. ``settings`` holds every declared setting by name (secrets
+        in clear, in memory only). Raise :class:`ConfigurationError` if unusable."""
+        self.settings = settings
+
+    def now(self) -> datetime:
+        """The server's current time (aware, UTC)."""
+        return self.clock.now()
+
+    def today(self) -> date:
+        """The server's current date (UTC)."""
+        return self.clock.now().date()
 
 
 # ---------------------------------------------------------------- exceptions
@@ -135,7 +167,7 @@ class RefundResult:
     amount: Decimal
 
 
-class PaymentGateway(abc.ABC):
+class PaymentGateway(Plugin):
     """A payment gateway plugin kind.
 
     Every money-moving method receives ``key``, the server's own idempotency
@@ -143,13 +175,6 @@ class PaymentGateway(abc.ABC):
     key as the same request: never charge twice, answer with the first result.
     Amounts are ``Decimal`` in the currency's major unit, already quantized.
     """
-
-    info: ClassVar[PluginInfo]
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        """Required. ``settings`` holds every declared setting by name (secrets
-        in clear, in memory only). Raise :class:`ConfigurationError` if unusable."""
-        self.settings = settings
 
     @abc.abstractmethod
     def charge(
@@ -202,6 +227,7 @@ __all__ = [
     "LookupResult",
     "NotSupported",
     "PaymentGateway",
+    "Plugin",
     "PluginError",
     "PluginInfo",
     "RefundRejected",

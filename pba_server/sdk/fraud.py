@@ -16,9 +16,9 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Literal
 
-from pba_server.sdk import PluginInfo
+from pba_server.sdk import Plugin
 
 Verdict = Literal["pass", "suspect", "fraud"]
 
@@ -48,12 +48,7 @@ class Screening:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
 
-class FraudScreener(abc.ABC):
-    info: ClassVar[PluginInfo]
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        self.settings = settings
-
+class FraudScreener(Plugin):
     @abc.abstractmethod
     def screen(self, facts: OrderFacts) -> Screening:
         """Required. Score the order."""

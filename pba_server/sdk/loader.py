@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pba_server.core.clock import Clock
 from pba_server.sdk import SDK_VERSION, PaymentGateway, PluginInfo, version_compatible
 
 log = logging.getLogger("pba.plugins")
@@ -151,3 +152,12 @@ def plugins() -> dict[str, LoadedPlugin]:
         set_plugins(discover())
     assert _loaded is not None
     return _loaded
+
+
+def instantiate(cls: Any, settings: dict[str, str], *, clock: Clock) -> Any:
+    """Build a plugin object and hand it the server's clock; the clock is
+    there from ``__init__`` on. The only way the server builds plugins."""
+    obj = cls.__new__(cls)
+    obj.clock = clock
+    obj.__init__(settings)
+    return obj

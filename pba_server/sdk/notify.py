@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
 
-from pba_server.sdk import PluginError, PluginInfo
+from pba_server.sdk import Plugin, PluginError
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class FinalSendError(SendFailed):
     delivery is failed at once, without further attempts."""
 
 
-class NotificationChannel(abc.ABC):
+class NotificationChannel(Plugin):
     """A notification channel plugin kind (``PluginInfo(kind="notification_channel")``).
 
     ``send`` receives ``key``, unique per message (delivery and recipient). A
@@ -61,14 +60,6 @@ class NotificationChannel(abc.ABC):
     a retry after a lost answer must not notify the person twice (pass the
     key on as the provider's idempotency key, or remember it).
     """
-
-    info: ClassVar[PluginInfo]
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        """Required. ``settings`` holds every declared setting by name (secrets
-        in clear, in memory only). Raise :class:`pba_server.sdk.ConfigurationError`
-        if unusable."""
-        self.settings = settings
 
     @abc.abstractmethod
     def send(

@@ -30,9 +30,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Literal
 
-from pba_server.sdk import NotSupported, PluginInfo
+from pba_server.sdk import NotSupported, Plugin
 
 Action = Literal["create", "suspend", "resume", "change", "prolong", "delete", "sync"]
 ACTIONS: tuple[Action, ...] = ("create", "suspend", "resume", "change", "prolong", "delete", "sync")
@@ -91,18 +91,13 @@ class FinalFailure:
 ModuleResult = Done | InProgress | RetryableFailure | FinalFailure
 
 
-class ProcessingModule(abc.ABC):
+class ProcessingModule(Plugin):
     """A processing module plugin kind. ``info.kind`` is ``processing_module``
     and ``info.capabilities`` names the supported :data:`ACTIONS`.
 
     Called on a worker thread, never on the reactor; one object per
     configured instance, built with that instance's settings (secrets in
     clear, in memory only)."""
-
-    info: ClassVar[PluginInfo]
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        self.settings = settings
 
     def supports(self, action: Action) -> bool:
         return action in self.info.capabilities

@@ -40,9 +40,9 @@ import abc
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Literal
 
-from pba_server.sdk import NotSupported, PluginError, PluginInfo
+from pba_server.sdk import NotSupported, Plugin, PluginError
 
 ContactRole = Literal["registrant", "admin", "tech", "billing"]
 CONTACT_ROLES: tuple[ContactRole, ...] = ("registrant", "admin", "tech", "billing")
@@ -164,16 +164,10 @@ class Balance:
 # ---------------------------------------------------------------- the kind
 
 
-class DomainRegistrar(abc.ABC):
+class DomainRegistrar(Plugin):
     """A domain registrar plugin kind (``info.kind == "domain_registrar"``)."""
 
-    info: ClassVar[PluginInfo]
-
-    def __init__(self, settings: dict[str, str]) -> None:
-        """Required. ``settings`` holds every declared setting by name; raise
-        :class:`~pba_server.sdk.ConfigurationError` if unusable. Do not connect
-        here: the server builds objects to validate settings too."""
-        self.settings = settings
+    # Do not connect in __init__: the server builds objects to validate settings too.
 
     def supports(self, capability: str) -> bool:
         return capability in self.info.capabilities
