@@ -1,0 +1,2 @@
+"""Accounts: the account tree (provider, resellers, customers), contacts,
+users, roles and the first-start set-up."""

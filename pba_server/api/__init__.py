@@ -1,0 +1,2 @@
+"""The protocols: operation dispatch, SOAP (spyne), XML-RPC, HTTP and the
+Twisted server."""
