@@ -1,8 +1,7 @@
-"""Alembic, driven from code: the migrations live in the top-level migrations/."""
+"""Alembic, driven from code: the migrations live in the top-level migrations/,
+installed as pba_server._migrations (see pba_server.core.resources)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
@@ -10,12 +9,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+from pba_server.core import resources
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", str(resources.migrations_dir()))
     if engine is not None:
         cfg.attributes["engine"] = engine
     return cfg

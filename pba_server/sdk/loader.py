@@ -3,7 +3,8 @@ entry-point group.
 
 A plugin that fails to import, has no ``PLUGIN`` or targets an incompatible
 SDK version is recorded as broken with the reason and logged; it never stops
-the server.
+the server. A plugins folder that is missing or not a directory does: the
+server would otherwise run without the plugins its instances need.
 """
 
 from __future__ import annotations
@@ -18,13 +19,35 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pba_server.core import resources
 from pba_server.core.clock import Clock
 from pba_server.sdk import SDK_VERSION, PaymentGateway, PluginInfo, version_compatible
 
 log = logging.getLogger("pba.plugins")
 
 ENTRY_POINT_GROUP = "pba_server.plugins"
-DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "plugins"
+
+
+class PluginFolderError(Exception):
+    """The plugins folder is missing, not a directory or cannot be read: the
+    server refuses to start rather than run without its plugins."""
+
+
+def builtin_dir() -> Path:
+    """The plugins shipped with the server (the repository's plugins/,
+    installed as ``pba_server._plugins``)."""
+    try:
+        return resources.builtin_plugins_dir()
+    except resources.MissingResource as exc:
+        raise PluginFolderError(f"the built-in plugins folder is missing: {exc}") from None
+
+
+def __getattr__(name: str) -> Any:
+    # DEFAULT_DIR is looked up on use, so that a broken installation is
+    # reported by discover() (PluginFolderError) instead of failing the import
+    if name == "DEFAULT_DIR":
+        return builtin_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -103,17 +126,24 @@ def _load_file(path: Path) -> LoadedPlugin:
 
 def discover(plugins_dir: Path | None = None, *, entry_points: bool = True) -> list[LoadedPlugin]:
     """Every plugin found, loaded or broken, sorted by name; the first of two
-    plugins with the same name wins, the other is reported broken."""
-    folder = plugins_dir or DEFAULT_DIR
+    plugins with the same name wins, the other is reported broken. A folder
+    that is missing or not a directory raises PluginFolderError."""
+    folder = plugins_dir or builtin_dir()
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise PluginFolderError(f"{folder} {what}")
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise PluginFolderError(f"{folder} cannot be read: {exc.strerror}") from None
     found: list[LoadedPlugin] = []
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(("_", ".")):
-                continue
-            if (path.is_file() and path.suffix == ".py") or (
-                path.is_dir() and (path / "__init__.py").exists()
-            ):
-                found.append(_load_file(path))
+    for path in entries:
+        if path.name.startswith(("_", ".")):
+            continue
+        if (path.is_file() and path.suffix == ".py") or (
+            path.is_dir() and (path / "__init__.py").exists()
+        ):
+            found.append(_load_file(path))
     if entry_points:
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             source = f"entry point {ep.name} ({ep.value})"
