@@ -119,13 +119,13 @@ def build_app(
     engine: Engine | None = None,
     check: bool = True,
 ) -> App:
+    load_plugins(settings)  # first: a missing plugins folder refuses before anything is written
     engine = engine or make_engine(settings.database, pool_size=settings.db_pool_size)
     if check:
         check_schema(engine, settings)
     clock = clock or SystemClock()
     box = secret_box(settings)
     ops = load_operations()
-    load_plugins(settings)
     payments_runtime(box)
     domains_runtime(settings)
     provisioning_runtime(settings)
@@ -151,7 +151,9 @@ def build_app(
 
 
 def load_plugins(settings: Settings) -> None:
-    """Discover plugins once; broken ones are logged and listed, never fatal."""
+    """Discover plugins once; broken ones are logged and listed, never fatal.
+    A plugins folder that is missing or not a directory raises
+    ``loader.PluginFolderError``: the server does not start without its plugins."""
     from pba_server.sdk import loader
 
     folder = Path(settings.plugins_dir) if settings.plugins_dir else None

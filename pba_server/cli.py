@@ -126,10 +126,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = bootstrap.build_app(settings, check=False)
         serve.run_worker(app, [int(x) for x in args.worker_fds.split(",")])
         return 0
+    from pba_server.sdk import loader
+
     try:
         app = bootstrap.build_app(settings)
     except bootstrap.SchemaNotCurrent as exc:
         print(f"pba-server: {exc}", file=sys.stderr)
+        return 2
+    except loader.PluginFolderError as exc:
+        print(f"pba-server: plugins_dir: {exc}", file=sys.stderr)
         return 2
     if not setup.provider_exists(app.engine):
         result = setup.initialize(app.engine, app.clock, app.secrets)
@@ -137,9 +142,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"  login:    {result.admin_login}")
         print(f"  password: {result.admin_password}   (shown only this once)")
     base = f"http://{settings.host}:{settings.port}"
+    plugins = loader.plugins().values()
+    broken = sum(p.status == "broken" for p in plugins)
     print(
         f"pba-server listening on {base} ({settings.workers} worker(s), database "
-        f"{app.engine.url.render_as_string(hide_password=True)})"
+        f"{app.engine.url.render_as_string(hide_password=True)}, plugins: "
+        f"{len(plugins) - broken} loaded, {broken} broken)"
     )
     print(f"  SOAP:    {base}/soap   WSDL: {base}/soap?wsdl")
     print(f"  XML-RPC: {base}/xmlrpc")
