@@ -16,9 +16,9 @@ from sqlalchemy import func, select
 
 from pba_server.accounts import service as accounts
 from pba_server.accounts.types import ContactInput
+from pba_server.core import netpolicy
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
-from pba_server.core import netpolicy
 from pba_server.events import retention
 from pba_server.events import service as events
 from pba_server.events.delivery import Deliverer

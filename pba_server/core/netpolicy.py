@@ -109,9 +109,12 @@ def is_public(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         inner = embedded_ipv4(ip)
         if inner:
-            return all(_plain_public(v4) for v4 in inner) and (
-                ip.ipv4_mapped is not None or _plain_public(ip)
-            )
+            # mapped, translated and NAT64 addresses are that IPv4 address on
+            # the wire (their prefixes are "reserved" to ipaddress); 6to4 and
+            # Teredo must be public as IPv6 addresses as well
+            translated = ip.ipv4_mapped is not None or ip in IPV4_TRANSLATED
+            translated = translated or any(ip in net for net in NAT64)
+            return all(_plain_public(v4) for v4 in inner) and (translated or _plain_public(ip))
     return _plain_public(ip)
 
 
