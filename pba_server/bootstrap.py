@@ -191,9 +191,13 @@ def provisioning_runtime(settings: Settings) -> None:
 
 
 def events_policy(settings: Settings) -> None:
-    from pba_server.events import addresses, retention
+    from pba_server.core import netpolicy
+    from pba_server.events import retention
 
-    addresses.configure(allow_private=settings.webhook_allow_private)
+    netpolicy.configure(
+        allow_private=settings.webhook_allow_private,
+        allowed_networks=settings.outbound_allowed_networks,
+    )
     retention.configure(days=settings.event_retention_days)
 
 

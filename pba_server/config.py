@@ -49,7 +49,10 @@ class Settings:
     provisioning_running_timeout_minutes: int = 30
     # subscription.expiring is raised this many days before a non-auto-renewing term ends
     subscription_expiring_days: int = 14
-    webhook_allow_private: bool = False  # webhooks to loopback/private/link-local addresses
+    # the outgoing-address policy (core.netpolicy) of webhooks and plugins:
+    # networks allowed although private ("10.20.0.0/16, ::1/128"), or every address
+    outbound_allowed_networks: str = ""
+    webhook_allow_private: bool = False  # every address, private ones too (a lab only)
     event_retention_days: int = 90  # delivered events older than this are purged (0: never)
 
 

@@ -20,6 +20,7 @@ progress there; every other ``Client.*`` fault is final.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -29,6 +30,8 @@ import zeep.helpers
 import zeep.transports
 import zeep.wsdl
 from lxml import etree
+
+from pba_server.sdk.net import ConnectionFailed, Net
 
 # zeep has no type hints: its entry points are called through Any
 Document: Any = zeep.wsdl.Document
@@ -83,8 +86,19 @@ class Upstream:
     """The upstream pba-server, called as our reseller's user there."""
 
     def __init__(
-        self, url: str, login: str, password: str, *, timeout: float = 30, verify: bool = True
+        self,
+        url: str,
+        login: str,
+        password: str,
+        *,
+        timeout: float = 30,
+        verify: bool = True,
+        sessions: Callable[[], requests.Session] | None = None,
     ) -> None:
+        """``sessions`` makes the HTTP sessions: the plugin's
+        ``self.net.http_session`` (the outgoing-address policy); the SDK's by
+        default."""
+        self.sessions = sessions or Net().http_session
         self.url = url.rstrip("/")
         if self.url.endswith("?wsdl"):
             self.url = self.url[: -len("?wsdl")]
@@ -103,7 +117,7 @@ class Upstream:
             doc = _documents.get(key)
         if doc is not None:
             return doc
-        loader = requests.Session()
+        loader = self.sessions()
         loader.verify = self.verify
         try:
             doc = Document(
@@ -119,7 +133,7 @@ class Upstream:
 
     def _connect(self) -> Any:
         if self._service is None:
-            session = requests.Session()
+            session = self.sessions()
             session.auth = (self.login, self.password)
             session.verify = self.verify
             transport = Transport(
@@ -143,6 +157,8 @@ class Upstream:
         except zeep.exceptions.Fault as exc:
             code = (exc.code or "").split(":")[-1] or "Server.Internal"
             raise UpstreamFault(code, str(exc.message or "")[:1000]) from None
+        except ConnectionFailed as exc:  # the same message for every reason; detail logged
+            raise UpstreamFault("Server.Unavailable", str(exc)) from None
         except (requests.exceptions.RequestException, OSError) as exc:
             raise UpstreamFault(
                 "Server.Unavailable", f"{self.url}: {type(exc).__name__}: {exc}"[:1000]

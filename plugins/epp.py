@@ -6,7 +6,10 @@ update) and the contact mapping of RFC 5733 (create).
 Settings: ``host``, ``port`` (700), ``username`` (our clID), ``password``
 (secret), ``tls_verify`` (default true), ``ca_file`` (a CA bundle to verify
 the registry's certificate with; empty: the system's), ``timeout`` (seconds,
-default 30) and ``contact_prefix`` (default ``pba``).
+default 30) and ``contact_prefix`` (default ``pba``). ``host``, ``port`` and
+``ca_file`` are operator settings (only the provider's administrators set
+them); the connection is made with the SDK's ``self.net.connect`` under the
+server's outgoing-address policy.
 
 Each call opens a session (connect, greeting, login), runs its commands and
 logs out. Our idempotency key is every command's ``clTRID``. A connection
@@ -33,7 +36,6 @@ anything else -> RegistrarError. All are final except RegistrarUnavailable.
 from __future__ import annotations
 
 import hashlib
-import socket
 import ssl
 import struct
 from collections.abc import Callable, Iterator
@@ -44,6 +46,7 @@ from typing import Any
 from lxml import etree
 
 from pba_server.sdk import SDK_VERSION, ConfigurationError, PluginInfo, SettingField
+from pba_server.sdk.net import ConnectionFailed
 from pba_server.sdk.registrar import (
     AuthorizationError,
     CheckResult,
@@ -189,12 +192,14 @@ class EppRegistrar(DomainRegistrar):
         kind="domain_registrar",
         description="A registry or registrar over EPP (RFC 5730-5734)",
         settings=(
-            SettingField("host", description="the EPP server's host name"),
-            SettingField("port", type="int", required=False, default="700"),
+            SettingField("host", description="the EPP server's host name", kind="host"),
+            SettingField("port", type="int", required=False, default="700", kind="port"),
             SettingField("username", description="our client id (clID)"),
             SettingField("password", secret=True),
             SettingField("tls_verify", type="bool", required=False, default="true"),
-            SettingField("ca_file", required=False, default="", description="CA bundle (PEM)"),
+            SettingField(
+                "ca_file", required=False, default="", description="CA bundle (PEM)", kind="path"
+            ),
             SettingField("timeout", type="int", required=False, default="30"),
             SettingField("contact_prefix", required=False, default="pba"),
         ),
@@ -237,7 +242,8 @@ class EppRegistrar(DomainRegistrar):
         return ctx
 
     def _connect(self) -> EppConnection:
-        raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        # the SDK's connect: the server's outgoing-address policy, one generic error
+        raw = self.net.connect(self.host, self.port, self.timeout)
         try:
             sock = self._tls().wrap_socket(raw, server_hostname=self.host)
         except BaseException:
@@ -297,6 +303,8 @@ class EppRegistrar(DomainRegistrar):
         dropped, so the next call connects again."""
         try:
             conn = self._conn or self._connect()
+        except ConnectionFailed as exc:  # not reached: the detail is in the operator's log
+            raise RegistrarUnavailable(f"EPP: {exc}") from None
         except (OSError, ConnectionError, etree.XMLSyntaxError, struct.error) as exc:
             raise RegistrarUnavailable(f"EPP {self.host}:{self.port}: {exc}") from None
         self._conn = conn

@@ -40,9 +40,12 @@ class LogChannel(NotificationChannel):
         kind="notification_channel",
         description="Appends notifications as JSON lines to a file",
         settings=(
-            SettingField("path", description="the file to append to (its folder must exist)"),
+            SettingField(
+                "path", description="the file to append to (its folder must exist)", kind="path"
+            ),
             SettingField("max_bytes", type="int", required=False, default="100000000"),
         ),
+        operator_only=True,  # writes a file on the server
     )
 
     def __init__(self, settings: dict[str, str]) -> None:

@@ -61,7 +61,7 @@ class SandboxCardGateway(PaymentGateway):
         description="Test card gateway with documented test tokens",
         settings=(
             SettingField("api_key", secret=True, description="sk_test_..."),
-            SettingField("state_file", required=False, default=""),
+            SettingField("state_file", required=False, default="", kind="path"),
         ),
         capabilities=frozenset({"charge", "refund", "partial_refund", "3ds", "lookup"}),
     )

@@ -67,7 +67,9 @@ class ScriptModule(ProcessingModule):
         kind="processing_module",
         description="Runs an executable with the operation as JSON on stdin",
         settings=(
-            SettingField("executable", description="Absolute path of the program to run"),
+            SettingField(
+                "executable", description="Absolute path of the program to run", kind="program"
+            ),
             SettingField(
                 "timeout",
                 type="int",
@@ -83,6 +85,7 @@ class ScriptModule(ProcessingModule):
             ),
         ),
         capabilities=frozenset(ACTIONS),
+        operator_only=True,  # runs a program on the server
     )
 
     def __init__(self, settings: dict[str, str]) -> None:

@@ -36,10 +36,15 @@ Requests use the library's pinned API version (``stripe.api_version``). The
 library's telemetry is turned off (see ``configure_library``), and its
 ``stripe`` logger (parameters and response bodies at DEBUG, never the API
 key) is set to WARNING unless your logging configuration gave it a level.
+The library's HTTP session is the SDK's (``self.net.http_session()``): every
+connection, redirects included, is under the server's outgoing-address
+policy, and a connection failure is one generic message (detail in the log).
 
 Settings: ``api_key`` (secret: ``sk_live_``, ``sk_test_`` or a restricted
-``rk_`` key), ``api_base`` (default ``https://api.stripe.com``; the tests
-point it at a local fake), ``timeout`` (seconds, default 30).
+``rk_`` key), ``api_base`` (a ``url`` setting, the operator's: default
+``https://api.stripe.com``; the tests point it at a local fake), ``timeout``
+(seconds, default 30). A reseller configures its own instance with its own
+key; its ``api_base`` is the default.
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import requests
 import stripe
 
 from pba_server.sdk import (
@@ -67,6 +71,7 @@ from pba_server.sdk import (
     RefundResult,
     SettingField,
 )
+from pba_server.sdk.net import ConnectionFailed, Timeout
 
 T = TypeVar("T")
 # Stripe's zero-decimal currencies; amounts of all others go in hundredths,
@@ -131,6 +136,7 @@ class StripeGateway(PaymentGateway):
                 required=False,
                 default="https://api.stripe.com",
                 description="Stripe's API address",
+                kind="url",
             ),
             SettingField(
                 "timeout", type="int", required=False, default="30", description="seconds"
@@ -161,7 +167,10 @@ class StripeGateway(PaymentGateway):
             key,
             base_addresses={"api": base},
             max_network_retries=0,
-            http_client=stripe.RequestsClient(timeout=self.timeout),
+            # the SDK's session: every connection under the server's address policy
+            http_client=stripe.RequestsClient(
+                timeout=self.timeout, session=self.net.http_session()
+            ),
         )
 
     # ------------------------------------------------------------ calls
@@ -173,10 +182,11 @@ class StripeGateway(PaymentGateway):
         try:
             return request()
         except stripe.APIConnectionError as exc:
-            if isinstance(exc.__cause__, requests.Timeout):
+            if isinstance(exc.__cause__, Timeout):
                 raise GatewayTimeout(f"Stripe did not answer within {self.timeout:g} s") from None
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else "connection error"
-            raise GatewayError(f"cannot reach Stripe: {cause}") from None
+            if isinstance(exc.__cause__, ConnectionFailed):  # the detail is in the log
+                raise GatewayError(f"cannot reach Stripe: {exc.__cause__}") from None
+            raise GatewayError("cannot reach Stripe: connection error") from None
         except (stripe.AuthenticationError, stripe.PermissionError) as exc:
             raise ConfigurationError(
                 f"Stripe refused the API key (HTTP {exc.http_status})"

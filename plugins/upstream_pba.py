@@ -121,7 +121,9 @@ class UpstreamPba(ProcessingModule):
         kind="processing_module",
         description="Resells an upstream pba-server's plans (SOAP, our reseller account there)",
         settings=(
-            SettingField("url", description="the upstream's SOAP address, http(s)://host/soap"),
+            SettingField(
+                "url", description="the upstream's SOAP address, http(s)://host/soap", kind="url"
+            ),
             SettingField("login", description="a user of our reseller account at the upstream"),
             SettingField("password", secret=True),
             SettingField("timeout", type="int", required=False, default="30"),
@@ -144,7 +146,9 @@ class UpstreamPba(ProcessingModule):
         if not 1 <= self.poll <= 86400:
             raise ConfigurationError("poll_seconds must be 1 to 86400")
         self.prefix = (settings.get("key_prefix") or "").strip()[:32]
-        self.upstream = Upstream(url, login, password, timeout=timeout, verify=verify)
+        self.upstream = Upstream(
+            url, login, password, timeout=timeout, verify=verify, sessions=self.net.http_session
+        )
 
     # -- helpers
     def key(self, *parts: str) -> str:

@@ -100,7 +100,9 @@ class UpstreamPbaRegistrar(DomainRegistrar):
         kind="domain_registrar",
         description="Domains resold from an upstream pba-server (SOAP, our reseller account there)",
         settings=(
-            SettingField("url", description="the upstream's SOAP address, http(s)://host/soap"),
+            SettingField(
+                "url", description="the upstream's SOAP address, http(s)://host/soap", kind="url"
+            ),
             SettingField("login", description="a user of our reseller account at the upstream"),
             SettingField("password", secret=True),
             SettingField("timeout", type="int", required=False, default="30"),
@@ -148,6 +150,7 @@ class UpstreamPbaRegistrar(DomainRegistrar):
             settings.get("password") or "",
             timeout=timeout,
             verify=is_true(settings.get("verify_tls")),
+            sessions=self.net.http_session,
         )
 
     # -- helpers

@@ -39,9 +39,15 @@ TRAVEL = os.environ.get("PBA_TEST_TRAVEL", "")
 REQUIRE_PG = os.environ.get("PBA_REQUIRE_POSTGRES", "") in ("1", "true", "yes")
 TEST_KEY = SecretBox.generate_key().decode()
 ADMIN_PASSWORD = "admin-password-1"
+# the tests' receivers, fakes and upstreams listen on loopback: the one private
+# network the outgoing-address policy allows them (as an operator would allow one)
+TEST_NETWORKS = "127.0.0.0/8, ::1/128"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from pba_server.core import netpolicy
+
+    netpolicy.configure(allowed_networks=TEST_NETWORKS)  # plugin unit tests build no app
     if TRAVEL:
         import time_machine
 
@@ -149,7 +155,7 @@ def env(migrated_engine: Engine, backend: str, tmp_path: Path) -> Iterator[Env]:
             database=str(migrated_engine.url.render_as_string(False)),
             secret_key=TEST_KEY,
             threads=8,
-            webhook_allow_private=True,  # the tests' receivers listen on loopback
+            outbound_allowed_networks=TEST_NETWORKS,
         )
         _apps[backend] = (build_app(settings, clock=clock, engine=migrated_engine), clock)
     app, clock = _apps[backend]

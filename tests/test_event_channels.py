@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 
 from pba_server.accounts import service as accounts
 from pba_server.accounts.types import ContactInput
+from pba_server.core import netpolicy
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
-from pba_server.events import addresses, retention
+from pba_server.events import retention
 from pba_server.events import service as events
 from pba_server.events.delivery import Deliverer
 from pba_server.events.models import Delivery, Event
@@ -30,6 +31,7 @@ from pba_server.sdk import loader
 from pba_server.sdk.notify import NotificationChannel, Recipient
 from pba_server.sdk.testing import ChannelContract
 from tests.catalog_support import Caller, service_ctx
+from tests.conftest import TEST_NETWORKS
 from tests.event_receivers import WebhookReceiver
 
 
@@ -198,9 +200,9 @@ def test_channel_final_failure_and_validation(env, tmp_path):
 
 @pytest.fixture
 def strict() -> Iterator[None]:
-    addresses.configure(allow_private=False)
+    netpolicy.configure()
     yield
-    addresses.configure(allow_private=True)
+    netpolicy.configure(allowed_networks=TEST_NETWORKS)
 
 
 @pytest.fixture
@@ -225,9 +227,9 @@ def test_address_classification():
         "100.64.0.1",
         "224.0.0.1",
     ):
-        assert not addresses.is_public(private), private
+        assert not netpolicy.is_public(private), private
     for public in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"):
-        assert addresses.is_public(public), public
+        assert netpolicy.is_public(public), public
 
 
 def test_webhooks_to_private_addresses_are_refused_unless_allowed(env, hook, strict):
@@ -238,12 +240,12 @@ def test_webhooks_to_private_addresses_are_refused_unless_allowed(env, hook, str
                     ctx, name="x", event_types=["*"], action="webhook", url=url
                 )
             assert exc.value.field == "url"
-    addresses.configure(allow_private=True)
+    netpolicy.configure(allow_private=True)
     with service_ctx(env) as ctx:
         h = events.event_handler_create(
             ctx, name="x", event_types=["account.created"], action="webhook", url=hook.url
         )
-    addresses.configure(allow_private=False)
+    netpolicy.configure()
     # changing it is checked as well
     with service_ctx(env) as ctx, pytest.raises(ValidationError):
         events.event_handler_update(ctx, handler_id=h.id, url=hook.url + "/other")
@@ -267,7 +269,7 @@ def test_delivery_connects_to_the_checked_address(env, hook, strict, monkeypatch
         looked_up.append(host)
         return "127.0.0.1"  # what a (test) DNS says is public
 
-    monkeypatch.setattr(addresses, "resolve_public", fake_resolve)
+    monkeypatch.setattr(netpolicy, "resolve", fake_resolve)
     with service_ctx(env) as ctx:
         events.event_handler_create(
             ctx, name="x", event_types=["account.created"], action="webhook", url=url

@@ -66,6 +66,16 @@ class Forbidden(PbaError):
     http_status = 403
 
 
+class OperatorSetting(Forbidden):
+    """Only the provider's administrators (the operator) may set this: a plugin
+    setting naming a program, file, host, port or URL, or a plugin that runs
+    programs or writes files."""
+
+    code = "Client.OperatorSetting"
+    number = 4031
+    http_status = 403
+
+
 class NotFound(PbaError):
     code = "Client.NotFound"
     number = 4040
@@ -124,6 +134,7 @@ ALL_ERRORS: tuple[type[PbaError], ...] = (
     AuthFailed,
     TooManyAttempts,
     Forbidden,
+    OperatorSetting,
     NotFound,
     Conflict,
     InvalidState,

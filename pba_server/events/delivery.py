@@ -39,10 +39,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
+from pba_server.core import netpolicy
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.secrets import SecretBox
-from pba_server.events import addresses, notifications
+from pba_server.events import notifications
 from pba_server.events.models import Delivery, DeliveryAttempt, Event, EventHandler
 from pba_server.events.outbox import assign_sequence
 from pba_server.events.templates import Rendered, TemplateError, render
@@ -372,9 +373,6 @@ class Deliverer:
     def _webhook(self, job: Job, body: bytes) -> Outcome:
         assert job.url is not None
         parts = urlsplit(job.url)
-        conn_cls = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
         timestamp = str(int(self.clock.now().timestamp()))
         headers = {
             "Content-Type": "application/json",
@@ -388,19 +386,18 @@ class Deliverer:
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        conn: http.client.HTTPConnection
-        if addresses.private_allowed():
-            conn = conn_cls(parts.hostname or "", parts.port, timeout=job.timeout)
-        else:  # connect to the address that was checked, not to a second lookup's
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            try:
-                ip = addresses.resolve_public(parts.hostname or "", port)
-            except addresses.RefusedAddress as exc:
-                return Outcome(False, None, str(exc), final=True)
-            except (OSError, UnicodeError) as exc:
-                return Outcome(False, None, f"cannot resolve {parts.hostname}: {exc}")
-            pinned = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-            conn = pinned(parts.hostname or "", port, ip=ip, timeout=job.timeout)
+        # connect to the address that was checked, not to a second lookup's
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            ip = netpolicy.resolve(parts.hostname or "", port)
+        except netpolicy.RefusedAddress as exc:
+            return Outcome(False, None, str(exc), final=True)
+        except (OSError, UnicodeError) as exc:
+            return Outcome(False, None, f"cannot resolve {parts.hostname}: {exc}")
+        pinned = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+        conn: http.client.HTTPConnection = pinned(
+            parts.hostname or "", port, ip=ip, timeout=job.timeout
+        )
         try:
             conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()

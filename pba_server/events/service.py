@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, func, or_, select, text
 
-from pba_server.core import audit
+from pba_server.core import audit, netpolicy
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import account_path, visible_path
-from pba_server.events import addresses, notifications, runtime, templates
+from pba_server.events import notifications, runtime, templates
 from pba_server.events.catalog import EVENT_TYPES
 from pba_server.events.models import (
     Delivery,
@@ -169,13 +169,12 @@ def _url(url: str | None) -> str:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise ValidationError("url", "has an invalid port") from None
-    if not addresses.private_allowed():
-        try:
-            addresses.resolve_public(parts.hostname, port)
-        except addresses.RefusedAddress as exc:
-            raise ValidationError("url", str(exc)) from None
-        except (OSError, UnicodeError):
-            pass  # does not resolve now: checked again at every delivery
+    try:
+        netpolicy.resolve(parts.hostname, port)
+    except netpolicy.RefusedAddress as exc:
+        raise ValidationError("url", str(exc)) from None
+    except (OSError, UnicodeError):
+        pass  # does not resolve now: checked again at every delivery
     return url.strip()
 
 

@@ -35,12 +35,14 @@ from pba_server.core.errors import (
     Conflict,
     InvalidState,
     NotFound,
+    OperatorSetting,
     PaymentDeclined,
     Unavailable,
     ValidationError,
 )
 from pba_server.core.money import money
 from pba_server.core.operations import operation
+from pba_server.core.operator import is_operator
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
 from pba_server.payments.models import (
@@ -114,9 +116,12 @@ def _plugin_item(p: loader.LoadedPlugin) -> PluginInfoItem:
         description=info.description if info else "",
         capabilities=sorted(info.capabilities) if info else [],
         settings=[
-            PluginSettingInfo(f.name, f.type, f.required, f.secret, f.default, f.description)
+            PluginSettingInfo(
+                f.name, f.type, f.required, f.secret, f.default, f.description, f.kind
+            )
             for f in (info.settings if info else ())
         ],
+        operator_only=not info.tenant_configurable() if info else False,
     )
 
 
@@ -180,18 +185,38 @@ def plugin_configure(
     """Create or reconfigure the caller's account's plugin instance ``name``.
     Secret settings are encrypted at rest and never returned; on a
     reconfiguration a secret left out keeps its stored value. ``settings``
-    may be omitted (a plugin without required settings)."""
+    may be omitted (a plugin without required settings).
+
+    Operator settings: only the provider's administrators configure a plugin
+    that runs programs or writes files (``script``, ``log_channel``), or set
+    a setting of kind url, host, port, path or program (``api_base``,
+    ``url``, ``host``...); anyone else gets ``Client.OperatorSetting`` and
+    their instances use those settings' defaults. Tenants use the instances
+    the provider offers (its processing modules with ``use_for_new_orders``,
+    its gateways in routing rules, its notification channels)."""
     p = _loaded(plugin)
     assert p.cls is not None
+    info = p.cls.info
+    operator = is_operator(ctx)
+    if not operator and not info.tenant_configurable():
+        raise OperatorSetting(
+            f"plugin {plugin} runs programs or uses the server's files: only the "
+            "provider's administrators configure it"
+        )
     if not NAME_RE.match(name):
         raise ValidationError("name", "must be 1 to 64 letters, digits, spaces, _ . -")
-    fields = {f.name: f for f in p.cls.info.settings}
+    fields = {f.name: f for f in info.settings}
     given: dict[str, str] = {}
     for s in settings or []:
         if s.name not in fields:
             raise ValidationError("settings", f"plugin {plugin} has no setting {s.name!r}")
         if s.name in given:
             raise ValidationError("settings", f"{s.name!r} given twice")
+        if fields[s.name].operator_only and not operator:
+            raise OperatorSetting(
+                f"setting {s.name!r} of plugin {plugin} is a {fields[s.name].kind}: "
+                "only the provider's administrators set it"
+            )
         given[s.name] = s.value
     inst = ctx.session.scalar(
         select(PluginInstance)
@@ -207,6 +232,11 @@ def plugin_configure(
     secret = {**old_secret, **{k: v for k, v in given.items() if fields[k].secret}}
     for f in fields.values():
         if f.required and f.default is None and f.name not in plain and f.name not in secret:
+            if f.operator_only and not operator:
+                raise OperatorSetting(
+                    f"plugin {plugin} needs its {f.kind} setting {f.name!r}, which only the "
+                    "provider's administrators set: use an instance the provider offers"
+                )
             raise ValidationError("settings", f"{f.name!r} is required")
     try:  # the plugin checks its own settings; its message must not echo secrets
         loader.instantiate(

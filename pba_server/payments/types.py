@@ -21,6 +21,9 @@ class PluginSettingInfo:
     secret: bool
     default: str | None
     description: str
+    # plain | secret | url | host | port | path | program; the last five are
+    # operator settings (only the provider's administrators set them)
+    kind: str = "plain"
 
 
 @dataclass
@@ -34,6 +37,7 @@ class PluginInfoItem:
     description: str
     capabilities: list[str]
     settings: list[PluginSettingInfo]
+    operator_only: bool = False  # only the provider's administrators configure it
 
 
 @dataclass

@@ -17,9 +17,12 @@ import abc
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pba_server.core.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from pba_server.sdk.net import Net
 
 SDK_VERSION = "1.0"
 
@@ -31,13 +34,26 @@ PluginKind = Literal[
     "fraud_screener",  # pba_server.sdk.fraud.FraudScreener
     "notification_channel",  # pba_server.sdk.notify.NotificationChannel
 ]
+# What a setting names. ``plain`` and ``secret`` are the tenant's (an API key,
+# a login, a timeout); the others name something on the server or its network
+# and are the operator's: only the provider's administrators set them.
+SettingKind = Literal["plain", "secret", "url", "host", "port", "path", "program"]
+OPERATOR_KINDS: frozenset[str] = frozenset({"url", "host", "port", "path", "program"})
 Capability = Literal["charge", "refund", "partial_refund", "recurring_tokens", "3ds", "lookup"]
 
 
 @dataclass(frozen=True)
 class SettingField:
-    """One setting of a plugin instance. ``secret`` ones are encrypted at rest,
-    never returned by the API and never logged."""
+    """One setting of a plugin instance.
+
+    ``kind`` says what it names (see :data:`SettingKind`). ``secret`` ones
+    (``kind="secret"``, or ``secret=True``: the same) are encrypted at rest,
+    never returned by the API and never logged. ``url``, ``host``, ``port``,
+    ``path`` and ``program`` settings are operator settings: PluginConfigure
+    refuses them from anyone but the provider's administrators, so a
+    reseller's or customer's instance has the default (give one) or cannot be
+    made. Declare every setting that names a program, a file, a host, a port
+    or a URL with its kind."""
 
     name: str
     type: SettingType = "str"
@@ -45,6 +61,20 @@ class SettingField:
     secret: bool = False
     default: str | None = None
     description: str = ""
+    kind: SettingKind = "plain"
+
+    def __post_init__(self) -> None:
+        if self.secret and self.kind == "plain":
+            object.__setattr__(self, "kind", "secret")
+        elif self.kind == "secret":
+            object.__setattr__(self, "secret", True)
+        elif self.secret:
+            raise ValueError(f"setting {self.name!r}: a {self.kind} setting cannot be secret")
+
+    @property
+    def operator_only(self) -> bool:
+        """True if only the provider's administrators may set it."""
+        return self.kind in OPERATOR_KINDS
 
 
 @dataclass(frozen=True)
@@ -56,6 +86,16 @@ class PluginInfo:
     description: str = ""
     settings: tuple[SettingField, ...] = ()
     capabilities: frozenset[str] = field(default_factory=frozenset)
+    # True for a plugin that runs programs or touches the server's file system
+    # (script, log_channel): only the provider's administrators configure its
+    # instances; tenants use the ones the provider offers. (A plugin whose
+    # ``path`` setting is optional and off by default, like sandbox_card's
+    # state_file, may leave it False: the setting itself is the operator's.)
+    operator_only: bool = False
+
+    def tenant_configurable(self) -> bool:
+        """False if only the provider's administrators may configure it."""
+        return not self.operator_only
 
 
 # ---------------------------------------------------------------- the base of every kind
@@ -68,10 +108,15 @@ class Plugin(abc.ABC):
     builds (see :func:`pba_server.sdk.loader.instantiate`), so a plugin asks
     :meth:`now` / :meth:`today` and never the wall clock. Tests that move the
     server's time move the plugin's with it. An object built by hand (a
-    plugin's own unit test) has the system clock until one is set."""
+    plugin's own unit test) has the system clock until one is set.
+
+    ``net`` (:class:`pba_server.sdk.net.Net`) is how a plugin connects to
+    anything: sockets and HTTP sessions under the server's outgoing-address
+    policy. A plugin never opens a socket or an HTTP client itself."""
 
     info: ClassVar[PluginInfo]
     clock: Clock = SystemClock()
+    net: Net  # set below (the net module imports this one); see sdk.net
 
     def __init__(self, settings: dict[str, str]) -> None:
         """Required. ``settings`` holds every declared setting by name (secrets
@@ -206,6 +251,11 @@ class PaymentGateway(Plugin):
         return None
 
 
+from pba_server.sdk.net import ConnectionFailed, Net  # noqa: E402 - needs PluginError
+
+Plugin.net = Net()
+
+
 def version_compatible(target: str) -> bool:
     """True if a plugin targeting SDK ``target`` runs on this SDK."""
     try:
@@ -217,14 +267,17 @@ def version_compatible(target: str) -> bool:
 
 
 __all__ = [
+    "OPERATOR_KINDS",
     "SDK_VERSION",
     "AuthenticationRequired",
     "CardDeclined",
     "ChargeResult",
     "ConfigurationError",
+    "ConnectionFailed",
     "GatewayError",
     "GatewayTimeout",
     "LookupResult",
+    "Net",
     "NotSupported",
     "PaymentGateway",
     "Plugin",
@@ -233,5 +286,6 @@ __all__ = [
     "RefundRejected",
     "RefundResult",
     "SettingField",
+    "SettingKind",
     "version_compatible",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 from pba_server.core import resources
 from pba_server.core.clock import Clock
 from pba_server.sdk import SDK_VERSION, PaymentGateway, PluginInfo, version_compatible
+from pba_server.sdk.net import Net
 
 log = logging.getLogger("pba.plugins")
 
@@ -185,9 +186,11 @@ def plugins() -> dict[str, LoadedPlugin]:
 
 
 def instantiate(cls: Any, settings: dict[str, str], *, clock: Clock) -> Any:
-    """Build a plugin object and hand it the server's clock; the clock is
-    there from ``__init__`` on. The only way the server builds plugins."""
+    """Build a plugin object and hand it the server's clock and its net helper
+    (connections under the outgoing-address policy); both are there from
+    ``__init__`` on. The only way the server builds plugins."""
     obj = cls.__new__(cls)
     obj.clock = clock
+    obj.net = Net()
     obj.__init__(settings)
     return obj
