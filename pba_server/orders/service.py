@@ -694,7 +694,12 @@ def order_list(
         q = q.where(Order.type == order_type)
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = ctx.session.scalars(q.order_by(Order.id.desc()).offset(offset).limit(limit)).all()
-    return OrderPage(items=[order_info(ctx, o, full=False) for o in rows], total=int(total))
+    return OrderPage(
+        items=[order_info(ctx, o, full=False) for o in rows],
+        total=int(total),
+        offset=offset,
+        limit=limit,
+    )
 
 
 def _require_seller_side(ctx: CallContext, o: Order) -> None:

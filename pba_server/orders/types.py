@@ -122,6 +122,8 @@ class OrderInfo:
 class OrderPage:
     items: list[OrderInfo]
     total: int
+    offset: int
+    limit: int
 
 
 @dataclass

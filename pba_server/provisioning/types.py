@@ -56,6 +56,14 @@ class ServiceInfo:
 
 
 @dataclass
+class ServicePage:
+    items: list[ServiceInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class OperationLogInfo:
     attempt: int
     at: datetime
@@ -87,6 +95,14 @@ class OperationInfo:
 
 
 @dataclass
+class OperationPage:
+    items: list[OperationInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class TaskInfo:
     """A manual task. The operation fields are set for ``kind`` operation
     only; ``instance_id`` is the plugin instance concerned (the registrar of
@@ -111,6 +127,14 @@ class TaskInfo:
     subscription_id: int | None = None
     account_id: int | None = None  # the service's account
     instance_id: int | None = None
+
+
+@dataclass
+class TaskPage:
+    items: list[TaskInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass
