@@ -6,7 +6,7 @@ arriving and a cursor never skips or repeats one."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -26,13 +26,13 @@ def check_page(offset: int, limit: int) -> None:
         raise ValidationError("limit", f"must be between 1 and {MAX_PAGE}")
 
 
-def count(session: Session, q: Select[Unpack[tuple[Any, ...]]]) -> int:
+def count(session: Session, q: Select[*tuple[Any, ...]]) -> int:
     """How many rows ``q`` selects, ignoring any order, offset or limit."""
     return int(session.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0)
 
 
 def rows(
-    session: Session, q: Select[Unpack[tuple[Any, ...]]], offset: int, limit: int
+    session: Session, q: Select[*tuple[Any, ...]], offset: int, limit: int
 ) -> tuple[list[Any], int]:
     """One page of ``q``'s rows (``q`` carries its order) and the total."""
     check_page(offset, limit)
@@ -41,7 +41,7 @@ def rows(
 
 
 def scalars(
-    session: Session, q: Select[Unpack[tuple[Any, ...]]], offset: int, limit: int
+    session: Session, q: Select[*tuple[Any, ...]], offset: int, limit: int
 ) -> tuple[list[Any], int]:
     """As :func:`rows`, for a query of one entity or column."""
     check_page(offset, limit)
