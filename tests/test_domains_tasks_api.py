@@ -90,7 +90,7 @@ def test_low_balance_task_for_the_department(call: Caller, env: Any, api: Any) -
         department_id=dep["id"],
     )
     assert m["department_id"] == dep["id"]
-    (listed,) = call("RegistrarMonitorList")
+    (listed,) = page_items(call("RegistrarMonitorList"))
     assert listed["department_id"] == dep["id"]
     _balance_job(env, 1)
     _balance_job(env, 2)  # still low: no second task

@@ -93,7 +93,7 @@ def test_departments_and_module_instances(
     assert _items(dep["member_user_ids"]) == [ids["tech"]]
     code, _ = call.fault("DepartmentRemoveMember", department_id=dep["id"], user_id=ids["support"])
     assert code == "Client.NotFound"
-    (listed,) = call("DepartmentList")
+    (listed,) = page_items(call("DepartmentList"))
     assert listed["id"] == dep["id"]
 
     inst = call(
@@ -132,15 +132,15 @@ def test_departments_and_module_instances(
         settings=[{"name": "password", "value": "x"}],
     )
     assert code == "Client.Validation"  # url is required
-    (listed,) = call("ProcessingModuleList")
+    (listed,) = page_items(call("ProcessingModuleList"))
     assert listed["instance_id"] == inst["instance_id"] and listed["plugin"] == "fake_prov"
     off = call("ProcessingModuleDisable", instance_id=inst["instance_id"])
     assert off["status"] == "disabled"
 
     # a reseller sees none of it; a customer may not ask
     reseller = Caller(api, call.protocol, "resell", PW)
-    assert _items(reseller("ProcessingModuleList")) == []
-    assert _items(reseller("DepartmentList")) == []
+    assert page_items(reseller("ProcessingModuleList")) == []
+    assert page_items(reseller("DepartmentList")) == []
     code, _ = reseller.fault("ProcessingModuleDisable", instance_id=inst["instance_id"])
     assert code == "Client.NotFound"
     code, _ = reseller.fault("DepartmentAddMember", department_id=dep["id"], user_id=ids["tech"])

@@ -362,7 +362,7 @@ def test_max_services_and_use_for_new_orders_choose_the_instance(
     run(env)
     assert [_service(env, s).status for s in subs] == ["active", "active", "pending"]
     with service_ctx(env) as ctx:
-        listed = {m.instance_id: m for m in ops.processing_module_list(ctx)}
+        listed = {m.instance_id: m for m in ops.processing_module_list(ctx).items}
     assert listed[second].services == 1 and listed[second].max_services == 1
     assert listed[closed].use_for_new_orders is False
 

@@ -731,7 +731,7 @@ def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
         uow.commit()
     assert summary.startswith("1 registrar balance(s) checked, 1 low"), summary
     with service_ctx(env) as ctx:
-        monitor = domains.registrar_monitor_list(ctx)[0]
+        monitor = domains.registrar_monitor_list(ctx).items[0]
     assert monitor.last_balance == balance.amount and monitor.alerted_on is not None
 
 

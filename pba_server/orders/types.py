@@ -150,6 +150,14 @@ class WorkflowInfo:
 
 
 @dataclass
+class WorkflowPage:
+    items: list[WorkflowInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class SignupCustomer:
     """The new customer account (its seller is the caller's account, or
     ``parent_id`` in the caller's subtree)."""

@@ -36,12 +36,14 @@ from pba_server.provisioning.models import (
 )
 from pba_server.provisioning.types import (
     DepartmentInfo,
+    DepartmentPage,
     OperationAction,
     OperationInfo,
     OperationLogInfo,
     OperationPage,
     OperationStatus,
     ProcessingModuleInfo,
+    ProcessingModulePage,
     ServiceInfo,
     ServicePage,
     ServiceStatus,
@@ -174,19 +176,24 @@ def processing_module_configure(
 
 @operation("ProcessingModuleList", roles=ADMIN | STAFF_READ)
 def processing_module_list(
-    ctx: CallContext, *, account_id: int | None = None
-) -> list[ProcessingModuleInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> ProcessingModulePage:
     """Processing-module instances of an account's subtree (default: the caller's)."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
-    rows = ctx.session.execute(
+    q = (
         select(PluginInstance, ProcessingInstance)
         .join(ProcessingInstance, ProcessingInstance.instance_id == PluginInstance.id)
         .join(Account, Account.id == PluginInstance.account_id)
         .where(Account.path.startswith(path, autoescape=True))
         .order_by(PluginInstance.id)
-    ).all()
-    return [_module_info(ctx, i, e) for i, e in rows]
+    )
+    rows, total = paging.rows(ctx.session, q, offset, limit)
+    return ProcessingModulePage([_module_info(ctx, i, e) for i, e in rows], total, offset, limit)
 
 
 @operation("ProcessingModuleDisable", roles=ADMIN, mutating=True)
@@ -712,17 +719,24 @@ def department_create(
 
 
 @operation("DepartmentList", roles=ADMIN | STAFF_READ)
-def department_list(ctx: CallContext, *, account_id: int | None = None) -> list[DepartmentInfo]:
+def department_list(
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> DepartmentPage:
     """Departments of an account's subtree (default: the caller's)."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
-    rows = ctx.session.scalars(
+    q = (
         select(Department)
         .join(Account, Account.id == Department.account_id)
         .where(Account.path.startswith(path, autoescape=True))
         .order_by(Department.id)
-    ).all()
-    return [_department_info(ctx, d) for d in rows]
+    )
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return DepartmentPage([_department_info(ctx, d) for d in rows], total, offset, limit)
 
 
 def _member_user(ctx: CallContext, d: Department, user_id: int) -> User:

@@ -40,6 +40,14 @@ class ProcessingModuleInfo:
 
 
 @dataclass
+class ProcessingModulePage:
+    items: list[ProcessingModuleInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class ServiceInfo:
     id: int
     account_id: int
@@ -144,3 +152,11 @@ class DepartmentInfo:
     name: str
     member_user_ids: list[int]
     created_at: datetime
+
+
+@dataclass
+class DepartmentPage:
+    items: list[DepartmentInfo]
+    total: int
+    offset: int
+    limit: int
