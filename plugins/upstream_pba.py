@@ -201,8 +201,12 @@ class UpstreamPba(ProcessingModule):
         }
         if order_id is not None:
             data["upstream_order_id"] = str(order_id)
-        services = self.upstream.call("ServiceList", subscription_id=int(sub["id"])) or []
-        for svc in services:
+        # a page ({items, total, offset, limit}: one subscription's services
+        # fit the default limit); an upstream of an older release answers a
+        # bare array
+        answer = self.upstream.call("ServiceList", subscription_id=int(sub["id"]))
+        services = answer.get("items") if isinstance(answer, dict) else answer
+        for svc in services or []:
             for value in svc.get("data") or []:
                 data.setdefault(str(value["name"]), str(value["value"]))
         return data

@@ -170,11 +170,26 @@ class UpstreamPbaRegistrar(DomainRegistrar):
             _raise(exc)
 
     def _tld(self, name: str) -> dict[str, Any]:
-        tlds = [t for t in self._call("TldList") or [] if t["status"] == "active"]
+        tlds = [t for t in self._all("TldList") if t["status"] == "active"]
         under = [t for t in tlds if name.endswith("." + str(t["name"]))]
         if not under:
             raise RegistrarError(f"the upstream sells no TLD of {name}")
         return max(under, key=lambda t: len(str(t["name"])))
+
+    def _all(self, operation: str) -> list[dict[str, Any]]:
+        """Every item of a ``*List``, page after page. An upstream of an older
+        release answers a bare array (and takes no offset or limit)."""
+        answer = self._call(operation)
+        if not isinstance(answer, dict):
+            return list(answer or [])
+        items = list(answer.get("items") or [])
+        while len(items) < int(answer.get("total") or 0):
+            answer = self._call(operation, offset=len(items), limit=1000) or {}
+            more = list(answer.get("items") or [])
+            if not more:
+                break
+            items.extend(more)
+        return items
 
     def _domain(self, name: str) -> dict[str, Any] | None:
         """The upstream's live domain row for ``name``, None if none."""

@@ -71,3 +71,11 @@ class Api:
                 c("close")()
             else:
                 c.close()
+
+
+def page_items(page: Any) -> list[Any]:
+    """The items of a ``*List`` page (an XML-RPC struct, a zeep object or a
+    plain dict), checking it has the page shape on the way."""
+    for key in ("total", "offset", "limit"):
+        assert page[key] is not None, f"not a page: {page!r}"
+    return list(page["items"] or [])

@@ -12,6 +12,7 @@ import pytest
 
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import Caller, D
+from tests.support import page_items
 
 PROTOCOLS = ["soap", "xmlrpc"]
 YEAR = datetime.now(UTC).year
@@ -39,7 +40,7 @@ def test_invoice_lifecycle_payments_and_statement(call):
     today = datetime.now(UTC).date().isoformat()
     rule = call("TaxRuleSet", buyer_country="de", name="VAT", rate=Decimal("19"))
     assert rule["buyer_country"] == "DE" and D(rule["rate"]) == 19
-    assert [r["name"] for r in call("TaxRuleList")] == ["VAT"]
+    assert [r["name"] for r in page_items(call("TaxRuleList"))] == ["VAT"]
     acc = _customer(call)
     assert call("PaymentTermsSet", account_id=acc, net_days=30)["net_days"] == 30
     fmt = call("DocumentNumberFormatSet", kind="credit_note", format="CR{seq:05d}")
@@ -153,7 +154,7 @@ def test_invoice_lifecycle_payments_and_statement(call):
     void = call("InvoiceCreate", account_id=acc, lines=[{"description": "x", "unit_price": 1}])
     assert call("InvoiceVoid", invoice_id=void["id"], reason="mistake")["status"] == "void"
     assert call("TaxRuleRemove", tax_rule_id=rule["id"]) is True
-    assert call("TaxRuleList") in ([], None)
+    assert page_items(call("TaxRuleList")) == []
 
 
 def test_faults(call):

@@ -150,10 +150,10 @@ def test_reverse_charge_by_tax_id_and_regional_rule(env):
         ).id
     assert invoice(env, ny).tax_total == D("8.88")
     with service_ctx(env) as ctx:
-        assert [r.name for r in billing.tax_rule_list(ctx)] == ["VAT", "US", "NY"]
-        rule = billing.tax_rule_list(ctx)[0]
+        assert [r.name for r in billing.tax_rule_list(ctx).items] == ["VAT", "US", "NY"]
+        rule = billing.tax_rule_list(ctx).items[0]
         assert billing.tax_rule_remove(ctx, tax_rule_id=rule.id)
-        assert [r.name for r in billing.tax_rule_list(ctx)] == ["US", "NY"]
+        assert [r.name for r in billing.tax_rule_list(ctx).items] == ["US", "NY"]
     assert invoice(env, b2c).tax_total == 0
 
 

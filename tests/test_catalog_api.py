@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.catalog_support import Caller, D
+from tests.support import page_items
 
 PROTOCOLS = ["soap", "xmlrpc"]
 
@@ -216,13 +217,14 @@ def test_story_reseller_price_makes_quotes_differ(call: Caller, api: Any) -> Non
         recurring_fee="1",
     )
     assert code == "Client.Forbidden"
-    assert [p["plan_id"] for p in as_reseller("ResellerPriceList", reseller_id=reseller["id"])] == [
-        plan["id"]
-    ]
+    assert [
+        p["plan_id"]
+        for p in page_items(as_reseller("ResellerPriceList", reseller_id=reseller["id"]))
+    ] == [plan["id"]]
 
 
 def test_currencies(call: Caller) -> None:
-    currencies = {c["code"]: c["minor_units"] for c in call("CurrencyList")}
+    currencies = {c["code"]: c["minor_units"] for c in page_items(call("CurrencyList"))}
     assert currencies["USD"] == 2 and currencies["JPY"] == 0 and currencies["BHD"] == 3
 
 
@@ -325,7 +327,9 @@ def test_plan_lifecycle_and_versions(call: Caller) -> None:
     # subscribers of version 1 move to the current version at their next renewal
     m = call("PlanMigrateSubscribers", plan_id=p["id"], from_version=1)
     assert (m["from_version"], m["to_version"]) == (1, 3)
-    assert [x["from_version"] for x in call("PlanMigrationList", plan_id=p["id"])] == [1]
+    assert [x["from_version"] for x in page_items(call("PlanMigrationList", plan_id=p["id"]))] == [
+        1
+    ]
     code, msg = call.fault("PlanMigrateSubscribers", plan_id=p["id"], from_version=4)
     assert code == "Client.Validation" and msg.startswith("from_version:")
 
@@ -523,7 +527,7 @@ def test_wholesale_prices_for_an_advanced_reseller(call: Caller, api: Any) -> No
         recurring_fee="7.00",
     )
     assert again["id"] == per_plan["id"] and D(again["recurring_fee"]) == 7
-    listed = as_adv("WholesalePriceList", reseller_id=adv["id"])
+    listed = page_items(as_adv("WholesalePriceList", reseller_id=adv["id"]))
     assert [(w["plan_id"], w["resource_id"]) for w in listed] == [
         (own["id"], None),
         (None, disk["id"]),
@@ -634,7 +638,7 @@ def test_tax_inclusive_on_plans_versions_reseller_prices_and_quotes(call: Caller
         **price,
     )
     assert yearly["tax_inclusive"] is True
-    listed = call("ResellerPriceList", reseller_id=r["id"], plan_id=p["id"])
+    listed = page_items(call("ResellerPriceList", reseller_id=r["id"], plan_id=p["id"]))
     assert [x["tax_inclusive"] for x in listed] == [True, True]
     again = call(
         "ResellerPriceSet", period_count=1, period_unit="month", recurring_fee="9.50", **price

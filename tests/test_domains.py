@@ -372,7 +372,7 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
         uow.commit()
     assert len(_events(env, "registrar.balance_low")) == 2
     with service_ctx(env) as ctx:
-        (mon,) = domains.registrar_monitor_list(ctx)
+        (mon,) = domains.registrar_monitor_list(ctx).items
     assert mon.last_balance == Decimal("1000.00") and mon.alerted_on == date(2030, 1, 2)
 
 

@@ -406,7 +406,7 @@ def _balance_job(env: Any, day: int) -> str:
 
 def _balance_tasks(env: Any) -> list[Any]:
     with service_ctx(env) as ctx:
-        return prov_ops.task_list(ctx, kind="registrar_balance")
+        return prov_ops.task_list(ctx, kind="registrar_balance").items
 
 
 def test_low_balance_opens_one_task_for_the_department(env: Any, setup: dict[str, Any]) -> None:
@@ -456,9 +456,9 @@ def test_low_balance_opens_one_task_for_the_department(env: Any, setup: dict[str
     assert len(_events(env, "task.opened")) == 1
     # all task operations see it alongside operation tasks
     with service_ctx(env) as ctx:
-        assert [x.id for x in prov_ops.task_list(ctx, department_id=dep.id)] == [t.id]
-        assert [x.id for x in prov_ops.task_list(ctx, assignee_id=tech)] == [t.id]
-        assert prov_ops.task_list(ctx, kind="operation") == []
+        assert [x.id for x in prov_ops.task_list(ctx, department_id=dep.id).items] == [t.id]
+        assert [x.id for x in prov_ops.task_list(ctx, assignee_id=tech).items] == [t.id]
+        assert prov_ops.task_list(ctx, kind="operation").items == []
         done = prov_ops.task_complete(ctx, task_id=t.id, data=[ServiceValue("topped_up", "500")])
     assert (done.status, done.assignee_id) == ("completed", tech)
     assert [(v.name, v.value) for v in done.result] == [("topped_up", "500")]

@@ -23,6 +23,7 @@ from pba_server.provisioning import api as prov
 from pba_server.sdk import loader
 from tests import domains_support as ds
 from tests.catalog_support import Caller, service_ctx
+from tests.support import page_items
 
 PW = "a-long-password-1"
 PRICES = [{"years": 1, "register": Decimal("12.00"), "renew": Decimal("10.00")}]
@@ -89,11 +90,11 @@ def test_low_balance_task_for_the_department(call: Caller, env: Any, api: Any) -
         department_id=dep["id"],
     )
     assert m["department_id"] == dep["id"]
-    (listed,) = call("RegistrarMonitorList")
+    (listed,) = page_items(call("RegistrarMonitorList"))
     assert listed["department_id"] == dep["id"]
     _balance_job(env, 1)
     _balance_job(env, 2)  # still low: no second task
-    (t,) = _items(call("TaskList", kind="registrar_balance"))
+    (t,) = page_items(call("TaskList", kind="registrar_balance"))
     assert (t["kind"], t["status"], t["department_id"], t["instance_id"]) == (
         "registrar_balance",
         "open",
@@ -105,8 +106,8 @@ def test_low_balance_task_for_the_department(call: Caller, env: Any, api: Any) -
     assert "top up" in t["subject"] and "below the minimum" in t["reason"]
     types = _event_types(env)
     assert types.count("registrar.balance_low") == 2 and types.count("task.opened") == 1
-    assert [x["id"] for x in _items(call("TaskList", department_id=dep["id"]))] == [t["id"]]
-    assert _items(call("TaskList", kind="operation")) == []
+    assert [x["id"] for x in page_items(call("TaskList", department_id=dep["id"]))] == [t["id"]]
+    assert page_items(call("TaskList", kind="operation")) == []
 
     techie = Caller(api, call.protocol, "tech", PW)
     assigned = techie("TaskAssign", task_id=t["id"])
@@ -116,7 +117,7 @@ def test_low_balance_task_for_the_department(call: Caller, env: Any, api: Any) -
     code, _ = techie.fault("TaskReject", task_id=t["id"], reason="too late")
     assert code == "Client.InvalidState"
     _balance_job(env, 3)  # the last one is closed: a new one
-    tasks = _items(call("TaskList", kind="registrar_balance", status="open"))
+    tasks = page_items(call("TaskList", kind="registrar_balance", status="open"))
     assert len(tasks) == 1 and tasks[0]["id"] != t["id"]
     rejected = call("TaskReject", task_id=tasks[0]["id"], reason="paid by wire")
     assert (rejected["status"], rejected["reject_reason"]) == ("rejected", "paid by wire")
@@ -183,7 +184,7 @@ def test_a_domain_deleted_by_a_person(call: Caller, env: Any) -> None:
         prov.request_action(ctx, sub, "delete", reason="cancelled")
         uow.commit()
     prov.run_pending(env.app.engine, env.clock)
-    (t,) = _items(call("TaskList", status="open"))
+    (t,) = page_items(call("TaskList", status="open"))
     assert (t["kind"], t["action"], t["subscription_id"], t["account_id"]) == (
         "operation",
         "delete",
@@ -195,7 +196,7 @@ def test_a_domain_deleted_by_a_person(call: Caller, env: Any) -> None:
     assert done["status"] == "completed"
     d = call("DomainGet", domain_id=d["id"])
     assert d["status"] == "deleted"
-    (svc,) = _items(call("ServiceList", subscription_id=sub))
+    (svc,) = page_items(call("ServiceList", subscription_id=sub))
     assert svc["status"] == "deleted"
     state = loader.plugins()["sandbox_registrar"].cls.state(registry)
     assert "bye.test" in state.domains  # the registry is the person's job

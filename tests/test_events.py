@@ -141,7 +141,7 @@ def test_catalog_documents_every_event_the_issue_names() -> None:
 
 def test_event_type_list(env: Any) -> None:
     with service_ctx(env) as ctx:
-        types = events.event_type_list(ctx)
+        types = events.event_type_list(ctx).items
     user = next(t for t in types if t.name == "user.created")
     assert {f.name for f in user.payload} >= {"user_id", "login", "account_id", "roles"}
     assert [t.name for t in types] == sorted(EVENT_TYPES)
@@ -235,8 +235,8 @@ def test_handler_crud_and_scope(env: Any, hook: WebhookReceiver) -> None:
     other = _reseller(env, "Other")
     hid, secret = _webhook(env, hook.url, "resell")
     with service_ctx(env, "resell") as ctx:
-        assert [h.id for h in events.event_handler_list(ctx)] == [hid]
-        assert events.event_handler_list(ctx)[0].secret is None  # shown once
+        assert [h.id for h in events.event_handler_list(ctx).items] == [hid]
+        assert events.event_handler_list(ctx).items[0].secret is None  # shown once
         h = events.event_handler_update(ctx, handler_id=hid, event_types=["user.created"])
         assert h.event_types == ["user.created"] and h.secret is None
         rotated = events.event_handler_update(ctx, handler_id=hid, rotate_secret=True)
@@ -260,11 +260,13 @@ def test_handler_crud_and_scope(env: Any, hook: WebhookReceiver) -> None:
     with service_ctx(env, "other") as ctx, pytest.raises(NotFound):
         events.event_handler_update(ctx, handler_id=hid, name="mine now")
     with service_ctx(env) as ctx:
-        assert [h.id for h in events.event_handler_list(ctx)] == [hid]  # the provider sees below
-        assert events.event_handler_list(ctx, account_id=other) == []
+        assert [h.id for h in events.event_handler_list(ctx).items] == [
+            hid
+        ]  # the provider sees below
+        assert events.event_handler_list(ctx, account_id=other).items == []
     with service_ctx(env, "resell") as ctx:
         assert events.event_handler_delete(ctx, handler_id=hid) is True
-        assert events.event_handler_list(ctx) == []
+        assert events.event_handler_list(ctx).items == []
         with pytest.raises(NotFound):
             events.event_handler_delete(ctx, handler_id=hid)
     assert rid

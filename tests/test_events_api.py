@@ -11,6 +11,7 @@ import pytest
 from pba_server.events.delivery import sign
 from tests.catalog_support import Caller
 from tests.event_receivers import WebhookReceiver
+from tests.support import page_items
 
 
 @pytest.fixture(params=["soap", "xmlrpc"])
@@ -26,7 +27,7 @@ def hook() -> Iterator[WebhookReceiver]:
 
 
 def test_subscribe_poll_and_deliver(call: Caller, env: Any, hook: WebhookReceiver) -> None:
-    types = call("EventTypeList")
+    types = page_items(call("EventTypeList"))
     assert "invoice.overdue" in [t["name"] for t in types]
     h = call(
         "EventHandlerCreate",
@@ -61,7 +62,7 @@ def test_subscribe_poll_and_deliver(call: Caller, env: Any, hook: WebhookReceive
     assert deliveries["total"] == 2
     assert {d["status"] for d in deliveries["items"]} == {"delivered"}
     assert deliveries["items"][0]["attempt_log"][0]["response_code"] == 200
-    listed = call("EventHandlerList")
+    listed = page_items(call("EventHandlerList"))
     assert [x["id"] for x in listed] == [h["id"]] and listed[0].get("secret") is None
     upd = call("EventHandlerUpdate", handler_id=h["id"], enabled=False)
     assert upd["enabled"] is False
@@ -89,7 +90,9 @@ def test_templates_over_the_wire(call: Caller) -> None:
     assert out["text_body"] == "9.50 EUR"
     got = call("NotificationTemplateGet", event_type="invoice.overdue")
     assert got.get("account_id") is None and "overdue" in got["subject"]
-    assert [x["event_type"] for x in call("NotificationTemplateList")] == ["payment.failed"]
+    assert [x["event_type"] for x in page_items(call("NotificationTemplateList"))] == [
+        "payment.failed"
+    ]
     code, _msg = call.fault(
         "NotificationTemplateSet",
         event_type="payment.failed",

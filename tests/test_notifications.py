@@ -113,7 +113,9 @@ def test_a_resellers_template_overrides_the_providers_for_its_customers_only(env
         assert own.subject == "Alpha Hosting: invoice A-7"
         assert own.text_body == "Dear Alpha Customer, love, Alpha Hosting"
         assert own.html_body == "<p>Alpha Customer</p>"
-        assert [t.event_type for t in events.notification_template_list(ctx)] == ["invoice.issued"]
+        assert [t.event_type for t in events.notification_template_list(ctx).items] == [
+            "invoice.issued"
+        ]
         with pytest.raises(NotFound):
             events.notification_template_preview(
                 ctx, event_type="invoice.issued", account_id=ids["BetaCust"]

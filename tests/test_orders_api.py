@@ -15,6 +15,7 @@ from pba_server.core.db import UnitOfWork
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import Caller, D
 from tests.orders_support import PW, FakeProvisioner, buyer, card, gateway, plan, run, use_fake
+from tests.support import page_items
 
 PROTOCOLS = ["soap", "xmlrpc"]
 
@@ -51,7 +52,7 @@ def test_order_operations(call, env, tmp_path, fake):
     wf = call("WorkflowGet", order_type="sales")
     assert wf["is_default"] and wf["start"] == "screen"
     assert {s["action"] for s in wf["steps"]} >= {"fraud_screen", "charge", "provision"}
-    assert len(call("WorkflowList")) == 8
+    assert len(page_items(call("WorkflowList"))) == 8
     line = {"plan_id": p["plan"], "parameters": []}
     o = call("OrderPlace", account_id=acc, lines=[line], idempotency_key="o-1")
     again = call("OrderPlace", account_id=acc, lines=[line], idempotency_key="o-1")

@@ -13,7 +13,7 @@ from tests.catalog_support import service_ctx
 from tests.conftest import TEST_KEY
 from tests.orders_support import buyer, card, gateway, plan
 from tests.serverproc import child_env, running
-from tests.support import Api
+from tests.support import Api, page_items
 
 
 def _wait(client: Any, order_id: int, status: str, timeout: float = 30) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def _wait(client: Any, order_id: int, status: str, timeout: float = 30) -> dict[
 def _task(client: Any, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        tasks = client.xmlrpc().TaskList({"status": "open"})
+        tasks = page_items(client.xmlrpc().TaskList({"status": "open"}))
         if tasks:
             return dict(tasks[0])
         if time.monotonic() > deadline:

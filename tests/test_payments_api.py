@@ -26,7 +26,7 @@ from tests.billing_support import assert_books_sound, customer
 from tests.catalog_support import Caller, D, service_ctx
 from tests.conftest import TEST_KEY
 from tests.serverproc import child_env, running
-from tests.support import Api
+from tests.support import Api, page_items
 
 PROTOCOLS = ["soap", "xmlrpc"]
 SECRET = "sk_test_VERY-SECRET-4d1f9e"
@@ -93,7 +93,7 @@ def _method(call: Caller, acc: int, inst: int, token: str, **kw: Any) -> dict[st
 
 def test_plugin_list_and_instances(call, env, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    plugins = {p["name"]: p for p in call("PluginList")}
+    plugins = {p["name"]: p for p in page_items(call("PluginList"))}
     assert plugins["offline"]["status"] == "ok"
     card = plugins["sandbox_card"]
     assert card["status"] == "ok" and card["sdk_version"] == "1.0"
@@ -123,7 +123,7 @@ def test_plugin_list_and_instances(call, env, tmp_path, caplog):
         settings=[{"name": "state_file", "value": str(tmp_path / "t.json")}],
     )
     assert again["id"] == inst["id"]
-    assert [i["id"] for i in call("PluginInstanceList")] == [inst["id"]]
+    assert [i["id"] for i in page_items(call("PluginInstanceList"))] == [inst["id"]]
     off = call(
         "PluginConfigure",
         plugin="offline",
@@ -183,10 +183,10 @@ def test_payment_methods_refuse_card_numbers(call, env, tmp_path, caplog):
     second = _method(call, acc, inst["id"], "tok_stolen_card")
     assert second["is_default"] is False
     assert call("PaymentMethodSetDefault", payment_method_id=second["id"])["is_default"]
-    listed = call("PaymentMethodList", account_id=acc)
+    listed = page_items(call("PaymentMethodList", account_id=acc))
     assert [m["id"] for m in listed] == [second["id"], first["id"]]
     assert call("PaymentMethodRemove", payment_method_id=second["id"]) is True
-    assert [m["id"] for m in call("PaymentMethodList", account_id=acc)] == [first["id"]]
+    assert [m["id"] for m in page_items(call("PaymentMethodList", account_id=acc))] == [first["id"]]
     with UnitOfWork(env.app.engine) as uow:
         dump = repr(uow.session.execute(text("SELECT * FROM payment_methods")).all())
         dump += repr(uow.session.execute(text("SELECT changes FROM audit_log")).all())
@@ -431,7 +431,7 @@ def test_server_runs_with_broken_plugins_and_lists_them(env, tmp_path):
     with running(cwd=tmp_path, env=child) as srv:
         client = Api(srv.base, env)
         try:
-            listed = {p["name"]: p for p in client.xmlrpc().PluginList({})}
+            listed = {p["name"]: p for p in page_items(client.xmlrpc().PluginList({}))}
         finally:
             client.close()
         assert listed["offline"]["status"] == "ok"
@@ -535,7 +535,7 @@ def test_routing_by_brand_and_through_the_parent(call, env, tmp_path):
         (0, "amex", amex["id"]),
         (1, None, visa["id"]),
     ]
-    assert len(call("PaymentRoutingList")) == 2
+    assert len(page_items(call("PaymentRoutingList"))) == 2
     res = call("AccountCreate", type="reseller", name="Res", partner_level="advanced", country="DE")
     acc = call(
         "AccountCreate",

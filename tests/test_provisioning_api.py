@@ -18,6 +18,7 @@ from pba_server.sdk.provisioning import FinalFailure, RetryableFailure
 from tests.catalog_support import Caller, service_ctx
 from tests.event_receivers import SmtpReceiver
 from tests.prov_support import Script, fake_module, plan, provision, run, subscribe
+from tests.support import page_items
 
 __all__ = ["fake_module"]
 
@@ -92,7 +93,7 @@ def test_departments_and_module_instances(
     assert _items(dep["member_user_ids"]) == [ids["tech"]]
     code, _ = call.fault("DepartmentRemoveMember", department_id=dep["id"], user_id=ids["support"])
     assert code == "Client.NotFound"
-    (listed,) = call("DepartmentList")
+    (listed,) = page_items(call("DepartmentList"))
     assert listed["id"] == dep["id"]
 
     inst = call(
@@ -131,15 +132,15 @@ def test_departments_and_module_instances(
         settings=[{"name": "password", "value": "x"}],
     )
     assert code == "Client.Validation"  # url is required
-    (listed,) = call("ProcessingModuleList")
+    (listed,) = page_items(call("ProcessingModuleList"))
     assert listed["instance_id"] == inst["instance_id"] and listed["plugin"] == "fake_prov"
     off = call("ProcessingModuleDisable", instance_id=inst["instance_id"])
     assert off["status"] == "disabled"
 
     # a reseller sees none of it; a customer may not ask
     reseller = Caller(api, call.protocol, "resell", PW)
-    assert _items(reseller("ProcessingModuleList")) == []
-    assert _items(reseller("DepartmentList")) == []
+    assert page_items(reseller("ProcessingModuleList")) == []
+    assert page_items(reseller("DepartmentList")) == []
     code, _ = reseller.fault("ProcessingModuleDisable", instance_id=inst["instance_id"])
     assert code == "Client.NotFound"
     code, _ = reseller.fault("DepartmentAddMember", department_id=dep["id"], user_id=ids["tech"])
@@ -186,24 +187,24 @@ def test_story_6_retried_then_a_task_staff_complete_and_the_welcome_mail(
         env.clock.advance(timedelta(minutes=5))
     assert run(env) == 0
 
-    (op,) = call("OperationList", status="manual")
+    (op,) = page_items(call("OperationList", status="manual"))
     assert op["action"] == "create" and op["failures"] == 3 and op["subscription_id"] == sub
     assert op["instance_id"] == inst["instance_id"] and op["task_id"] is not None
     full = call("OperationGet", operation_id=op["id"])
     assert [e["kind"] for e in full["log"]] == ["retryable"] * 3 + ["manual"]
     assert "panel unreachable" in full["log"][0]["message"]
-    assert _items(call("OperationList", status="pending")) == []
-    assert [o["id"] for o in call("OperationList", subscription_id=sub)] == [op["id"]]
+    assert page_items(call("OperationList", status="pending")) == []
+    assert [o["id"] for o in page_items(call("OperationList", subscription_id=sub))] == [op["id"]]
 
     tech = Caller(api, call.protocol, "tech", PW)
-    (task,) = tech("TaskList", department_id=dep["id"], status="open")
+    (task,) = page_items(tech("TaskList", department_id=dep["id"], status="open"))
     assert task["operation_id"] == op["id"] and task["account_id"] == ids["customer"]
     code, _ = tech.fault("TaskAssign", task_id=task["id"], user_id=ids["support"])
     assert code == "Client.Validation"  # not in the department
     task = tech("TaskAssign", task_id=task["id"])
     assert task["status"] == "assigned" and task["assignee_id"] == ids["tech"]
-    assert [t["id"] for t in tech("TaskList", assignee_id=ids["tech"])] == [task["id"]]
-    svc = call("ServiceList", subscription_id=sub)[0]
+    assert [t["id"] for t in page_items(tech("TaskList", assignee_id=ids["tech"]))] == [task["id"]]
+    svc = page_items(call("ServiceList", subscription_id=sub))[0]
     assert svc["status"] == "provisioning"
     done = tech(
         "TaskComplete",
@@ -219,7 +220,7 @@ def test_story_6_retried_then_a_task_staff_complete_and_the_welcome_mail(
     svc = call("ServiceGet", service_id=svc["id"])
     assert svc["status"] == "active" and svc["platform_id"] == "vm-1001"
     assert _values(svc["data"]) == {"ip": "192.0.2.44", "login_url": "https://cp.example/vm-1001"}
-    assert _items(call("ServiceList", status="active"))[0]["id"] == svc["id"]
+    assert page_items(call("ServiceList", status="active"))[0]["id"] == svc["id"]
     # the customer sees its service (not the operations behind it)
     carla = Caller(api, call.protocol, "carla", PW)
     assert carla("ServiceGet", service_id=svc["id"])["status"] == "active"
@@ -252,7 +253,7 @@ def test_sync_retry_reject_and_scope(env: Any, call: Caller, api: Any, fake_modu
     first = subscribe(env, ids["customer"], version)
     provision(env, first)
     run(env)
-    (svc,) = call("ServiceList", account_id=ids["customer"])
+    (svc,) = page_items(call("ServiceList", account_id=ids["customer"]))
     assert svc["status"] == "active" and svc["platform_id"] == f"p-{svc['id']}"
 
     fake_module.then("sync", FinalFailure("no such VM"))
@@ -275,12 +276,12 @@ def test_sync_retry_reject_and_scope(env: Any, call: Caller, api: Any, fake_modu
     for _ in range(3):
         run(env)
         env.clock.advance(timedelta(minutes=5))
-    (task,) = call("TaskList", status="open")
+    (task,) = page_items(call("TaskList", status="open"))
     code, _ = call.fault("TaskReject", task_id=task["id"], reason="  ")
     assert code == "Client.Validation"
     rejected = call("TaskReject", task_id=task["id"], reason="out of capacity")
     assert rejected["status"] == "rejected" and rejected["reject_reason"] == "out of capacity"
-    (svc2,) = call("ServiceList", subscription_id=second)
+    (svc2,) = page_items(call("ServiceList", subscription_id=second))
     assert svc2["status"] == "failed"
     op = call("OperationGet", operation_id=task["operation_id"])
     assert op["status"] == "failed" and op["message"] == "rejected: out of capacity"
@@ -300,11 +301,11 @@ def test_sync_retry_reject_and_scope(env: Any, call: Caller, api: Any, fake_modu
     ]:
         code, _ = reseller.fault(op_name, **kw)
         assert code == "Client.NotFound", op_name
-    assert _items(reseller("ServiceList")) == []
-    assert _items(reseller("OperationList")) == []
-    assert _items(reseller("TaskList")) == []
+    assert page_items(reseller("ServiceList")) == []
+    assert page_items(reseller("OperationList")) == []
+    assert page_items(reseller("TaskList")) == []
     carla = Caller(api, call.protocol, "carla", PW)
-    assert {s["id"] for s in carla("ServiceList")} == {svc["id"], svc2["id"]}
+    assert {s["id"] for s in page_items(carla("ServiceList"))} == {svc["id"], svc2["id"]}
     for op_name, kw in [
         ("ServiceSync", {"service_id": svc["id"]}),
         ("TaskList", {}),

@@ -187,7 +187,7 @@ def test_retries_on_the_clock_then_a_manual_task_that_staff_complete(
     assert ev["department"] == "Ops" and ev["operation_id"] == op.id
     assert "panel still down" in ev["error"]
     with service_ctx(env, "tech") as ctx:
-        (task,) = ops.task_list(ctx, department_id=setup["department"], status="open")
+        (task,) = ops.task_list(ctx, department_id=setup["department"], status="open").items
         assert task.operation_id == op.id and task.action == "create"
         assert ops.task_assign(ctx, task_id=task.id).assignee_id == setup["tech"]
         got = ops.operation_get(ctx, operation_id=op.id)
@@ -311,7 +311,7 @@ def test_a_rejected_task_fails_the_bundle_and_cancels_what_waits(
     statuses = [o.status for o in _ops(env)]
     assert statuses == ["manual", "done"]
     with service_ctx(env) as ctx:
-        (task,) = ops.task_list(ctx, status="open")
+        (task,) = ops.task_list(ctx, status="open").items
         ops.task_reject(ctx, task_id=task.id, reason="customer data invalid")
     run(env)  # the rollback delete of the created one
     assert _service(env, a).status == "failed"
@@ -362,7 +362,7 @@ def test_max_services_and_use_for_new_orders_choose_the_instance(
     run(env)
     assert [_service(env, s).status for s in subs] == ["active", "active", "pending"]
     with service_ctx(env) as ctx:
-        listed = {m.instance_id: m for m in ops.processing_module_list(ctx)}
+        listed = {m.instance_id: m for m in ops.processing_module_list(ctx).items}
     assert listed[second].services == 1 and listed[second].max_services == 1
     assert listed[closed].use_for_new_orders is False
 
@@ -378,7 +378,7 @@ def test_actions_unsupported_become_tasks_and_prolong_is_skipped(
     (op,) = _ops(env)
     assert op.status == "manual"
     with service_ctx(env) as ctx:
-        (task,) = ops.task_list(ctx, status="open")
+        (task,) = ops.task_list(ctx, status="open").items
         ops.task_complete(ctx, task_id=task.id, data=[ServiceValue("login", "u1")])
     assert _service(env, sub).status == "active"
     with UnitOfWork(env.app.engine) as uow:
@@ -389,7 +389,7 @@ def test_actions_unsupported_become_tasks_and_prolong_is_skipped(
     assert suspend_bundle is not None
     run(env)
     with service_ctx(env) as ctx:
-        (task,) = ops.task_list(ctx, status="open")
+        (task,) = ops.task_list(ctx, status="open").items
         assert task.action == "suspend"
         ops.task_complete(ctx, task_id=task.id, data=[])
     assert _service(env, sub).status == "suspended"

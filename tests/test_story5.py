@@ -40,6 +40,7 @@ from tests.domains_support import registrar, tld
 from tests.event_receivers import SmtpReceiver
 from tests.orders_support import PW, gateway
 from tests.prov_support import instance
+from tests.support import page_items
 
 D = Decimal
 DEADLINE = 30.0  # seconds; the story says "in seconds"
@@ -211,7 +212,7 @@ def test_story_5_storefront_order_is_paid_provisioned_and_registered_in_seconds(
     assert o["status"] == "completed", o
     assert time.monotonic() - started < DEADLINE
     # the server, provisioned by the provider's script with the application
-    services = {s["module"]: s for s in plain(me.ServiceList())}
+    services = {s["module"]: s for s in page_items(plain(me.ServiceList()))}
     assert set(services) == {"script", "domains"}
     server = services["script"]
     assert server["status"] == "active" and server["platform_id"] == f"srv-{server['id']}"
@@ -256,7 +257,7 @@ def test_story_5_declined_card_provisions_nothing_and_says_why(env, api, tmp_pat
     me = api.soap("bob", PW)
     o = _wait(me, r.order.id, "completed", "rejected")
     assert o["status"] == "rejected" and "insufficient_funds" in o["reason"]
-    assert plain(me.ServiceList()) == []
+    assert page_items(plain(me.ServiceList())) == []
     assert plain(me.DomainList())["total"] == 0
     assert plain(me.SubscriptionList())["total"] == 0
     invoice = plain(me.InvoiceGet(invoice_id=o["invoice_id"]))
@@ -280,12 +281,16 @@ def test_story_5_domain_refused_rolls_back_the_server_and_refunds(env, api, tmp_
     # the server was made, then deleted again; no domain is live
     deadline = time.monotonic() + DEADLINE
     while True:
-        live = [s for s in plain(me.ServiceList()) if s["status"] not in ("deleted", "failed")]
+        live = [
+            s
+            for s in page_items(plain(me.ServiceList()))
+            if s["status"] not in ("deleted", "failed")
+        ]
         if not live or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert live == []
-    server = [s for s in plain(me.ServiceList()) if s["module"] == "script"]
+    server = [s for s in page_items(plain(me.ServiceList())) if s["module"] == "script"]
     assert [s["status"] for s in server] == ["deleted"]
     assert (tmp_path / "calls.log").read_text().split() == ["create", "delete"]
     assert [d["status"] for d in plain(me.DomainList())["items"]] in ([], ["failed"])
@@ -335,7 +340,7 @@ def test_story_5_a_storefront_retrying_its_signup_at_once_buys_once(env, api, tm
         charges = uow.session.scalars(select(GatewayPayment)).all()
         assert [(c.status, c.amount) for c in charges] == [("captured", D("40.00"))]
     assert len([a for a in plain(admin.AccountList())["items"] if a["name"] == "Dee GmbH"]) == 1
-    assert sorted(s["module"] for s in plain(me.ServiceList())) == ["domains", "script"]
+    assert sorted(s["module"] for s in page_items(plain(me.ServiceList()))) == ["domains", "script"]
     assert plain(me.DomainList())["total"] == 1
     assert (tmp_path / "calls.log").read_text().split() == ["create"]  # the server made once
     assert_books_sound(env)

@@ -34,6 +34,7 @@ from tests.event_receivers import SmtpReceiver
 from tests.orders_support import PW, buyer, card, gateway, plan
 from tests.prov_support import instance
 from tests.story_support import actions, drive, run_jobs, script
+from tests.support import page_items
 
 D = Decimal
 
@@ -72,7 +73,7 @@ def _events(admin: Any, account_id: int, type_: str) -> list[dict[str, Any]]:
 
 
 def _service(me: Any) -> dict[str, Any]:
-    [svc] = plain(me.ServiceList())
+    [svc] = page_items(plain(me.ServiceList()))
     return svc  # type: ignore[no-any-return]
 
 

@@ -42,7 +42,7 @@ from tests.catalog_support import service_ctx
 from tests.domains_support import customer
 from tests.prov_support import subscribe
 from tests.serverproc import child_env, cli, free_port, running
-from tests.support import xmlrpc_client
+from tests.support import page_items, xmlrpc_client
 
 UP_PW = "upstream-admin-pw-1"
 RES_PW = "reseller-pass-123"
@@ -77,7 +77,7 @@ class Upstream:
 
     def open_tasks(self) -> list[dict[str, Any]]:
         with self.admin() as a:
-            return list(a.TaskList({"status": "open"}))
+            return page_items(a.TaskList({"status": "open"}))
 
     def complete_tasks(self, data: dict[str, str] | None = None, timeout: float = 30) -> int:
         """Wait for open tasks at the upstream and complete them; how many."""
@@ -398,7 +398,7 @@ def test_create_prolong_delete_through_the_upstream(env, api, upstream):
     assert data["upstream_order_id"] == str(order["id"])
     assert data["upstream_status"] == "active"
     # our public API shows it
-    shown = api.xmlrpc().ServiceList({"subscription_id": sub})
+    shown = page_items(api.xmlrpc().ServiceList({"subscription_id": sub}))
     assert shown[0]["platform_id"] == svc.platform_id
 
     # prolong: renewed upstream until its period reaches ours
@@ -731,7 +731,7 @@ def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
         uow.commit()
     assert summary.startswith("1 registrar balance(s) checked, 1 low"), summary
     with service_ctx(env) as ctx:
-        monitor = domains.registrar_monitor_list(ctx)[0]
+        monitor = domains.registrar_monitor_list(ctx).items[0]
     assert monitor.last_balance == balance.amount and monitor.alerted_on is not None
 
 

@@ -19,9 +19,11 @@ from pba_server.accounts.types import (
     AccountType,
     ApiKeyCreated,
     ApiKeyInfo,
+    ApiKeyPage,
     ContactInfo,
     ContactInput,
     ContactKind,
+    ContactPage,
     NewAccountType,
     PartnerLevel,
     Role,
@@ -30,7 +32,7 @@ from pba_server.accounts.types import (
     UserStatus,
     WhoAmIInfo,
 )
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.auth import ROLES, hash_password
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, Forbidden, InvalidState, NotFound, ValidationError
@@ -615,14 +617,20 @@ def contact_remove(ctx: CallContext, *, contact_id: int) -> bool:
 
 @operation("ContactList")
 def contact_list(
-    ctx: CallContext, *, account_id: int, kind: ContactKind | None = None
-) -> list[ContactInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int,
+    kind: ContactKind | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> ContactPage:
     """An account's contacts, optionally of one kind."""
     acc = get_account(ctx, account_id)
     q = select(Contact).where(Contact.account_id == acc.id)
     if kind:
         q = q.where(Contact.kind == kind)
-    return [_contact_info(c) for c in ctx.session.scalars(q.order_by(Contact.id))]
+    rows, total = paging.scalars(ctx.session, q.order_by(Contact.id), offset, limit)
+    return ContactPage([_contact_info(c) for c in rows], total, offset, limit)
 
 
 # ---------------------------------------------------------------- users
@@ -902,11 +910,18 @@ def api_key_create(ctx: CallContext, *, name: str, user_id: int | None = None) -
 
 
 @operation("ApiKeyList")
-def api_key_list(ctx: CallContext, *, user_id: int | None = None) -> list[ApiKeyInfo]:
+def api_key_list(
+    ctx: CallContext,
+    *,
+    user_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> ApiKeyPage:
     """A user's API keys (default: the caller's), revoked ones included; never the secrets."""
     user, _acc = _key_owner(ctx, user_id)
-    rows = ctx.session.scalars(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id))
-    return [_api_key_info(k) for k in rows]
+    q = select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id)
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return ApiKeyPage([_api_key_info(k) for k in rows], total, offset, limit)
 
 
 @operation("ApiKeyRevoke", mutating=True)

@@ -49,6 +49,14 @@ class ContactInfo:
 
 
 @dataclass
+class ContactPage:
+    items: list[ContactInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class AccountInfo:
     id: int
     number: str
@@ -114,6 +122,14 @@ class ApiKeyInfo:
     created_at: datetime
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+
+
+@dataclass
+class ApiKeyPage:
+    items: list[ApiKeyInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass

@@ -11,6 +11,7 @@ error's number and its faultString starts with the stable code.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import xmlrpc.client
 from datetime import UTC, date, datetime
@@ -27,7 +28,7 @@ from pba_server.core.errors import (
     ValidationError,
 )
 from pba_server.core.operations import Operation
-from pba_server.core.schema import is_literal, list_item, unwrap_optional
+from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
 
 log = logging.getLogger("pba.xmlrpc")
 
@@ -71,15 +72,69 @@ def _type_name(tp: Any) -> str:
     return f"{name} (optional)" if optional else name
 
 
+def _struct_doc(cls: type) -> str:
+    """The class's own docstring; a dataclass without one gets a generated
+    ``Name(field: type, ...)`` signature, which says nothing the fields don't."""
+    doc = inspect.getdoc(cls) or ""
+    if not doc or doc.startswith(f"{cls.__name__}("):
+        return ""
+    return doc
+
+
+def _structs_in(tp: Any) -> list[type]:
+    """The dataclasses ``tp`` names directly (through optional and list)."""
+    inner, _ = unwrap_optional(tp)
+    item = list_item(inner)
+    if item is not None:
+        return _structs_in(item)
+    if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+        return [inner]
+    return []
+
+
+def _describe_structs(roots: list[Any]) -> list[str]:
+    """Every struct reachable from ``roots``, each once, in order of first
+    mention: its doc and its fields (name, type, required or optional).
+    A struct that (indirectly) contains itself is described once and named
+    wherever it recurs."""
+    seen: set[type] = set()
+    queue: list[type] = [c for tp in roots for c in _structs_in(tp)]
+    out: list[str] = []
+    while queue:
+        cls = queue.pop(0)
+        if cls in seen:
+            continue
+        seen.add(cls)
+        lines = [f"  struct {cls.__name__}:"]
+        doc = _struct_doc(cls)
+        if doc:
+            lines.extend(f"    {line}".rstrip() for line in doc.splitlines())
+            lines.append("")
+        for fname, ftype, required in fields_of(cls):
+            _, nullable = unwrap_optional(ftype)
+            optional = not required or nullable
+            lines.append(
+                f"    {fname}: {_type_name(unwrap_optional(ftype)[0])}"
+                f"{' (optional)' if optional else ''}"
+            )
+            queue.extend(c for c in _structs_in(ftype) if c not in seen)
+        out.append("\n".join(lines))
+    return out
+
+
 def method_help(op: Operation) -> str:
     params = "\n".join(
         f"  {p.name}: {_type_name(unwrap_optional(p.type)[0])}{'' if p.required else ' (optional)'}"
         for p in op.params
     )
-    return (
-        f"{op.name}(struct)\n\n{op.doc}\n\nParameters (one struct):\n{params}\n\n"
+    text = (
+        f"{op.name}(struct)\n\n{op.doc}\n\nParameters (one struct):\n{params or '  (none)'}\n\n"
         f"Returns: {_type_name(op.result)}"
     )
+    structs = _describe_structs([*(p.type for p in op.params), op.result])
+    if structs:
+        text += "\n\nStructs:\n" + "\n\n".join(structs)
+    return text
 
 
 class XmlRpcHandler:
@@ -142,12 +197,18 @@ class XmlRpcHandler:
             return [["struct", "struct"]] if op else "undef"
         if name not in self.operations:
             raise UnknownOperation(f"no operation named {name!r}")
-        if len(params) == 0:
+        if len(params) == 0 or params == ([],):
+            # PHP's xmlrpc extension encodes an empty associative array, the
+            # natural "no parameters", as <array><data/></array>.
             raw: dict[str, Any] = {}
         elif len(params) == 1 and isinstance(params[0], dict):
             raw = params[0]
         else:
-            raise ValidationError(None, f"{name} takes one struct of named parameters")
+            raise ValidationError(
+                None,
+                f"{name} takes one struct of named parameters "
+                "(an empty array is read as an empty struct)",
+            )
         return self.dispatcher.call(name, raw, creds, meta)
 
     def _op(self, params: tuple[Any, ...]) -> Operation | None:

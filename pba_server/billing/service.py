@@ -55,9 +55,10 @@ from pba_server.billing.types import (
     StatementInfo,
     StatementLine,
     TaxRuleInfo,
+    TaxRulePage,
 )
 from pba_server.catalog.types import PriceQuoteInfo
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import (
     CreditLimitExceeded,
@@ -720,15 +721,22 @@ def tax_rule_set(
 
 
 @operation("TaxRuleList", roles=READERS)
-def tax_rule_list(ctx: CallContext, *, seller_id: int | None = None) -> list[TaxRuleInfo]:
+def tax_rule_list(
+    ctx: CallContext,
+    *,
+    seller_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> TaxRulePage:
     """The seller's active tax rules (default: the caller's account's), by country and region."""
     seller = get_account(ctx, seller_id if seller_id is not None else ctx.principal.account_id)
-    rows = ctx.session.scalars(
+    q = (
         select(TaxRule)
         .where(TaxRule.seller_id == seller.id, TaxRule.active.is_(True))
         .order_by(TaxRule.buyer_country, TaxRule.buyer_region)
     )
-    return [_tax_info(r) for r in rows]
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return TaxRulePage([_tax_info(r) for r in rows], total, offset, limit)
 
 
 @operation("TaxRuleRemove", roles=BILLING, mutating=True)

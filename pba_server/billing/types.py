@@ -139,6 +139,14 @@ class TaxRuleInfo:
 
 
 @dataclass
+class TaxRulePage:
+    items: list[TaxRuleInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class AllocationInfo:
     invoice_id: int
     amount: Decimal

@@ -43,12 +43,14 @@ from pba_server.catalog.models import TemplateResource as TemplateResourceRow
 from pba_server.catalog.types import (
     ChangeTiming,
     CurrencyInfo,
+    CurrencyPage,
     ModuleSetting,
     OrderParameter,
     PeriodChoice,
     PeriodUnit,
     PlanInfo,
     PlanMigrationInfo,
+    PlanMigrationPage,
     PlanPage,
     PlanPeriod,
     PlanStatus,
@@ -62,6 +64,7 @@ from pba_server.catalog.types import (
     QuoteLineKind,
     RefundPolicy,
     ResellerPriceInfo,
+    ResellerPricePage,
     ResourceInfo,
     ResourceKind,
     ResourcePage,
@@ -73,8 +76,9 @@ from pba_server.catalog.types import (
     TemplateResource,
     UsageReporting,
     WholesalePriceInfo,
+    WholesalePricePage,
 )
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.money import MINOR_UNITS, check_currency, money, quantize, to_decimal
@@ -246,10 +250,14 @@ def _rename(ctx: CallContext, obj: Resource | ServiceTemplate | Plan, name: str,
 
 
 @operation("CurrencyList")
-def currency_list(ctx: CallContext) -> list[CurrencyInfo]:
+def currency_list(
+    ctx: CallContext, *, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> CurrencyPage:
     """The ISO 4217 currencies plans, price lists and accounts may use, with the
     number of decimals amounts in each are rounded to (half-up, once per line)."""
-    return [CurrencyInfo(code, units) for code, units in sorted(MINOR_UNITS.items())]
+    every = [CurrencyInfo(code, units) for code, units in sorted(MINOR_UNITS.items())]
+    items, total = paging.sliced(every, offset, limit)
+    return CurrencyPage(items, total, offset, limit)
 
 
 # ---------------------------------------------------------------- resources
@@ -1344,16 +1352,19 @@ def plan_migrate_subscribers(
 
 
 @operation("PlanMigrationList")
-def plan_migration_list(ctx: CallContext, *, plan_id: int) -> list[PlanMigrationInfo]:
+def plan_migration_list(
+    ctx: CallContext, *, plan_id: int, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> PlanMigrationPage:
     """The version migrations requested for a plan, by from_version."""
     plan = _get_plan(ctx, plan_id)
     _require_editor(ctx, plan.owner_id, "plan", plan_id)
-    rows = ctx.session.scalars(
+    q = (
         select(PlanMigration)
         .where(PlanMigration.plan_id == plan.id)
         .order_by(PlanMigration.from_version)
     )
-    return [_migration_info(m) for m in rows]
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return PlanMigrationPage([_migration_info(m) for m in rows], total, offset, limit)
 
 
 def renewal_version(ctx: CallContext, plan_id: int, version: int) -> int:
@@ -1767,17 +1778,25 @@ def reseller_price_set(
 
 @operation("ResellerPriceList")
 def reseller_price_list(
-    ctx: CallContext, *, reseller_id: int, plan_id: int | None = None
-) -> list[ResellerPriceInfo]:
+    ctx: CallContext,
+    *,
+    reseller_id: int,
+    plan_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> ResellerPricePage:
     """A basic reseller's price list (the reseller itself may read it too)."""
     reseller = _visible_account(ctx, reseller_id, "reseller_id")
     q = select(ResellerPrice).where(ResellerPrice.reseller_id == reseller.id)
     if plan_id is not None:
         q = q.where(ResellerPrice.plan_id == plan_id)
-    rows = ctx.session.scalars(
-        q.order_by(ResellerPrice.plan_id, ResellerPrice.period_unit, ResellerPrice.period_count)
+    rows, total = paging.scalars(
+        ctx.session,
+        q.order_by(ResellerPrice.plan_id, ResellerPrice.period_unit, ResellerPrice.period_count),
+        offset,
+        limit,
     )
-    return [_reseller_price_info(r) for r in rows]
+    return ResellerPricePage([_reseller_price_info(r) for r in rows], total, offset, limit)
 
 
 # ---------------------------------------------------------------- wholesale prices
@@ -1868,15 +1887,18 @@ def wholesale_price_set(
 
 
 @operation("WholesalePriceList")
-def wholesale_price_list(ctx: CallContext, *, reseller_id: int) -> list[WholesalePriceInfo]:
+def wholesale_price_list(
+    ctx: CallContext, *, reseller_id: int, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> WholesalePricePage:
     """What an advanced reseller pays its parent (the reseller itself may read it)."""
     reseller = _visible_account(ctx, reseller_id, "reseller_id")
-    rows = ctx.session.scalars(
+    q = (
         select(WholesalePrice)
         .where(WholesalePrice.reseller_id == reseller.id)
         .order_by(WholesalePrice.id)
     )
-    return [_wholesale_info(w) for w in rows]
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return WholesalePricePage([_wholesale_info(w) for w in rows], total, offset, limit)
 
 
 # ---------------------------------------------------------------- quotes

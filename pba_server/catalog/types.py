@@ -166,6 +166,14 @@ class PlanMigrationInfo:
 
 
 @dataclass
+class PlanMigrationPage:
+    items: list[PlanMigrationInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class PlanPage:
     items: list[PlanInfo]
     total: int
@@ -226,6 +234,14 @@ class ResellerPriceInfo:
 
 
 @dataclass
+class ResellerPricePage:
+    items: list[ResellerPriceInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class WholesalePriceInfo:
     """A parent's price to an advanced reseller, for one of the reseller's plans
     (per subscription) or one resource (per unit); recurring is per month."""
@@ -238,6 +254,14 @@ class WholesalePriceInfo:
     updated_at: datetime
     plan_id: int | None = None
     resource_id: int | None = None
+
+
+@dataclass
+class WholesalePricePage:
+    items: list[WholesalePriceInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass
@@ -279,3 +303,11 @@ class PriceQuoteInfo:
 class CurrencyInfo:
     code: str  # ISO 4217
     minor_units: int  # decimals amounts in it are rounded to (half-up, per line)
+
+
+@dataclass
+class CurrencyPage:
+    items: list[CurrencyInfo]
+    total: int
+    offset: int
+    limit: int

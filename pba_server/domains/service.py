@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from pba_server.accounts.models import Account
 from pba_server.catalog import service as catalog
 from pba_server.catalog.types import ModuleSetting, OrderParameter, PlanPeriod
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
@@ -53,7 +53,9 @@ from pba_server.domains.types import (
     DomainPage,
     DomainStatus,
     RegistrarMonitorInfo,
+    RegistrarMonitorPage,
     TldInfo,
+    TldPage,
     TldStatus,
 )
 from pba_server.domains.types import (
@@ -418,7 +420,13 @@ def tld_update(
 
 
 @operation("TldList")
-def tld_list(ctx: CallContext, *, owner_id: int | None = None) -> list[TldInfo]:
+def tld_list(
+    ctx: CallContext,
+    *,
+    owner_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> TldPage:
     """TLDs the caller sells (its subtree's) and those sold to it (owned by
     accounts above it), or one owner's."""
     above = _ancestor_ids(ctx.principal.account_path)
@@ -432,7 +440,8 @@ def tld_list(ctx: CallContext, *, owner_id: int | None = None) -> list[TldInfo]:
             Account.path.startswith(ctx.principal.account_path, autoescape=True)
             | Tld.owner_id.in_(above)
         )
-    return [_tld_info(ctx, t) for t in ctx.session.scalars(q.order_by(Tld.name, Tld.id)).all()]
+    rows, total = paging.scalars(ctx.session, q.order_by(Tld.name, Tld.id), offset, limit)
+    return TldPage([_tld_info(ctx, t) for t in rows], total, offset, limit)
 
 
 def tld_of(session: object, account_path: str, name: str) -> Tld | None:
@@ -799,17 +808,20 @@ def registrar_balance_minimum_set(
 
 
 @operation("RegistrarMonitorList", roles=ADMIN | frozenset({"billing", "readonly"}))
-def registrar_monitor_list(ctx: CallContext) -> list[RegistrarMonitorInfo]:
+def registrar_monitor_list(
+    ctx: CallContext, *, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> RegistrarMonitorPage:
     """The balance monitors of the caller's subtree's registrar instances,
     with the balance seen last."""
-    rows = ctx.session.scalars(
+    q = (
         select(RegistrarMonitor)
         .join(PluginInstance, PluginInstance.id == RegistrarMonitor.instance_id)
         .join(Account, Account.id == PluginInstance.account_id)
         .where(Account.path.startswith(ctx.principal.account_path, autoescape=True))
         .order_by(RegistrarMonitor.instance_id)
-    ).all()
-    return [_monitor_info(m) for m in rows]
+    )
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return RegistrarMonitorPage([_monitor_info(m) for m in rows], total, offset, limit)
 
 
 # the live statuses, for other modules

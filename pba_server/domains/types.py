@@ -40,6 +40,14 @@ class TldInfo:
 
 
 @dataclass
+class TldPage:
+    items: list[TldInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class DomainCheckItem:
     """One name's availability. ``reason`` says why not (``unknown TLD``,
     ``taken``, the registry's reason) or ``premium``; prices are the TLD's
@@ -109,3 +117,11 @@ class RegistrarMonitorInfo:
     last_error: str | None = None
     alerted_on: date | None = None
     department_id: int | None = None  # gets the task to top the balance up
+
+
+@dataclass
+class RegistrarMonitorPage:
+    items: list[RegistrarMonitorInfo]
+    total: int
+    offset: int
+    limit: int

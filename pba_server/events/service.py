@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, func, or_, select, text
 
-from pba_server.core import audit, netpolicy
+from pba_server.core import audit, netpolicy, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.operations import ANY_ROLE, operation
@@ -32,12 +32,14 @@ from pba_server.events.types import (
     DeliveryPage,
     DeliveryStatus,
     EventHandlerInfo,
+    EventHandlerPage,
     EventInfo,
     EventPage,
-    EventTypeInfo,
+    EventTypePage,
     HandlerAction,
     HandlerContactKind,
     NotificationTemplateInfo,
+    NotificationTemplatePage,
     RenderedNotification,
 )
 
@@ -51,9 +53,12 @@ MAX_TIMEOUT = 300
 
 
 @operation("EventTypeList", roles=ANY_ROLE)
-def event_type_list(ctx: CallContext) -> list[EventTypeInfo]:
+def event_type_list(
+    ctx: CallContext, *, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> EventTypePage:
     """Every event type the server raises, with the fields of its payload."""
-    return [EVENT_TYPES[name].info() for name in sorted(EVENT_TYPES)]
+    names, total = paging.sliced(sorted(EVENT_TYPES), offset, limit)
+    return EventTypePage([EVENT_TYPES[name].info() for name in names], total, offset, limit)
 
 
 # ---------------------------------------------------------------- polling
@@ -334,11 +339,15 @@ def event_handler_create(
 
 @operation("EventHandlerList", roles=ANY_ROLE)
 def event_handler_list(
-    ctx: CallContext, *, account_id: int | None = None
-) -> list[EventHandlerInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> EventHandlerPage:
     """Handlers of ``account_id`` (default: the caller's) and of the accounts below it."""
     path = visible_path(ctx, account_id)
-    rows = ctx.session.scalars(
+    q = (
         select(EventHandler)
         .where(
             EventHandler.account_path.startswith(path, autoescape=True),
@@ -346,7 +355,8 @@ def event_handler_list(
         )
         .order_by(EventHandler.id)
     )
-    return [_handler_info(h) for h in rows]
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return EventHandlerPage([_handler_info(h) for h in rows], total, offset, limit)
 
 
 @operation("EventHandlerUpdate", roles=INTEGRATORS, mutating=True)
@@ -690,17 +700,22 @@ def notification_template_get(
 
 @operation("NotificationTemplateList", roles=ANY_ROLE)
 def notification_template_list(
-    ctx: CallContext, *, account_id: int | None = None
-) -> list[NotificationTemplateInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> NotificationTemplatePage:
     """The templates ``account_id`` (default: the caller's account) set itself."""
     owner = account_id if account_id is not None else ctx.principal.account_id
     account_path(ctx, owner)
-    rows = ctx.session.scalars(
+    q = (
         select(NotificationTemplate)
         .where(NotificationTemplate.account_id == owner)
         .order_by(NotificationTemplate.event_type, NotificationTemplate.language)
     )
-    return [_template_info(r) for r in rows]
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return NotificationTemplatePage([_template_info(r) for r in rows], total, offset, limit)
 
 
 @operation("NotificationTemplateDelete", roles=TEMPLATE_EDITORS, mutating=True)

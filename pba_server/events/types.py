@@ -26,6 +26,14 @@ class EventTypeInfo:
 
 
 @dataclass
+class EventTypePage:
+    items: list[EventTypeInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class EventInfo:
     """One committed event. ``seq`` is the polling cursor: gap-free, in publication order."""
 
@@ -71,6 +79,14 @@ class EventHandlerInfo:
 
 
 @dataclass
+class EventHandlerPage:
+    items: list[EventHandlerInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class DeliveryAttemptInfo:
     at: datetime
     ok: bool
@@ -113,6 +129,14 @@ class NotificationTemplateInfo:
     account_id: int | None = None
     html_body: str | None = None
     updated_at: datetime | None = None
+
+
+@dataclass
+class NotificationTemplatePage:
+    items: list[NotificationTemplateInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass

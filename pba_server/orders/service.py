@@ -22,7 +22,7 @@ from pba_server.catalog import parameters as params
 from pba_server.catalog import pricing as cpricing
 from pba_server.catalog import service as catalog
 from pba_server.catalog.models import Plan, PlanVersion
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import (
     CreditLimitExceeded,
@@ -55,6 +55,7 @@ from pba_server.orders.types import (
     SignupUser,
     StepAction,
     WorkflowInfo,
+    WorkflowPage,
     WorkflowStep,
     WorkflowTransition,
 )
@@ -216,11 +217,17 @@ def workflow_get(
 
 
 @operation("WorkflowList")
-def workflow_list(ctx: CallContext, *, owner_id: int | None = None) -> list[WorkflowInfo]:
+def workflow_list(
+    ctx: CallContext,
+    *,
+    owner_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> WorkflowPage:
     """The workflow of every order type for a seller (see WorkflowGet)."""
-    return [
-        workflow_get(ctx, order_type=cast(OrderType, t), owner_id=owner_id) for t in ORDER_TYPES
-    ]
+    types, total = paging.sliced(list(ORDER_TYPES), offset, limit)
+    flows = [workflow_get(ctx, order_type=cast(OrderType, t), owner_id=owner_id) for t in types]
+    return WorkflowPage(flows, total, offset, limit)
 
 
 @operation("WorkflowSet", roles=EDITORS, mutating=True)
@@ -694,7 +701,12 @@ def order_list(
         q = q.where(Order.type == order_type)
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = ctx.session.scalars(q.order_by(Order.id.desc()).offset(offset).limit(limit)).all()
-    return OrderPage(items=[order_info(ctx, o, full=False) for o in rows], total=int(total))
+    return OrderPage(
+        items=[order_info(ctx, o, full=False) for o in rows],
+        total=int(total),
+        offset=offset,
+        limit=limit,
+    )
 
 
 def _require_seller_side(ctx: CallContext, o: Order) -> None:

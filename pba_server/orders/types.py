@@ -122,6 +122,8 @@ class OrderInfo:
 class OrderPage:
     items: list[OrderInfo]
     total: int
+    offset: int
+    limit: int
 
 
 @dataclass
@@ -145,6 +147,14 @@ class WorkflowInfo:
     steps: list[WorkflowStep]
     is_default: bool
     updated_at: datetime | None = None
+
+
+@dataclass
+class WorkflowPage:
+    items: list[WorkflowInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
 from pba_server.billing.models import Invoice
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
@@ -58,12 +58,16 @@ from pba_server.payments.types import (
     AutopayInfo,
     ChargeInfo,
     PaymentMethodInfo,
+    PaymentMethodPage,
     PluginInfoItem,
     PluginInstanceInfo,
+    PluginInstancePage,
+    PluginPage,
     PluginSettingInfo,
     RefundInfo,
     RoutingRuleInfo,
     RoutingRuleInput,
+    RoutingRulePage,
     SettingValue,
 )
 from pba_server.sdk import (
@@ -126,9 +130,12 @@ def _plugin_item(p: loader.LoadedPlugin) -> PluginInfoItem:
 
 
 @operation("PluginList", roles=ADMIN)
-def plugin_list(ctx: CallContext) -> list[PluginInfoItem]:
+def plugin_list(
+    ctx: CallContext, *, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> PluginPage:
     """Every plugin this server found, loaded or broken (with the reason)."""
-    return [_plugin_item(p) for p in loader.plugins().values()]
+    found, total = paging.sliced(list(loader.plugins().values()), offset, limit)
+    return PluginPage([_plugin_item(p) for p in found], total, offset, limit)
 
 
 def _loaded(name: str) -> loader.LoadedPlugin:
@@ -284,17 +291,22 @@ def _get_instance(ctx: CallContext, instance_id: int) -> PluginInstance:
 
 @operation("PluginInstanceList", roles=ADMIN | READERS)
 def plugin_instance_list(
-    ctx: CallContext, *, account_id: int | None = None
-) -> list[PluginInstanceInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> PluginInstancePage:
     """Plugin instances of an account's subtree (default: the caller's)."""
     path = visible_path(ctx, account_id)
-    rows = ctx.session.scalars(
+    q = (
         select(PluginInstance)
         .join(Account, Account.id == PluginInstance.account_id)
         .where(Account.path.startswith(path, autoescape=True))
         .order_by(PluginInstance.id)
-    ).all()
-    return [_info(i) for i in rows]
+    )
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return PluginInstancePage([_info(i) for i in rows], total, offset, limit)
 
 
 @operation("PluginInstanceGet", roles=ADMIN | READERS)
@@ -436,15 +448,18 @@ def _get_method(ctx: CallContext, method_id: int) -> tuple[StoredPaymentMethod, 
 
 
 @operation("PaymentMethodList", roles=READERS)
-def payment_method_list(ctx: CallContext, *, account_id: int) -> list[PaymentMethodInfo]:
+def payment_method_list(
+    ctx: CallContext, *, account_id: int, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
+) -> PaymentMethodPage:
     """An account's stored payment methods, the default first."""
     acc = get_account(ctx, account_id)
-    rows = ctx.session.scalars(
+    q = (
         select(StoredPaymentMethod)
         .where(StoredPaymentMethod.account_id == acc.id, StoredPaymentMethod.status == "active")
         .order_by(StoredPaymentMethod.is_default.desc(), StoredPaymentMethod.id)
-    ).all()
-    return [_method_info(m) for m in rows]
+    )
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return PaymentMethodPage([_method_info(m) for m in rows], total, offset, limit)
 
 
 @operation("PaymentMethodRemove", roles=BILLING, mutating=True)
@@ -1007,14 +1022,17 @@ def payment_routing_set(
 
 @operation("PaymentRoutingList", roles=ADMIN | READERS)
 def payment_routing_list(
-    ctx: CallContext, *, account_id: int | None = None
-) -> list[RoutingRuleInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> RoutingRulePage:
     """An account's routing rules in order (default: the caller's)."""
     acc = get_account(ctx, account_id if account_id is not None else ctx.principal.account_id)
-    rows = ctx.session.scalars(
-        select(RoutingRule).where(RoutingRule.account_id == acc.id).order_by(RoutingRule.position)
-    ).all()
-    return [_rule_info(r) for r in rows]
+    q = select(RoutingRule).where(RoutingRule.account_id == acc.id).order_by(RoutingRule.position)
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return RoutingRulePage([_rule_info(r) for r in rows], total, offset, limit)
 
 
 def route(ctx: CallContext, customer: Account, brand: str, currency: str) -> PluginInstance:

@@ -41,6 +41,14 @@ class PluginInfoItem:
 
 
 @dataclass
+class PluginPage:
+    items: list[PluginInfoItem]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class SettingValue:
     name: str
     value: str
@@ -60,6 +68,14 @@ class PluginInstanceInfo:
 
 
 @dataclass
+class PluginInstancePage:
+    items: list[PluginInstanceInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class PaymentMethodInfo:
     id: int
     account_id: int
@@ -71,6 +87,14 @@ class PaymentMethodInfo:
     holder: str
     is_default: bool
     created_at: datetime
+
+
+@dataclass
+class PaymentMethodPage:
+    items: list[PaymentMethodInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass
@@ -116,6 +140,14 @@ class RoutingRuleInfo:
     brand: str | None
     currency: str | None
     instance_id: int
+
+
+@dataclass
+class RoutingRulePage:
+    items: list[RoutingRuleInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass

@@ -15,7 +15,7 @@ import re
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account, User
-from pba_server.core import audit
+from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.operations import ANY_ROLE, operation
@@ -36,16 +36,21 @@ from pba_server.provisioning.models import (
 )
 from pba_server.provisioning.types import (
     DepartmentInfo,
+    DepartmentPage,
     OperationAction,
     OperationInfo,
     OperationLogInfo,
+    OperationPage,
     OperationStatus,
     ProcessingModuleInfo,
+    ProcessingModulePage,
     ServiceInfo,
+    ServicePage,
     ServiceStatus,
     ServiceValue,
     TaskInfo,
     TaskKind,
+    TaskPage,
     TaskStatus,
 )
 from pba_server.sdk import loader
@@ -171,19 +176,24 @@ def processing_module_configure(
 
 @operation("ProcessingModuleList", roles=ADMIN | STAFF_READ)
 def processing_module_list(
-    ctx: CallContext, *, account_id: int | None = None
-) -> list[ProcessingModuleInfo]:
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> ProcessingModulePage:
     """Processing-module instances of an account's subtree (default: the caller's)."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
-    rows = ctx.session.execute(
+    q = (
         select(PluginInstance, ProcessingInstance)
         .join(ProcessingInstance, ProcessingInstance.instance_id == PluginInstance.id)
         .join(Account, Account.id == PluginInstance.account_id)
         .where(Account.path.startswith(path, autoescape=True))
         .order_by(PluginInstance.id)
-    ).all()
-    return [_module_info(ctx, i, e) for i, e in rows]
+    )
+    rows, total = paging.rows(ctx.session, q, offset, limit)
+    return ProcessingModulePage([_module_info(ctx, i, e) for i, e in rows], total, offset, limit)
 
 
 @operation("ProcessingModuleDisable", roles=ADMIN, mutating=True)
@@ -245,9 +255,11 @@ def service_list(
     account_id: int | None = None,
     subscription_id: int | None = None,
     status: ServiceStatus | None = None,
-) -> list[ServiceInfo]:
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> ServicePage:
     """Services of an account's subtree (default: the caller's), optionally of
-    one subscription or in one status; newest first, at most 1000."""
+    one subscription or in one status; newest first, one page."""
     path = visible_path(ctx, account_id)
     q = (
         select(Service)
@@ -258,8 +270,8 @@ def service_list(
         q = q.where(Service.subscription_id == subscription_id)
     if status is not None:
         q = q.where(Service.status == status)
-    rows = ctx.session.scalars(q.order_by(Service.id.desc()).limit(1000)).all()
-    return [_service_info(s) for s in rows]
+    rows, total = paging.scalars(ctx.session, q.order_by(Service.id.desc()), offset, limit)
+    return ServicePage([_service_info(s) for s in rows], total, offset, limit)
 
 
 @operation("ServiceSync", roles=ADMIN | TASK_ROLES, mutating=True)
@@ -350,9 +362,11 @@ def operation_list(
     instance_id: int | None = None,
     account_id: int | None = None,
     action: OperationAction | None = None,
-) -> list[OperationInfo]:
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> OperationPage:
     """Provisioning operations of an account's subtree (default: the caller's),
-    newest first, at most 1000; filters combine."""
+    newest first, one page; filters combine."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
     q = (
@@ -372,8 +386,12 @@ def operation_list(
         q = q.where(Service.instance_id == instance_id)
     if action is not None:
         q = q.where(ProvisioningOperation.action == action)
-    rows = ctx.session.execute(q.order_by(ProvisioningOperation.id.desc()).limit(1000)).all()
-    return [_operation_info(ctx, op, svc, task_id=tid) for op, svc, tid in rows]
+    rows, total = paging.rows(
+        ctx.session, q.order_by(ProvisioningOperation.id.desc()), offset, limit
+    )
+    return OperationPage(
+        [_operation_info(ctx, op, svc, task_id=tid) for op, svc, tid in rows], total, offset, limit
+    )
 
 
 @operation("OperationGet", roles=ADMIN | STAFF_READ)
@@ -482,9 +500,11 @@ def task_list(
     assignee_id: int | None = None,
     account_id: int | None = None,
     kind: TaskKind | None = None,
-) -> list[TaskInfo]:
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> TaskPage:
     """Manual tasks of an account's subtree (default: the caller's), oldest
-    first, at most 1000: operations handed to a person and tasks standing
+    first, one page: operations handed to a person and tasks standing
     alone (``kind`` registrar_balance); filters combine."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
@@ -503,8 +523,8 @@ def task_list(
         q = q.where(Task.status == status)
     if assignee_id is not None:
         q = q.where(Task.assignee_id == assignee_id)
-    rows = ctx.session.execute(q.order_by(Task.id).limit(1000)).all()
-    return [_task_info(ctx, t, op, svc) for t, op, svc in rows]
+    rows, total = paging.rows(ctx.session, q.order_by(Task.id), offset, limit)
+    return TaskPage([_task_info(ctx, t, op, svc) for t, op, svc in rows], total, offset, limit)
 
 
 def _open_task(ctx: CallContext, task_id: int) -> Task:
@@ -699,17 +719,24 @@ def department_create(
 
 
 @operation("DepartmentList", roles=ADMIN | STAFF_READ)
-def department_list(ctx: CallContext, *, account_id: int | None = None) -> list[DepartmentInfo]:
+def department_list(
+    ctx: CallContext,
+    *,
+    account_id: int | None = None,
+    offset: int = 0,
+    limit: int = paging.DEFAULT_LIMIT,
+) -> DepartmentPage:
     """Departments of an account's subtree (default: the caller's)."""
     _require_staff(ctx)
     path = visible_path(ctx, account_id)
-    rows = ctx.session.scalars(
+    q = (
         select(Department)
         .join(Account, Account.id == Department.account_id)
         .where(Account.path.startswith(path, autoescape=True))
         .order_by(Department.id)
-    ).all()
-    return [_department_info(ctx, d) for d in rows]
+    )
+    rows, total = paging.scalars(ctx.session, q, offset, limit)
+    return DepartmentPage([_department_info(ctx, d) for d in rows], total, offset, limit)
 
 
 def _member_user(ctx: CallContext, d: Department, user_id: int) -> User:

@@ -40,6 +40,14 @@ class ProcessingModuleInfo:
 
 
 @dataclass
+class ProcessingModulePage:
+    items: list[ProcessingModuleInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class ServiceInfo:
     id: int
     account_id: int
@@ -53,6 +61,14 @@ class ServiceInfo:
     parameters: list[ServiceValue]
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass
+class ServicePage:
+    items: list[ServiceInfo]
+    total: int
+    offset: int
+    limit: int
 
 
 @dataclass
@@ -87,6 +103,14 @@ class OperationInfo:
 
 
 @dataclass
+class OperationPage:
+    items: list[OperationInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class TaskInfo:
     """A manual task. The operation fields are set for ``kind`` operation
     only; ``instance_id`` is the plugin instance concerned (the registrar of
@@ -114,9 +138,25 @@ class TaskInfo:
 
 
 @dataclass
+class TaskPage:
+    items: list[TaskInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass
 class DepartmentInfo:
     id: int
     account_id: int
     name: str
     member_user_ids: list[int]
     created_at: datetime
+
+
+@dataclass
+class DepartmentPage:
+    items: list[DepartmentInfo]
+    total: int
+    offset: int
+    limit: int

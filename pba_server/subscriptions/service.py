@@ -96,6 +96,8 @@ class SubscriptionInfo:
 class SubscriptionPage:
     items: list[SubscriptionInfo]
     total: int
+    offset: int
+    limit: int
 
 
 @dataclass
@@ -227,7 +229,7 @@ def subscription_list(
         q = q.where(Subscription.plan_id == plan_id)
     total = ctx.session.scalar(select(func.count()).select_from(q.subquery())) or 0
     rows = ctx.session.scalars(q.order_by(Subscription.id).offset(offset).limit(limit)).all()
-    return SubscriptionPage([subscription_info(ctx, s) for s in rows], int(total))
+    return SubscriptionPage([subscription_info(ctx, s) for s in rows], int(total), offset, limit)
 
 
 # ---------------------------------------------------------------- changes through orders
