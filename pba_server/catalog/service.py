@@ -78,7 +78,7 @@ from pba_server.core import audit
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.money import MINOR_UNITS, check_currency, money, quantize, to_decimal
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.states import StateMachine
 
@@ -245,7 +245,7 @@ def _rename(ctx: CallContext, obj: Resource | ServiceTemplate | Plan, name: str,
 # ---------------------------------------------------------------- currencies
 
 
-@operation("CurrencyList")
+@operation("CurrencyList", roles=ANY_ROLE)
 def currency_list(ctx: CallContext) -> list[CurrencyInfo]:
     """The ISO 4217 currencies plans, price lists and accounts may use, with the
     number of decimals amounts in each are rounded to (half-up, once per line)."""
@@ -316,7 +316,7 @@ def resource_create(
     return info
 
 
-@operation("ResourceList")
+@operation("ResourceList", roles=ANY_ROLE)
 def resource_list(
     ctx: CallContext, *, owner_id: int | None = None, offset: int = 0, limit: int = 100
 ) -> ResourcePage:
@@ -506,13 +506,13 @@ def service_template_create(
     return info
 
 
-@operation("ServiceTemplateGet")
+@operation("ServiceTemplateGet", roles=ANY_ROLE)
 def service_template_get(ctx: CallContext, *, template_id: int) -> ServiceTemplateInfo:
     """One service template, with its resources and order parameters."""
     return _template_info(ctx, _get_template(ctx, template_id))
 
 
-@operation("ServiceTemplateList")
+@operation("ServiceTemplateList", roles=ANY_ROLE)
 def service_template_list(
     ctx: CallContext,
     *,
@@ -1097,7 +1097,7 @@ def plan_create(
     return info
 
 
-@operation("PlanGet")
+@operation("PlanGet", roles=ANY_ROLE)
 def plan_get(ctx: CallContext, *, plan_id: int, version: int | None = None) -> PlanInfo:
     """One plan with the terms of its current version (or of ``version``). A plan
     owned above the caller shows the prices that apply to the caller's account."""
@@ -1110,7 +1110,7 @@ def plan_get(ctx: CallContext, *, plan_id: int, version: int | None = None) -> P
     return _plan_info(ctx, plan, v, prices)
 
 
-@operation("PlanList")
+@operation("PlanList", roles=ANY_ROLE)
 def plan_list(
     ctx: CallContext,
     *,
@@ -1343,7 +1343,7 @@ def plan_migrate_subscribers(
     return _migration_info(row)
 
 
-@operation("PlanMigrationList")
+@operation("PlanMigrationList", roles=ANY_ROLE)
 def plan_migration_list(ctx: CallContext, *, plan_id: int) -> list[PlanMigrationInfo]:
     """The version migrations requested for a plan, by from_version."""
     plan = _get_plan(ctx, plan_id)
@@ -1765,7 +1765,7 @@ def reseller_price_set(
     return info
 
 
-@operation("ResellerPriceList")
+@operation("ResellerPriceList", roles=ANY_ROLE)
 def reseller_price_list(
     ctx: CallContext, *, reseller_id: int, plan_id: int | None = None
 ) -> list[ResellerPriceInfo]:
@@ -1867,7 +1867,7 @@ def wholesale_price_set(
     return info
 
 
-@operation("WholesalePriceList")
+@operation("WholesalePriceList", roles=ANY_ROLE)
 def wholesale_price_list(ctx: CallContext, *, reseller_id: int) -> list[WholesalePriceInfo]:
     """What an advanced reseller pays its parent (the reseller itself may read it)."""
     reseller = _visible_account(ctx, reseller_id, "reseller_id")
@@ -1926,7 +1926,7 @@ def _find_promotion(
     return None
 
 
-@operation("PriceQuote")
+@operation("PriceQuote", roles=ANY_ROLE)
 def price_quote(
     ctx: CallContext,
     *,

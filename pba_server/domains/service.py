@@ -40,7 +40,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
 from pba_server.core.money import check_currency, money, quantize
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
@@ -75,7 +75,7 @@ from pba_server.subscriptions.store import move_with_subscription
 
 ADMIN = frozenset({"admin"})
 EDITORS = frozenset({"sales"})
-TECH = frozenset({"technical", "support"})
+TECH = frozenset({"technical"})
 MAX_CHECK = 50
 MAX_NAMESERVERS = 13
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -417,7 +417,7 @@ def tld_update(
     return _tld_info(ctx, t)
 
 
-@operation("TldList")
+@operation("TldList", roles=ANY_ROLE)
 def tld_list(ctx: CallContext, *, owner_id: int | None = None) -> list[TldInfo]:
     """TLDs the caller sells (its subtree's) and those sold to it (owned by
     accounts above it), or one owner's."""
@@ -456,7 +456,7 @@ def tld_of(session: object, account_path: str, name: str) -> Tld | None:
 # ---------------------------------------------------------------- checks
 
 
-@operation("DomainCheck")
+@operation("DomainCheck", roles=ANY_ROLE)
 def domain_check(
     ctx: CallContext, *, names: list[str], account_id: int | None = None
 ) -> list[DomainCheckItem]:
@@ -569,13 +569,13 @@ def _get_domain(
     return row[0], row[1]
 
 
-@operation("DomainGet")
+@operation("DomainGet", roles=ANY_ROLE)
 def domain_get(ctx: CallContext, *, domain_id: int) -> DomainInfo:
     """One domain: status, expiry date, name servers, contacts."""
     return domain_info(_get_domain(ctx, domain_id)[0])
 
 
-@operation("DomainList")
+@operation("DomainList", roles=ANY_ROLE)
 def domain_list(
     ctx: CallContext,
     *,
@@ -686,7 +686,7 @@ def _check_contacts(contacts: Sequence[DomainContact]) -> dict[str, Contact]:
     return out
 
 
-@operation("DomainSetContacts", roles=TECH | frozenset({"billing"}), mutating=True)
+@operation("DomainSetContacts", roles=TECH, mutating=True)
 def domain_set_contacts(
     ctx: CallContext, *, domain_id: int, contacts: list[DomainContact]
 ) -> DomainInfo:
