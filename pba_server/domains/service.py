@@ -841,8 +841,21 @@ def check_order(
         raise ValidationError(f"{field}.auth_code", "a transfer needs the domain's auth code")
     hosts = [h for h in parameters.get("nameservers", "").replace(" ", ",").split(",") if h]
     check_nameservers(hosts, f"{field}.nameservers")
-    if ctx.session.scalar(select(Domain.id).where(Domain.live_name == name)) is not None:
-        raise ValidationError(f"{field}.domain", f"{name} is already registered here")
+    holder = ctx.session.scalar(
+        select(Account.path)
+        .join(Domain, Domain.account_id == Account.id)
+        .where(Domain.live_name == name)
+    )
+    if holder is not None:
+        raise ValidationError(f"{field}.domain", taken_message(name, ctx.principal.sees(holder)))
+
+
+def taken_message(name: str, visible: bool) -> str:
+    """Why a live name cannot be ordered again. Only a holder the caller may
+    see is named as "here": for anyone else's it is "not available", as a
+    registry answers for a name taken anywhere, so a seller cannot learn which
+    names other sellers' customers hold (or are ordering) on this server."""
+    return f"{name} is already registered here" if visible else f"{name} is not available"
 
 
 def move_domains(ctx: CallContext, subscription_id: int, account_id: int) -> list[int]:

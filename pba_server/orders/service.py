@@ -335,8 +335,9 @@ def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine
     if not seen:
         return
     open_lines = ctx.session.execute(
-        select(OrderLine.order_id, OrderLine.detail)
+        select(OrderLine.order_id, OrderLine.detail, Account.path)
         .join(Order, Order.id == OrderLine.order_id)
+        .join(Account, Account.id == Order.account_id)
         .join(Plan, Plan.id == OrderLine.plan_id)
         .join(ServiceTemplate, ServiceTemplate.id == Plan.template_id)
         .where(
@@ -345,15 +346,19 @@ def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine
             ServiceTemplate.module == "domains",
         )
     )
-    for order_id, detail in open_lines:
+    for order_id, detail, path in open_lines:
         try:
             other = normalize_domain(json.loads(detail).get("parameters", {}).get("domain", ""))
         except ValidationError:
             continue
         if other in seen:
+            # the other order is named only to a caller who may see it; to
+            # anyone else the name is just not available (domains.taken_message)
             raise ValidationError(
                 f"lines[{seen[other]}].parameters.domain",
-                f"{other} is being ordered already (order {order_id})",
+                f"{other} is being ordered already (order {order_id})"
+                if ctx.principal.sees(path)
+                else domains.taken_message(other, False),
             )
 
 
