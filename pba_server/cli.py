@@ -104,6 +104,14 @@ def parser() -> argparse.ArgumentParser:
         "run it from the repository root to refresh the committed copy).",
     )
     w.add_argument("--output", default=str(WSDL_PATH), help="default: %(default)s")
+
+    r = sub.add_parser(
+        "export-roles",
+        help="write the roles table of docs/api.md from the operation table",
+        description="Rewrite the generated roles table in docs/api.md (under the current "
+        "directory; run it from the repository root) from the operation table.",
+    )
+    r.add_argument("--doc", default="docs/api.md", help="default: %(default)s")
     return ap
 
 
@@ -321,6 +329,16 @@ def cmd_export_wsdl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_roles(args: argparse.Namespace) -> int:
+    from pba_server.api.roles_doc import with_roles_table
+    from pba_server.bootstrap import load_operations
+
+    doc = Path(args.doc)
+    doc.write_text(with_roles_table(doc.read_text(encoding="utf-8"), load_operations()), "utf-8")
+    print(f"wrote {doc}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {
@@ -328,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "migrate": cmd_migrate,
         "init": cmd_init,
         "export-wsdl": cmd_export_wsdl,
+        "export-roles": cmd_export_roles,
         "verify-ledger": cmd_verify_ledger,
         "billing-run": cmd_billing_run,
     }[args.command]

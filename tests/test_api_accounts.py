@@ -392,12 +392,12 @@ def test_idempotency(api):
         admin.AccountCreate, type="customer_personal", name="Other", idempotency_key="order-77"
     )
     assert soap_code(f) == "Client.Conflict"
-    # the same key over XML-RPC is the same key (per calling account)
+    # the same key over XML-RPC is the same key (per calling user)
     x = api.xmlrpc().AccountCreate(
         {"type": "customer_personal", "name": "Once", "idempotency_key": "order-77"}
     )
     assert x["id"] == a.id
-    # another account's keys are its own
+    # another user's keys are its own
     admin.UserCreate(
         account_id=a.id, login="once-user", password=PW, full_name="O", roles=["admin"]
     )

@@ -37,7 +37,7 @@ from pba_server.core.auth import ROLES, hash_password
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.money import check_currency, money, quantize
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
 from pba_server.core.states import StateMachine
@@ -63,7 +63,7 @@ ALLOWED_PARENTS: dict[str, frozenset[str]] = {
 
 MANAGERS = frozenset({"sales"})  # besides admin, who always may
 BILLING = frozenset({"billing"})
-CONTACT_EDITORS = frozenset({"sales", "support", "billing"})
+CONTACT_EDITORS = frozenset({"sales", "support"})
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LOGIN_RE = re.compile(r"^[A-Za-z0-9._@+-]{3,128}$")
@@ -346,7 +346,7 @@ def account_create(
     return _account_info(acc, new_contacts)
 
 
-@operation("AccountGet")
+@operation("AccountGet", roles=ANY_ROLE)
 def account_get(ctx: CallContext, *, account_id: int) -> AccountInfo:
     """One account with its contacts."""
     # one round trip: the account and its contacts (if any) in one outer join
@@ -357,7 +357,7 @@ def account_get(ctx: CallContext, *, account_id: int) -> AccountInfo:
     return _account_info(acc, [c for _a, c in rows if c is not None])
 
 
-@operation("AccountList")
+@operation("AccountList", roles=ANY_ROLE)
 def account_list(
     ctx: CallContext,
     *,
@@ -615,7 +615,7 @@ def contact_remove(ctx: CallContext, *, contact_id: int) -> bool:
     return True
 
 
-@operation("ContactList")
+@operation("ContactList", roles=ANY_ROLE)
 def contact_list(
     ctx: CallContext,
     *,
@@ -754,13 +754,13 @@ def user_create(
     return info
 
 
-@operation("UserGet")
+@operation("UserGet", roles=ANY_ROLE)
 def user_get(ctx: CallContext, *, user_id: int) -> UserInfo:
     """One user."""
     return _user_info(_get_user(ctx, user_id)[0])
 
 
-@operation("UserList")
+@operation("UserList", roles=ANY_ROLE)
 def user_list(
     ctx: CallContext, *, account_id: int | None = None, offset: int = 0, limit: int = 100
 ) -> UserPage:
@@ -807,7 +807,7 @@ def user_set_roles(ctx: CallContext, *, user_id: int, roles: list[Role]) -> User
     return _user_info(user)
 
 
-@operation("UserSetPassword", mutating=True)
+@operation("UserSetPassword", roles=ANY_ROLE, self_service=True, mutating=True)
 def user_set_password(ctx: CallContext, *, user_id: int, password: str) -> bool:
     """Set a user's password. Any user may set its own; an admin may set those of
     users in its subtree. Returns true."""
@@ -845,7 +845,7 @@ def user_enable(ctx: CallContext, *, user_id: int) -> UserInfo:
     return _set_user_status(ctx, user_id, "active")
 
 
-@operation("WhoAmI")
+@operation("WhoAmI", roles=ANY_ROLE)
 def who_am_i(ctx: CallContext) -> WhoAmIInfo:
     """Check credentials: the calling user, its account and roles."""
     p = ctx.principal
@@ -884,7 +884,7 @@ def _key_owner(ctx: CallContext, user_id: int | None) -> tuple[User, Account]:
     return user, acc
 
 
-@operation("ApiKeyCreate", idempotent=True)
+@operation("ApiKeyCreate", roles=ANY_ROLE, self_service=True, idempotent=True)
 def api_key_create(ctx: CallContext, *, name: str, user_id: int | None = None) -> ApiKeyCreated:
     """Create API credentials for a machine client acting as ``user_id`` (default:
     the caller). The secret is shown only in this answer; use key id and secret
@@ -909,7 +909,7 @@ def api_key_create(ctx: CallContext, *, name: str, user_id: int | None = None) -
     )
 
 
-@operation("ApiKeyList")
+@operation("ApiKeyList", roles=ANY_ROLE)
 def api_key_list(
     ctx: CallContext,
     *,
@@ -924,7 +924,7 @@ def api_key_list(
     return ApiKeyPage([_api_key_info(k) for k in rows], total, offset, limit)
 
 
-@operation("ApiKeyRevoke", mutating=True)
+@operation("ApiKeyRevoke", roles=ANY_ROLE, self_service=True, mutating=True)
 def api_key_revoke(ctx: CallContext, *, key_id: str) -> ApiKeyInfo:
     """Revoke an API key at once."""
     key = ctx.session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))

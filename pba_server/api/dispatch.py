@@ -149,7 +149,7 @@ class Dispatcher:
             req_hash = ""
             if key is not None:
                 req_hash = idempotency.request_hash(op.name, dump(args))
-                stored = idempotency.find(uow.session, principal.account_id, key, op.name, req_hash)
+                stored = idempotency.find(uow.session, principal.user_id, key, op.name, req_hash)
                 if stored is not None:
                     meta.extra["idempotent_replay"] = "1"
                     return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
@@ -163,7 +163,7 @@ class Dispatcher:
                 # order): ours lost on that, not on the key's unique index.
                 # Answer with the first result.
                 uow.rollback()
-                replay = self._stored(op, principal.account_id, key, req_hash, meta)
+                replay = self._stored(op, principal.user_id, key, req_hash, meta)
                 if replay is None:
                     raise
                 return replay
@@ -171,7 +171,7 @@ class Dispatcher:
                 try:
                     idempotency.store(
                         uow.session,
-                        principal.account_id,
+                        principal.user_id,
                         key,
                         op.name,
                         req_hash,
@@ -183,27 +183,25 @@ class Dispatcher:
                     # A concurrent call with the same key committed first: ours
                     # rolls back whole and the caller gets the first result.
                     uow.rollback()
-                    return self._replay(op, principal.account_id, key, req_hash, meta)
+                    return self._replay(op, principal.user_id, key, req_hash, meta)
             try:
                 uow.commit()
             except IntegrityError as exc:
                 raise Conflict("the change conflicts with data written concurrently") from exc
             return result
 
-    def _replay(
-        self, op: Operation, account_id: int, key: str, req_hash: str, meta: CallMeta
-    ) -> Any:
-        result = self._stored(op, account_id, key, req_hash, meta)
+    def _replay(self, op: Operation, user_id: int, key: str, req_hash: str, meta: CallMeta) -> Any:
+        result = self._stored(op, user_id, key, req_hash, meta)
         if result is None:
             raise Conflict(f"idempotency key {key!r} is in use by a concurrent request")
         return result
 
     def _stored(
-        self, op: Operation, account_id: int, key: str, req_hash: str, meta: CallMeta
+        self, op: Operation, user_id: int, key: str, req_hash: str, meta: CallMeta
     ) -> Any | None:
         """The first result stored under ``key`` (committed by another call), or None."""
         with UnitOfWork(self.engine) as uow:
-            stored = idempotency.find(uow.session, account_id, key, op.name, req_hash)
+            stored = idempotency.find(uow.session, user_id, key, op.name, req_hash)
         if stored is None:
             return None
         meta.extra["idempotent_replay"] = "1"

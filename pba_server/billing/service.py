@@ -743,9 +743,10 @@ def tax_rule_list(
 def tax_rule_remove(ctx: CallContext, *, tax_rule_id: int) -> bool:
     """Stop applying a tax rule to new invoice lines (issued invoices keep it)."""
     rule = ctx.session.get(TaxRule, tax_rule_id, with_for_update=True)
-    if rule is None or not rule.active:
+    seller = ctx.session.get(Account, rule.seller_id) if rule is not None else None
+    # another seller's rule is "not found" like a missing one: never name its owner
+    if rule is None or not rule.active or seller is None or not ctx.principal.sees(seller.path):
         raise NotFound(f"tax rule {tax_rule_id} not found")
-    seller = get_account(ctx, rule.seller_id)
     rule.active = False
     audit.record(ctx, "tax_rule", rule.id, seller.path, {"removed": True})
     return True

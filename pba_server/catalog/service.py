@@ -82,7 +82,7 @@ from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.money import MINOR_UNITS, check_currency, money, quantize, to_decimal
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.states import StateMachine
 
@@ -249,7 +249,7 @@ def _rename(ctx: CallContext, obj: Resource | ServiceTemplate | Plan, name: str,
 # ---------------------------------------------------------------- currencies
 
 
-@operation("CurrencyList")
+@operation("CurrencyList", roles=ANY_ROLE)
 def currency_list(
     ctx: CallContext, *, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
 ) -> CurrencyPage:
@@ -324,7 +324,7 @@ def resource_create(
     return info
 
 
-@operation("ResourceList")
+@operation("ResourceList", roles=ANY_ROLE)
 def resource_list(
     ctx: CallContext, *, owner_id: int | None = None, offset: int = 0, limit: int = 100
 ) -> ResourcePage:
@@ -514,13 +514,13 @@ def service_template_create(
     return info
 
 
-@operation("ServiceTemplateGet")
+@operation("ServiceTemplateGet", roles=ANY_ROLE)
 def service_template_get(ctx: CallContext, *, template_id: int) -> ServiceTemplateInfo:
     """One service template, with its resources and order parameters."""
     return _template_info(ctx, _get_template(ctx, template_id))
 
 
-@operation("ServiceTemplateList")
+@operation("ServiceTemplateList", roles=ANY_ROLE)
 def service_template_list(
     ctx: CallContext,
     *,
@@ -1105,7 +1105,7 @@ def plan_create(
     return info
 
 
-@operation("PlanGet")
+@operation("PlanGet", roles=ANY_ROLE)
 def plan_get(ctx: CallContext, *, plan_id: int, version: int | None = None) -> PlanInfo:
     """One plan with the terms of its current version (or of ``version``). A plan
     owned above the caller shows the prices that apply to the caller's account."""
@@ -1118,7 +1118,7 @@ def plan_get(ctx: CallContext, *, plan_id: int, version: int | None = None) -> P
     return _plan_info(ctx, plan, v, prices)
 
 
-@operation("PlanList")
+@operation("PlanList", roles=ANY_ROLE)
 def plan_list(
     ctx: CallContext,
     *,
@@ -1351,7 +1351,7 @@ def plan_migrate_subscribers(
     return _migration_info(row)
 
 
-@operation("PlanMigrationList")
+@operation("PlanMigrationList", roles=ANY_ROLE)
 def plan_migration_list(
     ctx: CallContext, *, plan_id: int, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
 ) -> PlanMigrationPage:
@@ -1776,7 +1776,7 @@ def reseller_price_set(
     return info
 
 
-@operation("ResellerPriceList")
+@operation("ResellerPriceList", roles=ANY_ROLE)
 def reseller_price_list(
     ctx: CallContext,
     *,
@@ -1886,7 +1886,7 @@ def wholesale_price_set(
     return info
 
 
-@operation("WholesalePriceList")
+@operation("WholesalePriceList", roles=ANY_ROLE)
 def wholesale_price_list(
     ctx: CallContext, *, reseller_id: int, offset: int = 0, limit: int = paging.DEFAULT_LIMIT
 ) -> WholesalePricePage:
@@ -1948,7 +1948,7 @@ def _find_promotion(
     return None
 
 
-@operation("PriceQuote")
+@operation("PriceQuote", roles=ANY_ROLE)
 def price_quote(
     ctx: CallContext,
     *,

@@ -1,9 +1,12 @@
 """Idempotency keys: a repeated creating/money-moving call returns the first result.
 
 The key row is inserted in the same transaction as the operation's effects, so
-either both are committed or neither. Uniqueness of (account, key) is the
-database's job: a concurrent duplicate blocks on the unique index until the
-first commits, then fails, and the dispatcher answers it from the stored row.
+either both are committed or neither. Keys belong to the calling user (not its
+account), so one user's key never answers, or even reveals, another user's
+request; the dispatcher checks the caller's role for the operation before it
+looks a key up. Uniqueness of (user, key) is the database's job: a concurrent
+duplicate blocks on the unique index until the first commits, then fails, and
+the dispatcher answers it from the stored row.
 """
 
 from __future__ import annotations
@@ -33,12 +36,12 @@ def check_key(key: str) -> str:
     return key
 
 
-def find(session: Session, account_id: int, key: str, operation: str, req_hash: str) -> str | None:
-    """The stored JSON response for a replay, None if the key is new."""
+def find(session: Session, user_id: int, key: str, operation: str, req_hash: str) -> str | None:
+    """The stored JSON response for a replay of ``user_id``'s request, None if
+    the key is new for that user. The caller has checked its right to the
+    operation first."""
     row = session.scalar(
-        select(IdempotencyKey).where(
-            IdempotencyKey.account_id == account_id, IdempotencyKey.key == key
-        )
+        select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
     )
     if row is None:
         return None
@@ -51,7 +54,7 @@ def find(session: Session, account_id: int, key: str, operation: str, req_hash: 
 
 def store(
     session: Session,
-    account_id: int,
+    user_id: int,
     key: str,
     operation: str,
     req_hash: str,
@@ -60,7 +63,7 @@ def store(
 ) -> None:
     session.add(
         IdempotencyKey(
-            account_id=account_id,
+            user_id=user_id,
             key=key,
             operation=operation,
             request_hash=req_hash,

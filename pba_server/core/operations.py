@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pba_server.core.auth import ROLES
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-ANY_ROLE: frozenset[str] = frozenset(
-    {"admin", "billing", "sales", "support", "technical", "readonly"}
-)
+# The roles (docs/api.md, "Roles"). ``admin`` may call every operation, so a
+# declaration names the other roles that may; ``frozenset()`` is "admin only".
+ANY_ROLE: frozenset[str] = frozenset(ROLES)
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Operation:
     # audit: the dispatcher records successful mutations unless the service
     # function recorded a richer entry itself
     public: bool = False  # callable without credentials
+    # every role may call it, on the caller's own credentials only (its
+    # password, its API keys); acting on another user's needs admin
+    self_service: bool = False
 
 
 _REGISTRY: dict[str, Operation] = {}
@@ -50,16 +55,27 @@ _REGISTRY: dict[str, Operation] = {}
 def operation(
     name: str,
     *,
-    roles: frozenset[str] | set[str] = ANY_ROLE,
+    roles: frozenset[str] | set[str],
     mutating: bool = False,
     idempotent: bool = False,
     public: bool = False,
+    self_service: bool = False,
 ) -> Callable[[F], F]:
     """Declare ``func`` as the API operation ``name``.
 
-    ``idempotent=True`` adds an optional ``idempotency_key`` parameter handled
-    by the dispatcher; it implies ``mutating``.
+    ``roles`` is required: the roles besides ``admin`` that may call it. A
+    mutating operation never admits ``readonly``, unless it is
+    ``self_service`` (it acts on the caller's own credentials and checks so
+    itself). ``idempotent=True`` adds an optional ``idempotency_key`` parameter
+    handled by the dispatcher; it implies ``mutating``.
     """
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"operation {name}: unknown roles {sorted(unknown)}")
+    if (mutating or idempotent) and "readonly" in roles and not self_service:
+        raise ValueError(f"operation {name} changes data: the readonly role may not call it")
+    if self_service and frozenset(roles) != ANY_ROLE:
+        raise ValueError(f"operation {name}: a self-service operation is open to every role")
 
     def wrap(func: F) -> F:
         hints = typing.get_type_hints(func, include_extras=True)
@@ -84,6 +100,7 @@ def operation(
             idempotent=idempotent,
             doc=inspect.cleandoc(func.__doc__ or name),
             public=public,
+            self_service=self_service,
         )
         return func
 

@@ -328,6 +328,16 @@ def _failing(name: str, message: str) -> DomainModule:
     )
 
 
+def _taken(ctx: CallContext, name: str, account_id: int) -> str:
+    """The failure for a name live on another row: "here" only when that row is
+    the same account's (the seller sees this message; see taken_message)."""
+    from pba_server.domains import service as domains
+    from pba_server.domains.models import Domain
+
+    holder = ctx.session.scalar(select(Domain.account_id).where(Domain.live_name == name))
+    return "domain: " + domains.taken_message(name, holder is None or holder == account_id)
+
+
 def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
     """The service's domain row (created from its parameters the first time),
     or None and why it cannot be."""
@@ -342,7 +352,7 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
                 ctx.session.flush()
         except IntegrityError:
             ctx.session.refresh(d)
-            return None, f"domain: {d.name} is already registered here"
+            return None, _taken(ctx, d.name, d.account_id)
     if d is not None:
         return d, None
     params = _params(service)
@@ -383,7 +393,7 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
             and existing.service_id is None
         )
         if not same_sub:
-            return None, f"domain: {name} is already registered here"
+            return None, _taken(ctx, name, service.account_id)
         existing.service_id = service.id
         return existing, None
     now = ctx.now()
@@ -410,7 +420,7 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
             ctx.session.add(d)
             ctx.session.flush()
     except IntegrityError:
-        return None, f"domain: {name} is already registered here"
+        return None, _taken(ctx, name, service.account_id)
     audit.record(
         ctx,
         "domain",

@@ -40,7 +40,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
 from pba_server.core.money import check_currency, money, quantize
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
@@ -77,7 +77,7 @@ from pba_server.subscriptions.store import move_with_subscription
 
 ADMIN = frozenset({"admin"})
 EDITORS = frozenset({"sales"})
-TECH = frozenset({"technical", "support"})
+TECH = frozenset({"technical"})
 MAX_CHECK = 50
 MAX_NAMESERVERS = 13
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -419,7 +419,7 @@ def tld_update(
     return _tld_info(ctx, t)
 
 
-@operation("TldList")
+@operation("TldList", roles=ANY_ROLE)
 def tld_list(
     ctx: CallContext,
     *,
@@ -465,7 +465,7 @@ def tld_of(session: object, account_path: str, name: str) -> Tld | None:
 # ---------------------------------------------------------------- checks
 
 
-@operation("DomainCheck")
+@operation("DomainCheck", roles=ANY_ROLE)
 def domain_check(
     ctx: CallContext, *, names: list[str], account_id: int | None = None
 ) -> list[DomainCheckItem]:
@@ -578,13 +578,13 @@ def _get_domain(
     return row[0], row[1]
 
 
-@operation("DomainGet")
+@operation("DomainGet", roles=ANY_ROLE)
 def domain_get(ctx: CallContext, *, domain_id: int) -> DomainInfo:
     """One domain: status, expiry date, name servers, contacts."""
     return domain_info(_get_domain(ctx, domain_id)[0])
 
 
-@operation("DomainList")
+@operation("DomainList", roles=ANY_ROLE)
 def domain_list(
     ctx: CallContext,
     *,
@@ -695,7 +695,7 @@ def _check_contacts(contacts: Sequence[DomainContact]) -> dict[str, Contact]:
     return out
 
 
-@operation("DomainSetContacts", roles=TECH | frozenset({"billing"}), mutating=True)
+@operation("DomainSetContacts", roles=TECH, mutating=True)
 def domain_set_contacts(
     ctx: CallContext, *, domain_id: int, contacts: list[DomainContact]
 ) -> DomainInfo:
@@ -853,8 +853,21 @@ def check_order(
         raise ValidationError(f"{field}.auth_code", "a transfer needs the domain's auth code")
     hosts = [h for h in parameters.get("nameservers", "").replace(" ", ",").split(",") if h]
     check_nameservers(hosts, f"{field}.nameservers")
-    if ctx.session.scalar(select(Domain.id).where(Domain.live_name == name)) is not None:
-        raise ValidationError(f"{field}.domain", f"{name} is already registered here")
+    holder = ctx.session.scalar(
+        select(Account.path)
+        .join(Domain, Domain.account_id == Account.id)
+        .where(Domain.live_name == name)
+    )
+    if holder is not None:
+        raise ValidationError(f"{field}.domain", taken_message(name, ctx.principal.sees(holder)))
+
+
+def taken_message(name: str, visible: bool) -> str:
+    """Why a live name cannot be ordered again. Only a holder the caller may
+    see is named as "here": for anyone else's it is "not available", as a
+    registry answers for a name taken anywhere, so a seller cannot learn which
+    names other sellers' customers hold (or are ordering) on this server."""
+    return f"{name} is already registered here" if visible else f"{name} is not available"
 
 
 def move_domains(ctx: CallContext, subscription_id: int, account_id: int) -> list[int]:

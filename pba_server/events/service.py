@@ -44,7 +44,7 @@ from pba_server.events.types import (
 )
 
 INTEGRATORS = frozenset({"technical"})  # besides admin
-TEMPLATE_EDITORS = frozenset({"technical", "sales", "support"})
+TEMPLATE_EDITORS = frozenset({"technical", "sales"})
 MAX_RETRY_SECONDS = 7 * 24 * 3600
 MAX_TIMEOUT = 300
 

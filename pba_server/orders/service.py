@@ -32,7 +32,7 @@ from pba_server.core.errors import (
     ValidationError,
 )
 from pba_server.core.money import money
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
 from pba_server.domains import service as domains
@@ -63,7 +63,7 @@ from pba_server.orders.workflow import ORDER_TYPES, Flow, Step, default_flow, va
 from pba_server.payments.models import StoredPaymentMethod
 from pba_server.subscriptions.models import Subscription
 
-APPROVERS = frozenset({"sales", "billing"})
+SELLERS = frozenset({"sales"})  # place, approve, reject, cancel orders (and admin)
 EDITORS = frozenset({"sales"})
 STOREFRONT = frozenset({"sales"})  # besides admin
 MAX_LINES = 50
@@ -197,7 +197,7 @@ def _seller_account(ctx: CallContext, owner_id: int | None) -> Account:
     return acc
 
 
-@operation("WorkflowGet")
+@operation("WorkflowGet", roles=ANY_ROLE)
 def workflow_get(
     ctx: CallContext, *, order_type: OrderType, owner_id: int | None = None
 ) -> WorkflowInfo:
@@ -216,7 +216,7 @@ def workflow_get(
     )
 
 
-@operation("WorkflowList")
+@operation("WorkflowList", roles=ANY_ROLE)
 def workflow_list(
     ctx: CallContext,
     *,
@@ -342,8 +342,9 @@ def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine
     if not seen:
         return
     open_lines = ctx.session.execute(
-        select(OrderLine.order_id, OrderLine.detail)
+        select(OrderLine.order_id, OrderLine.detail, Account.path)
         .join(Order, Order.id == OrderLine.order_id)
+        .join(Account, Account.id == Order.account_id)
         .join(Plan, Plan.id == OrderLine.plan_id)
         .join(ServiceTemplate, ServiceTemplate.id == Plan.template_id)
         .where(
@@ -352,15 +353,19 @@ def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine
             ServiceTemplate.module == "domains",
         )
     )
-    for order_id, detail in open_lines:
+    for order_id, detail, path in open_lines:
         try:
             other = normalize_domain(json.loads(detail).get("parameters", {}).get("domain", ""))
         except ValidationError:
             continue
         if other in seen:
+            # the other order is named only to a caller who may see it; to
+            # anyone else the name is just not available (domains.taken_message)
             raise ValidationError(
                 f"lines[{seen[other]}].parameters.domain",
-                f"{other} is being ordered already (order {order_id})",
+                f"{other} is being ordered already (order {order_id})"
+                if ctx.principal.sees(path)
+                else domains.taken_message(other, False),
             )
 
 
@@ -635,7 +640,7 @@ def place(
     return o
 
 
-@operation("OrderPlace", idempotent=True)
+@operation("OrderPlace", roles=SELLERS, idempotent=True)
 def order_place(
     ctx: CallContext,
     *,
@@ -671,13 +676,13 @@ def order_place(
     return order_info(ctx, o)
 
 
-@operation("OrderGet")
+@operation("OrderGet", roles=ANY_ROLE)
 def order_get(ctx: CallContext, *, order_id: int) -> OrderInfo:
     """One order: status, current step, lines, invoice and charge, history."""
     return order_info(ctx, _get_order(ctx, order_id))
 
 
-@operation("OrderList")
+@operation("OrderList", roles=ANY_ROLE)
 def order_list(
     ctx: CallContext,
     *,
@@ -724,7 +729,7 @@ def _waiting_approval(o: Order) -> None:
         )
 
 
-@operation("OrderApprove", roles=APPROVERS, mutating=True)
+@operation("OrderApprove", roles=SELLERS, mutating=True)
 def order_approve(ctx: CallContext, *, order_id: int, note: str | None = None) -> OrderInfo:
     """Approve an order waiting for approval; its workflow goes on in the background."""
     o = _get_order(ctx, order_id, for_update=True)
@@ -735,7 +740,7 @@ def order_approve(ctx: CallContext, *, order_id: int, note: str | None = None) -
     return order_info(ctx, o)
 
 
-@operation("OrderReject", roles=APPROVERS, mutating=True)
+@operation("OrderReject", roles=SELLERS, mutating=True)
 def order_reject(ctx: CallContext, *, order_id: int, reason: str) -> OrderInfo:
     """Reject an order waiting for approval, with the reason the customer sees."""
     why = _text(reason, "reason", 1000)
@@ -749,7 +754,7 @@ def order_reject(ctx: CallContext, *, order_id: int, reason: str) -> OrderInfo:
     return order_info(ctx, o)
 
 
-@operation("OrderCancel", mutating=True)
+@operation("OrderCancel", roles=SELLERS, mutating=True)
 def order_cancel(ctx: CallContext, *, order_id: int, reason: str | None = None) -> OrderInfo:
     """Cancel an order that has not been charged or applied yet (by the buyer
     or its seller): its invoice is voided. Later, use a cancellation order."""

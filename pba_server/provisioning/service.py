@@ -274,7 +274,7 @@ def service_list(
     return ServicePage([_service_info(s) for s in rows], total, offset, limit)
 
 
-@operation("ServiceSync", roles=ADMIN | TASK_ROLES, mutating=True)
+@operation("ServiceSync", roles=ADMIN | {"technical"}, mutating=True)
 def service_sync(ctx: CallContext, *, service_id: int) -> OperationInfo:
     """Queue a 'sync' operation: read the service's state and usage back from
     the platform. A module without 'sync' skips it."""

@@ -31,7 +31,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import Forbidden, NotFound, ValidationError
-from pba_server.core.operations import operation
+from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
 from pba_server.orders import engine
@@ -42,7 +42,8 @@ from pba_server.orders.types import OrderInfo, OrderLineInput, OrderType, Parame
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.types import SUBSCRIPTION_STATES, SubscriptionStatus
 
-STAFF = frozenset({"support", "billing", "technical"})
+STAFF = frozenset({"billing", "technical"})  # suspend and resume
+SELLERS = frozenset({"sales"})  # what a customer buys, changes, renews, cancels
 EXPIRING_DAYS = 14  # subscription.expiring this many days before a term ends
 
 
@@ -199,14 +200,14 @@ def get_subscription(
     return sub  # type: ignore[no-any-return]
 
 
-@operation("SubscriptionGet")
+@operation("SubscriptionGet", roles=ANY_ROLE)
 def subscription_get(ctx: CallContext, *, subscription_id: int) -> SubscriptionInfo:
     """A subscription: status, plan version, period and dates, resource limits
     (included + bought), parameters and its services (when provisioned)."""
     return subscription_info(ctx, get_subscription(ctx, subscription_id))
 
 
-@operation("SubscriptionList")
+@operation("SubscriptionList", roles=ANY_ROLE)
 def subscription_list(
     ctx: CallContext,
     *,
@@ -266,7 +267,7 @@ def _order(
     return orders.order_info(ctx, o)
 
 
-@operation("SubscriptionChangePlan", idempotent=True)
+@operation("SubscriptionChangePlan", roles=SELLERS, idempotent=True)
 def subscription_change_plan(
     ctx: CallContext,
     *,
@@ -293,7 +294,7 @@ def subscription_change_plan(
     )
 
 
-@operation("SubscriptionBuyResource", idempotent=True)
+@operation("SubscriptionBuyResource", roles=SELLERS, idempotent=True)
 def subscription_buy_resource(
     ctx: CallContext,
     *,
@@ -317,7 +318,7 @@ def subscription_buy_resource(
     )
 
 
-@operation("SubscriptionCancel", idempotent=True)
+@operation("SubscriptionCancel", roles=SELLERS, idempotent=True)
 def subscription_cancel(
     ctx: CallContext, *, subscription_id: int, when: When = "now", reason: str | None = None
 ) -> OrderInfo:
@@ -336,7 +337,7 @@ def subscription_cancel(
     )
 
 
-@operation("SubscriptionRenew", idempotent=True)
+@operation("SubscriptionRenew", roles=SELLERS, idempotent=True)
 def subscription_renew(
     ctx: CallContext,
     *,
@@ -356,7 +357,7 @@ def subscription_renew(
     )
 
 
-@operation("ChangePreview")
+@operation("ChangePreview", roles=ANY_ROLE)
 def change_preview(
     ctx: CallContext,
     *,
@@ -420,7 +421,7 @@ def change_preview(
 # ---------------------------------------------------------------- direct changes
 
 
-@operation("SubscriptionSetAutoRenew", mutating=True)
+@operation("SubscriptionSetAutoRenew", roles=SELLERS, mutating=True)
 def subscription_set_auto_renew(
     ctx: CallContext, *, subscription_id: int, auto_renew: bool
 ) -> SubscriptionInfo:
