@@ -21,6 +21,8 @@ with engine.connect() as connection:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # `pba-server migrate` hands in its progress reporter: called after each revision
+        on_version_apply=config.attributes.get("on_version_apply", ()),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -99,17 +99,32 @@ def check_schema(engine: Engine, settings: Settings) -> None:
         log.info("migrating the database schema from %s to %s", current or "empty", head)
         migrate.upgrade(engine)
         return
+    raise schema_not_current(engine.url.render_as_string(hide_password=True), state, current, head)
+
+
+def schema_not_current(
+    shown_url: str, state: str, current: str | None, head: str
+) -> SchemaNotCurrent:
+    """What every command says about a schema it cannot work on (``shown_url``
+    without the password: the message ends up in logs)."""
     if state == "ahead":
-        raise SchemaNotCurrent(
+        return SchemaNotCurrent(
             f"the database schema ({current}) is newer than this pba-server ({head}); "
             "upgrade pba-server"
         )
-    shown = engine.url.render_as_string(hide_password=True)  # not the password into logs
-    raise SchemaNotCurrent(
+    return SchemaNotCurrent(
         f"the database schema is {'empty' if current is None else 'behind'} "
         f"(at {current or 'nothing'}, this server needs {head}); run:\n"
-        f"    pba-server migrate --database '{shown}'"
+        f"    pba-server migrate --database '{shown_url}'"
     )
+
+
+def require_current_schema(engine: Engine) -> None:
+    """For commands other than ``serve``: never migrate, refuse unless current."""
+    state, current, head = migrate.schema_state(engine)
+    if state != "current":
+        shown = engine.url.render_as_string(hide_password=True)
+        raise schema_not_current(shown, state, current, head)
 
 
 def build_app(

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as _reactor
@@ -139,7 +140,14 @@ def _profile_worker(pool: ThreadPool, directory: str) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", dump)
 
 
-def run_worker(app: App, fds: list[int] | None = None) -> None:
+# called once the listening sockets are bound, with the port and TLS port
+# they are bound to (the "listening on" line is printed only then)
+OnListening = Callable[[int, int], None]
+
+
+def run_worker(
+    app: App, fds: list[int] | None = None, on_listening: OnListening | None = None
+) -> None:
     """Serve in this process: on inherited sockets (worker) or new ones."""
     s = app.settings
     socks: list[socket.socket] = []
@@ -167,6 +175,8 @@ def run_worker(app: App, fds: list[int] | None = None) -> None:
     except BaseException:
         pool.stop()
         raise
+    if on_listening is not None and socks:
+        on_listening(socks[0].getsockname()[1], socks[1].getsockname()[1] if tls_fd else 0)
     for sk in socks:
         sk.close()  # the reactor holds its own duplicate
     if fds:
@@ -226,9 +236,20 @@ def _stop_with_master(master: int) -> None:
     watch.start(1.0, now=False)
 
 
-def run_master(argv: list[str], settings_workers: int, host: str, port: int, tls_port: int) -> int:
+def run_master(
+    argv: list[str],
+    settings_workers: int,
+    host: str,
+    port: int,
+    tls_port: int,
+    on_listening: OnListening | None = None,
+) -> int:
     """Bind, then start ``settings_workers`` copies of this command as workers."""
     worker_socks = _worker_sockets(host, port, tls_port, settings_workers)
+    if on_listening is not None:
+        # bound and listening: connections wait in the backlog until a worker takes them
+        first = worker_socks[0]
+        on_listening(first[0].getsockname()[1], first[1].getsockname()[1] if tls_port else 0)
     for socks in worker_socks:
         for sk in socks:
             os.set_inheritable(sk.fileno(), True)
