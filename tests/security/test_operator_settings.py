@@ -19,6 +19,7 @@ import pytest
 from pba_server.sdk import SettingField
 from pba_server.sdk.provisioning import Done, ServiceRequest
 from tests.catalog_support import Caller
+from tests.support import page_items
 
 ROOT = Path(__file__).resolve().parents[2]
 PW = "tenant-pass-1"
@@ -66,7 +67,7 @@ def executable(tmp_path: Path, body: str) -> Path:
 
 
 def no_instances(tenant: Tenant) -> None:
-    assert tenant.call("PluginInstanceList") in ([], None)
+    assert page_items(tenant.call("PluginInstanceList")) == []
 
 
 # ---------------------------------------------------------------- item 1: programs
@@ -258,7 +259,7 @@ def test_tenant_gateway_with_its_own_key_uses_the_default_endpoint(tenant):
 
 def test_plugin_list_tells_which_settings_are_the_operators(api, protocol):
     call = Caller(api, protocol)
-    plugins = {p["name"]: p for p in call("PluginList")}
+    plugins = {p["name"]: p for p in page_items(call("PluginList"))}
     assert plugins["script"]["operator_only"] and plugins["log_channel"]["operator_only"]
     assert not plugins["stripe"]["operator_only"]
     kinds = {s["name"]: s["kind"] for s in plugins["stripe"]["settings"]}
