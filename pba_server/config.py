@@ -26,7 +26,14 @@ class Settings:
     tls_port: int = 0  # 0 = no TLS listener
     tls_cert: str = ""
     tls_key: str = ""
-    public_url: str = ""  # the SOAP address written into the WSDL; default: from Host
+    # the SOAP address written into the WSDL; default: the address and port the
+    # connection was accepted on (never the client's Host header)
+    public_url: str = ""
+    request_timeout_seconds: int = 60  # a request's headers and body must arrive within this
+    max_connections: int = 1000  # open connections per process; beyond, new ones are closed
+    # requests without header credentials being read at once, per address and in all
+    parse_concurrency_per_address: int = 2
+    parse_concurrency: int = 8
     log_level: str = "INFO"
     access_log: bool = True
     auto_migrate: bool = False  # migrate an empty or behind schema at start (SQLite default)
