@@ -23,6 +23,7 @@ import os
 import re
 import time
 import uuid
+import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web import http, pages, resource, server
 from twisted.web.error import UnsupportedMethod
 
+from pba_server.api import xmlsafe
 from pba_server.api.admission import ParseGate, Slot
 from pba_server.api.dispatch import CallMeta, Credentials
 from pba_server.api.soap import SoapHandler, fault_document
@@ -53,10 +55,15 @@ _TIMED_OUT = b"request not received in time"
 
 
 class LimitedRequest(server.Request):
-    """A request whose body may not exceed the site's ``max_request_bytes``."""
+    """A request whose body may not exceed the site's ``max_request_bytes``,
+    and whose XML is scanned as it arrives (:class:`xmlsafe.ChunkScan`): a
+    body over the XML limits is answered with its fault at once, and the rest
+    of it is read and dropped, never stored, parsed or dispatched."""
 
     _received = 0
     _rejected = False
+    _scan: xmlsafe.ChunkScan | None = None
+    _refused: bytes | None = None
 
     def _limit(self) -> int:
         return int(getattr(self.channel.site, "max_request_bytes", 1 << 20))
@@ -74,7 +81,53 @@ class LimitedRequest(server.Request):
         if self._received > self._limit():
             self._reject()
             return
+        if self._refused is not None:
+            return  # already answered: the rest is dropped as it comes
+        if self._scan is None:
+            self._scan = xmlsafe.ChunkScan()
+        err = self._scan.feed(data)
+        if err is not None:
+            self._refuse(err)
+            return
         super().handleContentChunk(data)
+
+    def _refuse(self, err: PbaError) -> None:
+        """Answer now, in the endpoint's own fault format; close once the
+        body has been received (closing on unread data would reset the
+        connection before the client reads the answer)."""
+        path = bytes(getattr(self.channel, "_path", b"")).split(b"?", 1)[0]
+        peer = getattr(self.getClientAddress(), "host", "-")
+        given = self.getHeader(b"x-correlation-id")
+        cid = given.decode("ascii", "replace") if given else ""
+        if not _CID_RE.match(cid):
+            cid = uuid.uuid4().hex
+        if path == b"/soap":
+            status, reason, body = 500, b"Internal Server Error", fault_document(err, cid)
+        elif path == b"/xmlrpc":
+            status, reason = 200, b"OK"
+            body = xmlrpc.client.dumps(
+                xmlrpc.client.Fault(err.number, f"{err.code}: {err.message}"),
+                methodresponse=True,
+            ).encode("utf-8")
+        else:
+            status, reason, body = 400, b"Bad Request", err.message.encode()
+        self._refused = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/xml; charset=utf-8\r\nConnection: close\r\n"
+            b"X-Correlation-Id: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, reason, cid.encode(), len(body), body)
+        )
+        self.channel.transport.write(self._refused)
+        meta = CallMeta(correlation_id=cid, source_address=peer, protocol="http")
+        meta.operation = "?"
+        meta.extra["code"] = err.code
+        _log_line(meta, getattr(self, "pba_started", time.perf_counter()), status)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if self._refused is not None:
+            self._rejected = True  # answered: no resource, no access line of the site's
+            self.channel.transport.loseConnection()
+            return
+        super().requestReceived(command, path, version)
 
     def _reject(self) -> None:
         self._rejected = True
