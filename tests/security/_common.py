@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 NS_SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -90,10 +91,20 @@ def read_response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + rest
 
 
-def timed_post(base: str, path: str, body: bytes, headers: dict[str, str] | None = None):
-    """(seconds from the last byte sent to the whole answer, the answer)."""
+def timed_post(
+    base: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    ready: Callable[[], object] | None = None,
+):
+    """(seconds from the last byte sent to the whole answer, the answer);
+    ``ready`` is called once connected, before sending."""
+    data = request(path, body, headers)
     with connect(base) as sock:
-        sock.sendall(request(path, body, headers))
+        if ready is not None:
+            ready()
+        sock.sendall(data)
         started = time.perf_counter()
         reply = read_response(sock)
         return time.perf_counter() - started, reply
