@@ -151,6 +151,7 @@ IDLE_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 60.0
 MAX_CONNECTIONS = 1000
 PARSES_PER_ADDRESS = 2
+ABORT_AFTER_S = 2.0
 PARSES_TOTAL = 8
 
 
@@ -203,8 +204,10 @@ class PbaChannel(http.HTTPChannel):
         meta.operation = f"deadline>{self.site.request_timeout:g}s"
         meta.extra["code"] = "HTTP.408"
         _log_line(meta, time.perf_counter(), 408)
-        # a client that does not read either is cut off without waiting for it
-        transport.abortConnection()
+        # closed once the answer is out; a client that does not read it
+        # either is cut off shortly after, without waiting for it
+        transport.loseConnection()
+        self._abortingCall = self.callLater(ABORT_AFTER_S, self.forceAbortClient)
 
 
 class PbaSite(server.Site):
