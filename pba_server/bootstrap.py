@@ -17,6 +17,7 @@ from pba_server.api.xmlrpc import XmlRpcHandler
 from pba_server.config import Settings
 from pba_server.core.clock import Clock, SystemClock
 from pba_server.core.db import make_engine
+from pba_server.core.logsafe import OneLineFormatter
 from pba_server.core.operations import Operation, registry
 from pba_server.core.secrets import SecretBox, load_or_create_key
 from pba_server.events import runtime as events_runtime
@@ -229,11 +230,12 @@ def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: Secre
 
 
 def configure_logging(level: str, *, access_log: bool = True) -> None:
-    logging.basicConfig(
-        stream=sys.stdout,
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(message)s" if level.upper() != "DEBUG" else "%(name)s %(message)s",
+    handler = logging.StreamHandler(sys.stdout)
+    # one record, one line: control characters a client sent are escaped
+    handler.setFormatter(
+        OneLineFormatter("%(message)s" if level.upper() != "DEBUG" else "%(name)s %(message)s")
     )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     for noisy in ("spyne", "twisted", "alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # spyne logs every client fault (a wrong password, say) at ERROR with a

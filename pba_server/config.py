@@ -239,10 +239,23 @@ class Settings:
     )
     public_url: str = setting(
         "",
-        "the SOAP address written into the WSDL (default: taken from the request's Host)",
+        "the SOAP address written into the WSDL (default: the address and port the "
+        "connection was accepted on, never the client's Host header)",
         allowed="an http:// or https:// URL",
         example="https://api.example.com/soap",
         check=_check_public_url,
+    )
+    request_timeout_seconds: int = setting(
+        60, "a request's headers and body must arrive within this many seconds", minimum=1
+    )
+    max_connections: int = setting(
+        1000, "open connections per process; beyond it new ones are closed", minimum=1
+    )
+    parse_concurrency_per_address: int = setting(
+        2, "requests without header credentials read at once from one address", minimum=1
+    )
+    parse_concurrency: int = setting(
+        8, "requests without header credentials read at once in all", minimum=1
     )
     secret_key: str = setting(
         "",

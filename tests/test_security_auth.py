@@ -219,8 +219,14 @@ def test_disabled_user_stops_at_once_despite_cache(api):
         assert wsse.WhoAmI().login == "alice"
         assert by_key.WhoAmI({})["login"] == "alice"
     api.soap().UserDisable(user_id=user.id)
-    assert "disabled" in _soap_fault(lambda: soap.WhoAmI()).message
-    assert _xmlrpc_fault(lambda: rpc.WhoAmI({})).faultCode == 4010
+    # the right password of a disabled user is answered exactly as a wrong one
+    wrong = _soap_fault(lambda: api.soap("alice", "wrong-password").WhoAmI())
+    disabled = _soap_fault(lambda: soap.WhoAmI())
+    assert (disabled.code, disabled.message) == (wrong.code, wrong.message)
+    assert "disabled" not in disabled.message
+    # (each counts as a failed login, as a wrong password does: four here)
+    disabled_rpc = _xmlrpc_fault(lambda: rpc.WhoAmI({}))
+    assert disabled_rpc.faultString == f"Client.AuthFailed: {wrong.message}"
     assert _soap_fault(lambda: wsse.WhoAmI()).code.endswith("Client.AuthFailed")
     assert _xmlrpc_fault(lambda: by_key.WhoAmI({})).faultCode == 4010
     api.soap().UserEnable(user_id=user.id)

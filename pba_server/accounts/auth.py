@@ -3,7 +3,8 @@
 scrypt costs tens of milliseconds by design, so a verified (login, password)
 pair is remembered in memory, keyed by an HMAC that also covers the stored
 hash: a password change invalidates it at once. User and account status are
-read on every call, so disabling a user or closing an account is immediate.
+read on every call, so disabling a user or closing an account is immediate;
+their right password is then answered exactly as a wrong one.
 """
 
 from __future__ import annotations
@@ -79,11 +80,15 @@ class _Found:
     key_secret_encrypted: str | None = None
     key_last_used_at: datetime | None = None
 
+    @property
+    def usable(self) -> bool:
+        return self.user_status == "active" and self.account_status != "closed"
+
     def principal(self) -> Principal:
-        if self.user_status != "active":
-            raise AuthFailed("this user is disabled")
-        if self.account_status == "closed":
-            raise AuthFailed("this user's account is closed")
+        if not self.usable:
+            # the same answer as a wrong password: the right password of a
+            # disabled user must not be told apart from a guess
+            raise AuthFailed("invalid login or password")
         return Principal(
             user_id=self.user_id,
             login=self.login,
@@ -159,7 +164,8 @@ class Authenticator:
         if login.startswith(API_KEY_PREFIX):
             found = self._load_key(uow, login)
             secret = self.secrets.decrypt(found.key_secret_encrypted or "") if found else ""
-            if found is None or not hmac.compare_digest(secret.encode(), password.encode()):
+            matches = hmac.compare_digest(secret.encode(), password.encode())
+            if found is None or not matches or not found.usable:
                 uow.session.rollback()
                 self._check_throttle(login, address)
                 self._failed(login, address)
@@ -170,7 +176,9 @@ class Authenticator:
 
         found, failures, last_failure_at = self._load_user(uow, login, address)
         token = self._cache.token(login, password, found.password_hash if found else "")
-        if found is not None and self._cache.hit(token):
+        # A disabled user or closed account takes the wrong password's path
+        # (no cache, a full hash check, a counted failure): same answer, same time.
+        if found is not None and found.usable and self._cache.hit(token):
             if not failures:
                 return found.principal()
             # A lockout holds for a cached password too, or it would tell a
@@ -186,7 +194,7 @@ class Authenticator:
             burn_password_check(password)
             self._failed(login, address)
             raise AuthFailed("invalid login or password")
-        if not verify_password(password, found.password_hash):
+        if not verify_password(password, found.password_hash) or not found.usable:
             self._failed(login, address)
             raise AuthFailed("invalid login or password")
         principal = found.principal()
@@ -232,7 +240,8 @@ class Authenticator:
                 nonce + created.encode() + secret.encode()
             ).digest()
         ).decode()
-        if not hmac.compare_digest(expected.encode(), digest_b64.strip().encode()):
+        matches = hmac.compare_digest(expected.encode(), digest_b64.strip().encode())
+        if not matches or not found.usable:
             self._failed(login, address)
             raise AuthFailed("invalid login or password")
         principal = found.principal()

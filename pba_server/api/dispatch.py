@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from pba_server.accounts.auth import Authenticator
 from pba_server.core import idempotency
+from pba_server.core.auth import Principal
 from pba_server.core.carddata import refuse_in
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
@@ -76,23 +77,47 @@ class Dispatcher:
         self.operations = operations
         self.auth = Authenticator(engine, secret_box, clock)
 
-    def call(self, name: str, raw: dict[str, Any], creds: Credentials, meta: CallMeta) -> Any:
-        meta.operation = name
+    def call(
+        self,
+        name: str,
+        raw: dict[str, Any],
+        creds: Credentials,
+        meta: CallMeta,
+        principal: Principal | None = None,
+    ) -> Any:
+        """Run operation ``name``; ``principal`` when the transport already
+        authenticated the caller (before parsing), else ``creds`` are checked."""
         op = self.operations.get(name)
         if op is None:
             raise UnknownOperation(f"no operation named {name!r}")
+        meta.operation = name  # only a known name: the log never repeats what a client sent
         try:
-            return self._call(op, raw, creds, meta)
+            return self._call(op, raw, creds, meta, principal)
         except PbaError:
             raise
         except (OperationalError, PoolTimeout) as exc:
-            log.error("database unavailable [cid=%s]: %s", meta.correlation_id, exc)
-            raise Unavailable(
-                f"the database is unavailable; try again (correlation id {meta.correlation_id})"
-            ) from exc
+            raise self._unavailable(exc, meta) from exc
         except Exception as exc:
             log.exception("internal error in %s [cid=%s]", name, meta.correlation_id)
             raise InternalError(f"internal error (correlation id {meta.correlation_id})") from exc
+
+    def authenticate(self, creds: Credentials, meta: CallMeta) -> Principal:
+        """Check credentials on their own, before the request body is parsed."""
+        try:
+            with UnitOfWork(self.engine) as uow:
+                principal = self._authenticate(uow, creds, meta)
+        except PbaError:
+            raise
+        except (OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc, meta) from exc
+        meta.user = principal.login
+        return principal
+
+    def _unavailable(self, exc: Exception, meta: CallMeta) -> Unavailable:
+        log.error("database unavailable [cid=%s]: %s", meta.correlation_id, exc)
+        return Unavailable(
+            f"the database is unavailable; try again (correlation id {meta.correlation_id})"
+        )
 
     def args_of(self, op: Operation, raw: dict[str, Any]) -> dict[str, Any]:
         names = {p.name for p in op.params}
@@ -112,7 +137,7 @@ class Dispatcher:
                     refuse_in(p.name, args[p.name])
         return args
 
-    def _authenticate(self, uow: UnitOfWork, creds: Credentials, meta: CallMeta) -> Any:
+    def _authenticate(self, uow: UnitOfWork, creds: Credentials, meta: CallMeta) -> Principal:
         if creds.login is None or creds.password is None:
             raise AuthFailed(
                 "credentials required: HTTP Basic, or a WS-Security UsernameToken on SOAP"
@@ -128,13 +153,20 @@ class Dispatcher:
             )
         return self.auth.password(uow, creds.login, creds.password, meta.source_address)
 
-    def _call(self, op: Operation, raw: dict[str, Any], creds: Credentials, meta: CallMeta) -> Any:
+    def _call(
+        self,
+        op: Operation,
+        raw: dict[str, Any],
+        creds: Credentials,
+        meta: CallMeta,
+        given: Principal | None,
+    ) -> Any:
         args = self.args_of(op, raw)
         key = args.pop("idempotency_key", None) if op.idempotent else None
         if key is not None:
             idempotency.check_key(key)
         with UnitOfWork(self.engine) as uow:
-            principal = self._authenticate(uow, creds, meta)
+            principal = given if given is not None else self._authenticate(uow, creds, meta)
             meta.user = principal.login
             principal.require_role(op.roles, op.name)
             ctx = CallContext(

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.python.threadpool import ThreadPool
 
+from pba_server.api.admission import ParseGate
 from pba_server.api.http import PbaSite, build_root
 from pba_server.bootstrap import App
 from pba_server.scheduler.jobs import Ticker
@@ -26,10 +27,15 @@ reactor: Any = _reactor
 
 
 def make_site(app: App, pool: ThreadPool, reactor_: Any = None) -> PbaSite:
-    root = build_root(
-        app.soap, app.xmlrpc, app.health, pool, reactor_, app.settings.public_url or None
+    s = app.settings
+    gate = ParseGate(s.parse_concurrency_per_address, s.parse_concurrency, reactor_)
+    root = build_root(app.soap, app.xmlrpc, app.health, pool, reactor_, s.public_url or None, gate)
+    return PbaSite(
+        root,
+        s.max_request_bytes,
+        request_timeout=s.request_timeout_seconds,
+        max_connections=s.max_connections,
     )
-    return PbaSite(root, app.settings.max_request_bytes)
 
 
 def start_pool(threads: int, reactor_: Any = None) -> ThreadPool:
@@ -66,7 +72,14 @@ def tls_factory(site: PbaSite, cert_file: str, key_file: str) -> Any:
         key = load_pem_private_key(f.read(), password=None)
     # cryptography objects, not pyOpenSSL's X509 (deprecated in pyOpenSSL 26)
     options = ssl.CertificateOptions(privateKey=key, certificate=certs[0], extraCertChain=certs[1:])
-    return TLSMemoryBIOFactory(options, False, site)
+
+    class LimitedTLSFactory(TLSMemoryBIOFactory):  # type: ignore[misc]
+        # the site's connection limit counts TLS connections too, and is
+        # checked here: TLS would wrap the site's refusal (None) and fail
+        def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted's name
+            return None if site.full() else super().buildProtocol(addr)
+
+    return LimitedTLSFactory(options, False, site)
 
 
 class ListenError(OSError):

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import logging
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, get_args
@@ -38,8 +39,16 @@ from spyne.protocol.soap import Soap11
 from spyne.server.http import HttpBase, HttpMethodContext
 
 from pba_server.api import xmlsafe
+from pba_server.api.admission import Slot
 from pba_server.api.dispatch import CallMeta, Credentials, Dispatcher
-from pba_server.core.errors import InternalError, MalformedRequest, PbaError, ValidationError
+from pba_server.core.auth import Principal
+from pba_server.core.errors import (
+    AuthFailed,
+    InternalError,
+    MalformedRequest,
+    PbaError,
+    ValidationError,
+)
 from pba_server.core.operations import Operation
 from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
 
@@ -259,12 +268,24 @@ class HardenedSoap11(Soap11):
     def decompose_incoming_envelope(self, ctx: Any, message: Any = Soap11.REQUEST) -> None:
         # spyne dereferences a missing or empty Body (AttributeError, not a Fault)
         root = ctx.in_document[0]
+        req: _Req = ctx.transport.req
         body = root.find(f"{{{NS_SOAP_ENV}}}Body")
-        if root.tag == f"{{{NS_SOAP_ENV}}}Envelope" and (body is None or len(body) == 0):
+        if root.tag == f"{{{NS_SOAP_ENV}}}Envelope" and (body is None or len(body) != 1):
+            # a second operation would be dropped silently by spyne
             raise fault_for(
-                MalformedRequest("the SOAP Body must hold one operation element"),
-                ctx.transport.req.meta.correlation_id,
+                MalformedRequest("the SOAP Body must hold exactly one operation element"),
+                req.meta.correlation_id,
             )
+        if body is not None and req.soap_action:
+            named = etree.QName(body[0]).localname
+            if req.soap_action != named:
+                raise fault_for(
+                    MalformedRequest(
+                        f"the SOAPAction header names {_printable(req.soap_action)!r} "
+                        f"but the Body holds {_printable(named)!r}"
+                    ),
+                    req.meta.correlation_id,
+                )
         try:
             super().decompose_incoming_envelope(ctx, message)
         except _SchemaError as err:
@@ -291,6 +312,20 @@ class HardenedSoap11(Soap11):
             _field_path(first.path, self.list_paths.get(op, frozenset())),
             _schema_reason(first.message),
         )
+
+
+def _soap_action(header: str | None) -> str:
+    """The operation a SOAPAction header names ("" when absent or empty)."""
+    value = (header or "").strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1].strip()
+    if len(value) > 256:
+        raise MalformedRequest("the SOAPAction header is too long")
+    return value
+
+
+def _printable(text: str) -> str:
+    return re.sub(r"[^\x20-\x7e]", "?", text[:80])
 
 
 class _SchemaError(Exception):
@@ -385,12 +420,26 @@ def read_wss(envelope: etree._Element) -> Credentials | None:
 class _Req:
     """What the transport hands to spyne's context (its ``transport.req``)."""
 
-    def __init__(self, creds: Credentials, meta: CallMeta, method: str, content_type: str):
+    def __init__(
+        self,
+        creds: Credentials,
+        meta: CallMeta,
+        method: str,
+        content_type: str,
+        soap_action: str = "",
+        principal: Principal | None = None,
+        principal_by_wss: bool = False,
+    ):
         self.creds_http = creds
         self.creds_wss: Credentials | None = None
         self.meta = meta
         self.method = method
         self.content_type = content_type
+        self.soap_action = soap_action
+        # who the transport authenticated before the parse: by HTTP Basic, or
+        # by the token found in a streaming pass over the Header
+        self.principal = principal
+        self.principal_by_wss = principal_by_wss
 
 
 class _Transport(HttpMethodContext.HttpTransportContext):  # type: ignore[misc,name-defined]
@@ -443,8 +492,12 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
             req: _Req = ctx.transport.req
             raw = {n: mapper.to_plain(v) for n, v in zip(names, args, strict=True) if v is not None}
             creds = req.creds_wss or req.creds_http
+            # A token in the envelope is what counts, even after a good Basic header.
+            principal = req.principal
+            if req.creds_wss is not None and not req.principal_by_wss:
+                principal = None
             try:
-                result = dispatcher.call(op.name, raw, creds, req.meta)
+                result = dispatcher.call(op.name, raw, creds, req.meta, principal)
             except PbaError as err:
                 req.meta.extra["code"] = err.code
                 raise fault_for(err, req.meta.correlation_id) from None
@@ -473,10 +526,26 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         )
 
     def handle(
-        self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
+        self,
+        body: bytes,
+        content_type: str,
+        creds: Credentials,
+        meta: CallMeta,
+        *,
+        soap_action: str = "",
+        principal: Principal | None = None,
+        principal_by_wss: bool = False,
     ) -> tuple[int, bytes]:
         """Run one SOAP request; returns (HTTP status, response body)."""
-        req = _Req(creds, meta, "POST", content_type or "text/xml")
+        req = _Req(
+            creds,
+            meta,
+            "POST",
+            content_type or "text/xml",
+            soap_action,
+            principal,
+            principal_by_wss,
+        )
         ctx = _MethodContext(self, req, "text/xml; charset=utf-8")
         ctx.in_string = [body]
         contexts = self.generate_contexts(ctx)
@@ -502,17 +571,67 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         return status, out
 
     def respond(
-        self, body: bytes, content_type: str, creds: Credentials, meta: CallMeta
+        self,
+        read_body: Callable[[], bytes],
+        content_type: str,
+        creds: Credentials,
+        meta: CallMeta,
+        *,
+        slot: Slot | None = None,
+        soap_action: str | None = None,
     ) -> tuple[int, bytes]:
-        """:meth:`handle`, and a SOAP Server.Internal fault (never a traceback)
-        should anything escape it; the traceback goes to the log with the cid."""
+        """Admit the request (:mod:`pba_server.api.admission`), then :meth:`handle`
+        it; a SOAP Server.Internal fault (never a traceback) should anything
+        escape; the traceback goes to the log with the cid."""
         try:
-            return self.handle(body, content_type, creds, meta)
+            try:
+                action = _soap_action(soap_action)
+                principal, by_wss, body = self._admit(read_body, creds, meta, slot)
+            except PbaError as refused:
+                meta.extra["code"] = refused.code
+                return 500, fault_document(refused, meta.correlation_id)
+            return self.handle(
+                body,
+                content_type,
+                creds,
+                meta,
+                soap_action=action,
+                principal=principal,
+                principal_by_wss=by_wss,
+            )
         except Exception:
             log.exception("SOAP request failed [cid=%s]", meta.correlation_id)
             meta.extra["code"] = InternalError.code
             err = InternalError(f"internal error (correlation id {meta.correlation_id})")
             return 500, fault_document(err, meta.correlation_id)
+
+    def _admit(
+        self, read_body: Callable[[], bytes], creds: Credentials, meta: CallMeta, slot: Slot | None
+    ) -> tuple[Principal | None, bool, bytes]:
+        """(who, whether by a WS-Security token, the body), or a PbaError
+        before anything but the Header has been parsed. ``slot``: the
+        admission of a request without header credentials, given back once
+        its Header is read."""
+        if creds.login is not None:
+            principal = self.dispatcher.authenticate(creds, meta)
+            body = read_body()
+            xmlsafe.prescan(body)
+            return principal, False, body
+        try:
+            body = read_body()
+            xmlsafe.prescan(body)
+            envelope = xmlsafe.soap_header(body, NS_SOAP_ENV)
+        finally:
+            if slot is not None:
+                slot.release()
+        if envelope is None or envelope.tag != f"{{{NS_SOAP_ENV}}}Envelope":
+            raise MalformedRequest("not a SOAP 1.1 Envelope with a Body")
+        token = read_wss(envelope)
+        if token is None:
+            raise AuthFailed(
+                "credentials required: HTTP Basic, or a WS-Security UsernameToken on SOAP"
+            )
+        return self.dispatcher.authenticate(token, meta), True, body
 
     def _client_fault(self, err: Any, meta: CallMeta) -> PbaFault:
         if isinstance(err, PbaFault):

@@ -14,13 +14,17 @@ import dataclasses
 import inspect
 import logging
 import xmlrpc.client
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from pba_server.api import xmlsafe
+from pba_server.api.admission import Slot
 from pba_server.api.dispatch import CallMeta, Credentials, Dispatcher
+from pba_server.core.auth import Principal
 from pba_server.core.errors import (
+    AuthFailed,
     InternalError,
     MalformedRequest,
     PbaError,
@@ -33,6 +37,8 @@ from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_opti
 log = logging.getLogger("pba.xmlrpc")
 
 INT32_MAX = 2**31 - 1
+# answered without credentials
+INTROSPECTION = frozenset({"system.listMethods", "system.methodHelp", "system.methodSignature"})
 
 
 def to_wire(value: Any) -> Any:
@@ -142,7 +148,54 @@ class XmlRpcHandler:
         self.dispatcher = dispatcher
         self.operations = operations
 
-    def handle(self, body: bytes, creds: Credentials, meta: CallMeta) -> bytes:
+    def respond(
+        self,
+        read_body: Callable[[], bytes],
+        creds: Credentials,
+        meta: CallMeta,
+        *,
+        slot: Slot | None = None,
+    ) -> bytes:
+        """Admit the request (:mod:`pba_server.api.admission`), then handle it."""
+        try:
+            principal, body = self._admit(read_body, creds, meta, slot)
+        except PbaError as err:
+            return self.fault(err, meta)
+        except Exception:
+            return self._internal(meta)
+        return self.handle(body, creds, meta, principal)
+
+    def _admit(
+        self, read_body: Callable[[], bytes], creds: Credentials, meta: CallMeta, slot: Slot | None
+    ) -> tuple[Principal | None, bytes]:
+        if creds.login is not None:
+            principal = self.dispatcher.authenticate(creds, meta)
+            body = read_body()
+            xmlsafe.prescan(body)
+            return principal, body
+        # Without credentials only introspection answers: the method name is
+        # read by a streaming pass that stops there, the parameters never are.
+        try:
+            body = read_body()
+            xmlsafe.prescan(body)
+            name = xmlsafe.xmlrpc_method_name(body)
+        finally:
+            if slot is not None:
+                slot.release()
+        if name is None:
+            raise MalformedRequest("malformed XML-RPC request: no methodCall/methodName")
+        if name not in INTROSPECTION:
+            self._name_for_log(name, meta)
+            raise AuthFailed("credentials required: HTTP Basic")
+        return None, body
+
+    def _name_for_log(self, name: str, meta: CallMeta) -> None:
+        # only a known name: a card number or a newline sent as one stays out of the log
+        meta.operation = name if name in self.operations or name in INTROSPECTION else "?"
+
+    def handle(
+        self, body: bytes, creds: Credentials, meta: CallMeta, principal: Principal | None = None
+    ) -> bytes:
         try:
             xmlsafe.parse(body)
             try:
@@ -151,44 +204,48 @@ class XmlRpcHandler:
                 raise MalformedRequest(f"malformed XML-RPC request: {exc}") from None
             if not name:
                 raise MalformedRequest("no methodName")
-            meta.operation = name
-            result = self._invoke(name, params, creds, meta)
+            self._name_for_log(name, meta)
+            result = self._invoke(name, params, creds, meta, principal)
             return xmlrpc.client.dumps(
                 (to_wire(result),), methodresponse=True, allow_none=True
             ).encode("utf-8")
         except PbaError as err:
-            meta.extra["code"] = err.code
-            msg = err.message
-            if err.code == "Server.Internal" and meta.correlation_id not in msg:
-                msg = f"{msg} (correlation id {meta.correlation_id})"
-            return xmlrpc.client.dumps(
-                xmlrpc.client.Fault(err.number, f"{err.code}: {msg}"),
-                methodresponse=True,
-                allow_none=True,
-            ).encode("utf-8")
+            return self.fault(err, meta)
         except Exception:
-            log.exception("XML-RPC request failed [cid=%s]", meta.correlation_id)
-            meta.extra["code"] = InternalError.code
-            return xmlrpc.client.dumps(
-                xmlrpc.client.Fault(
-                    InternalError.number,
-                    f"{InternalError.code}: internal error (correlation id {meta.correlation_id})",
-                ),
-                methodresponse=True,
-            ).encode("utf-8")
+            return self._internal(meta)
+
+    def fault(self, err: PbaError, meta: CallMeta) -> bytes:
+        meta.extra["code"] = err.code
+        msg = err.message
+        if err.code == "Server.Internal" and meta.correlation_id not in msg:
+            msg = f"{msg} (correlation id {meta.correlation_id})"
+        return xmlrpc.client.dumps(
+            xmlrpc.client.Fault(err.number, f"{err.code}: {msg}"),
+            methodresponse=True,
+            allow_none=True,
+        ).encode("utf-8")
+
+    def _internal(self, meta: CallMeta) -> bytes:
+        log.exception("XML-RPC request failed [cid=%s]", meta.correlation_id)
+        meta.extra["code"] = InternalError.code
+        return xmlrpc.client.dumps(
+            xmlrpc.client.Fault(
+                InternalError.number,
+                f"{InternalError.code}: internal error (correlation id {meta.correlation_id})",
+            ),
+            methodresponse=True,
+        ).encode("utf-8")
 
     def _invoke(
-        self, name: str, params: tuple[Any, ...], creds: Credentials, meta: CallMeta
+        self,
+        name: str,
+        params: tuple[Any, ...],
+        creds: Credentials,
+        meta: CallMeta,
+        principal: Principal | None,
     ) -> Any:
         if name == "system.listMethods":
-            return sorted(
-                [
-                    *self.operations,
-                    "system.listMethods",
-                    "system.methodHelp",
-                    "system.methodSignature",
-                ]
-            )
+            return sorted([*self.operations, *INTROSPECTION])
         if name == "system.methodHelp":
             op = self._op(params)
             return method_help(op) if op else ""
@@ -209,7 +266,7 @@ class XmlRpcHandler:
                 f"{name} takes one struct of named parameters "
                 "(an empty array is read as an empty struct)",
             )
-        return self.dispatcher.call(name, raw, creds, meta)
+        return self.dispatcher.call(name, raw, creds, meta, principal)
 
     def _op(self, params: tuple[Any, ...]) -> Operation | None:
         if len(params) != 1 or not isinstance(params[0], str):

@@ -42,6 +42,23 @@ class RequestTooLarge(PbaError):
     http_status = 413
 
 
+class RequestTooComplex(PbaError):
+    """The XML is within the size cap but over a structural limit (attributes,
+    namespace declarations, text size): refused before it is parsed."""
+
+    code = "Client.RequestTooComplex"
+    number = 4005
+    http_status = 400
+
+
+class TooManyRequests(PbaError):
+    """More unauthenticated requests in progress from this address than allowed."""
+
+    code = "Client.TooManyRequests"
+    number = 4290
+    http_status = 429
+
+
 class UnknownOperation(PbaError):
     code = "Client.UnknownOperation"
     number = 4004
@@ -130,9 +147,11 @@ ALL_ERRORS: tuple[type[PbaError], ...] = (
     ValidationError,
     MalformedRequest,
     RequestTooLarge,
+    RequestTooComplex,
     UnknownOperation,
     AuthFailed,
     TooManyAttempts,
+    TooManyRequests,
     Forbidden,
     OperatorSetting,
     NotFound,
