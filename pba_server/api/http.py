@@ -228,6 +228,9 @@ class PbaSite(server.Site):
         self.max_connections = max_connections
         self.open_connections = 0
         self.displayTracebacks = False
+        # requests being answered (counted on the reactor thread): a stopping
+        # server waits for them before it closes its connections
+        self.in_flight = 0
 
     def full(self) -> bool:
         return self.open_connections >= self.max_connections
@@ -244,7 +247,12 @@ class PbaSite(server.Site):
 
     def getResourceFor(self, request: Any) -> Any:  # noqa: N802 - Twisted's name
         request.pba_started = time.perf_counter()
+        self.in_flight += 1
+        request.notifyFinish().addBoth(self._answered)
         return super().getResourceFor(request)
+
+    def _answered(self, _result: Any) -> None:
+        self.in_flight -= 1  # answered, or the client went away: either way done
 
     def log(self, request: Any) -> None:
         """One line for a request that did not write its own (GET ?wsdl, 404, 405)."""

@@ -182,9 +182,9 @@ def run_worker(
     try:
         site = make_site(app, pool)
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
-        reactor.adoptStreamPort(plain_fd, family, site)
+        ports = [reactor.adoptStreamPort(plain_fd, family, site)]
         if tls_fd is not None:
-            reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site))
+            ports.append(reactor.adoptStreamPort(tls_fd, family, _tls_factory(app, site)))
     except BaseException:
         pool.stop()
         raise
@@ -202,7 +202,71 @@ def run_worker(
     # collector's way (and out of the final collection, which otherwise makes
     # a SIGTERM take seconds).
     gc.freeze()
+    reactor.callWhenRunning(Drain(site, ports).install)
     reactor.run()
+
+
+# How long a stopping server waits for the calls in flight to answer.
+DRAIN_TIMEOUT_S = 10.0
+
+
+class Drain:
+    """SIGTERM or SIGINT: stop accepting connections, let the requests in
+    flight answer and their answers go out (up to ``timeout`` seconds), then
+    stop the reactor, which closes the remaining (idle) connections. A second
+    signal stops at once.
+
+    Twisted's own handlers would stop the reactor at once, and its shutdown
+    closes every connection before the calls on the thread pool have
+    answered: their work was done, their answers lost."""
+
+    def __init__(self, site: PbaSite, ports: list[Any], timeout: float = DRAIN_TIMEOUT_S) -> None:
+        self.site = site
+        self.ports = ports
+        self.timeout = timeout
+        self.deadline: float | None = None
+
+    def install(self) -> None:
+        # after Twisted installed its handlers (during startup): ours replace them
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _sig: int, _frame: Any) -> None:
+        reactor.callFromThread(self.begin)
+
+    def begin(self) -> None:
+        if self.deadline is not None:  # the second signal: do not wait any longer
+            self._stop()
+            return
+        self.deadline = reactor.seconds() + self.timeout
+        for port in self.ports:
+            port.stopListening()
+        if self.site.in_flight:
+            log.info("stopping: waiting for %d call(s) in flight", self.site.in_flight)
+        self._check()
+
+    def _check(self) -> None:
+        assert self.deadline is not None
+        # answered is not yet sent: wait until no connection has output queued
+        if self.site.in_flight <= 0 and not reactor.getWriters():
+            self._stop()
+        elif reactor.seconds() >= self.deadline:
+            log.warning(
+                "stopping: %d call(s) still in flight after %.0f s; closing their connections",
+                self.site.in_flight,
+                self.timeout,
+            )
+            self._stop()
+        else:
+            reactor.callLater(0.05, self._check)
+
+    def _stop(self) -> None:
+        from twisted.internet.error import ReactorNotRunning
+
+        try:
+            reactor.stop()
+        except ReactorNotRunning:  # already stopping
+            pass
 
 
 def _worker_sockets(host: str, port: int, tls_port: int, n: int) -> list[list[socket.socket]]:
@@ -310,7 +374,7 @@ def run_master(
             children[i] = spawn(i)
     for c in children:
         try:
-            c.wait(timeout=10)
+            c.wait(timeout=DRAIN_TIMEOUT_S + 5)  # a worker drains its calls first
         except subprocess.TimeoutExpired:
             c.kill()
             c.wait()
