@@ -42,7 +42,7 @@ from jinja2.utils import generate_lorem_ipsum
 MAX_VALUE = 100_000
 MAX_OUTPUT = 100_000
 MAX_PRODUCED = 400_000
-MAX_STEPS = 100_000
+MAX_STEPS = 50_000
 MAX_SECONDS = 0.5
 MAX_INT_BITS = 4096
 MAX_INDENT = 16
@@ -69,7 +69,7 @@ class Budget:
     def tick(self, n: int = 1) -> None:
         self.steps += n
         if self.steps > self.max_steps:
-            raise BudgetExceeded(f"takes more than {self.max_steps} steps (loop items and calls)")
+            raise BudgetExceeded(f"takes more than {self.max_steps} steps (loop items, calls and outputs)")
         if time.monotonic() > self.deadline:
             raise BudgetExceeded(f"takes longer than {self.max_seconds:g} s to render")
 
