@@ -69,7 +69,9 @@ class Budget:
     def tick(self, n: int = 1) -> None:
         self.steps += n
         if self.steps > self.max_steps:
-            raise BudgetExceeded(f"takes more than {self.max_steps} steps (loop items, calls and outputs)")
+            raise BudgetExceeded(
+                f"takes more than {self.max_steps} steps (loop items, calls and outputs)"
+            )
         if time.monotonic() > self.deadline:
             raise BudgetExceeded(f"takes longer than {self.max_seconds:g} s to render")
 
