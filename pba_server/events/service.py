@@ -606,8 +606,8 @@ def _check_template(event_type: str, tpl: templates.Template) -> templates.Rende
     try:
         return templates.render_template(tpl, ctx)
     except templates.TemplateError as exc:
-        field = str(exc).split(":", 1)[0]
-        raise ValidationError(field, str(exc)) from None
+        field, _, message = str(exc).partition(": ")  # "<part>: <why>"
+        raise ValidationError(field, message) from None
 
 
 @operation("NotificationTemplateSet", roles=TEMPLATE_EDITORS, mutating=True)

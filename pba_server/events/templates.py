@@ -1,9 +1,10 @@
 """Notification templates: per event type and language, rendered in a sandbox.
 
 A template has a subject, a text body and an optional HTML body, written in
-Jinja2 and rendered with its ``SandboxedEnvironment`` (no attribute starting
-with an underscore, no unsafe callables: a template cannot reach Python
-internals) and ``StrictUndefined`` (a misspelt name is an error when the
+Jinja2 and rendered in its immutable sandbox (no attribute starting with an
+underscore, no unsafe callables: a template cannot reach Python internals)
+with a budget of memory, output and time (``template_budget``), and
+``StrictUndefined`` (a misspelt name is an error when the
 template is set, not a blank in a customer's mail).
 
 Which template applies to an event: the one set by the nearest account at or
@@ -137,17 +138,19 @@ def sample_payload(event_type: str) -> dict[str, Any]:
 @cache
 def _environment() -> Any:
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    from pba_server.events.template_budget import BudgetSandbox
+
+    return BudgetSandbox(undefined=StrictUndefined, autoescape=False)
 
 
 @cache
 def _html_environment() -> Any:
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+    from pba_server.events.template_budget import BudgetSandbox
+
+    return BudgetSandbox(undefined=StrictUndefined, autoescape=True)
 
 
 def jinja_available() -> bool:
@@ -158,28 +161,42 @@ def jinja_available() -> bool:
     return True
 
 
-MAX_OUTPUT = 100_000
-
-
 def _render_one(env: Any, source: str, context: dict[str, Any], part: str) -> str:
     from jinja2 import TemplateError as JinjaError
 
+    from pba_server.events import template_budget as tb
+
+    out: list[str] = []
+    size = 0
     try:
-        out = str(env.from_string(source).render(context))
+        # streamed, so a template that renders too much is stopped at the limit
+        for chunk in env.from_string(source).generate(context):
+            size += len(chunk)
+            if size > tb.MAX_OUTPUT:
+                raise tb.BudgetExceeded(f"renders to more than {tb.MAX_OUTPUT} characters")
+            out.append(chunk)
+    except tb.BudgetExceeded as exc:
+        raise TemplateError(f"{part}: over the template budget: {exc}") from None
     except JinjaError as exc:  # includes SecurityError and UndefinedError
         raise TemplateError(f"{part}: {type(exc).__name__}: {exc}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
         raise TemplateError(f"{part}: {type(exc).__name__}: {exc}") from None
-    if len(out) > MAX_OUTPUT:
-        raise TemplateError(f"{part}: renders to more than {MAX_OUTPUT} characters")
-    return out
+    return "".join(out)
 
 
 def render_template(tpl: Template, context: dict[str, Any]) -> Rendered:
+    """Render the parts within one budget (template_budget): a template that
+    builds too big a value, renders too much or takes too long raises
+    TemplateError naming the part."""
+    from pba_server.events import template_budget as tb
+
     env = _environment()
-    subject = " ".join(_render_one(env, tpl.subject, context, "subject").split())
-    text = _render_one(env, tpl.text, context, "text_body")
-    html = _render_one(_html_environment(), tpl.html, context, "html_body") if tpl.html else None
+    with tb.active(tb.Budget()):
+        subject = " ".join(_render_one(env, tpl.subject, context, "subject").split())
+        text = _render_one(env, tpl.text, context, "text_body")
+        html = (
+            _render_one(_html_environment(), tpl.html, context, "html_body") if tpl.html else None
+        )
     return Rendered(subject=subject, text=text, html=html)
 
 
