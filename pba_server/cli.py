@@ -6,6 +6,7 @@ import argparse
 import getpass
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -97,10 +98,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "serve",
         help="run the SOAP + XML-RPC server",
-        description="Run the server. On first start of an empty SQLite "
-        "database it is created, migrated and initialized (the generated "
-        "admin password is printed once). The 'listening on' line is printed "
-        "once the port is bound.",
+        # wrapped here: the raw formatter keeps the settings list's layout
+        description=textwrap.fill(
+            "Run the server. On first start of an empty SQLite "
+            "database it is created, migrated and initialized (the generated "
+            "admin password is printed once). The 'listening on' line is printed "
+            "once the port is bound.",
+            78,
+        ),
         epilog=config.help_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -642,10 +642,12 @@ def markdown_table() -> str:
 
 def help_text() -> str:
     """The settings as listed at the end of ``pba-server serve --help``."""
-    lines = [
+    lines = _wrap(
         "settings (config file [server] NAME = VALUE, or environment PBA_NAME; "
         "flags win over the environment, the environment over the file):",
-    ]
+        prefix="",
+        width=78,
+    )
     for spec in SETTINGS:
         default = spec.shown_default() or "empty"
         lines.append(f"  {spec.name} ({spec.env}; default {default})")

@@ -215,7 +215,11 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "how", "value", "problem", "allowed"), BAD_VALUES)
+@pytest.mark.parametrize(
+    ("name", "how", "value", "problem", "allowed"),
+    BAD_VALUES,
+    ids=[f"{v[0]}-{v[1]}-{i}" for i, v in enumerate(BAD_VALUES)],
+)
 def test_a_bad_value_is_one_line_naming_the_setting(name, how, value, problem, allowed, tmp_path):
     args = ["serve"]
     env = child_env()
@@ -264,6 +268,7 @@ def test_the_tls_certificate_must_be_readable(tmp_path):
         (("--as-of", "2026-13-01"), "pba-server: --as-of: '2026-13-01' is not a date"),
         (("--progress-interval", "soon"), "pba-server: progress_interval_seconds: 'soon'"),
     ],
+    ids=lambda v: v[0] if isinstance(v, tuple) else "",
 )
 def test_bad_billing_run_arguments(args, prefix, tmp_path):
     r = run_cli("billing-run", *args, cwd=tmp_path)
