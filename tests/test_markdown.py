@@ -107,7 +107,7 @@ def plugin_examples() -> list[Block]:
 def test_plugins_md_has_its_complete_examples():
     kinds = set()
     for b in plugin_examples():
-        m = re.search(r'kind="(\w+)"', b.text)
+        m = re.search(r'^\s*kind="(\w+)"', b.text, re.M)
         kinds.add(m.group(1) if m else "payment_gateway")
     assert kinds >= {"payment_gateway", "processing_module", "notification_channel"}, kinds
 

@@ -212,7 +212,7 @@ def test_migrate_init_serve_and_billing_run_from_an_empty_folder(installed, empt
         host = s.base.removeprefix("http://")
         with xmlrpc.client.ServerProxy(f"http://admin:wheel-Admin-pw-1@{host}/xmlrpc") as p:
             me = p.WhoAmI({})
-            listed = {x["name"]: x["status"] for x in p.PluginList({})}
+            listed = {x["name"]: x["status"] for x in p.PluginList({})["items"]}
         assert me["login"] == "admin" and me["account_type"] == "provider"
         assert listed == dict.fromkeys(shipped, "ok")
         assert stop(s.proc) == 0

@@ -48,7 +48,7 @@ def test_readonly_replaying_the_admins_api_key_create_gets_nothing(api):
     assert str(f.value.code).endswith("Client.Forbidden")
     assert made["secret"] not in str(f.value.message)
     # the billing user's keys are still the one the admin made
-    keys = api.xmlrpc().ApiKeyList({"user_id": ids["billing"]})
+    keys = api.xmlrpc().ApiKeyList({"user_id": ids["billing"]})["items"]
     assert [k["key_id"] for k in keys] == [made["key_id"]]
     # the admin's own replay still answers its first result
     assert api.xmlrpc().ApiKeyCreate(request) == made

@@ -25,6 +25,7 @@ from pba_server.core.operations import ROLES, Operation
 from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
 from pba_server.orders.models import Order
 from tests.catalog_support import service_ctx
+from tests.support import page_items
 
 ROOT = Path(__file__).resolve().parents[2]
 PW = "a-long-password-1"
@@ -284,7 +285,7 @@ def test_billing_cannot_edit_accounts_contacts_domains_or_orders(env, api):
     ]:
         _refused(bill, name, args)
     assert bill.AccountGet({"account_id": cust})["name"] == "Cust"
-    assert bill.ContactList({"account_id": cust}) == []
+    assert page_items(bill.ContactList({"account_id": cust})) == []
     assert _counts(env) == before
     # what billing is for still works
     assert bill.InvoiceList({"account_id": cust})["total"] == 0
