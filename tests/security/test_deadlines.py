@@ -5,13 +5,12 @@ server process configured small: ``request_timeout_seconds=1``,
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from tests.conftest import ADMIN_PASSWORD, TEST_KEY
-from tests.security._common import basic, connect, read_response, xmlrpc
+from tests.security._common import basic, connect, read_all, read_response, xmlrpc
 from tests.serverproc import child_env, running
 from tests.support import Api
 
@@ -24,17 +23,6 @@ def _server(env, tmp_path, **settings: str):
     return running(
         cwd=tmp_path, env=child_env(PBA_DATABASE_URL=url, PBA_SECRET_KEY=TEST_KEY, **extra)
     )
-
-
-def _closed(sock: socket.socket) -> bytes:
-    """What the server sent until it closed the connection."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 def test_slow_body_and_slow_headers_are_cut_off_at_the_deadline(env, tmp_path):
@@ -61,7 +49,7 @@ def test_slow_body_and_slow_headers_are_cut_off_at_the_deadline(env, tmp_path):
                             break
                 except (BrokenPipeError, ConnectionResetError):
                     pass
-                reply = _closed(sock)
+                reply = read_all(sock)
                 assert sent < len(data), f"{label}: the server waited for all of it"
                 assert reply.startswith(b"HTTP/1.1 408"), (label, reply[:100])
         assert "HTTP.408" in srv.output
@@ -79,7 +67,7 @@ def test_connections_beyond_the_cap_are_refused_and_freed_ones_reused(env, tmp_p
         try:
             time.sleep(0.3)  # all accepted by the server
             with connect(srv.base, timeout=10) as extra:
-                assert _closed(extra) == b""  # closed at once, nothing served
+                assert read_all(extra) == b""  # closed at once, nothing served
             idle.pop().close()
             time.sleep(0.3)
             with connect(srv.base, timeout=10) as again:
