@@ -17,8 +17,10 @@ from pba_server.api.xmlrpc import XmlRpcHandler
 from pba_server.config import Settings
 from pba_server.core.clock import Clock, SystemClock
 from pba_server.core.db import make_engine
+from pba_server.core.jobs import JobSpec
 from pba_server.core.logsafe import OneLineFormatter
 from pba_server.core.operations import Operation, registry
+from pba_server.core.runtime import Runtime
 from pba_server.core.secrets import SecretBox, load_or_create_key
 from pba_server.events import runtime as events_runtime
 from pba_server.events.delivery import Deliverer, MailSettings
@@ -45,6 +47,37 @@ def load_operations() -> dict[str, Operation]:
     return registry()
 
 
+def feature_jobs(settings: Settings) -> dict[str, JobSpec]:
+    """Every feature's periodic jobs (its ``jobs.py``), for the scheduler."""
+    from pba_server.billing import jobs as billing
+    from pba_server.core import housekeeping
+    from pba_server.domains import jobs as domains
+    from pba_server.dunning import jobs as dunning
+    from pba_server.events import jobs as events
+    from pba_server.orders import jobs as orders
+    from pba_server.payments import jobs as payments
+    from pba_server.provisioning import jobs as provisioning
+    from pba_server.subscriptions import jobs as subscriptions
+
+    specs: dict[str, JobSpec] = {}
+    for feature in (
+        housekeeping,
+        payments,
+        domains,
+        provisioning,
+        orders,
+        subscriptions,
+        events,
+        billing,
+        dunning,
+    ):
+        for spec in feature.jobs(settings):
+            if spec.name in specs:
+                raise ValueError(f"job {spec.name} declared twice")
+            specs[spec.name] = spec
+    return specs
+
+
 class SchemaNotCurrent(SystemExit):
     pass
 
@@ -55,6 +88,8 @@ class App:
     engine: Engine
     clock: Clock
     secrets: SecretBox
+    runtime: Runtime
+    jobs: dict[str, JobSpec]
     operations: dict[str, Operation]
     dispatcher: Dispatcher
     soap: SoapHandler
@@ -142,14 +177,10 @@ def build_app(
     clock = clock or SystemClock()
     box = secret_box(settings)
     ops = load_operations()
+    runtime = Runtime(settings=settings, clock=clock, secrets=box)
     payments_runtime(box)
-    domains_runtime(settings)
     provisioning_runtime(settings)
-    import pba_server.subscriptions.service as subscriptions
-
-    subscriptions.EXPIRING_DAYS = settings.subscription_expiring_days
-    billing_schedule(settings)
-    dispatcher = Dispatcher(engine, clock, box, ops)
+    dispatcher = Dispatcher(engine, clock, box, ops, runtime=runtime)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_policy(settings)
     events_runtime.register(engine, deliverer)
@@ -158,6 +189,8 @@ def build_app(
         engine=engine,
         clock=clock,
         secrets=box,
+        runtime=runtime,
+        jobs=feature_jobs(settings),
         operations=ops,
         dispatcher=dispatcher,
         soap=SoapHandler(dispatcher, ops),
@@ -176,24 +209,12 @@ def load_plugins(settings: Settings) -> None:
     loader.set_plugins(loader.discover(folder))
 
 
-def billing_schedule(settings: Settings) -> None:
-    from pba_server.billing import run as billing_run
-
-    billing_run.configure(settings.billing_run_interval_hours, settings.billing_run_workers)
-
-
 def payments_runtime(box: SecretBox) -> None:
     from pba_server.core.context import set_process_secrets
     from pba_server.payments.service import configure_runtime
 
     set_process_secrets(box)
     configure_runtime(box)
-
-
-def domains_runtime(settings: Settings) -> None:
-    from pba_server.domains import jobs
-
-    jobs.configure(settings.domain_expiry_notice_days)
 
 
 def provisioning_runtime(settings: Settings) -> None:
@@ -208,13 +229,11 @@ def provisioning_runtime(settings: Settings) -> None:
 
 def events_policy(settings: Settings) -> None:
     from pba_server.core import netpolicy
-    from pba_server.events import retention
 
     netpolicy.configure(
         allow_private=settings.webhook_allow_private,
         allowed_networks=settings.outbound_allowed_networks,
     )
-    retention.configure(days=settings.event_retention_days)
 
 
 def event_deliverer(settings: Settings, engine: Engine, clock: Clock, box: SecretBox) -> Deliverer:

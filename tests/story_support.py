@@ -57,7 +57,7 @@ def run_jobs(env: Any) -> list[str]:
     from pba_server.scheduler.jobs import run_due
     from pba_server.scheduler.models import ScheduledJob
 
-    ran = run_due(env.app.engine, env.clock)
+    ran = run_due(env.app.engine, env.app.runtime, env.app.jobs)
     with UnitOfWork(env.app.engine) as uow:
         failed = [
             (j.name, j.last_error)

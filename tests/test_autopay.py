@@ -188,8 +188,8 @@ def test_the_job_runs_from_the_scheduler_and_attempts_once_across_processes(env,
     assert [status(env, i) for i in invs] == ["paid"] * 3
     with UnitOfWork(env.app.engine) as uow:
         assert uow.session.scalar(select(func.count()).select_from(GatewayPayment)) == 3
-    job = {"payments-autopay": jobs.JOBS["payments-autopay"]}
-    assert jobs.run_due(env.app.engine, env.clock, job) == ["payments-autopay"]
+    job = {"payments-autopay": env.app.jobs["payments-autopay"]}
+    assert jobs.run_due(env.app.engine, env.app.runtime, job) == ["payments-autopay"]
     assert_books_sound(env)
 
 

@@ -328,8 +328,8 @@ def test_expiry_job_warns_once_per_expiry_date(env, setup):
 
 
 def test_expiry_job_is_in_jobs_and_uses_the_setting(env):
-    assert "domains-expiry" in jobs.JOBS and "registrar-balance" in jobs.JOBS
-    assert jobs.JOBS["domains-expiry"].interval == timedelta(days=1)
+    assert "domains-expiry" in env.app.jobs and "registrar-balance" in env.app.jobs
+    assert env.app.jobs["domains-expiry"].interval == timedelta(days=1)
     assert domain_jobs.EXPIRY_NOTICE_DAYS == env.app.settings.domain_expiry_notice_days == 30
 
 
@@ -384,8 +384,8 @@ def test_jobs_run_through_the_scheduler(env, setup):
     env.clock.freeze(datetime(2031, 5, 5, tzinfo=UTC))
     ran = jobs.run_due(
         env.app.engine,
-        env.clock,
-        {k: jobs.JOBS[k] for k in ("domains-expiry", "registrar-balance")},
+        env.app.runtime,
+        {k: env.app.jobs[k] for k in ("domains-expiry", "registrar-balance")},
     )
     assert ran == ["domains-expiry", "registrar-balance"]
     assert len(_events(env, "registrar.balance_low")) == 1

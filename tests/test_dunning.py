@@ -23,7 +23,6 @@ from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
 from pba_server.dunning import service as dunning
 from pba_server.events.models import Event
-from pba_server.scheduler.jobs import JOBS
 from tests.billing_support import assert_books_sound, customer
 from tests.billrun_support import at, invoices, make_plan, run, sub, subscribe
 from tests.catalog_support import service_ctx
@@ -198,8 +197,12 @@ def test_credit_hold_after_days_over_the_limit(env: Any) -> None:
 
 
 def test_jobs_are_registered() -> None:
-    assert JOBS["billing-run"].interval == timedelta(days=1)
-    assert JOBS["dunning"].interval == timedelta(hours=1)
+    from pba_server.bootstrap import feature_jobs
+    from pba_server.config import Settings
+
+    jobs = feature_jobs(Settings())
+    assert jobs["billing-run"].interval == timedelta(days=1)
+    assert jobs["dunning"].interval == timedelta(hours=1)
 
 
 def test_run_with_prepaid_credit_resumes_a_dunning_suspension(

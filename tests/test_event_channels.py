@@ -365,8 +365,8 @@ def test_purge_keeps_unfinished_and_the_newest(env, hook):
     with UnitOfWork(env.app.engine) as uow:  # nothing old is left to purge
         assert retention.purge(uow, env.clock) == "0 event(s) purged"
         assert retention.purge(uow, env.clock, days=0) == "event retention is off"
-    job = {"purge-events": jobs.JOBS["purge-events"]}
-    assert jobs.run_due(env.app.engine, env.clock, job) == ["purge-events"]
+    job = {"purge-events": env.app.jobs["purge-events"]}
+    assert jobs.run_due(env.app.engine, env.app.runtime, job) == ["purge-events"]
     with service_ctx(env) as ctx:  # the cursor never goes back
         page = events.event_list(ctx, after=0)
     assert [e.seq for e in page.items] == [3, 4]

@@ -551,7 +551,7 @@ def test_the_scheduler_starts_and_stops_the_delivery_thread(env: Any) -> None:
 
     engine = env.app.engine
     runtime.register(engine, env.app.deliverer, idle_seconds=0.1)
-    ticker = Ticker(engine, env.clock, seconds=3600)
+    ticker = Ticker(engine, env.app.runtime, env.app.jobs, seconds=3600)
     ticker.start()
     loop = runtime._loops[id(engine)]
     try:

@@ -309,8 +309,8 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
     assert '"status": "captured"' in state.read_text()  # the money moved
 
     env.clock.freeze(datetime.now(UTC) + timedelta(minutes=10))
-    job = {"payments-reconcile": jobs.JOBS["payments-reconcile"]}
-    assert jobs.run_due(env.app.engine, env.clock, job) == ["payments-reconcile"]
+    job = {"payments-reconcile": env.app.jobs["payments-reconcile"]}
+    assert jobs.run_due(env.app.engine, env.app.runtime, job) == ["payments-reconcile"]
     with UnitOfWork(env.app.engine) as uow:
         rows = uow.session.execute(text("SELECT status FROM gateway_payments")).all()
         n_payments = uow.session.execute(text("SELECT count(*) FROM payments")).scalar()
@@ -324,7 +324,7 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
         assert again.status == "captured"
     # a second reconciliation finds nothing to do
     env.clock.freeze(datetime.now(UTC) + timedelta(minutes=20))
-    jobs.run_due(env.app.engine, env.clock, job)
+    jobs.run_due(env.app.engine, env.app.runtime, job)
     with UnitOfWork(env.app.engine) as uow:
         assert uow.session.execute(text("SELECT count(*) FROM payments")).scalar() == 1
     assert state.read_text().count('"status": "captured"') == 1

@@ -547,13 +547,13 @@ def test_the_job_and_the_worker_thread_run_operations(
     import time
 
     from pba_server.provisioning import runtime
-    from pba_server.scheduler.jobs import JOBS, run_due
+    from pba_server.scheduler.jobs import run_due
 
     sub = subscribe(env, setup["customer"], setup["version"])
     provision(env, sub)
-    job = JOBS["provisioning-run"]
+    job = env.app.jobs["provisioning-run"]
     assert job.interval == timedelta(seconds=30)
-    assert run_due(env.app.engine, env.clock, {job.name: job}) == [job.name]
+    assert run_due(env.app.engine, env.app.runtime, {job.name: job}) == [job.name]
     assert _service(env, sub).status == "active"
 
     # the worker thread is woken by the commit that creates operations

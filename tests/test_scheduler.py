@@ -16,18 +16,18 @@ def test_job_runs_once_per_period_across_concurrent_tickers(env):
     calls = []
     lock = threading.Lock()
 
-    def work(uow, clock):
+    def work(job):
         with lock:
-            calls.append(clock.now())
+            calls.append(job.clock.now())
         return "counted"
 
     jobs = {"count": Job("count", timedelta(hours=1), work)}
-    engine, clock = env.app.engine, env.clock
+    engine, clock, runtime = env.app.engine, env.clock, env.app.runtime
     barrier = threading.Barrier(6)
 
     def tick():
         barrier.wait()
-        run_due(engine, clock, jobs)
+        run_due(engine, runtime, jobs)
 
     threads = [threading.Thread(target=tick) for _ in range(6)]
     for t in threads:
@@ -35,9 +35,9 @@ def test_job_runs_once_per_period_across_concurrent_tickers(env):
     for t in threads:
         t.join(30)
     assert len(calls) == 1
-    assert run_due(engine, clock, jobs) == []  # not due again yet
+    assert run_due(engine, runtime, jobs) == []  # not due again yet
     clock.freeze(clock.now() + timedelta(hours=1, seconds=1))
-    assert run_due(engine, clock, jobs) == ["count"]
+    assert run_due(engine, runtime, jobs) == ["count"]
     assert len(calls) == 2
     with UnitOfWork(engine) as uow:
         row = uow.session.scalar(select(ScheduledJob).where(ScheduledJob.name == "count"))
@@ -45,11 +45,11 @@ def test_job_runs_once_per_period_across_concurrent_tickers(env):
 
 
 def test_failing_job_is_recorded_and_runs_next_period(env):
-    def boom(uow, clock):
+    def boom(job):
         raise RuntimeError("upstream down")
 
     jobs = {"boom": Job("boom", timedelta(minutes=5), boom)}
-    assert run_due(env.app.engine, env.clock, jobs) == ["boom"]
+    assert run_due(env.app.engine, env.app.runtime, jobs) == ["boom"]
     with UnitOfWork(env.app.engine) as uow:
         row = uow.session.get(ScheduledJob, "boom")
         assert row.last_status == "failed" and "upstream down" in row.last_error
@@ -59,7 +59,7 @@ def test_purge_jobs_forget_old_idempotency_keys(api, env):
     admin = api.soap()
     admin.AccountCreate(type="customer_personal", name="A", idempotency_key="old-key")
     env.clock.freeze(env.clock.now() + timedelta(hours=25))
-    assert "purge-idempotency-keys" in run_due(env.app.engine, env.clock)
+    assert "purge-idempotency-keys" in run_due(env.app.engine, env.app.runtime, env.app.jobs)
     env.clock.frozen = False
     # the key is forgotten: the same key now creates a second account
     admin.AccountCreate(type="customer_personal", name="A", idempotency_key="old-key")
@@ -83,6 +83,6 @@ def test_purge_forgets_day_old_login_failures(env):
             ]
         )
         uow.commit()
-    assert "purge-login-failures" in run_due(env.app.engine, env.clock)
+    assert "purge-login-failures" in run_due(env.app.engine, env.app.runtime, env.app.jobs)
     with UnitOfWork(env.app.engine) as uow:
         assert [r.login for r in uow.session.scalars(select(LoginFailure))] == ["new"]

@@ -36,6 +36,7 @@ from pba_server.core.errors import (
     ValidationError,
 )
 from pba_server.core.operations import Operation
+from pba_server.core.runtime import Runtime
 from pba_server.core.schema import coerce, dump
 from pba_server.core.secrets import SecretBox
 
@@ -70,8 +71,11 @@ class Dispatcher:
         clock: Clock,
         secret_box: SecretBox,
         operations: dict[str, Operation],
+        *,
+        runtime: Runtime,
     ) -> None:
         self.engine = engine
+        self.runtime = runtime
         self.clock = clock
         self.secrets = secret_box
         self.operations = operations
@@ -177,6 +181,7 @@ class Dispatcher:
                 operation=op.name,
                 correlation_id=meta.correlation_id,
                 source_address=meta.source_address,
+                runtime=self.runtime,
             )
             req_hash = ""
             if key is not None:

@@ -195,7 +195,7 @@ def run_worker(
     if fds:
         _stop_with_master(os.getppid())
     reactor.suggestThreadPoolSize(4)
-    ticker = Ticker(app.engine, app.clock)
+    ticker = Ticker(app.engine, app.runtime, app.jobs)
     ticker.start()
     reactor.addSystemEventTrigger("before", "shutdown", ticker.stop)
     # What start-up built lives as long as the process: keep it out of the

@@ -1934,31 +1934,7 @@ def _run_processes(
     return overall
 
 
-JOB_NAME = "billing-run"
-
-
-def job(uow: UnitOfWork, clock: Clock) -> str:
-    """The scheduler's ``billing-run`` job: today's run (it commits per batch)."""
-    engine = uow.session.get_bind()
-    assert isinstance(engine, Engine)
-    return run(engine, clock, workers=_settings["workers"]).line()
-
-
-_settings: dict[str, int] = {"workers": 1}
-
-
-def configure(interval_hours: int, workers: int) -> None:
-    """Apply the config file's schedule (``billing_run_interval_hours``,
-    default 24: daily) and worker count to the scheduler's job."""
-    import dataclasses
-
-    from pba_server.scheduler.jobs import JOBS
-
-    _settings["workers"] = max(1, workers)
-    if JOB_NAME in JOBS and interval_hours > 0:
-        JOBS[JOB_NAME] = dataclasses.replace(
-            JOBS[JOB_NAME], interval=timedelta(hours=interval_hours)
-        )
+JOB_NAME = "billing-run"  # declared in billing/jobs.py
 
 
 def summary_json(s: RunSummary) -> str:

@@ -11,6 +11,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 
 if TYPE_CHECKING:
+    from pba_server.core.runtime import Runtime
     from pba_server.core.secrets import SecretBox
 
 
@@ -24,6 +25,16 @@ class CallContext:
     correlation_id: str = ""
     source_address: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
+    # the app instance's settings and ports (bootstrap); None only in unit
+    # tests that build a context by hand and read no setting
+    runtime: Runtime | None = None
+
+    @property
+    def rt(self) -> Runtime:
+        """The runtime, which code that reads settings or ports requires."""
+        if self.runtime is None:
+            raise RuntimeError("this call context has no runtime (bootstrap.build_app gives one)")
+        return self.runtime
 
     @property
     def session(self):  # type: ignore[no-untyped-def]
@@ -57,6 +68,7 @@ def system_context(
     account_path: str,
     operation: str,
     secrets: SecretBox | None = None,
+    runtime: Runtime | None = None,
 ) -> CallContext:
     """A context for work the server does on its own (jobs, workflows): it acts
     as an admin of ``account_id`` (the owner of the work), logged as
@@ -73,6 +85,7 @@ def system_context(
         uow=uow,
         principal=principal,
         clock=clock,
-        secrets=secrets or process_secrets(),
+        secrets=secrets or (runtime.secrets if runtime is not None else process_secrets()),
         operation=operation,
+        runtime=runtime,
     )

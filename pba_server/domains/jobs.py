@@ -1,4 +1,4 @@
-"""Daily jobs of the domains feature (listed in ``pba_server.scheduler.jobs.JOBS``).
+"""Daily jobs of the domains feature (declared by :func:`jobs`).
 
 - ``domains-expiry``: raises ``domain.expiring`` for each live domain that
   expires within ``domain_expiry_notice_days`` (setting, default 30), once per
@@ -20,9 +20,11 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account
+from pba_server.config import Settings
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, process_secrets, system_context
 from pba_server.core.db import UnitOfWork
+from pba_server.core.jobs import JobSpec
 from pba_server.core.money import quantize
 from pba_server.domains.models import Domain, RegistrarMonitor
 from pba_server.events import emit
@@ -31,17 +33,21 @@ from pba_server.sdk.registrar import Balance
 
 log = logging.getLogger("pba.domains")
 
-EXPIRY_NOTICE_DAYS = 30
+EXPIRY_NOTICE_DAYS = 30  # the setting's default
 
 
-def configure(expiry_notice_days: int) -> None:
-    """Set from the ``domain_expiry_notice_days`` setting at start-up."""
-    global EXPIRY_NOTICE_DAYS
-    EXPIRY_NOTICE_DAYS = max(0, int(expiry_notice_days))
+def jobs(settings: Settings) -> list[JobSpec]:
+    notice = max(0, settings.domain_expiry_notice_days)
+    return [
+        JobSpec("domains-expiry", timedelta(days=1), lambda j: expiry(j.uow, j.clock, days=notice)),
+        JobSpec(
+            "registrar-balance", timedelta(days=1), lambda j: registrar_balance(j.uow, j.clock)
+        ),
+    ]
 
 
-def expiry(uow: UnitOfWork, clock: Clock, *, days: int | None = None) -> str:
-    notice = EXPIRY_NOTICE_DAYS if days is None else days
+def expiry(uow: UnitOfWork, clock: Clock, *, days: int = EXPIRY_NOTICE_DAYS) -> str:
+    notice = days
     today = clock.now().date()
     horizon = today + timedelta(days=notice)
     rows = uow.session.execute(

@@ -507,10 +507,3 @@ def on_credit_hold(session: Session, account_id: int) -> bool:
     bal = session.get(AccountBalance, (account_id, acc.currency))
     owed = (bal.receivable + bal.credit) if bal else 0
     return bool(owed > acc.credit_limit)
-
-
-def job(uow: UnitOfWork, clock: Clock) -> str:
-    """The scheduler's ``dunning`` job (commits per invoice)."""
-    engine = uow.session.get_bind()
-    assert isinstance(engine, Engine)
-    return run_dunning(engine, clock)

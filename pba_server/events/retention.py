@@ -22,22 +22,11 @@ from pba_server.events.models import Delivery, DeliveryAttempt, Event
 UNFINISHED = ("pending", "sending", "failed")
 BATCH = 5000
 
-_days = 90
+DEFAULT_DAYS = 90  # the setting's default
 
 
-def configure(*, days: int) -> None:
-    global _days
-    if days < 0:
-        raise ValueError("event_retention_days must not be negative")
-    _days = days
-
-
-def retention_days() -> int:
-    return _days
-
-
-def purge(uow: UnitOfWork, clock: Clock, *, days: int | None = None, batch: int = BATCH) -> str:
-    keep = _days if days is None else days
+def purge(uow: UnitOfWork, clock: Clock, *, days: int = DEFAULT_DAYS, batch: int = BATCH) -> str:
+    keep = days
     if keep <= 0:
         return "event retention is off"
     s = uow.session

@@ -1,6 +1,6 @@
 """Auto-pay: an issued invoice is charged to the buyer's default payment method.
 
-The job ``payments-autopay`` (scheduler/jobs.py) takes each invoice issued
+The job ``payments-autopay`` (payments/jobs.py) takes each invoice issued
 with ``autopay`` on and not attempted yet, marks it attempted (one
 conditional UPDATE, committed: exactly one process wins it) and calls
 :func:`autopay_invoice` with attempt 1. Dunning calls it again on its

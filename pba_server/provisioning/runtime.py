@@ -3,7 +3,7 @@
 Two ways, both calling :func:`pba_server.provisioning.engine.run_pending`
 (which claims each operation exactly once across processes):
 
-- the ``provisioning-run`` job (every 30 s, in ``scheduler.jobs.JOBS``):
+- the ``provisioning-run`` job (every 30 s, declared in ``provisioning/jobs.py``):
   picks up retries, polls and operations of other processes;
 - a worker thread per process, woken after each commit that created
   operations, so a new order's services start within seconds. Started by the

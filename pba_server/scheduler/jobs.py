@@ -15,92 +15,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Mapping
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from pba_server.billing import run as billing_run
-from pba_server.core import idempotency
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
-from pba_server.core.models import LoginFailure, UsedNonce
-from pba_server.domains import jobs as domains_jobs
-from pba_server.dunning import service as dunning
-from pba_server.events import retention as events_retention
+from pba_server.core.jobs import JobContext, JobSpec
+from pba_server.core.runtime import Runtime
 from pba_server.events import runtime as events_runtime
-from pba_server.payments import autopay
-from pba_server.payments import service as payments
 from pba_server.provisioning import runtime as provisioning
 from pba_server.scheduler.models import ScheduledJob
 
 log = logging.getLogger("pba.jobs")
 
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    interval: timedelta
-    run: Callable[[UnitOfWork, Clock], str]  # returns a one-line summary
+Job = JobSpec  # the scheduler's name for a feature's job spec
 
 
-def _run_orders(uow: UnitOfWork, clock: Clock) -> str:
-    from pba_server.orders import engine as orders_engine
-
-    n = orders_engine.run_orders(uow.session.get_bind(), clock)  # type: ignore[arg-type]
-    return f"{n} order step(s) run"
-
-
-def _subscriptions_lifecycle(uow: UnitOfWork, clock: Clock) -> str:
-    from pba_server.subscriptions.service import lifecycle
-
-    return lifecycle(uow, clock)
-
-
-def _purge_idempotency_keys(uow: UnitOfWork, clock: Clock) -> str:
-    n = idempotency.purge(uow.session, clock.now())
-    return f"{n} idempotency key(s) older than 24 h removed"
-
-
-def _purge_nonces(uow: UnitOfWork, clock: Clock) -> str:
-    result = uow.session.execute(
-        delete(UsedNonce).where(UsedNonce.seen_at < clock.now() - timedelta(minutes=10))
-    )
-    return f"{getattr(result, 'rowcount', 0)} WS-Security nonce(s) removed"
-
-
-def _purge_login_failures(uow: UnitOfWork, clock: Clock) -> str:
-    # the longest lockout is 15 minutes; a day-old count no longer slows anyone
-    result = uow.session.execute(
-        delete(LoginFailure).where(LoginFailure.last_failure_at < clock.now() - timedelta(days=1))
-    )
-    return f"{getattr(result, 'rowcount', 0)} stale login-failure count(s) removed"
-
-
-JOBS: dict[str, Job] = {
-    j.name: j
-    for j in (
-        Job("purge-idempotency-keys", timedelta(hours=1), _purge_idempotency_keys),
-        Job("purge-nonces", timedelta(minutes=10), _purge_nonces),
-        Job("purge-login-failures", timedelta(hours=6), _purge_login_failures),
-        Job("payments-reconcile", timedelta(minutes=5), payments.reconcile),
-        Job("domains-expiry", timedelta(days=1), domains_jobs.expiry),
-        Job("registrar-balance", timedelta(days=1), domains_jobs.registrar_balance),
-        Job("provisioning-run", timedelta(seconds=30), provisioning.job),
-        Job("orders-run", timedelta(minutes=1), _run_orders),
-        Job("subscriptions-lifecycle", timedelta(hours=1), _subscriptions_lifecycle),
-        Job("payments-autopay", timedelta(minutes=1), autopay.run_autopay),
-        Job("purge-events", timedelta(hours=6), events_retention.purge),
-        Job("billing-run", timedelta(days=1), billing_run.job),
-        Job("dunning", timedelta(hours=1), dunning.job),
-    )
-}
-
-
-def _ensure_rows(engine: Engine, jobs: dict[str, Job], clock: Clock) -> None:
+def _ensure_rows(engine: Engine, jobs: Mapping[str, Job], clock: Clock) -> None:
     """Insert a row for each new job (first run due now); concurrent inserts are fine."""
     with UnitOfWork(engine) as uow:
         known = set(uow.session.scalars(select(ScheduledJob.name)))
@@ -133,9 +67,10 @@ def _claim(engine: Engine, job: Job, clock: Clock) -> bool:
         return True
 
 
-def run_due(engine: Engine, clock: Clock, jobs: dict[str, Job] | None = None) -> list[str]:
-    """Run every due job this process manages to claim; returns their names."""
-    jobs = jobs or JOBS
+def run_due(engine: Engine, runtime: Runtime, jobs: Mapping[str, Job]) -> list[str]:
+    """Run every due job of ``jobs`` (``App.jobs``: what the features declare)
+    this process manages to claim; returns their names."""
+    clock = runtime.clock
     _ensure_rows(engine, jobs, clock)
     ran = []
     for job in jobs.values():
@@ -144,7 +79,7 @@ def run_due(engine: Engine, clock: Clock, jobs: dict[str, Job] | None = None) ->
         status, error, summary = "ok", None, ""
         try:
             with UnitOfWork(engine) as uow:
-                summary = job.run(uow, clock)
+                summary = job.run(JobContext(uow=uow, clock=clock, runtime=runtime))
                 uow.commit()
         except Exception as exc:
             log.exception("job %s failed", job.name)
@@ -164,11 +99,15 @@ def run_due(engine: Engine, clock: Clock, jobs: dict[str, Job] | None = None) ->
 class Ticker:
     """Fires :func:`run_due` every ``seconds`` on APScheduler's own thread."""
 
-    def __init__(self, engine: Engine, clock: Clock, seconds: float = 30.0) -> None:
+    def __init__(
+        self, engine: Engine, runtime: Runtime, jobs: Mapping[str, Job], seconds: float = 30.0
+    ) -> None:
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.engine = engine
-        self.clock = clock
+        self.runtime = runtime
+        self.clock = runtime.clock
+        self.jobs = jobs
         self._lock = threading.Lock()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.scheduler.add_job(
@@ -184,7 +123,7 @@ class Ticker:
         if not self._lock.acquire(blocking=False):
             return
         try:
-            run_due(self.engine, self.clock)
+            run_due(self.engine, self.runtime, self.jobs)
         except Exception:
             log.exception("scheduler tick failed")
         finally:

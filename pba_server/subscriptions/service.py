@@ -44,7 +44,7 @@ from pba_server.subscriptions.types import SUBSCRIPTION_STATES, SubscriptionStat
 
 STAFF = frozenset({"billing", "technical"})  # suspend and resume
 SELLERS = frozenset({"sales"})  # what a customer buys, changes, renews, cancels
-EXPIRING_DAYS = 14  # subscription.expiring this many days before a term ends
+EXPIRING_DAYS = 14  # the setting's default: subscription.expiring this many days before a term ends
 
 
 @dataclass
@@ -492,7 +492,7 @@ def _ctx_for(uow: UnitOfWork, clock: Clock, sub: Subscription) -> CallContext:
     )
 
 
-def lifecycle(uow: UnitOfWork, clock: Clock) -> str:
+def lifecycle(uow: UnitOfWork, clock: Clock, *, expiring_days: int = EXPIRING_DAYS) -> str:
     """Trials, scheduled cancellations and expiry notices due today."""
     today = clock.now().astimezone(UTC).date()
     s = uow.session
@@ -553,7 +553,7 @@ def lifecycle(uow: UnitOfWork, clock: Clock) -> str:
         prov.current().request_action(ctx, sub.id, "delete", reason=sub.cancel_reason or "")
         engine.cancel_subscription(ctx, sub, sub.cancel_reason)
         cancelled += 1
-    horizon = today + timedelta(days=EXPIRING_DAYS)
+    horizon = today + timedelta(days=expiring_days)
     for sub in s.scalars(
         select(Subscription).where(
             Subscription.status == "active",
