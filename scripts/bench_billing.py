@@ -32,8 +32,10 @@ from pba_server import migrate
 from pba_server.accounts import setup
 from pba_server.accounts.models import Account
 from pba_server.billing import run as billing_run
-from pba_server.catalog import service as catalog
 from pba_server.catalog.models import PlanVersion
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.resources import resource_create
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
 from pba_server.core.clock import FixedClock
 from pba_server.core.context import system_context
@@ -62,22 +64,22 @@ def _catalog(engine: Engine, clock: FixedClock, provider_id: int) -> tuple[int, 
             operation="bench",
             secrets=SecretBox(SecretBox.generate_key()),
         )
-        r = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated")
-        t = catalog.service_template_create(
+        r = resource_create(ctx, name="Disk", unit="GB", kind="allocated")
+        t = service_template_create(
             ctx,
             name="Bench hosting",
             service_type="hosting",
             module="manual",
             resources=[TemplateResource(r.id, Decimal(10))],
         )
-        p = catalog.plan_create(
+        p = plan_create(
             ctx,
             template_id=t.id,
             name="Bench plan",
             periods=[PlanPeriod(1, "month", Decimal(0), Decimal("10.00"))],
             rates=[ResourceRate(r.id, Decimal(10), overage_price=Decimal("0.50"))],
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
+        plan_publish(ctx, plan_id=p.id)
         vid = uow.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == p.id))
         uow.commit()
         return p.id, int(vid), r.id

@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from pba_server.billing import run as billing_run
 from pba_server.billing.models import Invoice, InvoiceLine
-from pba_server.catalog import service as catalog
 from pba_server.catalog.models import PlanVersion
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.resources import resource_create
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
 from pba_server.core.db import UnitOfWork
 from pba_server.subscriptions.models import Subscription
@@ -41,8 +43,8 @@ def make_plan(
     resource_name: str = "Disk",
 ) -> Catalog:
     with service_ctx(env, login) as ctx:
-        r = catalog.resource_create(ctx, name=resource_name, unit="GB", kind="allocated")
-        t = catalog.service_template_create(
+        r = resource_create(ctx, name=resource_name, unit="GB", kind="allocated")
+        t = service_template_create(
             ctx,
             name=f"T {name}",
             service_type="hosting",
@@ -50,7 +52,7 @@ def make_plan(
             resources=[TemplateResource(r.id, Decimal(10))],
             shared_with_resellers=True,
         )
-        p = catalog.plan_create(
+        p = plan_create(
             ctx,
             template_id=t.id,
             name=name,
@@ -69,7 +71,7 @@ def make_plan(
             auto_renew=auto_renew,
             tax_inclusive=tax_inclusive,
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
+        plan_publish(ctx, plan_id=p.id)
         vid = ctx.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == p.id))
         return Catalog(p.id, int(vid), r.id)
 

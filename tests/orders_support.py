@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import select
 
 from pba_server.accounts import service as accounts
-from pba_server.catalog import service as catalog
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.resources import resource_create
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, PlanTrial, ResourceRate, TemplateResource
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
@@ -47,10 +49,8 @@ def plan(
         rid = resource_id
         if template_id is None:
             if rid is None and resource:
-                rid = catalog.resource_create(
-                    ctx, name=f"Disk {name}", unit="GB", kind="allocated"
-                ).id
-            t = catalog.service_template_create(
+                rid = resource_create(ctx, name=f"Disk {name}", unit="GB", kind="allocated").id
+            t = service_template_create(
                 ctx,
                 name=f"T {name}",
                 service_type="hosting",
@@ -58,7 +58,7 @@ def plan(
                 resources=[TemplateResource(rid, D(10))] if rid else [],
             )
             template_id = t.id
-        p = catalog.plan_create(
+        p = plan_create(
             ctx,
             template_id=template_id,
             name=name,
@@ -71,7 +71,7 @@ def plan(
             refund_days=refund_days,
             upgrade_to=upgrade_to,
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
+        plan_publish(ctx, plan_id=p.id)
         return {"plan": p.id, "template": template_id, "resource": rid or 0}
 
 

@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account
-from pba_server.catalog import service as catalog
 from pba_server.catalog.models import PlanVersion
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.resources import resource_create
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import ModuleSetting, PlanPeriod, ResourceRate, TemplateResource
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
@@ -132,8 +134,8 @@ def instance(
 def plan(env: Any, module: str = "fake_prov", name: str = "VPS") -> int:
     """A published monthly plan on a template of ``module``; returns its version id."""
     with service_ctx(env) as ctx:
-        r = catalog.resource_create(ctx, name=f"{name} disk", unit="GB", kind="allocated")
-        t = catalog.service_template_create(
+        r = resource_create(ctx, name=f"{name} disk", unit="GB", kind="allocated")
+        t = service_template_create(
             ctx,
             name=name,
             service_type="virtual_server",
@@ -141,14 +143,14 @@ def plan(env: Any, module: str = "fake_prov", name: str = "VPS") -> int:
             resources=[TemplateResource(r.id, Decimal(10))],
             module_settings=[ModuleSetting("cluster", "fra")],
         )
-        p = catalog.plan_create(
+        p = plan_create(
             ctx,
             template_id=t.id,
             name=name,
             periods=[PlanPeriod(1, "month", Decimal(0), Decimal("10.00"))],
             rates=[ResourceRate(r.id, Decimal(20), Decimal(100))],
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
+        plan_publish(ctx, plan_id=p.id)
         version_id = ctx.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == p.id))
         return int(version_id)
 

@@ -84,9 +84,9 @@ def test_tax_renewal_fee_and_promotion_cycles(env: Any) -> None:
     prov = _provider(env)
     with service_ctx(env) as ctx:
         billing.tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(19))
-        from pba_server.catalog import service as catalog
+        from pba_server.catalog.promotions import promotion_create
 
-        promo = catalog.promotion_create(ctx, name="Half", percent=D(50), cycles=3)
+        promo = promotion_create(ctx, name="Half", percent=D(50), cycles=3)
     c = customer(env, "C", country="DE")
     subscribe(env, cat, c, prov, date(2026, 1, 1), promotion_id=promo.id, promotion_cycles=1)
     run(env, date(2026, 2, 1))
@@ -180,13 +180,16 @@ def _reseller(env: Any, name: str, level: str) -> int:
 
 
 def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> None:
-    from pba_server.catalog import service as catalog
+    from pba_server.catalog.plans import plan_create, plan_publish
+    from pba_server.catalog.price_lists import wholesale_price_set
+    from pba_server.catalog.resources import resource_create
+    from pba_server.catalog.templates import service_template_create
     from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
 
     prov = _provider(env)
     with service_ctx(env) as ctx:
-        disk = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
-        tpl = catalog.service_template_create(
+        disk = resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
+        tpl = service_template_create(
             ctx,
             name="Shared",
             service_type="hosting",
@@ -196,21 +199,21 @@ def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> N
         ).id
     adv = _reseller(env, "Adv", "advanced")
     with service_ctx(env, "adv") as ctx:
-        plan = catalog.plan_create(
+        plan = plan_create(
             ctx,
             template_id=tpl,
             name="Adv plan",
             periods=[PlanPeriod(1, "month", D(0), D("10.00"))],
             rates=[ResourceRate(disk, D(10), overage_price=D("0.50"))],
         )
-        catalog.plan_publish(ctx, plan_id=plan.id)
+        plan_publish(ctx, plan_id=plan.id)
         from sqlalchemy import select
 
         from pba_server.catalog.models import PlanVersion
 
         vid = int(ctx.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == plan.id)))
     with service_ctx(env) as ctx:
-        catalog.wholesale_price_set(
+        wholesale_price_set(
             ctx,
             reseller_id=adv,
             currency="USD",
@@ -218,7 +221,7 @@ def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> N
             recurring_fee=D(4),
             plan_id=plan.id,
         )
-        catalog.wholesale_price_set(
+        wholesale_price_set(
             ctx,
             reseller_id=adv,
             currency="USD",
@@ -259,12 +262,12 @@ def test_advanced_reseller_is_billed_wholesale_on_its_own_invoice(env: Any) -> N
 
 
 def test_basic_reseller_customers_pay_its_price_list(env: Any) -> None:
-    from pba_server.catalog import service as catalog
+    from pba_server.catalog.price_lists import reseller_price_set
 
     cat = make_plan(env)
     basic = _reseller(env, "Basic", "basic")
     with service_ctx(env) as ctx:
-        catalog.reseller_price_set(
+        reseller_price_set(
             ctx,
             reseller_id=basic,
             plan_id=cat.plan_id,

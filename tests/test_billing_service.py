@@ -14,7 +14,9 @@ from pba_server.accounts import service as accounts
 from pba_server.billing import service as billing
 from pba_server.billing.models import Invoice, LedgerEntry, LedgerTransaction
 from pba_server.billing.types import CreditNoteLineInput, InvoiceLineInput
-from pba_server.catalog import service as catalog
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.quotes import price_quote
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, PriceQuoteInfo, QuoteLine
 from pba_server.core import audit
 from pba_server.core.db import UnitOfWork
@@ -583,18 +585,16 @@ def test_an_enterprise_does_not_bill_its_departments(env):
 
 def _plan_quote(env, acc: int, name: str, *, inclusive: bool, setup: str, recurring: str):
     with service_ctx(env) as ctx:
-        t = catalog.service_template_create(
-            ctx, name=f"T {name}", service_type="other", module="plesk"
-        )
-        p = catalog.plan_create(
+        t = service_template_create(ctx, name=f"T {name}", service_type="other", module="plesk")
+        p = plan_create(
             ctx,
             template_id=t.id,
             name=name,
             periods=[PlanPeriod(1, "month", D(setup), D(recurring))],
             tax_inclusive=inclusive,
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
-        return catalog.price_quote(ctx, plan_id=p.id, account_id=acc)
+        plan_publish(ctx, plan_id=p.id)
+        return price_quote(ctx, plan_id=p.id, account_id=acc)
 
 
 def test_plan_lines_carry_the_plans_tax_inclusive(env):

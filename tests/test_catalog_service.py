@@ -11,8 +11,24 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from pba_server.accounts import service as accounts
-from pba_server.catalog import service as catalog
 from pba_server.catalog.models import PlanPeriodRow, PlanVersion
+from pba_server.catalog.plan_migrations import plan_migrate_subscribers, renewal_version
+from pba_server.catalog.plans import (
+    plan_archive,
+    plan_create,
+    plan_get,
+    plan_list,
+    plan_publish,
+    plan_update,
+)
+from pba_server.catalog.promotions import promotion_create, promotion_get, promotion_redeem
+from pba_server.catalog.quotes import price_quote
+from pba_server.catalog.resources import resource_create
+from pba_server.catalog.templates import (
+    service_template_create,
+    service_template_get,
+    service_template_update,
+)
 from pba_server.catalog.types import (
     ModuleSetting,
     OrderParameter,
@@ -44,8 +60,8 @@ def _reseller(env: Any, name: str, level: str) -> int:
 
 def _template(env: Any, login: str = "admin", *, shared: bool = False) -> tuple[int, int]:
     with service_ctx(env, login) as ctx:
-        r = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated")
-        t = catalog.service_template_create(
+        r = resource_create(ctx, name="Disk", unit="GB", kind="allocated")
+        t = service_template_create(
             ctx,
             name="Hosting",
             service_type="hosting",
@@ -58,16 +74,16 @@ def _template(env: Any, login: str = "admin", *, shared: bool = False) -> tuple[
 
 def _published_plan(env: Any, template_id: int, login: str = "admin", name: str = "P") -> int:
     with service_ctx(env, login) as ctx:
-        p = catalog.plan_create(ctx, template_id=template_id, name=name, periods=[_month()])
-        catalog.plan_publish(ctx, plan_id=p.id)
+        p = plan_create(ctx, template_id=template_id, name=name, periods=[_month()])
+        plan_publish(ctx, plan_id=p.id)
         return p.id
 
 
 def test_advanced_reseller_sells_own_plans_on_shared_templates(env: Any) -> None:
     _rid, shared = _template(env, shared=True)
     with service_ctx(env) as ctx:
-        r2 = catalog.resource_create(ctx, name="IP", unit="IP", kind="allocated")
-        private = catalog.service_template_create(
+        r2 = resource_create(ctx, name="IP", unit="IP", kind="allocated")
+        private = service_template_create(
             ctx,
             name="Private",
             service_type="other",
@@ -78,27 +94,27 @@ def test_advanced_reseller_sells_own_plans_on_shared_templates(env: Any) -> None
     adv = _reseller(env, "Adv", "advanced")
     with service_ctx(env, "adv") as ctx:
         with pytest.raises(ValidationError) as e:
-            catalog.plan_create(ctx, template_id=private, name="X", periods=[_month()])
+            plan_create(ctx, template_id=private, name="X", periods=[_month()])
         assert e.value.field == "template_id"
-        own = catalog.plan_create(ctx, template_id=shared, name="Adv Plan", periods=[_month()])
-        catalog.plan_publish(ctx, plan_id=own.id)
+        own = plan_create(ctx, template_id=shared, name="Adv Plan", periods=[_month()])
+        plan_publish(ctx, plan_id=own.id)
         cust = accounts.account_create(ctx, type="customer_personal", name="AC")
         # its customers see its plans, not the provider's
-        assert [p.id for p in catalog.plan_list(ctx, account_id=cust.id).items] == [own.id]
-        q = catalog.price_quote(ctx, account_id=cust.id, plan_id=own.id)
+        assert [p.id for p in plan_list(ctx, account_id=cust.id).items] == [own.id]
+        q = price_quote(ctx, account_id=cust.id, plan_id=own.id)
         assert q.total == Decimal("10.00")
         # the provider's plans are readable above it but not sold to its customers
         with pytest.raises(ValidationError) as e:
-            catalog.price_quote(ctx, account_id=cust.id, plan_id=provider_plan)
+            price_quote(ctx, account_id=cust.id, plan_id=provider_plan)
         assert e.value.field == "plan_id"
         # nor can it change the provider's plan
         with pytest.raises(Forbidden):
-            catalog.plan_update(ctx, plan_id=provider_plan, name="Mine now")
+            plan_update(ctx, plan_id=provider_plan, name="Mine now")
     with service_ctx(env) as ctx:
         # the provider sees (and manages) the reseller's plan; its own customers don't buy it
-        assert catalog.plan_get(ctx, plan_id=own.id).owner_id == adv
+        assert plan_get(ctx, plan_id=own.id).owner_id == adv
         direct = accounts.account_create(ctx, type="customer_personal", name="DC")
-        assert [p.id for p in catalog.plan_list(ctx, account_id=direct.id).items] == [provider_plan]
+        assert [p.id for p in plan_list(ctx, account_id=direct.id).items] == [provider_plan]
 
 
 def test_siblings_never_see_each_other(env: Any) -> None:
@@ -108,15 +124,15 @@ def test_siblings_never_see_each_other(env: Any) -> None:
     alpha_plan = _published_plan(env, shared, "alpha", "Alpha Plan")
     with service_ctx(env, "beta") as ctx:
         for call in (
-            lambda: catalog.plan_get(ctx, plan_id=alpha_plan),
-            lambda: catalog.plan_publish(ctx, plan_id=alpha_plan),
-            lambda: catalog.plan_archive(ctx, plan_id=alpha_plan),
+            lambda: plan_get(ctx, plan_id=alpha_plan),
+            lambda: plan_publish(ctx, plan_id=alpha_plan),
+            lambda: plan_archive(ctx, plan_id=alpha_plan),
         ):
             with pytest.raises(NotFound):
                 call()
-        assert catalog.plan_list(ctx).items == []
+        assert plan_list(ctx).items == []
         with pytest.raises(ValidationError):  # no such plan for the promotion's owner
-            catalog.promotion_create(ctx, name="x", percent=Decimal(5), plan_ids=[alpha_plan])
+            promotion_create(ctx, name="x", percent=Decimal(5), plan_ids=[alpha_plan])
 
 
 def test_price_change_makes_a_version_and_keeps_the_old(env: Any) -> None:
@@ -124,21 +140,21 @@ def test_price_change_makes_a_version_and_keeps_the_old(env: Any) -> None:
     plan_id = _published_plan(env, t)
     with service_ctx(env) as ctx:
         v1_id = ctx.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == plan_id))
-        info = catalog.plan_update(ctx, plan_id=plan_id, periods=[_month(recurring="12.00")])
+        info = plan_update(ctx, plan_id=plan_id, periods=[_month(recurring="12.00")])
         assert info.version == 2
         # a change back to v2's own terms is no change
-        assert catalog.plan_update(ctx, plan_id=plan_id, auto_renew=True).version == 2
+        assert plan_update(ctx, plan_id=plan_id, auto_renew=True).version == 2
     with service_ctx(env) as ctx:
         # the row a subscription would pin is untouched
         fees = ctx.session.scalars(
             select(PlanPeriodRow.recurring_fee).where(PlanPeriodRow.version_id == v1_id)
         ).all()
         assert fees == [Decimal("10.00")]
-        assert catalog.plan_get(ctx, plan_id=plan_id, version=1).periods[0].recurring_fee == (
+        assert plan_get(ctx, plan_id=plan_id, version=1).periods[0].recurring_fee == (
             Decimal("10.00")
         )
         with pytest.raises(NotFound):
-            catalog.plan_get(ctx, plan_id=plan_id, version=3)
+            plan_get(ctx, plan_id=plan_id, version=3)
         entries = audit.audit_log_list(ctx, target_type="plan", target_id=str(plan_id)).items
         assert [e.operation for e in entries] == ["test"] * 3  # created, published, v2
         assert '"version"' in entries[0].changes
@@ -147,8 +163,8 @@ def test_price_change_makes_a_version_and_keeps_the_old(env: Any) -> None:
 def test_template_keeps_rated_resources(env: Any) -> None:
     rid, t = _template(env)
     with service_ctx(env) as ctx:
-        other = catalog.resource_create(ctx, name="Mail", unit="mailbox", kind="allocated")
-        catalog.plan_create(
+        other = resource_create(ctx, name="Mail", unit="mailbox", kind="allocated")
+        plan_create(
             ctx,
             template_id=t,
             name="P",
@@ -156,7 +172,7 @@ def test_template_keeps_rated_resources(env: Any) -> None:
             rates=[ResourceRate(rid, Decimal(10), Decimal(20), overage_price=Decimal("0.1"))],
         )
         with pytest.raises(ValidationError) as e:
-            catalog.service_template_update(
+            service_template_update(
                 ctx, template_id=t, resources=[TemplateResource(other.id, Decimal(1))]
             )
         assert e.value.field == "resources"
@@ -185,7 +201,7 @@ def test_plan_create_validation(env: Any, kw: dict[str, Any], field: str) -> Non
     _rid, t = _template(env)
     args = {"template_id": t, "name": "P", "periods": [_month()], **kw}
     with service_ctx(env) as ctx, pytest.raises(ValidationError) as e:
-        catalog.plan_create(ctx, **args)
+        plan_create(ctx, **args)
     assert e.value.field == field
 
 
@@ -193,20 +209,20 @@ def test_basic_reseller_owns_nothing(env: Any) -> None:
     _reseller(env, "Basic", "basic")
     with service_ctx(env, "basic") as ctx:
         with pytest.raises(Forbidden):
-            catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated")
+            resource_create(ctx, name="Disk", unit="GB", kind="allocated")
         with pytest.raises(Forbidden):
-            catalog.promotion_create(ctx, name="x", percent=Decimal(5))
+            promotion_create(ctx, name="x", percent=Decimal(5))
 
 
 def test_automatic_promotion_applies_without_code(env: Any) -> None:
     _rid, t = _template(env)
     plan_id = _published_plan(env, t)
     with service_ctx(env) as ctx:
-        catalog.promotion_create(
+        promotion_create(
             ctx, name="Launch", percent=Decimal(20), periods=[PeriodChoice(1, "month")]
         )
         cust = accounts.account_create(ctx, type="customer_personal", name="C")
-        q = catalog.price_quote(ctx, account_id=cust.id, plan_id=plan_id)
+        q = price_quote(ctx, account_id=cust.id, plan_id=plan_id)
         assert q.total == Decimal("8.00") and q.discount_cycles is None
 
 
@@ -230,7 +246,7 @@ def test_price_quote_properties(
 ) -> None:
     env, ids = quote_env["env"], quote_env
     with service_ctx(env) as ctx:
-        q = catalog.price_quote(
+        q = price_quote(
             ctx,
             account_id=ids["customer"],
             plan_id=ids["plan"],
@@ -250,16 +266,16 @@ def test_price_quote_properties(
 @pytest.fixture
 def quote_env(env: Any) -> dict[str, Any]:
     with service_ctx(env) as ctx:
-        disk = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
-        app = catalog.resource_create(ctx, name="App", unit="item", kind="allocated").id
-        t = catalog.service_template_create(
+        disk = resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
+        app = resource_create(ctx, name="App", unit="item", kind="allocated").id
+        t = service_template_create(
             ctx,
             name="T",
             service_type="hosting",
             module="plesk",
             resources=[TemplateResource(disk, Decimal(10)), TemplateResource(app, Decimal(0))],
         ).id
-        plan = catalog.plan_create(
+        plan = plan_create(
             ctx,
             template_id=t,
             name="P",
@@ -274,9 +290,9 @@ def quote_env(env: Any) -> dict[str, Any]:
                 ),
             ],
         ).id
-        catalog.plan_publish(ctx, plan_id=plan)
-        catalog.promotion_create(ctx, name="pct", code="PCT", percent=Decimal("33.3333"))
-        catalog.promotion_create(
+        plan_publish(ctx, plan_id=plan)
+        promotion_create(ctx, name="pct", code="PCT", percent=Decimal("33.3333"))
+        promotion_create(
             ctx, name="fix", code="FIX", amount=Decimal("500.00"), on_setup=True, cycles=1
         )
         cust = accounts.account_create(ctx, type="customer_personal", name="C").id
@@ -288,22 +304,22 @@ def test_renewal_version_follows_migrations(env: Any) -> None:
     plan_id = _published_plan(env, t)
     with service_ctx(env) as ctx:
         for fee in ("11.00", "12.00"):
-            catalog.plan_update(ctx, plan_id=plan_id, periods=[_month(recurring=fee)])
-        assert catalog.renewal_version(ctx, plan_id, 1) == 1  # nothing requested: keep it
-        catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=1, to_version=2)
-        assert catalog.renewal_version(ctx, plan_id, 1) == 2
-        catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=2)
-        assert catalog.renewal_version(ctx, plan_id, 1) == 3
-        assert catalog.renewal_version(ctx, plan_id, 3) == 3
+            plan_update(ctx, plan_id=plan_id, periods=[_month(recurring=fee)])
+        assert renewal_version(ctx, plan_id, 1) == 1  # nothing requested: keep it
+        plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=1, to_version=2)
+        assert renewal_version(ctx, plan_id, 1) == 2
+        plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=2)
+        assert renewal_version(ctx, plan_id, 1) == 3
+        assert renewal_version(ctx, plan_id, 3) == 3
         with pytest.raises(ValidationError) as e:
-            catalog.plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=3)
+            plan_migrate_subscribers(ctx, plan_id=plan_id, from_version=3)
         assert e.value.field == "to_version"
 
 
 def test_what_a_reseller_reads_of_its_parents_catalog(env: Any) -> None:
     with service_ctx(env) as ctx:
-        r = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated")
-        t = catalog.service_template_create(
+        r = resource_create(ctx, name="Disk", unit="GB", kind="allocated")
+        t = service_template_create(
             ctx,
             name="VPS",
             service_type="virtual_server",
@@ -312,55 +328,51 @@ def test_what_a_reseller_reads_of_its_parents_catalog(env: Any) -> None:
             module_settings=[ModuleSetting("api_url", "https://panel.internal/")],
             order_parameters=[OrderParameter("hostname", "hostname")],
         ).id
-        draft = catalog.plan_create(ctx, template_id=t, name="Draft", periods=[_month()]).id
+        draft = plan_create(ctx, template_id=t, name="Draft", periods=[_month()]).id
     _reseller(env, "Basic", "basic")
     with service_ctx(env, "basic") as ctx:
-        seen = catalog.service_template_get(ctx, template_id=t)
+        seen = service_template_get(ctx, template_id=t)
         assert seen.module_settings == [] and [p.name for p in seen.order_parameters] == [
             "hostname"
         ]
         cust = accounts.account_create(ctx, type="customer_personal", name="C")
         # an unpublished plan above is not there at all
         with pytest.raises(NotFound):
-            catalog.price_quote(ctx, account_id=cust.id, plan_id=draft)
+            price_quote(ctx, account_id=cust.id, plan_id=draft)
         with pytest.raises(NotFound):
-            catalog.plan_get(ctx, plan_id=draft)
+            plan_get(ctx, plan_id=draft)
     with service_ctx(env) as ctx:
-        assert catalog.service_template_get(ctx, template_id=t).module_settings[0].name == (
-            "api_url"
-        )
+        assert service_template_get(ctx, template_id=t).module_settings[0].name == ("api_url")
 
 
 def test_promotion_uses_are_counted_by_the_database(env: Any) -> None:
     _rid, t = _template(env)
     plan_id = _published_plan(env, t)
     with service_ctx(env) as ctx:
-        once = catalog.promotion_create(
+        once = promotion_create(
             ctx, name="Once", code="ONCE", percent=Decimal(10), once_per_account=True
         ).id
-        two = catalog.promotion_create(
-            ctx, name="Two", code="TWO", percent=Decimal(5), max_uses=2
-        ).id
+        two = promotion_create(ctx, name="Two", code="TWO", percent=Decimal(5), max_uses=2).id
         a = accounts.account_create(ctx, type="customer_personal", name="A").id
         b = accounts.account_create(ctx, type="customer_personal", name="B").id
     with service_ctx(env) as ctx:
-        catalog.promotion_redeem(ctx, once, a, "order-1")
-        catalog.promotion_redeem(ctx, two, a)
-        catalog.promotion_redeem(ctx, two, b)
+        promotion_redeem(ctx, once, a, "order-1")
+        promotion_redeem(ctx, two, a)
+        promotion_redeem(ctx, two, b)
     with service_ctx(env) as ctx:
         with pytest.raises(ValidationError) as e:
-            catalog.price_quote(ctx, account_id=a, plan_id=plan_id, promotion_code="once")
+            price_quote(ctx, account_id=a, plan_id=plan_id, promotion_code="once")
         assert "already used" in e.value.message
-        assert catalog.price_quote(ctx, account_id=b, plan_id=plan_id, promotion_code="once").total
+        assert price_quote(ctx, account_id=b, plan_id=plan_id, promotion_code="once").total
         with pytest.raises(ValidationError) as e:
-            catalog.price_quote(ctx, account_id=b, plan_id=plan_id, promotion_code="two")
+            price_quote(ctx, account_id=b, plan_id=plan_id, promotion_code="two")
         assert "used up" in e.value.message
     for promo, account in ((once, a), (two, b)):
         with pytest.raises(ValidationError), service_ctx(env) as ctx:
-            catalog.promotion_redeem(ctx, promo, account)
+            promotion_redeem(ctx, promo, account)
     with service_ctx(env) as ctx:
-        assert catalog.promotion_get(ctx, promotion_id=two).used_count == 2
-        assert catalog.promotion_get(ctx, promotion_id=once).used_count == 1
+        assert promotion_get(ctx, promotion_id=two).used_count == 2
+        assert promotion_get(ctx, promotion_id=once).used_count == 1
 
 
 def test_quote_needs_a_buyer_that_can_buy(env: Any) -> None:
@@ -368,9 +380,9 @@ def test_quote_needs_a_buyer_that_can_buy(env: Any) -> None:
     plan_id = _published_plan(env, t)
     with service_ctx(env) as ctx:
         with pytest.raises(ValidationError) as e:
-            catalog.price_quote(ctx, plan_id=plan_id)  # the provider itself
+            price_quote(ctx, plan_id=plan_id)  # the provider itself
         assert e.value.field == "account_id"
         c = accounts.account_create(ctx, type="customer_personal", name="C").id
         accounts.account_close(ctx, account_id=c)
         with pytest.raises(InvalidState):
-            catalog.price_quote(ctx, account_id=c, plan_id=plan_id)
+            price_quote(ctx, account_id=c, plan_id=plan_id)

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, update
 
-from pba_server.catalog import service as catalog
+from pba_server.catalog.plans import plan_get
+from pba_server.catalog.templates import service_template_get
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import Conflict, ValidationError
 from pba_server.domains import jobs as domain_jobs
@@ -63,9 +64,9 @@ def test_tld_create_makes_published_plans_priced_per_year(env, setup):
         (2, Decimal("22.00"), Decimal("20.00"), None),
     ]
     with service_ctx(env) as ctx:
-        plan = catalog.plan_get(ctx, plan_id=t.plan_id)
-        tplan = catalog.plan_get(ctx, plan_id=t.transfer_plan_id)
-        template = catalog.service_template_get(ctx, template_id=plan.template_id)
+        plan = plan_get(ctx, plan_id=t.plan_id)
+        tplan = plan_get(ctx, plan_id=t.transfer_plan_id)
+        template = service_template_get(ctx, template_id=plan.template_id)
     assert plan.status == "published" and tplan.status == "published"
     assert template.service_type == "domain" and template.module == "domains"
     assert {s.name: s.value for s in template.module_settings} == {

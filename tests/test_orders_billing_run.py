@@ -202,7 +202,8 @@ def test_a_scheduled_migration_applies_at_the_runs_renewal(env, fake):
     their renewal; the run renews them at the new version (its fee and its
     rates, units bought kept), and the overage of the period that ended is
     billed at the old rates."""
-    from pba_server.catalog import service as catalog
+    from pba_server.catalog.plan_migrations import plan_migrate_subscribers
+    from pba_server.catalog.plans import plan_update
     from pba_server.catalog.types import PlanPeriod, ResourceRate
     from pba_server.core.db import UnitOfWork
     from pba_server.subscriptions.models import SubscriptionResource
@@ -218,7 +219,7 @@ def test_a_scheduled_migration_applies_at_the_runs_renewal(env, fake):
     sid = _sub_of(env, o)
     with service_ctx(env) as ctx:
         # version 2: 25.00 a month, 50 GB included, overage 0.20
-        catalog.plan_update(
+        plan_update(
             ctx,
             plan_id=p["plan"],
             periods=[PlanPeriod(1, "month", D(0), D("25.00"))],
@@ -228,7 +229,7 @@ def test_a_scheduled_migration_applies_at_the_runs_renewal(env, fake):
     v1 = sub(env, sid).plan_version_id
     env.clock.freeze(_at(date(2026, 4, 15), 9))
     with service_ctx(env) as ctx:
-        catalog.plan_migrate_subscribers(ctx, plan_id=p["plan"], from_version=1)
+        plan_migrate_subscribers(ctx, plan_id=p["plan"], from_version=1)
         usage.usage_report(  # April: 30 GB, 20 over version 1's 10 included
             ctx,
             subscription_id=sid,
@@ -270,7 +271,8 @@ def test_a_scheduled_migration_applies_at_the_runs_renewal(env, fake):
 
 
 def test_a_renewal_order_after_a_migration_renews_at_the_new_version(env, fake):
-    from pba_server.catalog import service as catalog
+    from pba_server.catalog.plan_migrations import plan_migrate_subscribers
+    from pba_server.catalog.plans import plan_update
     from pba_server.catalog.types import PlanPeriod, ResourceRate
     from pba_server.core.db import UnitOfWork
     from pba_server.subscriptions.models import SubscriptionResource
@@ -283,13 +285,13 @@ def test_a_renewal_order_after_a_migration_renews_at_the_new_version(env, fake):
     sid = _sub_of(env, o)
     v1 = sub(env, sid).plan_version_id
     with service_ctx(env) as ctx:
-        catalog.plan_update(
+        plan_update(
             ctx,
             plan_id=p["plan"],
             periods=[PlanPeriod(1, "month", D(0), D("25.00"))],
             rates=[ResourceRate(p["resource"], D(50), D(100), D("1.00"), D("0.50"), D("0.20"))],
         )
-        catalog.plan_migrate_subscribers(ctx, plan_id=p["plan"], from_version=1)
+        plan_migrate_subscribers(ctx, plan_id=p["plan"], from_version=1)
         r = subs.subscription_renew(ctx, subscription_id=sid, on_account=True)
     assert D(r.total) == D("25.00")
     _settle(env, fake)

@@ -15,7 +15,7 @@ import zeep.exceptions
 
 from pba_server.accounts import service as accounts
 from pba_server.billing import service as billing
-from pba_server.catalog import service as catalog
+from pba_server.catalog.resources import resource_create
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import plain, service_ctx
 from tests.orders_support import PW, FakeProvisioner, buyer, card, gateway, plan, run, use_fake
@@ -51,7 +51,7 @@ def fault_code(exc: pytest.ExceptionInfo[zeep.exceptions.Fault]) -> str:
 def test_story_2_sales_manager_upgrades_a_customer_prorated(env, api, tmp_path, fake):
     env.clock.freeze(datetime(2026, 3, 1, 9, tzinfo=UTC))
     with service_ctx(env) as ctx:
-        traffic = catalog.resource_create(
+        traffic = resource_create(
             ctx, name="Traffic", unit="GB", kind="metered", usage_reporting="per_period"
         ).id
     big = plan(env, "Traffic L", recurring="50.00", resource_id=traffic)

@@ -25,7 +25,9 @@ import pytest
 from sqlalchemy import select
 
 from pba_server.accounts import service as accounts
-from pba_server.catalog import service as catalog
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.resources import resource_create
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
 from pba_server.core.db import UnitOfWork
 from pba_server.events import runtime as events_runtime
@@ -109,9 +111,9 @@ def _shop(env: Any, tmp_path: Path) -> dict[str, Any]:
         settings={"executable": _script(tmp_path), "timeout": "20"},
     )
     with service_ctx(env) as ctx:
-        disk = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
-        wp = catalog.resource_create(ctx, name="WordPress", unit="unit", kind="allocated").id
-        t = catalog.service_template_create(
+        disk = resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
+        wp = resource_create(ctx, name="WordPress", unit="unit", kind="allocated").id
+        t = service_template_create(
             ctx,
             name="Server",
             service_type="virtual_server",
@@ -119,7 +121,7 @@ def _shop(env: Any, tmp_path: Path) -> dict[str, Any]:
             resources=[TemplateResource(disk, D(20)), TemplateResource(wp, D(0))],
             order_parameters=[OrderParameter("hostname", "hostname")],
         )
-        p = catalog.plan_create(
+        p = plan_create(
             ctx,
             template_id=t.id,
             name="Server M",
@@ -129,7 +131,7 @@ def _shop(env: Any, tmp_path: Path) -> dict[str, Any]:
                 ResourceRate(wp, D(0), D(1), D(0), D("3.00"), optional=True),
             ],
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
+        plan_publish(ctx, plan_id=p.id)
         accounts.user_create(
             ctx, account_id=1, login="storefront", password=PW, full_name="Shop", roles=["sales"]
         )

@@ -49,11 +49,12 @@ def _shop(env: Any, tmp_path: Path) -> tuple[dict[str, int], Path, int]:
     exe, log = script(tmp_path)
     instance(env, "in-house", plugin="script", settings={"executable": exe, "timeout": "20"})
     with service_ctx(env) as ctx:
-        from pba_server.catalog import service as catalog
+        from pba_server.catalog.resources import resource_create
+        from pba_server.catalog.templates import service_template_create
         from pba_server.catalog.types import TemplateResource
 
-        r = catalog.resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
-        t = catalog.service_template_create(
+        r = resource_create(ctx, name="Disk", unit="GB", kind="allocated").id
+        t = service_template_create(
             ctx,
             name="Hosting",
             service_type="hosting",

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account
-from pba_server.catalog import service as catalog
 from pba_server.catalog.models import PlanVersion
+from pba_server.catalog.plans import plan_create, plan_publish
+from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import ModuleSetting, PlanPeriod
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
@@ -248,7 +249,7 @@ def _instance(env: Any, settings: dict[str, str], name: str = "upstream") -> int
 def _plan(env: Any, upstream_plan_id: int, name: str = "Resold hosting") -> int:
     """Our published plan on a template of module upstream_pba; its version id."""
     with service_ctx(env) as ctx:
-        t = catalog.service_template_create(
+        t = service_template_create(
             ctx,
             name=name,
             service_type="hosting",
@@ -258,13 +259,13 @@ def _plan(env: Any, upstream_plan_id: int, name: str = "Resold hosting") -> int:
                 ModuleSetting("period", "1 month"),
             ],
         )
-        p = catalog.plan_create(
+        p = plan_create(
             ctx,
             template_id=t.id,
             name=name,
             periods=[PlanPeriod(1, "month", Decimal(0), Decimal("9.00"))],
         )
-        catalog.plan_publish(ctx, plan_id=p.id)
+        plan_publish(ctx, plan_id=p.id)
         return int(ctx.session.scalar(select(PlanVersion.id).where(PlanVersion.plan_id == p.id)))
 
 

@@ -33,7 +33,7 @@ from typing import Literal
 from sqlalchemy import func, select
 
 from pba_server.accounts.models import Account
-from pba_server.catalog import service as catalog
+from pba_server.catalog import owners, plans, templates
 from pba_server.catalog.types import ModuleSetting, OrderParameter, PlanPeriod
 from pba_server.core import audit, paging
 from pba_server.core.clock import Clock
@@ -257,7 +257,7 @@ def _make_plan(
     currency: str,
 ) -> int:
     what = "registration" if action == "register" else "transfer"
-    template = catalog.service_template_create(
+    template = templates.service_template_create(
         ctx,
         name=f"Domain {what} .{tld}",
         service_type="domain",
@@ -267,7 +267,7 @@ def _make_plan(
         description=f"Domain names under .{tld} ({what})",
         owner_id=owner.id,
     )
-    plan = catalog.plan_create(
+    plan = plans.plan_create(
         ctx,
         template_id=template.id,
         name=f".{tld} domain {what}",
@@ -276,7 +276,7 @@ def _make_plan(
         auto_renew=True,
         owner_id=owner.id,
     )
-    catalog.plan_publish(ctx, plan_id=plan.id)
+    plans.plan_publish(ctx, plan_id=plan.id)
     return plan.id
 
 
@@ -295,7 +295,7 @@ def tld_create(
     transfer, in ``currency`` (default: the owner's). Makes the published
     plan that sells registrations (``plan_id``) and, when transfer prices are
     given, the one that sells transfers in (``transfer_plan_id``)."""
-    owner = catalog._owner_for_create(ctx, owner_id)
+    owner = owners.owner_for_create(ctx, owner_id)
     tld = normalize_tld(name)
     inst = _registrar_instance(ctx, instance_id, owner)
     cur = check_currency(currency) if currency else owner.currency
@@ -343,11 +343,11 @@ def _get_tld(ctx: CallContext, tld_id: int, *, for_update: bool = False) -> tupl
 
 
 def _set_plan_status(ctx: CallContext, plan_id: int, published: bool) -> None:
-    status = catalog.plan_get(ctx, plan_id=plan_id).status
+    status = plans.plan_get(ctx, plan_id=plan_id).status
     if published and status in ("draft", "unpublished"):
-        catalog.plan_publish(ctx, plan_id=plan_id)
+        plans.plan_publish(ctx, plan_id=plan_id)
     elif not published and status == "published":
-        catalog.plan_unpublish(ctx, plan_id=plan_id)
+        plans.plan_unpublish(ctx, plan_id=plan_id)
 
 
 @operation("TldUpdate", roles=EDITORS, mutating=True)
@@ -365,7 +365,7 @@ def tld_update(
     keep theirs until renewal) or its status (``disabled`` unpublishes its
     plans: nothing new is sold, existing domains renew as before)."""
     t, owner = _get_tld(ctx, tld_id, for_update=True)
-    catalog._require_editor(ctx, t.owner_id, "TLD", t.id)
+    owners.require_editor(ctx, t.owner_id, "TLD", t.id)
     changes: dict[str, object] = {}
     if instance_id is not None and instance_id != t.instance_id:
         inst = _registrar_instance(ctx, instance_id, owner)
@@ -388,12 +388,12 @@ def tld_update(
                 )
                 for p in checked
             )
-            catalog.plan_update(ctx, plan_id=t.plan_id, periods=_periods(checked, "register"))
+            plans.plan_update(ctx, plan_id=t.plan_id, periods=_periods(checked, "register"))
             transfer_periods = _periods(checked, "transfer")
             if transfer_periods and t.transfer_plan_id is None:
                 t.transfer_plan_id = _make_plan(ctx, owner, t.name, "transfer", checked, t.currency)
             elif transfer_periods and t.transfer_plan_id is not None:
-                catalog.plan_update(ctx, plan_id=t.transfer_plan_id, periods=transfer_periods)
+                plans.plan_update(ctx, plan_id=t.transfer_plan_id, periods=transfer_periods)
                 _set_plan_status(ctx, t.transfer_plan_id, t.status == "active")
             elif t.transfer_plan_id is not None:
                 _set_plan_status(ctx, t.transfer_plan_id, False)
@@ -433,7 +433,7 @@ def tld_list(
     q = select(Tld).join(Account, Account.id == Tld.owner_id)
     if owner_id is not None:
         if owner_id not in above:
-            catalog._visible_account(ctx, owner_id, "owner_id")
+            owners.visible_account(ctx, owner_id, "owner_id")
         q = q.where(Tld.owner_id == owner_id)
     else:
         q = q.where(

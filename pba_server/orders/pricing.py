@@ -1,5 +1,5 @@
 """Pricing an order line: the same code as PriceQuote for new subscriptions
-(:func:`pba_server.catalog.service.quote` and ``billing.plan_lines``), and
+(:func:`pba_server.catalog.quotes.quote` and ``billing.plan_lines``), and
 :mod:`pba_server.subscriptions.proration` for changes. ``ChangePreview`` and
 the orders call the same functions here, so a preview equals the order.
 
@@ -19,8 +19,7 @@ from sqlalchemy import select
 
 from pba_server.accounts.models import Account
 from pba_server.billing import service as billing
-from pba_server.catalog import pricing
-from pba_server.catalog import service as catalog
+from pba_server.catalog import owners, plan_migrations, plans, price_lists, pricing, quotes
 from pba_server.catalog.models import Plan, PlanPeriodRow, PlanRateRow, PlanVersion, Resource
 from pba_server.catalog.types import PriceQuoteInfo, ResourceQuantity
 from pba_server.core.context import CallContext
@@ -108,7 +107,7 @@ def today(ctx: CallContext) -> date:
 def sellable_plan(ctx: CallContext, buyer: Account, plan_id: int, field: str) -> Plan:
     """A plan ``buyer`` may buy: its catalog owner's, published, in its currency."""
     plan = ctx.session.get(Plan, plan_id)
-    owner = catalog.catalog_owner_of(ctx, buyer)
+    owner = owners.catalog_owner_of(ctx, buyer)
     if plan is None or owner is None or plan.owner_id != owner.id:
         # a plan the buyer cannot buy is not shown to exist
         raise ValidationError(field, f"account {buyer.id} cannot buy plan {plan_id}")
@@ -148,7 +147,7 @@ def price_sales(
     resources: list[ResourceQuantity],
     promotion_code: str | None,
 ) -> PricedLine:
-    q = catalog.quote(
+    q = quotes.quote(
         ctx,
         buyer=buyer,
         plan=plan,
@@ -215,7 +214,7 @@ def _fees(
     if row is None:
         return None, ZERO, ZERO, inclusive
     recurring, renewal = row.recurring_fee, row.renewal_fee
-    rp = catalog._reseller_prices(ctx, catalog.price_list_of(ctx, buyer), [plan.id]).get(
+    rp = price_lists.reseller_prices(ctx, owners.price_list_of(ctx, buyer), [plan.id]).get(
         (plan.id, count, unit)
     )
     if rp is not None:
@@ -309,7 +308,7 @@ def price_plan_change(
     plan, buyer, old_price, _inc, res = subscription_terms(ctx, sub)
     if new_plan.id == sub.plan_id:
         raise ValidationError("plan_id", "is the subscription's plan already")
-    targets = catalog._upgrades_of(ctx, plan.id)
+    targets = plans.upgrades_of(ctx, plan.id)
     if targets and new_plan.id not in targets:
         raise ValidationError("plan_id", f"plan {plan.id} cannot be changed to plan {new_plan.id}")
     v = current_version(ctx, new_plan)
@@ -439,7 +438,7 @@ def price_renewal(ctx: CallContext, sub: Subscription) -> PricedLine:
     plan, buyer, _old, _inc, res = subscription_terms(ctx, sub)
     v = ctx.session.get(PlanVersion, sub.plan_version_id)
     assert v is not None
-    to_version = catalog.renewal_version(ctx, plan.id, v.version)
+    to_version = plan_migrations.renewal_version(ctx, plan.id, v.version)
     nv = ctx.session.scalar(
         select(PlanVersion).where(PlanVersion.plan_id == plan.id, PlanVersion.version == to_version)
     )

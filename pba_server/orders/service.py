@@ -20,7 +20,7 @@ from pba_server.accounts.service import get_account
 from pba_server.billing import service as billing
 from pba_server.catalog import parameters as params
 from pba_server.catalog import pricing as cpricing
-from pba_server.catalog import service as catalog
+from pba_server.catalog import promotions, templates, versions
 from pba_server.catalog.models import Plan, PlanVersion
 from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
@@ -383,7 +383,7 @@ def price_line(
         if li.plan_id is None:
             raise ValidationError(f"{field}.plan_id", "is required for a sales order")
         plan = opricing.sellable_plan(ctx, buyer, li.plan_id, f"{field}.plan_id")
-        template_params = catalog.template_parameters(ctx, plan.template_id)
+        template_params = templates.template_parameters(ctx, plan.template_id)
         values: dict[str, str] = {}
         for i, pv in enumerate(li.parameters or []):
             if pv.name in values:
@@ -415,7 +415,7 @@ def price_line(
                     optional=r.optional,
                     complimentary=r.complimentary,
                 )
-                for r in catalog._terms_of(ctx, line.version).rates  # type: ignore[arg-type]
+                for r in versions.terms_of(ctx, line.version).rates  # type: ignore[arg-type]
             ],
             li.options or [],
             extra,
@@ -631,7 +631,7 @@ def place(
             )
         )
     if promo_used is not None:
-        catalog.promotion_redeem(ctx, promo_used, buyer.id, reference=f"order {o.id}")
+        promotions.promotion_redeem(ctx, promo_used, buyer.id, reference=f"order {o.id}")
     engine.history(ctx, o, "place", "placed", f"{order_type} order, total {total} {o.currency}")
     ctx.session.flush()
     engine.order_event(ctx, o, "order.placed")
