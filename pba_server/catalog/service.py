@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
+from typing import Annotated, cast
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -84,6 +84,7 @@ from pba_server.core.errors import Forbidden, InvalidState, NotFound, Validation
 from pba_server.core.money import MINOR_UNITS, check_currency, money, quantize, to_decimal
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.schema import MinLen
 from pba_server.core.states import StateMachine
 
 EDITORS = frozenset({"sales"})  # besides admin, who always may
@@ -1042,7 +1043,7 @@ def plan_create(
     *,
     template_id: int,
     name: str,
-    periods: list[PlanPeriod],
+    periods: Annotated[list[PlanPeriod], MinLen(1)],
     rates: list[ResourceRate] | None = None,
     currency: str | None = None,
     trial: PlanTrial | None = None,
