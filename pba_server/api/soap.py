@@ -266,6 +266,15 @@ class HardenedSoap11(Soap11):
     def datetime_from_unicode(self, cls: Any, string: str) -> Any:
         return string
 
+    def datetime_from_unicode_iso(self, cls: Any, string: str) -> Any:
+        return string
+
+    def decimal_from_bytes(self, cls: Any, string: bytes | str) -> Any:
+        return string.decode() if isinstance(string, bytes) else string
+
+    def datetime_from_bytes(self, cls: Any, string: bytes | str) -> Any:
+        return string.decode() if isinstance(string, bytes) else string
+
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         body = b"".join(ctx.in_string)
         try:
@@ -390,8 +399,11 @@ def _error_node(payload: etree._Element, xpath: str | None) -> etree._Element | 
         for prefix, uri in el.nsmap.items()
         if prefix
     }
+    # libxml2 validates the operation element as a document of its own: the
+    # path starts at it
+    steps = xpath.strip("/").split("/")
     try:
-        found = payload.getroottree().xpath(xpath, namespaces=namespaces)
+        found = payload.xpath("/".join([".", *steps[1:]]), namespaces=namespaces)
     except etree.XPathError:
         return None
     if not isinstance(found, list) or len(found) != 1 or not isinstance(found[0], etree._Element):
