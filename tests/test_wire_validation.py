@@ -43,10 +43,7 @@ def _elements(tp: Any, name: str, value: Any) -> str:
         return "".join(_elements(item, name, v) for v in value)
     if isinstance(value, dict):
         return f"<tns:{name}>{_children(inner, value)}</tns:{name}>"
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = escape(str(value))
+    text = ("true" if value else "false") if isinstance(value, bool) else escape(str(value))
     return f"<tns:{name}>{text}</tns:{name}>"
 
 
