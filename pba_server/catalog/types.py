@@ -251,8 +251,9 @@ class WholesalePriceInfo:
     id: int
     reseller_id: int
     currency: str
-    setup_fee: Money
-    recurring_fee: Money
+    # per unit for a resource (up to 4 decimals): not quantized as money
+    setup_fee: Decimal
+    recurring_fee: Decimal
     updated_at: datetime
     plan_id: int | None = None
     resource_id: int | None = None

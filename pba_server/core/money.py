@@ -2,7 +2,10 @@
 
 The one documented quantization point is :func:`quantize`: every amount that
 enters the system (API input) or is computed for storage is passed through it,
-rounding half-up to the currency's minor unit. Floats are refused outright.
+rounding half-up to the currency's minor unit; every result field typed
+:data:`Money` goes through it on the way out
+(:func:`pba_server.core.schema.quantize_amounts`, called by the dispatcher).
+Floats are refused outright, and a decimal string is ``-?digits(.digits)?``.
 """
 
 from __future__ import annotations
