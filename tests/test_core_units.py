@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pba_server.core.errors import InvalidState, ValidationError
-from pba_server.core.money import MINOR_UNITS, money, quantize, to_decimal
-from pba_server.core.schema import coerce, dump
+from pba_server.core.money import MINOR_UNITS, Money, money, quantize, to_decimal
+from pba_server.core.schema import MinLen, coerce, dump, quantize_amounts
 from pba_server.core.states import StateMachine
 
 
@@ -115,3 +115,59 @@ def test_state_machine():
         sm.next("b", "go")
     assert "cannot go a b thing" in e.value.message
     assert sm.allowed("b") == ["back"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1E+2", "1e2", "NaN", "Infinity", "-Infinity", "+1", " 1", "1 ", "1.", ".5", "1_000", ""],
+)
+def test_decimal_text_is_digits_with_an_optional_sign_and_point(text):
+    with pytest.raises(ValidationError) as e:
+        coerce(Decimal, text, "amount")
+    assert e.value.field == "amount"
+
+
+@pytest.mark.parametrize("text", ["0", "-0", "12", "-12.50", "0.0001"])
+def test_plain_decimal_text_is_read_exactly(text):
+    assert coerce(Decimal, text, "amount") == Decimal(text)
+    assert str(coerce(Decimal, text, "amount")) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-12-02T00:57:10", "2026-12-02", "2026-12-02 00:57:10Z", "20261202T005710Z"]
+)
+def test_a_date_time_text_carries_an_offset(text):
+    with pytest.raises(ValidationError) as e:
+        coerce(datetime, text, "since")
+    assert e.value.field == "since"
+
+
+def test_min_len_is_checked_by_the_table():
+    tp = Annotated[list[int], MinLen(1)]
+    assert coerce(tp, [1], "ids") == [1]
+    with pytest.raises(ValidationError) as e:
+        coerce(tp, [], "ids")
+    assert e.value.field == "ids"
+
+
+@dataclass
+class _Line:
+    amount: Money
+    unit_price: Decimal
+
+
+@dataclass
+class _Doc:
+    currency: str
+    total: Money
+    lines: list[_Line] = field(default_factory=list)
+    fee: Money | None = None
+
+
+def test_result_money_is_quantized_to_the_currency_and_rates_are_kept():
+    doc = _Doc("EUR", Decimal("19"), [_Line(Decimal("28.9900"), Decimal("0.0250"))])
+    got = quantize_amounts(_Doc, doc)
+    assert str(got.total) == "19.00" and got.fee is None
+    assert str(got.lines[0].amount) == "28.99" and str(got.lines[0].unit_price) == "0.0250"
+    assert str(quantize_amounts(_Doc, _Doc("JPY", Decimal("0"))).total) == "0"
+    assert str(doc.total) == "19"  # a copy: the service's value is not changed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from decimal import Decimal
-from typing import cast
+from typing import Annotated, cast
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,7 @@ from pba_server.core.errors import Conflict, Forbidden, InvalidState, NotFound, 
 from pba_server.core.money import check_currency, money, quantize
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
 from pba_server.core.states import StateMachine
 
@@ -717,7 +718,7 @@ def user_create(
     login: str,
     password: str,
     full_name: str,
-    roles: list[Role],
+    roles: Annotated[list[Role], MinLen(1)],
     email: str | None = None,
 ) -> UserInfo:
     """Create a user who logs in to ``account_id`` with the given roles.
@@ -794,7 +795,9 @@ def user_update(
 
 
 @operation("UserSetRoles", roles=frozenset(), mutating=True)
-def user_set_roles(ctx: CallContext, *, user_id: int, roles: list[Role]) -> UserInfo:
+def user_set_roles(
+    ctx: CallContext, *, user_id: int, roles: Annotated[list[Role], MinLen(1)]
+) -> UserInfo:
     """Replace a user's roles. Nobody changes their own roles."""
     user, acc = _get_user(ctx, user_id, for_update=True)
     if user.id == ctx.principal.user_id:

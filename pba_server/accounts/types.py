@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
+
+from pba_server.core.money import Money
 
 AccountType = Literal[
     "provider", "customer_personal", "customer_business", "reseller", "enterprise", "department"
@@ -64,7 +65,7 @@ class AccountInfo:
     name: str
     status: AccountStatus
     currency: str
-    credit_limit: Decimal
+    credit_limit: Money
     created_at: datetime
     updated_at: datetime
     parent_id: int | None = None

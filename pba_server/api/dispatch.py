@@ -37,7 +37,7 @@ from pba_server.core.errors import (
 )
 from pba_server.core.operations import Operation
 from pba_server.core.runtime import Runtime
-from pba_server.core.schema import coerce, dump
+from pba_server.core.schema import coerce, dump, quantize_amounts
 from pba_server.core.secrets import SecretBox
 
 log = logging.getLogger("pba.dispatch")
@@ -96,7 +96,8 @@ class Dispatcher:
             raise UnknownOperation(f"no operation named {name!r}")
         meta.operation = name  # only a known name: the log never repeats what a client sent
         try:
-            return self._call(op, raw, creds, meta, principal)
+            # the one point where result money is quantized (core.schema)
+            return quantize_amounts(op.result, self._call(op, raw, creds, meta, principal))
         except PbaError:
             raise
         except (OperationalError, PoolTimeout) as exc:

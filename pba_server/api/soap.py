@@ -47,10 +47,11 @@ from pba_server.core.errors import (
     InternalError,
     MalformedRequest,
     PbaError,
+    UnknownOperation,
     ValidationError,
 )
 from pba_server.core.operations import Operation
-from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
+from pba_server.core.schema import fields_of, is_literal, list_item, min_len, unwrap_optional
 
 log = logging.getLogger("pba.soap")
 
@@ -120,11 +121,10 @@ class TypeMapper:
         inner, optional = unwrap_optional(tp)
         item = list_item(inner)
         if item is not None:
-            # repeated elements, not a wrapper type: clients get a plain list
-            # a required list parameter needs at least one item; a result
-            # list may be empty
+            # repeated elements, not a wrapper type: clients get a plain list;
+            # minOccurs is the table's MinLen (the table checks it too)
             return self._base(unwrap_optional(item)[0]).customize(
-                min_occurs=1 if param and required and not optional else 0,
+                min_occurs=min(min_len(tp), 1) if param and required and not optional else 0,
                 max_occurs="unbounded",
                 nillable=False,
             )
@@ -254,6 +254,26 @@ class HardenedSoap11(Soap11):
     """Soap11 parsing through our hardened parser; WS-Security header read here."""
 
     list_paths: dict[str, frozenset[str]] = {}
+    # per operation: dotted path (no indexes) -> the element names declared there
+    children: dict[str, dict[str, frozenset[str]]] = {}
+
+    # Decimals and date-times reach the operation table as the text that was
+    # sent: the table's grammar (no "+1", " 1", naive times) decides, as for
+    # XML-RPC. The schema has refused what is not xs:decimal / xs:dateTime.
+    def decimal_from_unicode(self, cls: Any, string: str) -> Any:
+        return string
+
+    def datetime_from_unicode(self, cls: Any, string: str) -> Any:
+        return string
+
+    def datetime_from_unicode_iso(self, cls: Any, string: str) -> Any:
+        return string
+
+    def decimal_from_bytes(self, cls: Any, string: bytes | str) -> Any:
+        return string.decode() if isinstance(string, bytes) else string
+
+    def datetime_from_bytes(self, cls: Any, string: bytes | str) -> Any:
+        return string.decode() if isinstance(string, bytes) else string
 
     def create_in_document(self, ctx: Any, charset: str | None = None) -> None:
         body = b"".join(ctx.in_string)
@@ -276,6 +296,13 @@ class HardenedSoap11(Soap11):
                 MalformedRequest("the SOAP Body must hold exactly one operation element"),
                 req.meta.correlation_id,
             )
+        if body is not None:
+            op_name = etree.QName(body[0])
+            if op_name.namespace != TNS or op_name.localname not in self.children:
+                raise fault_for(
+                    UnknownOperation(f"no operation named {_printable(op_name.localname)!r}"),
+                    req.meta.correlation_id,
+                )
         if body is not None and req.soap_action:
             named = etree.QName(body[0]).localname
             if req.soap_action != named:
@@ -308,10 +335,14 @@ class HardenedSoap11(Soap11):
         if first is None:
             raise _SchemaError(None, "the request does not match the WSDL")
         op = etree.QName(payload).localname
-        raise _SchemaError(
-            _field_path(first.path, self.list_paths.get(op, frozenset())),
-            _schema_reason(first.message),
+        lists = self.list_paths.get(op, frozenset())
+        node = _error_node(payload, first.path)
+        field = (
+            _field_path(first.path, lists)
+            if node is None
+            else _culprit(payload, node, first.message, lists, self.children.get(op, {}))
         )
+        raise _SchemaError(field, _schema_reason(first.message))
 
 
 def _soap_action(header: str | None) -> str:
@@ -355,6 +386,105 @@ def _field_path(xpath: str | None, lists: frozenset[str]) -> str | None:
             index = "1"
         parts.append(f"{name}[{int(index) - 1}]" if index else name)
     return ".".join(parts) or None
+
+
+def _error_node(payload: etree._Element, xpath: str | None) -> etree._Element | None:
+    """The element libxml2's error path points at, inside ``payload``."""
+    if not xpath:
+        return None
+    namespaces = {
+        prefix: uri
+        for el in (*payload.iterancestors(), *payload.iter())
+        if isinstance(el.tag, str)
+        for prefix, uri in el.nsmap.items()
+        if prefix
+    }
+    # libxml2 validates the operation element as a document of its own: the
+    # path starts at it
+    steps = xpath.strip("/").split("/")
+    try:
+        found = payload.xpath("/".join([".", *steps[1:]]), namespaces=namespaces)
+    except etree.XPathError:
+        return None
+    if not isinstance(found, list) or len(found) != 1 or not isinstance(found[0], etree._Element):
+        return None
+    node = found[0]
+    if node is not payload and payload not in node.iterancestors():
+        return None
+    return node
+
+
+_EXPECTED = re.compile(r"Expected is (?:one of )?\( ([^)]*) \)")
+
+
+def _steps(payload: etree._Element, node: etree._Element, lists: frozenset[str]) -> list[str]:
+    """The path of ``node`` below the operation element, as the table names it
+    (``lines[1].plan_id``: 0-based indexes on list fields)."""
+    chain = [node, *node.iterancestors()]
+    chain = chain[: chain.index(payload)]
+    parts: list[str] = []
+    plain: list[str] = []
+    for el in reversed(chain):
+        name = etree.QName(el).localname
+        plain.append(name)
+        if ".".join(plain) in lists:
+            index = sum(1 for s in el.itersiblings(preceding=True) if s.tag == el.tag)
+            name = f"{name}[{index}]"
+        parts.append(name)
+    return parts
+
+
+def _culprit(
+    payload: etree._Element,
+    node: etree._Element,
+    message: str,
+    lists: frozenset[str],
+    children: dict[str, frozenset[str]],
+) -> str | None:
+    """The field a schema error is about: the element that is wrong, or the
+    one that is missing (libxml2 reports the element after a missing one, or
+    the parent missing children: ``Expected is ( name )`` names it)."""
+    parts = _steps(payload, node, lists)
+    expected = _EXPECTED.search(message)
+    missing: str | None = None
+    if expected:
+        names = [n.strip().rpartition("}")[2] for n in expected[1].split(",") if n.strip()]
+        # in a sequence the optional elements come first: the last is required
+        missing = names[-1] if names else None
+    if "Missing child element" in message and missing:
+        return ".".join([*parts, missing])
+    if "This element is not expected" in message and missing and node is not payload:
+        parent = node.getparent()
+        plain = ".".join(p.partition("[")[0] for p in parts[:-1])
+        name = etree.QName(node).localname
+        declared = children.get(plain, frozenset())
+        repeated = parent is not None and any(
+            s.tag == node.tag for s in node.itersiblings(preceding=True)
+        )
+        if name in declared and not repeated:
+            # a known element out of its place: one before it is missing
+            return ".".join([*parts[:-1], missing])
+    return ".".join(parts) or None
+
+
+def children_of(params: list[tuple[str, Any]]) -> dict[str, frozenset[str]]:
+    """Dotted path (without indexes, "" for the operation) -> element names."""
+    out: dict[str, frozenset[str]] = {"": frozenset(n for n, _t in params)}
+
+    def walk(prefix: str, tp: Any, depth: int) -> None:
+        inner = unwrap_optional(tp)[0]
+        item = list_item(inner)
+        if item is not None:
+            inner = unwrap_optional(item)[0]
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type) and depth < 8:
+            fields = fields_of(inner)
+            out[prefix] = frozenset(n for n, _t, _r in fields)
+            for name, ftype, _r in fields:
+                walk(f"{prefix}.{name}", ftype, depth + 1)
+
+    for name, tp in params:
+        walk(name, tp, 0)
+    return out
 
 
 def list_paths(params: list[tuple[str, Any]]) -> frozenset[str]:
@@ -476,12 +606,18 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         app.in_protocol.list_paths = {
             op.name: list_paths([(p.name, p.type) for p in op.params]) for op in operations.values()
         }
+        app.in_protocol.children = {
+            op.name: children_of([(p.name, p.type) for p in op.params])
+            for op in operations.values()
+        }
         self._wsdl_template: bytes | None = None
 
     def _method(self, op: Operation) -> Any:
         mapper = self.mapper
         dispatcher = self.dispatcher
         names = [p.name for p in op.params]
+        # SOAP cannot tell an absent list from an empty one
+        lists = {p.name for p in op.params if p.required and list_item(p.type) is not None}
         in_types = [mapper.spyne_type(p.type, required=p.required, param=True) for p in op.params]
         result_tp = op.result
         returns = (
@@ -491,6 +627,7 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
         def method(ctx: Any, *args: Any) -> Any:
             req: _Req = ctx.transport.req
             raw = {n: mapper.to_plain(v) for n, v in zip(names, args, strict=True) if v is not None}
+            raw.update({n: [] for n in lists if n not in raw})
             creds = req.creds_wss or req.creds_http
             # A token in the envelope is what counts, even after a good Basic header.
             principal = req.principal
@@ -645,7 +782,9 @@ class SoapHandler(HttpBase):  # type: ignore[misc]
             )
         if code.startswith("Client"):
             if "ResourceNotFound" in code or "MethodNotFound" in code:
-                text = f"unknown operation: {text}"
+                return fault_for(
+                    UnknownOperation(f"unknown operation: {_printable(text)}"), meta.correlation_id
+                )
             return fault_for(MalformedRequest(text), meta.correlation_id)
         log.error("unexpected SOAP fault [cid=%s]: %r", meta.correlation_id, err)
         return fault_for(

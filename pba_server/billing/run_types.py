@@ -6,16 +6,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from pba_server.core.money import Money
+
 
 @dataclass
 class BillingRunLine:
     description: str
     quantity: Decimal
     unit_price: Decimal
-    discount: Decimal
-    net: Decimal
-    tax: Decimal
-    total: Decimal
+    discount: Money
+    net: Money
+    tax: Money
+    total: Money
     kind: str  # recurring | overage | late | wholesale
     subscription_id: int | None = None
     period_start: date | None = None
@@ -29,9 +31,9 @@ class BillingRunInvoice:
     issuer_id: int
     account_id: int
     currency: str
-    subtotal: Decimal
-    tax_total: Decimal
-    total: Decimal
+    subtotal: Money
+    tax_total: Money
+    total: Money
     lines: list[BillingRunLine] = field(default_factory=list)
     number: str | None = None
 
@@ -39,7 +41,7 @@ class BillingRunInvoice:
 @dataclass
 class CurrencyTotal:
     currency: str
-    total: Decimal
+    total: Money
 
 
 @dataclass

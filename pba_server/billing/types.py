@@ -7,6 +7,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
+from pba_server.core.money import Money
+
 InvoiceStatus = Literal["draft", "issued", "partially_paid", "paid", "overdue", "void"]
 LineLink = Literal["subscription", "order", "usage", "one_off"]
 PaymentMethod = Literal["bank_transfer", "cheque", "cash", "card"]
@@ -36,13 +38,13 @@ class InvoiceLineInfo:
     description: str
     quantity: Decimal
     unit_price: Decimal
-    discount: Decimal
+    discount: Money
     tax_inclusive: bool
     tax_rate: Decimal
-    net: Decimal
-    tax: Decimal
-    total: Decimal
-    credited: Decimal
+    net: Money
+    tax: Money
+    total: Money
+    credited: Money
     link_type: LineLink
     tax_rule_id: int | None = None
     tax_name: str | None = None
@@ -58,12 +60,12 @@ class InvoiceInfo:
     account_id: int
     currency: str
     status: InvoiceStatus
-    subtotal: Decimal
-    tax_total: Decimal
-    total: Decimal
-    paid: Decimal
-    credited: Decimal
-    outstanding: Decimal
+    subtotal: Money
+    tax_total: Money
+    total: Money
+    paid: Money
+    credited: Money
+    outstanding: Money
     reverse_charge: bool
     created_at: datetime
     lines: list[InvoiceLineInfo]
@@ -97,9 +99,9 @@ class CreditNoteLineInfo:
     id: int
     invoice_line_id: int
     description: str
-    net: Decimal
-    tax: Decimal
-    total: Decimal
+    net: Money
+    tax: Money
+    total: Money
 
 
 @dataclass
@@ -110,10 +112,10 @@ class CreditNoteInfo:
     account_id: int
     invoice_id: int
     currency: str
-    net: Decimal
-    tax: Decimal
-    total: Decimal
-    to_credit_balance: Decimal
+    net: Money
+    tax: Money
+    total: Money
+    to_credit_balance: Money
     reason: str
     issued_at: datetime
     lines: list[CreditNoteLineInfo]
@@ -149,7 +151,7 @@ class TaxRulePage:
 @dataclass
 class AllocationInfo:
     invoice_id: int
-    amount: Decimal
+    amount: Money
     invoice_number: str | None = None
 
 
@@ -159,8 +161,8 @@ class PaymentInfo:
     account_id: int
     issuer_id: int
     currency: str
-    amount: Decimal
-    unallocated: Decimal
+    amount: Money
+    unallocated: Money
     method: PaymentMethod
     reference: str
     received_on: date
@@ -181,9 +183,9 @@ class AdjustmentInfo:
     transaction_id: int
     account_id: int
     currency: str
-    amount: Decimal
+    amount: Money
     reason: str
-    balance: Decimal
+    balance: Money
 
 
 @dataclass
@@ -191,12 +193,12 @@ class BalanceInfo:
     account_id: int
     currency: str
     # what the account owes: issued invoices not yet settled minus prepaid credit
-    balance: Decimal
-    receivable: Decimal
-    credit: Decimal
-    overdue: Decimal
-    credit_limit: Decimal
-    available_credit: Decimal
+    balance: Money
+    receivable: Money
+    credit: Money
+    overdue: Money
+    credit_limit: Money
+    available_credit: Money
 
 
 @dataclass
@@ -204,8 +206,8 @@ class StatementLine:
     at: datetime
     kind: StatementEntryKind
     description: str
-    amount: Decimal
-    balance: Decimal
+    amount: Money
+    balance: Money
     document_id: int | None = None
     document_number: str | None = None
 
@@ -216,8 +218,8 @@ class StatementInfo:
     currency: str
     date_from: date
     date_to: date
-    opening_balance: Decimal
-    closing_balance: Decimal
+    opening_balance: Money
+    closing_balance: Money
     lines: list[StatementLine]
 
 

@@ -5,7 +5,7 @@ terms, versioned once published, and the plans each may change to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Annotated, cast
 
 from sqlalchemy import delete, func, select
 
@@ -52,6 +52,7 @@ from pba_server.core.errors import InvalidState, NotFound, ValidationError
 from pba_server.core.money import check_currency, quantize
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.schema import MinLen
 from pba_server.core.states import StateMachine
 
 PLAN_STATES = StateMachine(
@@ -238,7 +239,7 @@ def plan_create(
     *,
     template_id: int,
     name: str,
-    periods: list[PlanPeriod],
+    periods: Annotated[list[PlanPeriod], MinLen(1)],
     rates: list[ResourceRate] | None = None,
     currency: str | None = None,
     trial: PlanTrial | None = None,

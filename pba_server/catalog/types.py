@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+from pba_server.core.money import Money
+
 ResourceKind = Literal["allocated", "metered"]
 UsageReporting = Literal["per_period", "current_value"]
 ServiceType = Literal["hosting", "virtual_server", "domain", "licence", "other"]
@@ -97,9 +99,9 @@ class PlanPeriod:
 
     count: int
     unit: PeriodUnit
-    setup_fee: Decimal
-    recurring_fee: Decimal
-    renewal_fee: Decimal = Decimal(0)
+    setup_fee: Money
+    recurring_fee: Money
+    renewal_fee: Money = Decimal(0)
     is_default: bool = False
 
 
@@ -194,7 +196,7 @@ class PromotionInfo:
     created_at: datetime
     code: str | None = None  # None: applied automatically
     percent: Decimal | None = None
-    amount: Decimal | None = None
+    amount: Money | None = None
     currency: str | None = None
     cycles: int | None = None  # None: forever
     plan_ids: list[int] = field(default_factory=list)  # empty: every plan of the owner
@@ -226,9 +228,9 @@ class ResellerPriceInfo:
     period_count: int
     period_unit: PeriodUnit
     currency: str
-    setup_fee: Decimal
-    recurring_fee: Decimal
-    renewal_fee: Decimal
+    setup_fee: Money
+    recurring_fee: Money
+    renewal_fee: Money
     updated_at: datetime
     tax_inclusive: bool = False
 
@@ -249,6 +251,7 @@ class WholesalePriceInfo:
     id: int
     reseller_id: int
     currency: str
+    # per unit for a resource (up to 4 decimals): not quantized as money
     setup_fee: Decimal
     recurring_fee: Decimal
     updated_at: datetime
@@ -276,7 +279,7 @@ class QuoteLine:
     description: str
     quantity: Decimal
     unit_price: Decimal
-    amount: Decimal
+    amount: Money
     resource_id: int | None = None
 
 
@@ -290,9 +293,9 @@ class PriceQuoteInfo:
     period_unit: PeriodUnit
     price_source: PriceSource
     lines: list[QuoteLine]
-    subtotal: Decimal  # before discount
-    discount: Decimal  # not positive
-    total: Decimal
+    subtotal: Money  # before discount
+    discount: Money  # not positive
+    total: Money
     tax_inclusive: bool = False  # amounts include tax (extracted on the invoice) or not
     promotion_id: int | None = None
     discount_cycles: int | None = None  # how many periods the discount lasts; None: forever

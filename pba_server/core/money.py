@@ -2,12 +2,17 @@
 
 The one documented quantization point is :func:`quantize`: every amount that
 enters the system (API input) or is computed for storage is passed through it,
-rounding half-up to the currency's minor unit. Floats are refused outright.
+rounding half-up to the currency's minor unit; every result field typed
+:data:`Money` goes through it on the way out
+(:func:`pba_server.core.schema.quantize_amounts`, called by the dispatcher).
+Floats are refused outright, and a decimal string is ``-?digits(.digits)?``.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated
 
 from pba_server.core.errors import ValidationError
 
@@ -64,6 +69,25 @@ MINOR_UNITS: dict[str, int] = {
 
 MAX_AMOUNT = Decimal("1e15")
 
+# The one decimal grammar on the wire, both protocols: no exponent, sign,
+# whitespace, NaN or Infinity ("1E+2" once wrote a 100.00 payment over XML-RPC).
+DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+class MoneyAmount:
+    """Marks a result field as an amount of money: the operation table
+    quantizes it to the minor unit of the nearest enclosing ``currency``."""
+
+    def __repr__(self) -> str:
+        return "MoneyAmount()"
+
+
+MONEY_AMOUNT = MoneyAmount()
+# An amount in the ``currency`` of its struct (or of the struct around it).
+# A plain ``Decimal`` field is a quantity, a rate or a price per unit: its
+# precision is kept.
+Money = Annotated[Decimal, MONEY_AMOUNT]
+
 
 def check_currency(code: str, field: str = "currency") -> str:
     if not isinstance(code, str) or code.upper() not in MINOR_UNITS:
@@ -77,11 +101,17 @@ def to_decimal(value: object, field: str) -> Decimal:
         raise ValidationError(field, "must be a decimal string or number, not a float")
     if isinstance(value, Decimal):
         result = value
-    elif isinstance(value, (int, str)):
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        if DECIMAL_TEXT.fullmatch(value) is None:
+            raise ValidationError(
+                field, f"not a decimal number (digits, optional '-' and '.'): {value[:40]!r}"
+            )
         try:
-            result = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise ValidationError(field, f"not a decimal number: {value!r}") from None
+            result = Decimal(value)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only valid text
+            raise ValidationError(field, f"not a decimal number: {value[:40]!r}") from None
     else:
         raise ValidationError(field, "must be a decimal number")
     if not result.is_finite():

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from sqlalchemy import func, select
 
@@ -42,6 +42,7 @@ from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable
 from pba_server.core.money import check_currency, money, quantize
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
 from pba_server.core.secrets import SecretBox
 from pba_server.domains import module as _module  # registers the builtin module "domains"
@@ -286,7 +287,7 @@ def tld_create(
     *,
     name: str,
     instance_id: int,
-    prices: list[TldPriceValue],
+    prices: Annotated[list[TldPriceValue], MinLen(1)],
     currency: str | None = None,
     owner_id: int | None = None,
 ) -> TldInfo:
@@ -467,7 +468,7 @@ def tld_of(session: object, account_path: str, name: str) -> Tld | None:
 
 @operation("DomainCheck", roles=ANY_ROLE)
 def domain_check(
-    ctx: CallContext, *, names: list[str], account_id: int | None = None
+    ctx: CallContext, *, names: Annotated[list[str], MinLen(1)], account_id: int | None = None
 ) -> list[DomainCheckItem]:
     """Whether each name can be registered, asked of the registrar of its TLD
     (the TLDs sold to ``account_id``, default the caller), with the TLD's
@@ -650,7 +651,7 @@ def _live_domain(ctx: CallContext, domain_id: int) -> tuple[Domain, Account, Dom
 
 @operation("DomainSetNameservers", roles=TECH, mutating=True)
 def domain_set_nameservers(
-    ctx: CallContext, *, domain_id: int, nameservers: list[str]
+    ctx: CallContext, *, domain_id: int, nameservers: Annotated[list[str], MinLen(1)]
 ) -> DomainInfo:
     """Replace a domain's name servers (2 to 13 host names) at the registry,
     synchronously: on return the registry has them. ``Server.Unavailable``:
@@ -697,7 +698,7 @@ def _check_contacts(contacts: Sequence[DomainContact]) -> dict[str, Contact]:
 
 @operation("DomainSetContacts", roles=TECH, mutating=True)
 def domain_set_contacts(
-    ctx: CallContext, *, domain_id: int, contacts: list[DomainContact]
+    ctx: CallContext, *, domain_id: int, contacts: Annotated[list[DomainContact], MinLen(1)]
 ) -> DomainInfo:
     """Replace the given roles' contacts (registrant, admin, tech, billing) of
     a domain at the registry, synchronously (like DomainSetNameservers);

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Literal
+
+from pba_server.core.money import Money
 
 TldStatus = Literal["active", "disabled"]
 DomainStatus = Literal["pending", "active", "expired", "transferring", "failed", "deleted"]
@@ -18,9 +19,9 @@ class TldPrice:
     currency. ``transfer`` omitted: transfers are not sold for that period."""
 
     years: int
-    register: Decimal
-    renew: Decimal
-    transfer: Decimal | None = None
+    register: Money
+    renew: Money
+    transfer: Money | None = None
 
 
 @dataclass
@@ -58,9 +59,9 @@ class DomainCheckItem:
     reason: str = ""
     tld_id: int | None = None
     currency: str | None = None
-    register_price: Decimal | None = None
-    transfer_price: Decimal | None = None
-    premium_price: Decimal | None = None
+    register_price: Money | None = None
+    transfer_price: Money | None = None
+    premium_price: Money | None = None
 
 
 @dataclass
@@ -109,10 +110,10 @@ class RegistrarMonitorInfo:
     """The balance monitor of one registrar instance."""
 
     instance_id: int
-    minimum: Decimal
+    minimum: Money
     currency: str
     updated_at: datetime
-    last_balance: Decimal | None = None
+    last_balance: Money | None = None
     last_checked_at: datetime | None = None
     last_error: str | None = None
     alerted_on: date | None = None

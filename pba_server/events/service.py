@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets as _secrets
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from sqlalchemy import ColumnElement, func, or_, select, text
@@ -15,6 +16,7 @@ from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.schema import MinLen
 from pba_server.core.scope import account_path, visible_path
 from pba_server.events import notifications, runtime, templates
 from pba_server.events.catalog import EVENT_TYPES
@@ -263,7 +265,7 @@ def event_handler_create(
     ctx: CallContext,
     *,
     name: str,
-    event_types: list[str],
+    event_types: Annotated[list[str], MinLen(1)],
     action: HandlerAction,
     account_id: int | None = None,
     url: str | None = None,

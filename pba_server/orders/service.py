@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import cast
+from typing import Annotated, cast
 
 from sqlalchemy import func, select
 
@@ -34,6 +34,7 @@ from pba_server.core.errors import (
 from pba_server.core.money import money
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
 from pba_server.domains import service as domains
 from pba_server.dunning import service as dunning
@@ -645,7 +646,7 @@ def order_place(
     ctx: CallContext,
     *,
     account_id: int,
-    lines: list[OrderLineInput],
+    lines: Annotated[list[OrderLineInput], MinLen(1)],
     order_type: OrderType = "sales",
     promotion_code: str | None = None,
     payment_method_id: int | None = None,
@@ -795,7 +796,7 @@ def order_place_with_signup(
     customer: SignupCustomer,
     user: SignupUser,
     card: SignupCard,
-    lines: list[OrderLineInput],
+    lines: Annotated[list[OrderLineInput], MinLen(1)],
     promotion_code: str | None = None,
 ) -> SignupResult:
     """A storefront's one call: create the customer account (under the

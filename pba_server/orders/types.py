@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Literal
 
 from pba_server.catalog.types import PeriodUnit, ResourceQuantity
+from pba_server.core.money import Money
 
 OrderType = Literal[
     "sales", "renewal", "upgrade", "downgrade", "resource", "cancellation", "transfer", "payment"
@@ -61,8 +62,8 @@ class OrderCharge:
     description: str
     quantity: Decimal
     unit_price: Decimal
-    discount: Decimal
-    amount: Decimal
+    discount: Money
+    amount: Money
 
 
 @dataclass
@@ -70,7 +71,7 @@ class OrderLineInfo:
     position: int
     kind: OrderType
     description: str
-    amount: Decimal
+    amount: Money
     plan_id: int | None = None
     period_count: int | None = None
     period_unit: PeriodUnit | None = None
@@ -99,9 +100,9 @@ class OrderInfo:
     current_step: str
     current_action: StepAction
     currency: str
-    subtotal: Decimal
-    discount: Decimal
-    total: Decimal
+    subtotal: Money
+    discount: Money
+    total: Money
     on_account: bool
     placed_by: str
     created_at: datetime

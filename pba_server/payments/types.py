@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Literal
+
+from pba_server.core.money import Money
 
 PluginStatus = Literal["ok", "broken"]
 InstanceStatus = Literal["active", "disabled"]
@@ -104,13 +105,13 @@ class ChargeInfo:
     invoice_id: int | None
     payment_method_id: int
     currency: str
-    amount: Decimal
+    amount: Money
     status: GatewayPaymentStatus
     decline_code: str | None
     message: str | None
     gateway_reference: str | None
     payment_id: int | None
-    refunded: Decimal
+    refunded: Money
     created_at: datetime
 
 
@@ -118,7 +119,7 @@ class ChargeInfo:
 class RefundInfo:
     id: int
     charge_id: int
-    amount: Decimal
+    amount: Money
     reason: str
     status: RefundStatus
     decline_code: str | None

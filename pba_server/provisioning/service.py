@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Annotated
 
 from sqlalchemy import select
 
@@ -19,6 +20,7 @@ from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
 from pba_server.core.operations import ANY_ROLE, operation
+from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
 from pba_server.payments import service as payments
 from pba_server.payments.models import PluginInstance
@@ -127,7 +129,7 @@ def processing_module_configure(
     *,
     plugin: str,
     name: str,
-    settings: list[SettingValue],
+    settings: Annotated[list[SettingValue], MinLen(1)],
     department_id: int | None = None,
     max_services: int | None = None,
     use_for_new_orders: bool = True,

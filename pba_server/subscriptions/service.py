@@ -31,6 +31,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import Forbidden, NotFound, ValidationError
+from pba_server.core.money import Money
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.scope import visible_path
@@ -105,10 +106,10 @@ class SubscriptionPage:
 class ChangePreviewLine:
     kind: Literal["credit", "charge"]
     description: str
-    full_amount: Decimal
+    full_amount: Money
     days: int
     total_days: int
-    amount: Decimal
+    amount: Money
 
 
 @dataclass
@@ -118,10 +119,10 @@ class ChangePreviewInfo:
     when: When
     currency: str
     lines: list[ChangePreviewLine]
-    credit: Decimal
-    charge: Decimal
-    net: Decimal  # positive: owed now; negative: credited to the account
-    invoice_total: Decimal  # what the order's invoice will carry (before tax)
+    credit: Money
+    charge: Money
+    net: Money  # positive: owed now; negative: credited to the account
+    invoice_total: Money  # what the order's invoice will carry (before tax)
 
 
 # ---------------------------------------------------------------- views

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,6 +31,7 @@ from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, NotFound, ValidationError
 from pba_server.core.money import quantize, to_decimal
 from pba_server.core.operations import operation
+from pba_server.core.schema import MinLen
 from pba_server.provisioning.registry import USAGE_SINKS
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.periods import add_periods
@@ -258,7 +259,9 @@ def usage_report(
 
 
 @operation("UsageReportBatch", roles=REPORTERS, mutating=True)
-def usage_report_batch(ctx: CallContext, *, records: list[UsageRecordInput]) -> UsageReportResult:
+def usage_report_batch(
+    ctx: CallContext, *, records: Annotated[list[UsageRecordInput], MinLen(1)]
+) -> UsageReportResult:
     """Report up to 10,000 usage records at once (see UsageReport); all are
     stored or, if one is invalid, none (the fault names it)."""
     result = record_usage(ctx, records)

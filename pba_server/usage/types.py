@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
+from pba_server.core.money import Money
+
 
 @dataclass
 class UsageRecordInput:
@@ -32,7 +34,7 @@ class ResourceUsageInfo:
     bought: Decimal
     billable: Decimal  # used above included + bought
     overage_price: Decimal  # per unit and month
-    overage_amount: Decimal  # what the billable amount costs for the period
+    overage_amount: Money  # what the billable amount costs for the period
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pba_server.billing.models import Invoice, LedgerEntry
 from pba_server.bootstrap import load_operations
 from pba_server.core.db import UnitOfWork
 from pba_server.core.operations import ROLES, Operation
-from pba_server.core.schema import fields_of, is_literal, list_item, unwrap_optional
+from pba_server.core.schema import fields_of, is_literal, list_item, min_len, unwrap_optional
 from pba_server.orders.models import Order
 from tests.catalog_support import service_ctx
 from tests.support import page_items
@@ -35,6 +35,7 @@ MISSING = 999_999  # no object has this id: allowed calls stop at "not found"
 
 def _dummy(tp: Any) -> Any:
     """A value of type ``tp`` that passes the dispatcher's argument checks."""
+    at_least = min_len(tp)
     tp, _optional = unwrap_optional(tp)
     if typing.get_origin(tp) is typing.Annotated:
         tp = typing.get_args(tp)[0]
@@ -53,7 +54,7 @@ def _dummy(tp: Any) -> Any:
     if is_literal(tp):
         return typing.get_args(tp)[0]
     if list_item(tp) is not None:
-        return []
+        return [_dummy(list_item(tp)) for _ in range(at_least)]
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return {name: _dummy(t) for name, t, required in fields_of(tp) if required}
     raise TypeError(f"no dummy for {tp!r}")
@@ -279,7 +280,13 @@ def test_billing_cannot_edit_accounts_contacts_domains_or_orders(env, api):
         ("ContactAdd", {"account_id": cust, "contact": contact}),
         ("ContactUpdate", {"contact_id": MISSING, "email": "eve@evil.example"}),
         ("ContactRemove", {"contact_id": MISSING}),
-        ("DomainSetContacts", {"domain_id": MISSING, "contacts": []}),
+        (
+            "DomainSetContacts",
+            {
+                "domain_id": MISSING,
+                "contacts": [{"role": "admin", "name": "Eve", "email": "e@x.example"}],
+            },
+        ),
         ("OrderApprove", {"order_id": order_id}),
         ("OrderPlace", {"account_id": cust, "lines": [sale], "on_account": True}),
     ]:
