@@ -19,10 +19,12 @@ SELLERS = ("provider", "reseller")
 
 
 def today_for(ctx: CallContext) -> date:
+    """The caller's today (UTC)."""
     return ctx.now().astimezone(UTC).date()
 
 
 def day_start(d: date) -> datetime:
+    """Midnight UTC at the start of ``d``."""
     return datetime.combine(d, time(0), tzinfo=UTC)
 
 
@@ -51,6 +53,7 @@ def billable(ctx: CallContext, account_id: int) -> Account:
 
 
 def require_seller_side(ctx: CallContext, issuer_path: str, account_id: int) -> None:
+    """Refuse a caller who is not the seller of ``account_id`` or above it."""
     if not ctx.principal.sees(issuer_path):
         raise Forbidden(f"only the seller of account {account_id} (or its parents) bills it")
 

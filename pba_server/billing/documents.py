@@ -19,6 +19,7 @@ from pba_server.core.money import quantize
 
 
 def line_info(ln: InvoiceLine, cur: str) -> InvoiceLineInfo:
+    """An invoice line as the API shows it."""
     return InvoiceLineInfo(
         id=ln.id,
         position=ln.position,
@@ -42,6 +43,7 @@ def line_info(ln: InvoiceLine, cur: str) -> InvoiceLineInfo:
 
 
 def lines_of(ctx: CallContext, invoice_ids: list[int]) -> dict[int, list[InvoiceLine]]:
+    """The lines of each invoice, in position order."""
     out: dict[int, list[InvoiceLine]] = {i: [] for i in invoice_ids}
     if invoice_ids:
         for ln in ctx.session.scalars(
@@ -54,6 +56,7 @@ def lines_of(ctx: CallContext, invoice_ids: list[int]) -> dict[int, list[Invoice
 
 
 def invoice_info_from(inv: Invoice, lines: list[InvoiceLine], today: date) -> InvoiceInfo:
+    """An invoice and its lines as the API shows them on ``today``."""
     c = inv.currency
     return InvoiceInfo(
         id=inv.id,
@@ -80,10 +83,12 @@ def invoice_info_from(inv: Invoice, lines: list[InvoiceLine], today: date) -> In
 
 
 def invoice_info(ctx: CallContext, inv: Invoice) -> InvoiceInfo:
+    """An invoice with its lines as the API shows it."""
     return invoice_info_from(inv, lines_of(ctx, [inv.id])[inv.id], today_for(ctx))
 
 
 def get_invoice(ctx: CallContext, invoice_id: int, *, for_update: bool = False) -> Invoice:
+    """An invoice the caller sees; ``for_update`` locks it and requires the seller's side."""
     q = select(Invoice, Account.path).join(Account, Account.id == Invoice.account_id)
     q = q.where(Invoice.id == invoice_id)
     if for_update:
@@ -98,6 +103,7 @@ def get_invoice(ctx: CallContext, invoice_id: int, *, for_update: bool = False) 
 
 
 def invoice_path(ctx: CallContext, inv: Invoice) -> str:
+    """The account path of the invoice's buyer."""
     return str(ctx.session.scalar(select(Account.path).where(Account.id == inv.account_id)))
 
 

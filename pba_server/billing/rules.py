@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 
-from pba_server.billing.ledger import ZERO
 from pba_server.billing.models import Invoice, InvoiceLine
 from pba_server.billing.types import InvoiceLineInput, InvoiceStatus, LineLink
 from pba_server.catalog.types import PriceQuoteInfo
 from pba_server.core.errors import ValidationError
 from pba_server.core.money import MAX_AMOUNT, quantize
 from pba_server.core.states import StateMachine
+
+ZERO = Decimal(0)
 
 # Stored states; "overdue" is derived on read (issued or partially paid, past due).
 INVOICE_STATES = StateMachine(
@@ -37,6 +38,7 @@ INVOICE_STATES = StateMachine(
 
 
 def check_number_format(fmt: str) -> str:
+    """A document number format, trimmed, or ValidationError: only {seq} (required) and {year}."""
     fmt = fmt.strip()
     if not 1 <= len(fmt) <= 64:
         raise ValidationError("format", "must be 1 to 64 characters")
@@ -59,12 +61,14 @@ def check_number_format(fmt: str) -> str:
 
 
 def invoice_status(inv: Invoice, today: date) -> InvoiceStatus:
+    """The status a reader sees: an unpaid invoice past its due date is overdue."""
     if inv.status in ("issued", "partially_paid") and inv.due_date and inv.due_date < today:
         return "overdue"
     return inv.status  # type: ignore[return-value]
 
 
 def outstanding(inv: Invoice) -> Decimal:
+    """What is left to pay on the invoice."""
     return inv.total - inv.paid_amount - inv.credited_amount
 
 
@@ -74,6 +78,7 @@ def plain(v: Decimal) -> Decimal:
 
 
 def update_totals(inv: Invoice, lines: Sequence[InvoiceLine]) -> None:
+    """Set the invoice's subtotal, tax and total from its lines."""
     inv.subtotal = sum((ln.net for ln in lines), ZERO)
     inv.tax_total = sum((ln.tax for ln in lines), ZERO)
     inv.total = sum((ln.total for ln in lines), ZERO)
@@ -82,6 +87,7 @@ def update_totals(inv: Invoice, lines: Sequence[InvoiceLine]) -> None:
 
 
 def settle_status(inv: Invoice) -> None:
+    """The stored status after a payment, credit or refund changed what is left."""
     if outstanding(inv) == 0:
         inv.status = "paid"
     elif inv.paid_amount > 0:

@@ -14,6 +14,7 @@ MAX_NET_DAYS = 365
 
 
 def net_days_of(ctx: CallContext, account_id: int) -> int:
+    """Days after issue an account's invoices are due (0: on issue)."""
     row = ctx.session.get(PaymentTerms, account_id)
     return row.net_days if row else 0
 
