@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from pba_server.billing import service as billing
+from pba_server.billing.invoices import invoice_create, invoice_get
 from pba_server.billing.types import InvoiceLineInput
 from pba_server.core.db import UnitOfWork
 from pba_server.events.models import Event
@@ -60,7 +60,7 @@ def card(env: Any, acc: int, inst: int, token: str, default: bool = True) -> int
 
 def invoice(env: Any, acc: int, amount: str = "30.00", autopay: bool | None = None) -> int:
     with service_ctx(env) as ctx:
-        return billing.invoice_create(
+        return invoice_create(
             ctx,
             account_id=acc,
             lines=[InvoiceLineInput("Hosting", Decimal(amount))],
@@ -71,7 +71,7 @@ def invoice(env: Any, acc: int, amount: str = "30.00", autopay: bool | None = No
 
 def status(env: Any, invoice_id: int) -> str:
     with service_ctx(env) as ctx:
-        return billing.invoice_get(ctx, invoice_id=invoice_id).status
+        return invoice_get(ctx, invoice_id=invoice_id).status
 
 
 def run_job(env: Any) -> str:

@@ -6,7 +6,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from pba_server.billing import service as billing
+from pba_server.billing.documents import invoice_event
+from pba_server.billing.payments import payment_record
+from pba_server.billing.tax_rules import tax_rule_set
+from pba_server.billing.terms import payment_terms_set
 from tests.billing_support import assert_books_sound, customer
 from tests.billrun_support import invoices, make_plan, run, sub, subscribe
 from tests.catalog_support import service_ctx
@@ -83,7 +86,7 @@ def test_tax_renewal_fee_and_promotion_cycles(env: Any) -> None:
     cat = make_plan(env, renewal="1.00")
     prov = _provider(env)
     with service_ctx(env) as ctx:
-        billing.tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(19))
+        tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(19))
         from pba_server.catalog.promotions import promotion_create
 
         promo = promotion_create(ctx, name="Half", percent=D(50), cycles=3)
@@ -120,7 +123,7 @@ def test_prepaid_credit_settles_the_new_invoice(env: Any) -> None:
     subscribe(env, cat, c, prov, date(2026, 1, 1))
     env.clock.freeze(datetime_of(date(2026, 1, 20)))
     with service_ctx(env) as ctx:
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=c,
             amount=D(25),
@@ -288,7 +291,7 @@ def test_basic_reseller_customers_pay_its_price_list(env: Any) -> None:
 def test_tax_inclusive_plan_extracts_the_tax(env: Any) -> None:
     cat = make_plan(env, tax_inclusive=True)
     with service_ctx(env) as ctx:
-        billing.tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(25))
+        tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(25))
     c = customer(env, "C", country="DE")
     subscribe(env, cat, c, _provider(env), date(2026, 1, 5))
     run(env, date(2026, 2, 5))
@@ -448,7 +451,7 @@ def test_run_raises_invoice_issued_per_invoice_as_issuing_one_does(env: Any) -> 
     c1 = customer(env, "C1", country=None)
     c2 = customer(env, "C2", country=None)
     with service_ctx(env) as ctx:
-        billing.payment_terms_set(ctx, account_id=c1, net_days=14)
+        payment_terms_set(ctx, account_id=c1, net_days=14)
         mine = events.event_handler_create(
             ctx,
             name="c1's",
@@ -488,7 +491,7 @@ def test_run_raises_invoice_issued_per_invoice_as_issuing_one_does(env: Any) -> 
 
         one = ctx.session.get(Invoice, invs[0].id)
         assert one is not None
-        billing._invoice_event(ctx, "invoice.issued", one)
+        invoice_event(ctx, "invoice.issued", one)
         ctx.session.flush()
         from sqlalchemy import select
 

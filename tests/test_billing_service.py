@@ -11,8 +11,25 @@ import pytest
 from sqlalchemy import func, select
 
 from pba_server.accounts import service as accounts
-from pba_server.billing import service as billing
+from pba_server.billing import ledger
+from pba_server.billing.balances import account_balance_get, balance_adjust, check_credit
+from pba_server.billing.credit_notes import credit_note_create, credit_note_get, credit_note_list
+from pba_server.billing.invoices import (
+    invoice_add_line,
+    invoice_create,
+    invoice_get,
+    invoice_issue,
+    invoice_list,
+    invoice_render,
+    invoice_void,
+)
 from pba_server.billing.models import Invoice, LedgerEntry, LedgerTransaction
+from pba_server.billing.numbering import document_number_format_set
+from pba_server.billing.payments import payment_allocate, payment_list, payment_record
+from pba_server.billing.rules import plan_lines
+from pba_server.billing.statements import statement_get
+from pba_server.billing.tax_rules import tax_rule_list, tax_rule_remove, tax_rule_set
+from pba_server.billing.terms import payment_terms_set
 from pba_server.billing.types import CreditNoteLineInput, InvoiceLineInput
 from pba_server.catalog.plans import plan_create, plan_publish
 from pba_server.catalog.quotes import price_quote
@@ -40,19 +57,17 @@ def line(desc: str = "Setup", price: str = "100.00", **kw) -> InvoiceLineInput:
 
 def vat(env, rate: str = "19", **kw) -> int:
     with service_ctx(env) as ctx:
-        return billing.tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(rate), **kw).id
+        return tax_rule_set(ctx, buyer_country="DE", name="VAT", rate=D(rate), **kw).id
 
 
 def invoice(env, acc: int, *lines: InvoiceLineInput, issue: bool = True, **kw):
     with service_ctx(env) as ctx:
-        return billing.invoice_create(
-            ctx, account_id=acc, lines=list(lines) or [line()], issue=issue, **kw
-        )
+        return invoice_create(ctx, account_id=acc, lines=list(lines) or [line()], issue=issue, **kw)
 
 
 def balance(env, acc: int):
     with service_ctx(env) as ctx:
-        return billing.account_balance_get(ctx, account_id=acc)
+        return account_balance_get(ctx, account_id=acc)
 
 
 @pytest.fixture(autouse=True)
@@ -97,17 +112,17 @@ def test_issue_numbers_taxes_and_books(env):
 def test_draft_lines_then_issue_with_terms_and_format(env):
     acc = customer(env, country=None)
     with service_ctx(env) as ctx:
-        billing.payment_terms_set(ctx, account_id=acc, net_days=14)
-        fmt = billing.document_number_format_set(ctx, kind="invoice", format="P{seq:04d}/{year}")
+        payment_terms_set(ctx, account_id=acc, net_days=14)
+        fmt = document_number_format_set(ctx, kind="invoice", format="P{seq:04d}/{year}")
         assert fmt.format == "P{seq:04d}/{year}"
         with pytest.raises(ValidationError):
-            billing.document_number_format_set(ctx, kind="invoice", format="{seq.__class__}")
+            document_number_format_set(ctx, kind="invoice", format="{seq.__class__}")
         with pytest.raises(ValidationError):
-            billing.document_number_format_set(ctx, kind="invoice", format="no number")
+            document_number_format_set(ctx, kind="invoice", format="no number")
     draft = invoice(env, acc, issue=False)
     assert draft.status == "draft" and draft.number is None
     with service_ctx(env) as ctx:
-        inv = billing.invoice_add_line(
+        inv = invoice_add_line(
             ctx,
             invoice_id=draft.id,
             line=line(
@@ -120,20 +135,20 @@ def test_draft_lines_then_issue_with_terms_and_format(env):
             ),
         )
         assert inv.total == D("101.25") and len(inv.lines) == 2
-        inv = billing.invoice_issue(ctx, invoice_id=draft.id)
+        inv = invoice_issue(ctx, invoice_id=draft.id)
         assert inv.number == f"P0001/{YEAR}"
         assert inv.due_date == datetime.now(UTC).date() + timedelta(days=14)
         with pytest.raises(InvalidState):
-            billing.invoice_add_line(ctx, invoice_id=draft.id, line=line())
+            invoice_add_line(ctx, invoice_id=draft.id, line=line())
         with pytest.raises(InvalidState):
-            billing.invoice_issue(ctx, invoice_id=draft.id)
+            invoice_issue(ctx, invoice_id=draft.id)
 
 
 def test_reverse_charge_by_tax_id_and_regional_rule(env):
     vat(env, reverse_charge=True)
     with service_ctx(env) as ctx:
-        billing.tax_rule_set(ctx, buyer_country="US", buyer_region="NY", name="NY", rate=D("8.875"))
-        billing.tax_rule_set(ctx, buyer_country="US", name="US", rate=D(0))
+        tax_rule_set(ctx, buyer_country="US", buyer_region="NY", name="NY", rate=D("8.875"))
+        tax_rule_set(ctx, buyer_country="US", name="US", rate=D(0))
     b2b = customer(env, "B2B", tax_id="DE123456789")
     inv = invoice(env, b2b)
     assert inv.reverse_charge and inv.tax_total == 0 and "Reverse charge" in (inv.notes or "")
@@ -152,10 +167,10 @@ def test_reverse_charge_by_tax_id_and_regional_rule(env):
         ).id
     assert invoice(env, ny).tax_total == D("8.88")
     with service_ctx(env) as ctx:
-        assert [r.name for r in billing.tax_rule_list(ctx).items] == ["VAT", "US", "NY"]
-        rule = billing.tax_rule_list(ctx).items[0]
-        assert billing.tax_rule_remove(ctx, tax_rule_id=rule.id)
-        assert [r.name for r in billing.tax_rule_list(ctx).items] == ["US", "NY"]
+        assert [r.name for r in tax_rule_list(ctx).items] == ["VAT", "US", "NY"]
+        rule = tax_rule_list(ctx).items[0]
+        assert tax_rule_remove(ctx, tax_rule_id=rule.id)
+        assert [r.name for r in tax_rule_list(ctx).items] == ["US", "NY"]
     assert invoice(env, b2c).tax_total == 0
 
 
@@ -166,7 +181,7 @@ def test_payments_oldest_first_named_and_credit(env):
     c = invoice(env, acc, line(price="20.00"))
     today = datetime.now(UTC).date()
     with service_ctx(env) as ctx:
-        p = billing.payment_record(
+        p = payment_record(
             ctx,
             account_id=acc,
             amount=D("40.00"),
@@ -175,7 +190,7 @@ def test_payments_oldest_first_named_and_credit(env):
             received_on=today,
         )
         assert [(x.invoice_id, x.amount) for x in p.allocations] == [(a.id, D(30)), (b.id, D(10))]
-        p2 = billing.payment_record(
+        p2 = payment_record(
             ctx,
             account_id=acc,
             amount=D("100.00"),
@@ -186,17 +201,17 @@ def test_payments_oldest_first_named_and_credit(env):
         )
         assert [(x.invoice_id, x.amount) for x in p2.allocations] == [(c.id, D(20))]
         assert p2.unallocated == D(80)
-        got = {i: billing.invoice_get(ctx, invoice_id=i) for i in (a.id, b.id, c.id)}
+        got = {i: invoice_get(ctx, invoice_id=i) for i in (a.id, b.id, c.id)}
         assert [got[i].status for i in (a.id, b.id, c.id)] == [
             "paid",
             "overdue" if False else "partially_paid",
             "paid",
         ]
-        p2 = billing.payment_allocate(ctx, payment_id=p2.id)
+        p2 = payment_allocate(ctx, payment_id=p2.id)
         assert p2.unallocated == D(40)
-        assert billing.invoice_get(ctx, invoice_id=b.id).status == "paid"
+        assert invoice_get(ctx, invoice_id=b.id).status == "paid"
         with pytest.raises(ValidationError):
-            billing.payment_record(
+            payment_record(
                 ctx,
                 account_id=acc,
                 amount=D("1.001"),
@@ -210,11 +225,11 @@ def test_payments_oldest_first_named_and_credit(env):
     d = invoice(env, acc, line(price="25.00"))
     assert d.status == "paid" and d.paid == D(25)
     with service_ctx(env) as ctx:
-        st = billing.statement_get(ctx, account_id=acc, date_from=today, date_to=today)
+        st = statement_get(ctx, account_id=acc, date_from=today, date_to=today)
         assert st.opening_balance == 0 and st.closing_balance == D(-15)
         assert [x.kind for x in st.lines] == ["invoice"] * 3 + ["payment"] * 2 + ["invoice"]
         assert st.lines[-1].balance == D(-15)
-        assert billing.payment_list(ctx, account_id=acc).total == 2
+        assert payment_list(ctx, account_id=acc).total == 2
 
 
 def test_credit_notes_partial_full_and_paid(env):
@@ -222,7 +237,7 @@ def test_credit_notes_partial_full_and_paid(env):
     acc = customer(env)
     inv = invoice(env, acc, line("A", "100.00"), line("B", "10.00"))
     with service_ctx(env) as ctx:
-        cn = billing.credit_note_create(
+        cn = credit_note_create(
             ctx,
             invoice_id=inv.id,
             reason="goodwill",
@@ -231,13 +246,13 @@ def test_credit_notes_partial_full_and_paid(env):
         assert cn.number == f"CN-{YEAR}-000001"
         assert (cn.net, cn.tax, cn.total, cn.to_credit_balance) == (D(50), D("9.50"), D("59.50"), 0)
         with pytest.raises(ValidationError):
-            billing.credit_note_create(
+            credit_note_create(
                 ctx,
                 invoice_id=inv.id,
                 reason="x",
                 lines=[CreditNoteLineInput(inv.lines[0].id, D("60.00"))],
             )
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=acc,
             amount=D("71.40"),
@@ -245,16 +260,16 @@ def test_credit_notes_partial_full_and_paid(env):
             reference="r",
             received_on=datetime.now(UTC).date(),
         )
-        assert billing.invoice_get(ctx, invoice_id=inv.id).status == "paid"
-        full = billing.credit_note_create(ctx, invoice_id=inv.id, reason="cancelled")
+        assert invoice_get(ctx, invoice_id=inv.id).status == "paid"
+        full = credit_note_create(ctx, invoice_id=inv.id, reason="cancelled")
         assert full.total == D("71.40") and full.to_credit_balance == D("71.40")
-        got = billing.invoice_get(ctx, invoice_id=inv.id)
+        got = invoice_get(ctx, invoice_id=inv.id)
         assert (got.credited, got.paid, got.outstanding) == (D("130.90"), 0, 0)
         assert sum(ln.credited for ln in got.lines) == got.total
         with pytest.raises(InvalidState):
-            billing.credit_note_create(ctx, invoice_id=inv.id, reason="again")
-        assert billing.credit_note_list(ctx, invoice_id=inv.id).total == 2
-        assert billing.credit_note_get(ctx, credit_note_id=cn.id).lines[0].description == "A"
+            credit_note_create(ctx, invoice_id=inv.id, reason="again")
+        assert credit_note_list(ctx, invoice_id=inv.id).total == 2
+        assert credit_note_get(ctx, credit_note_id=cn.id).lines[0].description == "A"
     assert balance(env, acc).balance == D("-71.40")
 
 
@@ -264,11 +279,11 @@ def test_void(env):
     issued = invoice(env, acc)
     paid = invoice(env, acc)
     with service_ctx(env) as ctx:
-        assert billing.invoice_void(ctx, invoice_id=draft.id, reason="typo").status == "void"
-        assert billing.invoice_void(ctx, invoice_id=issued.id, reason="wrong").status == "void"
+        assert invoice_void(ctx, invoice_id=draft.id, reason="typo").status == "void"
+        assert invoice_void(ctx, invoice_id=issued.id, reason="wrong").status == "void"
         with pytest.raises(InvalidState):
-            billing.invoice_void(ctx, invoice_id=issued.id, reason="again")
-        billing.payment_record(
+            invoice_void(ctx, invoice_id=issued.id, reason="again")
+        payment_record(
             ctx,
             account_id=acc,
             amount=D(1),
@@ -278,7 +293,7 @@ def test_void(env):
             invoice_ids=[paid.id],
         )
         with pytest.raises(InvalidState):
-            billing.invoice_void(ctx, invoice_id=paid.id, reason="no")
+            invoice_void(ctx, invoice_id=paid.id, reason="no")
     assert balance(env, acc).balance == D(99)
 
 
@@ -287,9 +302,9 @@ def test_credit_limit(env):
     invoice(env, acc, line(price="100.00"), check_credit_limit=True)
     with service_ctx(env) as ctx:
         with pytest.raises(CreditLimitExceeded) as e:
-            billing.check_credit(ctx, acc, D("40.00"), pending=D("20.00"))
+            check_credit(ctx, acc, D("40.00"), pending=D("20.00"))
         assert "100.00" in e.value.message and "150.00" in e.value.message
-        billing.check_credit(ctx, acc, D("50.00"))
+        check_credit(ctx, acc, D("50.00"))
     with pytest.raises(CreditLimitExceeded):
         invoice(env, acc, line(price="60.00"), check_credit_limit=True)
     # refused: nothing written, no number used
@@ -304,16 +319,16 @@ def test_adjustments_and_statement_over_days(env):
     invoice(env, acc, line(price="10.00"))
     env.clock.freeze(datetime(2026, 3, 5, 12, tzinfo=UTC))
     with service_ctx(env) as ctx:
-        adj = billing.balance_adjust(ctx, account_id=acc, amount=D("-2.50"), reason="goodwill")
+        adj = balance_adjust(ctx, account_id=acc, amount=D("-2.50"), reason="goodwill")
         assert adj.balance == D("7.50")
-        billing.balance_adjust(ctx, account_id=acc, amount=D("1.00"), reason="fee")
+        balance_adjust(ctx, account_id=acc, amount=D("1.00"), reason="fee")
         with pytest.raises(ValidationError):
-            billing.balance_adjust(ctx, account_id=acc, amount=D(0), reason="none")
+            balance_adjust(ctx, account_id=acc, amount=D(0), reason="none")
         log = audit.audit_log_list(ctx, target_type="balance")
         assert log.total == 2
     env.clock.freeze(datetime(2026, 3, 10, 12, tzinfo=UTC))
     with service_ctx(env) as ctx:
-        st = billing.statement_get(
+        st = statement_get(
             ctx, account_id=acc, date_from=date(2026, 3, 2), date_to=date(2026, 3, 31)
         )
         assert (st.opening_balance, st.closing_balance) == (D(10), D("8.50"))
@@ -321,11 +336,11 @@ def test_adjustments_and_statement_over_days(env):
             ("adjustment", D("-2.50"), D("7.50")),
             ("adjustment", D("1.00"), D("8.50")),
         ]
-        b = billing.account_balance_get(ctx, account_id=acc)
+        b = account_balance_get(ctx, account_id=acc)
         assert b.overdue == D(10) and b.balance == D("8.50")
-        assert billing.invoice_list(ctx, account_id=acc, status="overdue").total == 1
-        assert billing.invoice_list(ctx, account_id=acc, status="issued").total == 0
-        assert billing.invoice_list(ctx, date_from=date(2026, 3, 2)).total == 0
+        assert invoice_list(ctx, account_id=acc, status="overdue").total == 1
+        assert invoice_list(ctx, account_id=acc, status="issued").total == 0
+        assert invoice_list(ctx, date_from=date(2026, 3, 2)).total == 0
 
 
 def test_invoice_cursor_never_misses_or_repeats(env):
@@ -337,14 +352,14 @@ def test_invoice_cursor_never_misses_or_repeats(env):
         invoice(env, b if step % 2 else a)
         with service_ctx(env) as ctx:
             if step < 3:
-                billing.invoice_issue(ctx, invoice_id=drafts[step].id)
-            page = billing.invoice_list(ctx, issued_after=cursor, limit=1)
+                invoice_issue(ctx, invoice_id=drafts[step].id)
+            page = invoice_list(ctx, issued_after=cursor, limit=1)
             while page.items:
                 seen += [i.id for i in page.items]
                 cursor = page.next_cursor
-                page = billing.invoice_list(ctx, issued_after=cursor, limit=1)
+                page = invoice_list(ctx, issued_after=cursor, limit=1)
     with service_ctx(env) as ctx:
-        every = billing.invoice_list(ctx, status=None, limit=100)
+        every = invoice_list(ctx, status=None, limit=100)
     assert sorted(seen) == sorted(i.id for i in every.items) and len(seen) == len(set(seen)) == 7
 
 
@@ -363,15 +378,15 @@ def test_subtree_scope(env):
     other = customer(env, "Other", country=None)
     theirs = invoice(env, other)
     with service_ctx(env, "res") as ctx:
-        own = billing.invoice_create(ctx, account_id=mine, lines=[line()], issue=True)
+        own = invoice_create(ctx, account_id=mine, lines=[line()], issue=True)
         assert own.issuer_id == reseller and own.number == f"INV-{YEAR}-000001"
         with pytest.raises(NotFound):
-            billing.invoice_get(ctx, invoice_id=theirs.id)
+            invoice_get(ctx, invoice_id=theirs.id)
         with pytest.raises(NotFound):
-            billing.invoice_create(ctx, account_id=other, lines=[line()])
+            invoice_create(ctx, account_id=other, lines=[line()])
         with pytest.raises(Forbidden):
-            billing.invoice_create(ctx, account_id=reseller, lines=[line()])
-        assert [i.id for i in billing.invoice_list(ctx).items] == [own.id]
+            invoice_create(ctx, account_id=reseller, lines=[line()])
+        assert [i.id for i in invoice_list(ctx).items] == [own.id]
     # the provider's sequence is its own
     assert theirs.number == f"INV-{YEAR}-000001"
 
@@ -386,7 +401,7 @@ def test_fault_midway_leaves_nothing(env, monkeypatch):
     with pytest.raises(RuntimeError):
         invoice(env, acc)
     with pytest.raises(RuntimeError), service_ctx(env) as ctx:
-        billing.balance_adjust(ctx, account_id=acc, amount=D(5), reason="x")
+        balance_adjust(ctx, account_id=acc, amount=D(5), reason="x")
     monkeypatch.undo()
     with UnitOfWork(env.app.engine) as uow:
         assert uow.session.scalar(select(func.count()).select_from(Invoice)) == 0
@@ -399,8 +414,8 @@ def test_render_html_and_pdf(env):
     acc = customer(env, "Müller <GmbH>", tax_id="DE1")
     inv = invoice(env, acc, line("Hosting (annual)", "120.00"))
     with service_ctx(env) as ctx:
-        h = billing.invoice_render(ctx, invoice_id=inv.id, format="html")
-        p = billing.invoice_render(ctx, invoice_id=inv.id, format="pdf")
+        h = invoice_render(ctx, invoice_id=inv.id, format="html")
+        p = invoice_render(ctx, invoice_id=inv.id, format="pdf")
     assert h.content.startswith("<!DOCTYPE html>") and inv.number in h.content
     assert "Müller &lt;GmbH&gt;" in h.content and "Reverse charge" in h.content
     assert "Provider" in h.content and h.filename == f"{inv.number}.html"
@@ -420,7 +435,7 @@ def test_concurrent_issuing_is_gapless(env):
         try:
             for i in ids:
                 with service_ctx(env) as ctx:
-                    billing.invoice_issue(ctx, invoice_id=i)
+                    invoice_issue(ctx, invoice_id=i)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -477,7 +492,7 @@ def test_a_fault_in_the_middle_of_any_operation_leaves_nothing(env, monkeypatch,
     issued = invoice(env, acc)
     today = datetime.now(UTC).date()
     with service_ctx(env) as ctx:
-        pay = billing.payment_record(
+        pay = payment_record(
             ctx,
             account_id=acc,
             amount=D(500),
@@ -487,25 +502,23 @@ def test_a_fault_in_the_middle_of_any_operation_leaves_nothing(env, monkeypatch,
             allocate=False,
         )
     before = _counts(env)
-    real = billing.ledger.post
+    real = ledger.post
 
     def post_then_fail(*a, **k):
         real(*a, **k)  # the entries are written, then the operation fails
         raise RuntimeError("crash after writing entries")
 
-    monkeypatch.setattr(billing.ledger, "post", post_then_fail)
+    monkeypatch.setattr(ledger, "post", post_then_fail)
     calls = {
-        "issue": lambda c: billing.invoice_issue(c, invoice_id=draft.id),
-        "create_and_issue": lambda c: billing.invoice_create(
-            c, account_id=acc, lines=[line()], issue=True
-        ),
-        "pay": lambda c: billing.payment_record(
+        "issue": lambda c: invoice_issue(c, invoice_id=draft.id),
+        "create_and_issue": lambda c: invoice_create(c, account_id=acc, lines=[line()], issue=True),
+        "pay": lambda c: payment_record(
             c, account_id=acc, amount=D(5), method="cash", reference="x", received_on=today
         ),
-        "allocate": lambda c: billing.payment_allocate(c, payment_id=pay.id),
-        "credit": lambda c: billing.credit_note_create(c, invoice_id=issued.id, reason="r"),
-        "void": lambda c: billing.invoice_void(c, invoice_id=issued.id, reason="r"),
-        "adjust": lambda c: billing.balance_adjust(c, account_id=acc, amount=D(5), reason="r"),
+        "allocate": lambda c: payment_allocate(c, payment_id=pay.id),
+        "credit": lambda c: credit_note_create(c, invoice_id=issued.id, reason="r"),
+        "void": lambda c: invoice_void(c, invoice_id=issued.id, reason="r"),
+        "adjust": lambda c: balance_adjust(c, account_id=acc, amount=D(5), reason="r"),
     }
     with pytest.raises(RuntimeError), service_ctx(env) as ctx:
         calls[what](ctx)
@@ -524,11 +537,11 @@ def test_concurrent_mixed_money_operations_on_one_account(env):
         try:
             for n in range(3):
                 with service_ctx(env) as ctx:
-                    inv = billing.invoice_create(
+                    inv = invoice_create(
                         ctx, account_id=acc, lines=[line(price=f"{10 + k}.00")], issue=True
                     )
                 with service_ctx(env) as ctx:
-                    billing.payment_record(
+                    payment_record(
                         ctx,
                         account_id=acc,
                         amount=D(7),
@@ -537,7 +550,7 @@ def test_concurrent_mixed_money_operations_on_one_account(env):
                         received_on=today,
                     )
                 with service_ctx(env) as ctx:
-                    billing.credit_note_create(
+                    credit_note_create(
                         ctx,
                         invoice_id=inv.id,
                         reason="r",
@@ -575,12 +588,12 @@ def test_an_enterprise_does_not_bill_its_departments(env):
     assert draft.issuer_id != ent  # the enterprise's seller bills the department
     with service_ctx(env, "ent") as ctx:
         with pytest.raises(Forbidden):
-            billing.invoice_create(ctx, account_id=dept, lines=[line()])
+            invoice_create(ctx, account_id=dept, lines=[line()])
         with pytest.raises(Forbidden):
-            billing.invoice_issue(ctx, invoice_id=draft.id)
+            invoice_issue(ctx, invoice_id=draft.id)
         with pytest.raises(Forbidden):
-            billing.balance_adjust(ctx, account_id=dept, amount=D(-5), reason="r")
-        assert billing.invoice_get(ctx, invoice_id=draft.id).id == draft.id  # may read it
+            balance_adjust(ctx, account_id=dept, amount=D(-5), reason="r")
+        assert invoice_get(ctx, invoice_id=draft.id).id == draft.id  # may read it
 
 
 def _plan_quote(env, acc: int, name: str, *, inclusive: bool, setup: str, recurring: str):
@@ -603,7 +616,7 @@ def test_plan_lines_carry_the_plans_tax_inclusive(env):
     gross = _plan_quote(env, acc, "Gross", inclusive=True, setup="11.90", recurring="119.00")
     net = _plan_quote(env, acc, "Net", inclusive=False, setup="0", recurring="100.00")
     assert (gross.tax_inclusive, net.tax_inclusive) == (True, False)
-    lines = billing.plan_lines(gross, link_id="sub-1") + billing.plan_lines(
+    lines = plan_lines(gross, link_id="sub-1") + plan_lines(
         net, period_start=date(2026, 1, 1), period_end=date(2026, 1, 31)
     )
     assert [(ln.description, ln.tax_inclusive) for ln in lines] == [
@@ -642,7 +655,7 @@ def test_plan_lines_spread_the_discount_and_keep_the_quote_total():
         total=D("0.55"),
         tax_inclusive=True,
     )
-    lines = billing.plan_lines(quote)
+    lines = plan_lines(quote)
     assert [(ln.quantity, ln.unit_price, ln.discount) for ln in lines] == [
         (D(1), D("3.00"), D("3.00")),
         (D(1), D("1.00"), D("0.50")),

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.billing import service as billing
+from pba_server.billing.payments import payment_record
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
 from pba_server.dunning import service as dunning
@@ -106,7 +106,7 @@ def test_story_7_remind_suspend_pay_resume(
     assert len(actions) == 2  # not suspended twice
     # the customer pays everything overdue: services resume at once
     with service_ctx(env) as ctx:
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=c,
             amount=D("20.00"),
@@ -129,7 +129,7 @@ def test_partial_payment_does_not_resume_and_terminate_cancels(
     _dun(env, date(2026, 2, 15))  # reminder, second reminder and suspension at once
     assert sub(env, s1).status == "suspended"
     with service_ctx(env) as ctx:
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=c,
             amount=D("5.00"),
@@ -181,7 +181,7 @@ def test_credit_hold_after_days_over_the_limit(env: Any) -> None:
     with UnitOfWork(env.app.engine) as uow:
         assert dunning.on_credit_hold(uow.session, c)
     with service_ctx(env) as ctx:
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=c,
             amount=D("10.00"),
@@ -216,7 +216,7 @@ def test_run_with_prepaid_credit_resumes_a_dunning_suspension(
     _dun(env, date(2026, 2, 15))
     assert sub(env, s1).status == "suspended"
     with service_ctx(env) as ctx:  # credit, not allocated
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=c,
             amount=D("100.00"),

@@ -157,9 +157,9 @@ def test_a_renewal_order_still_running_at_the_run_keeps_its_period(env, fake):
         "2026-04-01 to 2026-05-01",
     ]
     with service_ctx(env) as ctx:
-        from pba_server.billing import service as billing
+        from pba_server.billing.balances import account_balance_get
 
-        bal = billing.account_balance_get(ctx, account_id=acc)
+        bal = account_balance_get(ctx, account_id=acc)
     assert D(bal.balance) == D("40.00")  # March and April, once each
     _bill(env, date(2026, 5, 1))
     assert _periods_billed(env, acc)[-1] == "2026-05-01 to 2026-06-01"
@@ -185,10 +185,10 @@ def test_a_renewal_the_run_billed_first_is_credited_back(env, fake, monkeypatch)
     env.clock.freeze(_at(date(2026, 4, 1), 9))
     _settle(env, fake)
     with service_ctx(env) as ctx:
-        from pba_server.billing import service as billing
+        from pba_server.billing.balances import account_balance_get
 
         done = orders.order_get(ctx, order_id=r.id)
-        bal = billing.account_balance_get(ctx, account_id=acc)
+        bal = account_balance_get(ctx, account_id=acc)
     assert done.status == "completed"
     assert [h.result for h in done.history if h.action == "credit"] == ["credited"]
     assert D(bal.balance) == D("40.00")  # March and April, once each

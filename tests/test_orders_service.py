@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pba_server.billing import service as billing
+from pba_server.billing.balances import account_balance_get
+from pba_server.billing.invoices import invoice_get
 from pba_server.core.errors import CreditLimitExceeded, InvalidState, ValidationError
 from pba_server.orders import service as orders
 from pba_server.orders.types import OrderLineInput, ParameterValue
@@ -59,7 +60,7 @@ def test_sales_order_runs_invoice_charge_provision_complete(env, tmp_path, fake)
     assert (o.status, o.current_action) == ("running", "provision")
     assert o.invoice_id and o.charge_id
     with service_ctx(env) as ctx:
-        inv = billing.invoice_get(ctx, invoice_id=o.invoice_id)
+        inv = invoice_get(ctx, invoice_id=o.invoice_id)
     assert (inv.status, inv.total) == ("paid", D("35.00"))
     [sub] = subscriptions_of(env, acc)
     assert sub.status == "active"
@@ -93,7 +94,7 @@ def test_declined_card_rejects_with_the_reason_and_provisions_nothing(env, tmp_p
     assert "insufficient_funds" in (o.reason or "")
     assert fake.calls == [] and subscriptions_of(env, acc) == []
     with service_ctx(env) as ctx:
-        assert billing.invoice_get(ctx, invoice_id=o.invoice_id).status == "void"
+        assert invoice_get(ctx, invoice_id=o.invoice_id).status == "void"
     assert_books_sound(env)
 
 
@@ -115,7 +116,7 @@ def test_provisioning_failure_refunds_and_rejects(env, tmp_path, fake):
     with service_ctx(env) as ctx:
         ch = payments.payment_charge_get(ctx, charge_id=o.charge_id)
         assert ch.refunded == ch.amount == D("30.00")
-        bal = billing.account_balance_get(ctx, account_id=acc)
+        bal = account_balance_get(ctx, account_id=acc)
     assert bal.balance == 0
     assert_books_sound(env)
 
@@ -132,7 +133,7 @@ def test_on_account_respects_the_credit_limit(env, fake):
     o = get(env, o.id)
     assert o.status == "completed" and o.charge_id is None
     with service_ctx(env) as ctx:
-        assert billing.invoice_get(ctx, invoice_id=o.invoice_id).status == "issued"
+        assert invoice_get(ctx, invoice_id=o.invoice_id).status == "issued"
 
 
 def test_validation(env, tmp_path, fake):
@@ -276,7 +277,7 @@ def test_payment_transfer_and_pending_charge(env, tmp_path, fake):
     o = get(env, o.id)
     assert (o.status, o.invoice_id) == ("completed", None) and o.charge_id
     with service_ctx(env) as ctx:
-        assert billing.account_balance_get(ctx, account_id=acc).balance == D("-25.00")
+        assert account_balance_get(ctx, account_id=acc).balance == D("-25.00")
     # transfer a subscription to another customer of the same seller
     p = plan(env)
     s = place(env, acc, OrderLineInput(plan_id=p["plan"]))

@@ -14,7 +14,7 @@ import pytest
 import zeep.exceptions
 
 from pba_server.accounts import service as accounts
-from pba_server.billing import service as billing
+from pba_server.billing.payments import payment_record
 from pba_server.catalog.resources import resource_create
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import plain, service_ctx
@@ -77,7 +77,7 @@ def test_story_2_sales_manager_upgrades_a_customer_prorated(env, api, tmp_path, 
     # and the customer pays a lot more than usual
     env.clock.freeze(datetime(2026, 4, 5, 9, tzinfo=UTC))
     with service_ctx(env) as ctx:
-        billing.payment_record(
+        payment_record(
             ctx,
             account_id=acc,
             amount=D("400.00"),

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from pba_server.billing import service as billing
+from pba_server.billing.balances import account_balance_get
+from pba_server.billing.invoices import invoice_create, invoice_get, invoice_issue
 from pba_server.billing.types import InvoiceLineInput
 from pba_server.core.db import UnitOfWork
 from pba_server.payments import service as payments
@@ -268,12 +269,12 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
         ctx.uow.commit()
     acc = customer(env, "Payer")
     with service_ctx(env) as ctx:
-        inv = billing.invoice_create(
+        inv = invoice_create(
             ctx,
             account_id=acc,
             lines=[InvoiceLineInput(description="Hosting", unit_price=Decimal("30.00"))],
         )
-        billing.invoice_issue(ctx, invoice_id=inv.id)
+        invoice_issue(ctx, invoice_id=inv.id)
         m = payments.payment_method_add(
             ctx,
             account_id=acc,
@@ -316,7 +317,7 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
         n_payments = uow.session.execute(text("SELECT count(*) FROM payments")).scalar()
     assert [r[0] for r in rows] == ["captured"] and n_payments == 1
     with service_ctx(env) as ctx:
-        assert billing.invoice_get(ctx, invoice_id=inv.id).status == "paid"
+        assert invoice_get(ctx, invoice_id=inv.id).status == "paid"
         # the client retries with its key: the same charge, no second capture
         again = payments.payment_charge(
             ctx, payment_method_id=m.id, invoice_id=inv.id, idempotency_key="k1"
@@ -516,7 +517,7 @@ def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
             ctx, charge_id=ok.id, amount=Decimal("4"), reason="x", idempotency_key="r"
         )
         assert again.status == "refunded"
-        assert billing.account_balance_get(ctx, account_id=acc).balance == Decimal("-5.00")
+        assert account_balance_get(ctx, account_id=acc).balance == Decimal("-5.00")
     assert (tmp_path / "s.json").read_text().count('"re_') == 1
     assert_books_sound(env)
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from pba_server.billing import service as billing
+from pba_server.billing import payments as billing_payments
+from pba_server.billing.balances import account_balance_get
+from pba_server.billing.invoices import invoice_create, invoice_get
 from pba_server.core.db import UnitOfWork
 from pba_server.payments import service as payments
 from pba_server.sdk import loader
@@ -34,7 +36,7 @@ def test_reconcile_one_bad_row_does_not_abort_the_others(env, tmp_path, monkeypa
             )
             assert c.status == "pending"
             ids.append(c.id)
-    real = billing.payment_record
+    real = billing_payments.payment_record
 
     def broken(ctx: Any, **kw: Any) -> Any:
         if kw["amount"] == Decimal("6.00"):
@@ -42,7 +44,7 @@ def test_reconcile_one_bad_row_does_not_abort_the_others(env, tmp_path, monkeypa
         return real(ctx, **kw)
 
     with monkeypatch.context() as mp:
-        mp.setattr(billing, "payment_record", broken)
+        mp.setattr(billing_payments, "payment_record", broken)
         with UnitOfWork(env.app.engine) as uow:
             assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == (
                 "2 captured, 1 failed"
@@ -55,7 +57,7 @@ def test_reconcile_one_bad_row_does_not_abort_the_others(env, tmp_path, monkeypa
         assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     with service_ctx(env) as ctx:
-        assert billing.account_balance_get(ctx, account_id=acc).balance == Decimal("-18.00")
+        assert account_balance_get(ctx, account_id=acc).balance == Decimal("-18.00")
     assert_books_sound(env)
 
 
@@ -138,7 +140,7 @@ def test_a_pending_charge_of_an_invoice_holds_back_another(env, tmp_path):
     slow = card(env, acc, inst, "tok_timeout")
     ok = card(env, acc, inst, "tok_approve", default=False)
     with service_ctx(env) as ctx:
-        inv = billing.invoice_create(
+        inv = invoice_create(
             ctx, account_id=acc, lines=[InvoiceLineInput("Hosting", Decimal("20"))], issue=True
         ).id
     with service_ctx(env) as ctx:
@@ -164,5 +166,5 @@ def test_a_pending_charge_of_an_invoice_holds_back_another(env, tmp_path):
         assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     with service_ctx(env) as ctx:
-        assert billing.invoice_get(ctx, invoice_id=inv).status == "paid"
+        assert invoice_get(ctx, invoice_id=inv).status == "paid"
     assert_books_sound(env)

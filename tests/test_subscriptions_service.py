@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.billing import service as billing
+from pba_server.billing.balances import account_balance_get
+from pba_server.billing.invoices import invoice_get
 from pba_server.catalog.types import PlanTrial, ResourceQuantity
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
@@ -83,7 +84,7 @@ def test_upgrade_now_is_prorated_and_preview_equals_the_order(env, tmp_path, fak
         assert o.status == "completed", o
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert s.plan_id == big["plan"]
-        inv = billing.invoice_get(ctx, invoice_id=o.invoice_id)
+        inv = invoice_get(ctx, invoice_id=o.invoice_id)
         assert (inv.total, inv.status) == (D("15.00"), "paid")
     assert_books_sound(env)
 
@@ -99,7 +100,7 @@ def test_downgrade_now_credits_the_difference(env, tmp_path, fake):
     settle(env, fake)
     with service_ctx(env) as ctx:
         assert orders.order_get(ctx, order_id=o.id).status == "completed"
-        bal = billing.account_balance_get(ctx, account_id=acc)
+        bal = account_balance_get(ctx, account_id=acc)
     assert bal.balance == D("-13.33")  # 20.00 - 6.67, owed to the customer
     assert_books_sound(env)
 
@@ -159,7 +160,7 @@ def test_cancel_now_with_prorated_refund_and_at_period_end(env, tmp_path, fake):
         assert orders.order_get(ctx, order_id=o.id).status == "completed"
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert (s.status, s.cancel_reason) == ("cancelled", "too slow")
-        assert billing.account_balance_get(ctx, account_id=acc).balance == D("-10.00")
+        assert account_balance_get(ctx, account_id=acc).balance == D("-10.00")
     assert ("delete", sub) in fake.calls
 
 

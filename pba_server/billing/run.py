@@ -1485,7 +1485,7 @@ def _apply_prepaid_credit(session: Session, clock: Clock, drafts: Sequence[Draft
     }
     if not with_credit:
         return
-    from pba_server.billing import service as billing
+    from pba_server.billing.allocation import apply_credit
 
     for d in owed:
         if (d.account_id, d.currency) not in with_credit:
@@ -1494,7 +1494,7 @@ def _apply_prepaid_credit(session: Session, clock: Clock, drafts: Sequence[Draft
         inv = session.get(Invoice, d.invoice_id, populate_existing=True)
         assert acc is not None and inv is not None
         ctx = _system_ctx(session, clock, acc)
-        billing._apply_credit(ctx, acc, [inv])
+        apply_credit(ctx, acc, [inv])
 
 
 def _system_ctx(session: Session, clock: Clock, acc: Account) -> Any:

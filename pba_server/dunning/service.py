@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from pba_server import events
 from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
-from pba_server.billing import service as billing
+from pba_server.billing.allocation import SETTLEMENT_HOOKS
 from pba_server.billing.models import AccountBalance, Invoice
 from pba_server.core import audit
 from pba_server.core.clock import Clock
@@ -305,7 +305,7 @@ def _settled(ctx: CallContext, acc: Account) -> None:
     resume_if_settled(ctx, acc)
 
 
-billing.SETTLEMENT_HOOKS.append(_settled)
+SETTLEMENT_HOOKS.append(_settled)
 
 
 # ---------------------------------------------------------------- the job

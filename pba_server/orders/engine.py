@@ -39,7 +39,8 @@ from sqlalchemy import Engine, func, select
 
 from pba_server.accounts.models import Account
 from pba_server.billing import ledger
-from pba_server.billing import service as billing
+from pba_server.billing.credit_notes import credit_note_create
+from pba_server.billing.invoices import invoice_create, invoice_void
 from pba_server.billing.ledger import Leg
 from pba_server.billing.models import Invoice
 from pba_server.billing.types import InvoiceLineInput
@@ -349,7 +350,7 @@ def _invoice(ctx: CallContext, order: Order) -> str | None:
             )
     if not charges:
         return "ok"
-    inv = billing.invoice_create(
+    inv = invoice_create(
         ctx,
         account_id=order.account_id,
         lines=charges,
@@ -472,9 +473,9 @@ def _cancel_invoice(ctx: CallContext, order: Order, why: str) -> None:
         return
     if inv.paid_amount or inv.credited_amount:
         if inv.total - inv.credited_amount > 0:
-            billing.credit_note_create(ctx, invoice_id=inv.id, reason=why[:255])
+            credit_note_create(ctx, invoice_id=inv.id, reason=why[:255])
     else:
-        billing.invoice_void(ctx, invoice_id=inv.id, reason=why[:255])
+        invoice_void(ctx, invoice_id=inv.id, reason=why[:255])
 
 
 # ---------------------------------------------------------------- provisioning

@@ -1,5 +1,5 @@
 """Pricing an order line: the same code as PriceQuote for new subscriptions
-(:func:`pba_server.catalog.quotes.quote` and ``billing.plan_lines``), and
+(:func:`pba_server.catalog.quotes.quote` and ``billing.rules.plan_lines``), and
 :mod:`pba_server.subscriptions.proration` for changes. ``ChangePreview`` and
 the orders call the same functions here, so a preview equals the order.
 
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account
-from pba_server.billing import service as billing
+from pba_server.billing.rules import plan_lines
 from pba_server.catalog import owners, plan_migrations, plans, price_lists, pricing, quotes
 from pba_server.catalog.models import Plan, PlanPeriodRow, PlanRateRow, PlanVersion, Resource
 from pba_server.catalog.types import PriceQuoteInfo, ResourceQuantity
@@ -172,7 +172,7 @@ def price_sales(
         line.description += f" (trial {q.trial.length} {q.trial.unit})"
         return line
     end = add_periods(start, q.period_count, q.period_unit)
-    for li in billing.plan_lines(q, period_start=start, period_end=end):
+    for li in plan_lines(q, period_start=start, period_end=end):
         line.charges.append(
             Charge(
                 li.description,

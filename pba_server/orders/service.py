@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
-from pba_server.billing import service as billing
+from pba_server.billing.balances import check_credit
+from pba_server.billing.common import seller_of
 from pba_server.catalog import parameters as params
 from pba_server.catalog import pricing as cpricing
 from pba_server.catalog import promotions, templates, versions
@@ -479,7 +480,7 @@ def price_line(
         to = ctx.session.get(Account, li.to_account_id)
         if to is None or not ctx.principal.sees(to.path):
             raise ValidationError(f"{field}.to_account_id", f"no account {li.to_account_id}")
-        if to.id == buyer.id or billing.seller_of(ctx, to).id != billing.seller_of(ctx, buyer).id:
+        if to.id == buyer.id or seller_of(ctx, to).id != seller_of(ctx, buyer).id:
             raise ValidationError(
                 f"{field}.to_account_id", "must be another customer of the same seller"
             )
@@ -533,7 +534,7 @@ def place(
         raise ValidationError("lines", f"at most {MAX_LINES} lines")
     if order_type not in ("sales", "resource", "payment") and len(lines) != 1:
         raise ValidationError("lines", f"a {order_type} order has one line")
-    vendor = billing.seller_of(ctx, buyer)
+    vendor = seller_of(ctx, buyer)
     code = _text(promotion_code, "promotion_code", 64)
     priced: list[opricing.PricedLine] = []
     promo_used: int | None = None
@@ -566,9 +567,7 @@ def place(
         if order_type == "payment":
             raise ValidationError("on_account", "a prepayment is paid by card")
         if total > 0:
-            billing.check_credit(
-                ctx, buyer.id, total, pending=engine.pending_on_account(ctx, buyer.id)
-            )
+            check_credit(ctx, buyer.id, total, pending=engine.pending_on_account(ctx, buyer.id))
     else:
         if payment_method_id is not None:
             method = ctx.session.get(StoredPaymentMethod, payment_method_id)

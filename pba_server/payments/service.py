@@ -24,7 +24,9 @@ from sqlalchemy import func, select
 from pba_server import events
 from pba_server.accounts.models import Account
 from pba_server.accounts.service import get_account
-from pba_server.billing import service as billing
+from pba_server.billing import payments as billing_payments
+from pba_server.billing.common import seller_of
+from pba_server.billing.invoices import invoice_get
 from pba_server.billing.models import Invoice
 from pba_server.core import audit, paging
 from pba_server.core.carddata import refuse_card_data
@@ -596,7 +598,7 @@ def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None
         # a customer paying its own invoice: its seller books the money (a
         # customer does not record payments to itself)
         acc = get_account(ctx, g.account_id)
-        seller = billing.seller_of(ctx, acc)
+        seller = seller_of(ctx, acc)
         ctx = system_context(
             ctx.uow,
             ctx.clock,
@@ -607,9 +609,9 @@ def _record_capture(ctx: CallContext, g: GatewayPayment, reference: str) -> None
         )
     payable = False
     if g.invoice_id is not None:
-        inv = billing.invoice_get(ctx, invoice_id=g.invoice_id)
+        inv = invoice_get(ctx, invoice_id=g.invoice_id)
         payable = inv.status in ("issued", "partially_paid", "overdue") and inv.outstanding > 0
-    paid = billing.payment_record(
+    paid = billing_payments.payment_record(
         ctx,
         account_id=g.account_id,
         amount=g.amount,
@@ -666,7 +668,7 @@ def payment_charge(
         # pending against what is outstanding (two charges racing never both
         # take the full amount)
         ctx.session.get(Invoice, invoice_id, with_for_update=True, populate_existing=True)
-        inv = billing.invoice_get(ctx, invoice_id=invoice_id)
+        inv = invoice_get(ctx, invoice_id=invoice_id)
         if inv.account_id != acc.id:
             raise ValidationError("invoice_id", "is not an invoice of the payment method's account")
         if inv.status not in ("issued", "partially_paid", "overdue"):
@@ -775,7 +777,7 @@ def _refund_info(r: GatewayRefund, currency: str) -> RefundInfo:
 
 def _record_refund(ctx: CallContext, g: GatewayPayment, r: GatewayRefund, reference: str) -> None:
     assert g.payment_id is not None
-    billing.payment_refund_entries(
+    billing_payments.payment_refund_entries(
         ctx, g.payment_id, r.amount, f"card refund {reference}: {r.reason}"[:255]
     )
     r.status, r.gateway_reference, r.updated_at = "refunded", reference[:128], ctx.now()
