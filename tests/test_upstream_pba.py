@@ -588,8 +588,8 @@ def test_an_order_the_upstream_rejects_is_a_final_failure(upstream):
 
 
 def test_fault_classes(upstream):
-    from pba_server.upstream import Upstream as Client
-    from pba_server.upstream import UpstreamFault
+    from pba_server.sdk.upstream import Upstream as Client
+    from pba_server.sdk.upstream import UpstreamFault
 
     assert UpstreamFault("Server.Unavailable", "db down").retryable
     assert UpstreamFault("Client.AuthFailed", "").retryable
