@@ -178,6 +178,7 @@ def build_app(
     box = secret_box(settings)
     ops = load_operations()
     runtime = Runtime(settings=settings, clock=clock, secrets=box)
+    wire_ports(runtime)
     payments_runtime(box)
     provisioning_runtime(settings)
     dispatcher = Dispatcher(engine, clock, box, ops, runtime=runtime)
@@ -197,6 +198,19 @@ def build_app(
         xmlrpc=XmlRpcHandler(dispatcher, ops),
         deliverer=deliverer,
     )
+
+
+def wire_ports(runtime: Runtime) -> None:
+    """Each port (a Protocol of a lower feature) gets its implementation from
+    the feature above it (docs/architecture.md, "Ports")."""
+    from pba_server.orders.desk import Desk
+    from pba_server.orders.provisioner import ENGINE, Provisioner
+    from pba_server.provisioning.lookup import Lookup
+    from pba_server.subscriptions.ports import OrderDesk, ServiceLookup
+
+    runtime.provide(OrderDesk, Desk())
+    runtime.provide(ServiceLookup, Lookup())
+    runtime.provide(Provisioner, ENGINE)
 
 
 def load_plugins(settings: Settings) -> None:
