@@ -727,7 +727,7 @@ def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
             currency=balance.currency,
         )
     with UnitOfWork(env.app.engine) as uow:
-        summary = domain_jobs.registrar_balance(uow, env.clock)
+        summary = domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
         uow.commit()
     assert summary.startswith("1 registrar balance(s) checked, 1 low"), summary
     with service_ctx(env) as ctx:
