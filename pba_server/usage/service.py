@@ -330,8 +330,9 @@ def sync_usage_sink(
     ctx: CallContext, subscription_id: int, usage: dict[str, Decimal], at: datetime
 ) -> None:
     """A provisioning USAGE_SINKS entry (bootstrap registers it): a module's
-    ``sync`` read the usage *to date* of each resource (by name) from the platform; the difference from what is recorded
-    for the period is recorded like a UsageReport (record id ``sync:<time>:<resource>``)."""
+    ``sync`` read the usage *to date* of each resource (by name) from the
+    platform; the difference from what is recorded for the period is recorded
+    like a UsageReport (record id ``sync:<time>:<resource>``)."""
     sub = ctx.session.get(Subscription, subscription_id)
     if sub is None:
         return
