@@ -29,7 +29,7 @@ def fake(env: Any) -> Iterator[FakeProvisioner]:
 
 def _dun(env: Any, day: int) -> str:
     env.clock.freeze(datetime(2026, 3, day, 3, tzinfo=UTC))
-    return dunning.run_dunning(env.app.engine, env.clock)
+    return dunning.run_dunning(env.app.engine, env.clock, env.app.runtime)
 
 
 def test_an_account_on_credit_hold_places_no_new_orders_until_it_pays(env, api, fake, tmp_path):
