@@ -44,7 +44,18 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.subscriptions.service
     import pba_server.usage.service  # noqa: F401
 
+    register_hooks()
     return registry()
+
+
+def register_hooks() -> None:
+    """Hooks a lower feature calls and a higher one fills (once per process:
+    they hold functions, no settings)."""
+    from pba_server.provisioning.registry import USAGE_SINKS
+    from pba_server.usage.service import sync_usage_sink
+
+    if sync_usage_sink not in USAGE_SINKS:
+        USAGE_SINKS.append(sync_usage_sink)
 
 
 def feature_jobs(settings: Settings) -> dict[str, JobSpec]:
@@ -178,6 +189,7 @@ def build_app(
     box = secret_box(settings)
     ops = load_operations()
     runtime = Runtime(settings=settings, clock=clock, secrets=box)
+    wire_ports(runtime)
     payments_runtime(box)
     provisioning_runtime(settings)
     dispatcher = Dispatcher(engine, clock, box, ops, runtime=runtime)
@@ -197,6 +209,22 @@ def build_app(
         xmlrpc=XmlRpcHandler(dispatcher, ops),
         deliverer=deliverer,
     )
+
+
+def wire_ports(runtime: Runtime) -> None:
+    """Each port (a Protocol of a lower feature) gets its implementation from
+    the feature above it (docs/architecture.md, "Ports")."""
+    from pba_server.billing.billed import Billed
+    from pba_server.orders.desk import Desk
+    from pba_server.orders.provisioner import ENGINE, Provisioner
+    from pba_server.provisioning.lookup import Lookup
+    from pba_server.subscriptions.ports import OrderDesk, ServiceLookup
+    from pba_server.usage.ports import BilledPeriods
+
+    runtime.provide(OrderDesk, Desk())
+    runtime.provide(ServiceLookup, Lookup())
+    runtime.provide(Provisioner, ENGINE)
+    runtime.provide(BilledPeriods, Billed())
 
 
 def load_plugins(settings: Settings) -> None:

@@ -67,7 +67,7 @@ from pba_server.sdk.provisioning import (
     RetryableFailure,
     ServiceRequest,
 )
-from pba_server.upstream import Upstream, UpstreamFault, is_true
+from pba_server.sdk.upstream import Upstream, UpstreamFault, is_true
 
 PERIOD_RE = re.compile(r"^\s*(\d{1,3})\s*(day|month|year)s?\s*$", re.IGNORECASE)
 

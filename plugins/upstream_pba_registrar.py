@@ -60,7 +60,7 @@ from pba_server.sdk.registrar import (
     RegistrarError,
     RegistrarUnavailable,
 )
-from pba_server.upstream import Upstream, UpstreamFault, is_true
+from pba_server.sdk.upstream import Upstream, UpstreamFault, is_true
 
 LIVE = ("pending", "active", "expired", "transferring")
 

@@ -44,6 +44,7 @@ def service_ctx(env: Any, login: str = "admin", operation: str = "test") -> Iter
             secrets=env.app.secrets,
             operation=operation,
             correlation_id="test",
+            runtime=env.app.runtime,
         )
         uow.commit()
 

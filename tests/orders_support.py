@@ -183,8 +183,15 @@ def run(env: Any) -> int:
     return engine.run_orders(env.app.engine, env.clock)
 
 
-def use_fake(fake: FakeProvisioner | None) -> Any:
-    return prov.set_provisioner(fake)
+def use_fake(env: Any, fake: FakeProvisioner | None) -> Any:
+    """Replace the provisioner on ``env``'s app runtime (None: the engine);
+    returns the old one."""
+    rt = env.app.runtime
+    old = rt.port(prov.Provisioner)
+    rt.provide(prov.Provisioner, fake if fake is not None else prov.ENGINE)
+    # transitional: the order engine's step contexts carry no runtime yet
+    prov.set_fallback(fake)
+    return old
 
 
 def subscriptions_of(env: Any, account_id: int) -> list[Subscription]:

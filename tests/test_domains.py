@@ -4,8 +4,10 @@ TLD plans, and the expiry and registrar-balance jobs, on both databases."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -14,6 +16,7 @@ from pba_server.catalog.plans import plan_get
 from pba_server.catalog.templates import service_template_get
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import Conflict, ValidationError
+from pba_server.core.jobs import JobContext
 from pba_server.domains import jobs as domain_jobs
 from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
@@ -301,7 +304,7 @@ def test_expiry_job_warns_once_per_expiry_date(env, setup):
         uow.commit()
     for _ in range(2):
         with UnitOfWork(env.app.engine) as uow:
-            summary = domain_jobs.expiry(uow, env.clock)
+            summary = domain_jobs.expiry(uow, env.clock, env.app.runtime)
             uow.commit()
     assert "0 domain(s)" in summary
     assert _events(env, "domain.expiring") == [
@@ -320,7 +323,7 @@ def test_expiry_job_warns_once_per_expiry_date(env, setup):
         uow.commit()
     env.clock.freeze(datetime(2031, 3, 1, tzinfo=UTC))
     with UnitOfWork(env.app.engine) as uow:
-        domain_jobs.expiry(uow, env.clock)
+        domain_jobs.expiry(uow, env.clock, env.app.runtime)
         uow.commit()
     names = [(e["domain"], e["expires_on"]) for e in _events(env, "domain.expiring")]
     assert ("soon.test", "2031-03-20") in names and names.count(("soon.test", "2031-03-20")) == 1
@@ -328,10 +331,34 @@ def test_expiry_job_warns_once_per_expiry_date(env, setup):
     assert ds.domain_row(env, "later.test").status == "expired"
 
 
-def test_expiry_job_is_in_jobs_and_uses_the_setting(env):
+def test_expiry_job_is_in_jobs_and_uses_the_setting(env, setup):
     assert "domains-expiry" in env.app.jobs and "registrar-balance" in env.app.jobs
     assert env.app.jobs["domains-expiry"].interval == timedelta(days=1)
     assert domain_jobs.EXPIRY_NOTICE_DAYS == env.app.settings.domain_expiry_notice_days == 30
+    # the job built from settings warns that many days ahead: a domain 10 days
+    # from expiry is warned about with the default 30, not with a setting of 5
+    ds.run(env, ds.service(env, setup["acc"], setup["template"], domain="ten.test"), "create")
+    env.clock.freeze(datetime(2030, 3, 1, 12, tzinfo=UTC))
+    with UnitOfWork(env.app.engine) as uow:
+        uow.session.execute(
+            update(Domain).where(Domain.name == "ten.test").values(expires_on=date(2030, 3, 11))
+        )
+        uow.commit()
+
+    def run(job: Any) -> str:
+        with UnitOfWork(env.app.engine) as uow:
+            summary: str = job.run(JobContext(uow=uow, clock=env.clock, runtime=env.app.runtime))
+            uow.commit()
+        return summary
+
+    short = replace(env.app.settings, domain_expiry_notice_days=5)
+    (five,) = [j for j in domain_jobs.jobs(short) if j.name == "domains-expiry"]
+    assert run(five) == "0 domain(s) expiring within 5 days warned about, 0 expired"
+    assert _events(env, "domain.expiring") == []
+    assert run(env.app.jobs["domains-expiry"]) == (
+        "1 domain(s) expiring within 30 days warned about, 0 expired"
+    )
+    assert [e["domain"] for e in _events(env, "domain.expiring")] == ["ten.test"]
 
 
 def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
@@ -345,7 +372,7 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
     env.clock.freeze(datetime(2030, 1, 1, 6, tzinfo=UTC))
     for _ in range(2):
         with UnitOfWork(env.app.engine) as uow:
-            summary = domain_jobs.registrar_balance(uow, env.clock)
+            summary = domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
             uow.commit()
     assert "1 registrar balance(s) checked" in summary
     assert _events(env, "registrar.balance_low") == [
@@ -359,7 +386,7 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
     assert len(called) == 1
     env.clock.freeze(datetime(2030, 1, 2, 6, tzinfo=UTC))
     with UnitOfWork(env.app.engine) as uow:
-        domain_jobs.registrar_balance(uow, env.clock)
+        domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
         uow.commit()
     assert len(_events(env, "registrar.balance_low")) == 2
     # above the minimum: quiet
@@ -369,7 +396,7 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
         )
     env.clock.freeze(datetime(2030, 1, 3, 6, tzinfo=UTC))
     with UnitOfWork(env.app.engine) as uow:
-        domain_jobs.registrar_balance(uow, env.clock)
+        domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
         uow.commit()
     assert len(_events(env, "registrar.balance_low")) == 2
     with service_ctx(env) as ctx:

@@ -399,7 +399,7 @@ def _events(env: Any, type_: str) -> list[dict[str, Any]]:
 def _balance_job(env: Any, day: int) -> str:
     env.clock.freeze(datetime(2030, 1, day, 6, tzinfo=UTC))
     with UnitOfWork(env.app.engine) as uow:
-        summary = domain_jobs.registrar_balance(uow, env.clock)
+        summary = domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
         uow.commit()
     return summary
 

@@ -68,7 +68,7 @@ def _tech(env: Any) -> int:
 def _balance_job(env: Any, day: int) -> None:
     env.clock.freeze(datetime(2030, 1, day, 6, tzinfo=UTC))
     with UnitOfWork(env.app.engine) as uow:
-        domain_jobs.registrar_balance(uow, env.clock)
+        domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
         uow.commit()
 
 

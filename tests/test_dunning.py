@@ -74,7 +74,7 @@ def _unpaid_invoice(env: Any) -> tuple[int, int, int]:
 
 def _dun(env: Any, day: date) -> str:
     env.clock.freeze(at(day))
-    return dunning.run_dunning(env.app.engine, env.clock)
+    return dunning.run_dunning(env.app.engine, env.clock, env.app.runtime)
 
 
 def _events(env: Any, type_: str) -> list[dict[str, Any]]:

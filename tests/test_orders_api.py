@@ -21,11 +21,11 @@ PROTOCOLS = ["soap", "xmlrpc"]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProvisioner]:
+def fake(env: Any) -> Iterator[FakeProvisioner]:
     f = FakeProvisioner()
-    old = use_fake(f)
+    old = use_fake(env, f)
     yield f
-    use_fake(old)
+    use_fake(env, old)
 
 
 @pytest.fixture(params=PROTOCOLS)

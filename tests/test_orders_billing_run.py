@@ -29,11 +29,11 @@ D = Decimal
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProvisioner]:
+def fake(env: Any) -> Iterator[FakeProvisioner]:
     f = FakeProvisioner()
-    old = use_fake(f)
+    old = use_fake(env, f)
     yield f
-    use_fake(old)
+    use_fake(env, old)
 
 
 def _at(d: date, hour: int = 6) -> datetime:
@@ -95,7 +95,7 @@ def test_the_run_never_bills_a_trial_the_lifecycle_converts_it(env, fake, tmp_pa
     # the lifecycle job converts it with its own order (invoice + charge)
     env.clock.freeze(_at(date(2026, 3, 15), 7))
     with UnitOfWork(env.app.engine) as uow:
-        lifecycle(uow, env.clock)
+        lifecycle(uow, env.clock, env.app.runtime)
         uow.commit()
     _settle(env, fake)
     assert sub(env, sid).status == "active"

@@ -20,16 +20,16 @@ D = Decimal
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProvisioner]:
+def fake(env: Any) -> Iterator[FakeProvisioner]:
     f = FakeProvisioner()
-    old = use_fake(f)
+    old = use_fake(env, f)
     yield f
-    use_fake(old)
+    use_fake(env, old)
 
 
 def _dun(env: Any, day: int) -> str:
     env.clock.freeze(datetime(2026, 3, day, 3, tzinfo=UTC))
-    return dunning.run_dunning(env.app.engine, env.clock)
+    return dunning.run_dunning(env.app.engine, env.clock, env.app.runtime)
 
 
 def test_an_account_on_credit_hold_places_no_new_orders_until_it_pays(env, api, fake, tmp_path):

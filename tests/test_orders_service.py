@@ -31,11 +31,11 @@ D = Decimal
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProvisioner]:
+def fake(env: Any) -> Iterator[FakeProvisioner]:
     f = FakeProvisioner()
-    old = use_fake(f)
+    old = use_fake(env, f)
     yield f
-    use_fake(old)
+    use_fake(env, old)
 
 
 def place(env: Any, acc: int, *lines: OrderLineInput, login: str = "admin", **kw: Any) -> Any:

@@ -29,11 +29,11 @@ D = Decimal
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeProvisioner]:
+def fake(env: Any) -> Iterator[FakeProvisioner]:
     f = FakeProvisioner()
-    old = use_fake(f)
+    old = use_fake(env, f)
     yield f
-    use_fake(old)
+    use_fake(env, old)
 
 
 def settle(env: Any, fake: FakeProvisioner) -> None:
@@ -175,7 +175,7 @@ def test_cancel_at_period_end_then_the_job_cancels(env, tmp_path, fake):
         assert (s.status, s.cancel_on, s.auto_renew) == ("active", date(2026, 5, 1), False)
     at(env, date(2026, 5, 1))
     with UnitOfWork(env.app.engine) as uow:
-        subs.lifecycle(uow, env.clock)
+        subs.lifecycle(uow, env.clock, env.app.runtime)
         uow.commit()
     with service_ctx(env) as ctx:
         assert subs.subscription_get(ctx, subscription_id=sub).status == "cancelled"
@@ -209,7 +209,7 @@ def test_trial_converts_or_expires_and_expiry_notice(env, tmp_path, fake):
         assert (s.status, s.trial_ends_on) == ("trial", date(2026, 4, 15))
     at(env, date(2026, 4, 15))
     with UnitOfWork(env.app.engine) as uow:
-        assert "1 trial(s) converting" in subs.lifecycle(uow, env.clock)
+        assert "1 trial(s) converting" in subs.lifecycle(uow, env.clock, env.app.runtime)
         uow.commit()
     settle(env, fake)
     with service_ctx(env) as ctx:
@@ -223,7 +223,7 @@ def test_trial_converts_or_expires_and_expiry_notice(env, tmp_path, fake):
     at(env, date(2026, 5, 5))
     for _ in range(2):
         with UnitOfWork(env.app.engine) as uow:
-            subs.lifecycle(uow, env.clock)
+            subs.lifecycle(uow, env.clock, env.app.runtime)
             uow.commit()
     with UnitOfWork(env.app.engine) as uow:
         payloads = uow.session.scalars(
@@ -249,7 +249,7 @@ def test_trial_without_card_expires(env, tmp_path, fake):
         uow.commit()
     at(env, date(2026, 4, 8))
     with UnitOfWork(env.app.engine) as uow:
-        assert "1 expired" in subs.lifecycle(uow, env.clock)
+        assert "1 expired" in subs.lifecycle(uow, env.clock, env.app.runtime)
         uow.commit()
     with service_ctx(env) as ctx:
         sub = orders.order_get(ctx, order_id=o.id).subscription_id

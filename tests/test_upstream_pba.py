@@ -589,8 +589,8 @@ def test_an_order_the_upstream_rejects_is_a_final_failure(upstream):
 
 
 def test_fault_classes(upstream):
-    from pba_server.upstream import Upstream as Client
-    from pba_server.upstream import UpstreamFault
+    from pba_server.sdk.upstream import Upstream as Client
+    from pba_server.sdk.upstream import UpstreamFault
 
     assert UpstreamFault("Server.Unavailable", "db down").retryable
     assert UpstreamFault("Client.AuthFailed", "").retryable
@@ -728,7 +728,7 @@ def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
             currency=balance.currency,
         )
     with UnitOfWork(env.app.engine) as uow:
-        summary = domain_jobs.registrar_balance(uow, env.clock)
+        summary = domain_jobs.registrar_balance(uow, env.clock, env.app.runtime)
         uow.commit()
     assert summary.startswith("1 registrar balance(s) checked, 1 low"), summary
     with service_ctx(env) as ctx:

@@ -54,7 +54,12 @@ def parse_networks(text: str | Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(i.strip(), strict=False) for i in items if i.strip())
 
 
-# set from the configuration at start-up (bootstrap.build_app); tests allow loopback
+# Set from the configuration at start-up (bootstrap.build_app); tests allow
+# loopback. Process-wide on purpose, for now (docs/architecture.md, "The
+# runtime object"): the networks a process may reach are the host's, the same
+# for every app of a process in production; the deliverer and each plugin's
+# sdk.net.Net read it here. Putting it on the Runtime means handing a Policy
+# to the deliverer and through sdk.loader.instantiate to Net.
 _policy = Policy()
 
 

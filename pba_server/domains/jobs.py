@@ -22,10 +22,11 @@ from sqlalchemy import select
 from pba_server.accounts.models import Account
 from pba_server.config import Settings
 from pba_server.core.clock import Clock
-from pba_server.core.context import CallContext, process_secrets, system_context
+from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.jobs import JobSpec
 from pba_server.core.money import quantize
+from pba_server.core.runtime import Runtime
 from pba_server.domains.models import Domain, RegistrarMonitor
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
@@ -39,14 +40,22 @@ EXPIRY_NOTICE_DAYS = 30  # the setting's default
 def jobs(settings: Settings) -> list[JobSpec]:
     notice = max(0, settings.domain_expiry_notice_days)
     return [
-        JobSpec("domains-expiry", timedelta(days=1), lambda j: expiry(j.uow, j.clock, days=notice)),
         JobSpec(
-            "registrar-balance", timedelta(days=1), lambda j: registrar_balance(j.uow, j.clock)
+            "domains-expiry",
+            timedelta(days=1),
+            lambda j: expiry(j.uow, j.clock, j.runtime, days=notice),
+        ),
+        JobSpec(
+            "registrar-balance",
+            timedelta(days=1),
+            lambda j: registrar_balance(j.uow, j.clock, j.runtime),
         ),
     ]
 
 
-def expiry(uow: UnitOfWork, clock: Clock, *, days: int = EXPIRY_NOTICE_DAYS) -> str:
+def expiry(
+    uow: UnitOfWork, clock: Clock, runtime: Runtime, *, days: int = EXPIRY_NOTICE_DAYS
+) -> str:
     notice = days
     today = clock.now().date()
     horizon = today + timedelta(days=notice)
@@ -70,7 +79,12 @@ def expiry(uow: UnitOfWork, clock: Clock, *, days: int = EXPIRY_NOTICE_DAYS) -> 
             expired += 1
         if d.expires_on >= today and d.expiry_notice_for != d.expires_on:
             ctx = system_context(
-                uow, clock, account_id=acc.id, account_path=acc.path, operation="domains-expiry"
+                uow,
+                clock,
+                account_id=acc.id,
+                account_path=acc.path,
+                operation="domains-expiry",
+                runtime=runtime,
             )
             emit(
                 ctx,
@@ -114,13 +128,10 @@ def _balance_low_task(ctx: CallContext, instance: PluginInstance, balance: Balan
         log.info("registrar %s: balance low, task %s opened", instance.id, task_id)
 
 
-def registrar_balance(uow: UnitOfWork, clock: Clock) -> str:
-    from pba_server.domains.service import registrar_for
+def registrar_balance(uow: UnitOfWork, clock: Clock, runtime: Runtime) -> str:
+    from pba_server.domains.registrars import registrar_for
 
-    try:
-        box = process_secrets()
-    except RuntimeError:
-        return "not configured"
+    box = runtime.secrets
     today = clock.now().date()
     rows = uow.session.execute(
         select(RegistrarMonitor, PluginInstance, Account)
@@ -152,7 +163,12 @@ def registrar_balance(uow: UnitOfWork, clock: Clock) -> str:
         if m.minimum <= 0 or balance.amount >= m.minimum or m.alerted_on == today:
             continue
         ctx = system_context(
-            uow, clock, account_id=owner.id, account_path=owner.path, operation="registrar-balance"
+            uow,
+            clock,
+            account_id=owner.id,
+            account_path=owner.path,
+            operation="registrar-balance",
+            runtime=runtime,
         )
         emit(
             ctx,

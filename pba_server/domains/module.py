@@ -44,6 +44,7 @@ from pba_server.accounts.models import Account
 from pba_server.accounts.models import Contact as AccountContact
 from pba_server.core import audit
 from pba_server.core.context import CallContext
+from pba_server.domains import names, registrars
 from pba_server.provisioning.registry import BuiltinModule, register_builtin
 from pba_server.sdk import SDK_VERSION, NotSupported, PluginError, PluginInfo
 from pba_server.sdk.provisioning import (
@@ -225,10 +226,9 @@ class DomainModule(ProcessingModule):
         hosts = job.new_nameservers
         if "nameservers" in request.parameters:
             from pba_server.core.errors import PbaError
-            from pba_server.domains.service import check_nameservers
 
             try:
-                hosts = check_nameservers(_hosts(request.parameters["nameservers"]))
+                hosts = names.check_nameservers(_hosts(request.parameters["nameservers"]))
             except PbaError as exc:
                 return FinalFailure(str(exc))
         if not hosts:
@@ -331,17 +331,15 @@ def _failing(name: str, message: str) -> DomainModule:
 def _taken(ctx: CallContext, name: str, account_id: int) -> str:
     """The failure for a name live on another row: "here" only when that row is
     the same account's (the seller sees this message; see taken_message)."""
-    from pba_server.domains import service as domains
     from pba_server.domains.models import Domain
 
     holder = ctx.session.scalar(select(Domain.account_id).where(Domain.live_name == name))
-    return "domain: " + domains.taken_message(name, holder is None or holder == account_id)
+    return "domain: " + names.taken_message(name, holder is None or holder == account_id)
 
 
 def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
     """The service's domain row (created from its parameters the first time),
     or None and why it cannot be."""
-    from pba_server.domains import service as domains
     from pba_server.domains.models import Domain, Tld
 
     d = ctx.session.scalar(select(Domain).where(Domain.service_id == service.id).with_for_update())
@@ -357,7 +355,7 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
         return d, None
     params = _params(service)
     try:
-        name = domains.normalize_domain(params.get("domain", ""), "domain")
+        name = names.normalize_domain(params.get("domain", ""), "domain")
     except Exception as exc:
         return None, str(exc)
     owner_id, settings = _template_settings(ctx, service)
@@ -367,7 +365,7 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
     if action == "transfer" and not params.get("auth_code"):
         return None, "auth_code: a transfer needs the domain's auth code"
     try:
-        hosts = domains.check_nameservers(
+        hosts = names.check_nameservers(
             [h for h in params.get("nameservers", "").replace(" ", ",").split(",") if h]
         )
     except Exception as exc:
@@ -380,7 +378,7 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
             select(Tld).where(Tld.owner_id == owner_id, Tld.name == settings["tld"])
         )
     if tld is None:
-        tld = domains.tld_of(ctx.session, acc.path, name)
+        tld = registrars.tld_of(ctx.session, acc.path, name)
     if tld is None or not name.endswith("." + tld.name):
         return None, f"domain: {name} is not under a TLD sold here"
     # another live row with this name: a second order for the same domain,
@@ -432,20 +430,19 @@ def _find_or_create(ctx: CallContext, service: Any) -> tuple[Any, str | None]:
 
 
 def build(ctx: CallContext, service: Any) -> ProcessingModule:
-    from pba_server.domains import service as domains
     from pba_server.payments.models import PluginInstance
 
     d, error = _find_or_create(ctx, service)
     if d is None:
         return _failing(_params(service).get("domain", ""), error or "no domain")
     params = _params(service)
-    contacts = domains.contacts_of(d)
+    contacts = registrars.contacts_of(d)
     if "registrant" not in contacts and d.action == "register":
         return _failing(d.name, f"account {d.account_id} has no contact for the registrant")
     new_hosts: list[str] | None = None
     if params.get("nameservers"):
         try:
-            new_hosts = domains.check_nameservers(
+            new_hosts = names.check_nameservers(
                 [h for h in params["nameservers"].replace(" ", ",").split(",") if h]
             )
         except Exception as exc:
@@ -465,7 +462,7 @@ def build(ctx: CallContext, service: Any) -> ProcessingModule:
     inst = ctx.session.get(PluginInstance, d.instance_id)
     assert inst is not None
     try:
-        registrar = domains.registrar_for(ctx.secrets, inst, ctx.clock)
+        registrar = registrars.registrar_for(ctx.secrets, inst, ctx.clock)
     except Exception as exc:
         return DomainModule(None, DomainJob(**{**job.__dict__, "error": f"registrar: {exc}"}))
     return DomainModule(registrar, job)

@@ -36,7 +36,6 @@ from pba_server.accounts.models import Account
 from pba_server.catalog import owners, plans, templates
 from pba_server.catalog.types import ModuleSetting, OrderParameter, PlanPeriod
 from pba_server.core import audit, paging
-from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
 from pba_server.core.money import check_currency, money, quantize
@@ -44,9 +43,16 @@ from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
 from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
-from pba_server.core.secrets import SecretBox
-from pba_server.domains import module as _module  # registers the builtin module "domains"
+from pba_server.domains import module  # noqa: F401  (registers the builtin module "domains")
 from pba_server.domains.models import Domain, RegistrarMonitor, Tld, TldPrice
+from pba_server.domains.names import (
+    MAX_NAMESERVERS,
+    check_nameservers,
+    normalize_domain,
+    normalize_tld,
+    taken_message,
+)
+from pba_server.domains.registrars import ancestor_ids, contacts_of, registrar_for, tld_of
 from pba_server.domains.types import (
     DomainCheckItem,
     DomainContact,
@@ -63,7 +69,6 @@ from pba_server.domains.types import (
     TldPrice as TldPriceValue,
 )
 from pba_server.payments.models import PluginInstance
-from pba_server.payments.plugin_objects import plugin_object
 from pba_server.provisioning.models import Department
 from pba_server.sdk import NotSupported, PluginError, loader
 from pba_server.sdk.registrar import (
@@ -80,62 +85,18 @@ ADMIN = frozenset({"admin"})
 EDITORS = frozenset({"sales"})
 TECH = frozenset({"technical"})
 MAX_CHECK = 50
-MAX_NAMESERVERS = 13
-LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 LIVE: tuple[str, ...] = ("pending", "active", "expired", "transferring")
 
-__all__ = ["_module", "normalize_domain", "registrar_for"]
-
-
-# ---------------------------------------------------------------- names
-
-
-def normalize_domain(name: str, field: str = "name") -> str:
-    """Lower case, IDNA (punycode) ASCII form; at least two labels."""
-    if not isinstance(name, str):
-        raise ValidationError(field, "must be a domain name")
-    raw = name.strip().rstrip(".").lower()
-    try:
-        ascii_name = raw.encode("idna").decode("ascii") if not raw.isascii() else raw
-    except UnicodeError:
-        raise ValidationError(field, f"{name!r} is not a valid domain name") from None
-    labels = ascii_name.split(".")
-    if len(ascii_name) > 253 or len(labels) < 2 or not all(LABEL_RE.match(x) for x in labels):
-        raise ValidationError(field, f"{name!r} is not a valid domain name")
-    return ascii_name
-
-
-def normalize_tld(name: str) -> str:
-    raw = (name or "").strip().lstrip(".").lower()
-    labels = raw.split(".")
-    if not raw or len(raw) > 63 or not all(LABEL_RE.match(x) for x in labels):
-        raise ValidationError("name", f"{name!r} is not a TLD such as com or co.uk")
-    return raw
-
-
-def check_nameservers(values: Sequence[str], field: str = "nameservers") -> list[str]:
-    out: list[str] = []
-    for i, v in enumerate(values):
-        host = normalize_domain(v, f"{field}[{i}]")
-        if host in out:
-            raise ValidationError(f"{field}[{i}]", f"{host} is given twice")
-        out.append(host)
-    if out and not 2 <= len(out) <= MAX_NAMESERVERS:
-        raise ValidationError(field, f"give 2 to {MAX_NAMESERVERS} name servers (or none)")
-    return out
-
-
-# ---------------------------------------------------------------- registrars
-
-
-def registrar_for(box: SecretBox, inst: PluginInstance, clock: Clock) -> DomainRegistrar:
-    """A registrar plugin object for ``inst``, its secrets decrypted in memory only."""
-    registrar: DomainRegistrar = plugin_object(box, inst, "domain_registrar", clock)
-    return registrar
-
-
-def _ancestor_ids(path: str) -> list[int]:
-    return [int(x) for x in path.strip("/").split("/") if x]
+__all__ = [
+    "MAX_NAMESERVERS",
+    "check_nameservers",
+    "contacts_of",
+    "normalize_domain",
+    "normalize_tld",
+    "registrar_for",
+    "taken_message",
+    "tld_of",
+]
 
 
 def _registrar_instance(ctx: CallContext, instance_id: int, owner: Account) -> PluginInstance:
@@ -430,7 +391,7 @@ def tld_list(
 ) -> TldPage:
     """TLDs the caller sells (its subtree's) and those sold to it (owned by
     accounts above it), or one owner's."""
-    above = _ancestor_ids(ctx.principal.account_path)
+    above = ancestor_ids(ctx.principal.account_path)
     q = select(Tld).join(Account, Account.id == Tld.owner_id)
     if owner_id is not None:
         if owner_id not in above:
@@ -443,24 +404,6 @@ def tld_list(
         )
     rows, total = paging.scalars(ctx.session, q.order_by(Tld.name, Tld.id), offset, limit)
     return TldPage([_tld_info(ctx, t) for t in rows], total, offset, limit)
-
-
-def tld_of(session: object, account_path: str, name: str) -> Tld | None:
-    """The active TLD that sells ``name`` to the account at ``account_path``:
-    the longest matching TLD, owned by the nearest account above it (or itself)."""
-    from sqlalchemy.orm import Session
-
-    assert isinstance(session, Session)
-    ids = _ancestor_ids(account_path)
-    labels = name.split(".")
-    suffixes = [".".join(labels[i:]) for i in range(1, len(labels))]
-    rows = session.scalars(
-        select(Tld).where(Tld.owner_id.in_(ids), Tld.name.in_(suffixes), Tld.status == "active")
-    ).all()
-    if not rows:
-        return None
-    depth = {acc: i for i, acc in enumerate(ids)}
-    return max(rows, key=lambda t: (len(t.name), depth[t.owner_id]))
 
 
 # ---------------------------------------------------------------- checks
@@ -534,11 +477,6 @@ def domain_check(
 
 
 # ---------------------------------------------------------------- domains
-
-
-def contacts_of(d: Domain) -> dict[str, Contact]:
-    raw: dict[str, dict[str, str]] = json.loads(d.contacts or "{}")
-    return {role: Contact.from_dict(c) for role, c in raw.items()}
 
 
 def domain_info(d: Domain) -> DomainInfo:
@@ -861,14 +799,6 @@ def check_order(
     )
     if holder is not None:
         raise ValidationError(f"{field}.domain", taken_message(name, ctx.principal.sees(holder)))
-
-
-def taken_message(name: str, visible: bool) -> str:
-    """Why a live name cannot be ordered again. Only a holder the caller may
-    see is named as "here": for anyone else's it is "not available", as a
-    registry answers for a name taken anywhere, so a seller cannot learn which
-    names other sellers' customers hold (or are ordering) on this server."""
-    return f"{name} is already registered here" if visible else f"{name} is not available"
 
 
 def move_domains(ctx: CallContext, subscription_id: int, account_id: int) -> list[int]:

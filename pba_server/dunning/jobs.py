@@ -12,5 +12,9 @@ from pba_server.dunning import service
 
 def jobs(settings: Settings) -> list[JobSpec]:
     return [
-        JobSpec("dunning", timedelta(hours=1), lambda j: service.run_dunning(j.engine, j.clock))
+        JobSpec(
+            "dunning",
+            timedelta(hours=1),
+            lambda j: service.run_dunning(j.engine, j.clock, j.runtime),
+        )
     ]

@@ -47,6 +47,7 @@ from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
 from pba_server.core.operations import operation
+from pba_server.core.runtime import Runtime
 from pba_server.dunning.models import CreditHold, DunningSchedule, DunningStep
 from pba_server.dunning.types import DunningScheduleInfo
 from pba_server.subscriptions.models import Subscription
@@ -325,7 +326,7 @@ def _claim_step(session: Session, invoice_id: int, step: str, clock: Clock) -> b
     return got is not None
 
 
-def run_dunning(engine: Engine, clock: Clock) -> str:
+def run_dunning(engine: Engine, clock: Clock, runtime: Runtime) -> str:
     """Every dunning step due today, once per invoice and step; resumptions;
     credit holds. Each invoice's steps commit on their own; auto-pay retries
     run after the commit that claimed them."""
@@ -368,7 +369,12 @@ def run_dunning(engine: Engine, clock: Clock) -> str:
             acc = uow.session.get(Account, inv.account_id)
             assert issuer is not None and acc is not None
             ctx = system_context(
-                uow, clock, account_id=issuer.id, account_path=issuer.path, operation="dunning"
+                uow,
+                clock,
+                account_id=issuer.id,
+                account_path=issuer.path,
+                operation="dunning",
+                runtime=runtime,
             )
             for step in due_steps:
                 if not _claim_step(uow.session, inv.id, step, clock):
@@ -385,7 +391,7 @@ def run_dunning(engine: Engine, clock: Clock) -> str:
             uow.commit()
     for inv_id, attempt in retries:
         _retry_autopay(engine, clock, inv_id, attempt)
-    resumed = _resume_all(engine, clock)
+    resumed = _resume_all(engine, clock, runtime)
     held = _credit_holds(engine, clock)
     return (
         f"{counts['reminder']} reminder(s), {counts['second_reminder']} second reminder(s), "
@@ -418,7 +424,7 @@ def _act(ctx: CallContext, inv: Invoice, acc: Account, step: str, overdue: int) 
     return _terminate(ctx, inv, acc.path)
 
 
-def _resume_all(engine: Engine, clock: Clock) -> int:
+def _resume_all(engine: Engine, clock: Clock, runtime: Runtime) -> int:
     """Safety net for settlements that bypass the hook (credit notes, voids)."""
     with UnitOfWork(engine) as uow:
         accounts = list(
@@ -438,7 +444,12 @@ def _resume_all(engine: Engine, clock: Clock) -> int:
         n = 0
         for acc in accounts:
             ctx = system_context(
-                uow, clock, account_id=acc.id, account_path=acc.path, operation="dunning"
+                uow,
+                clock,
+                account_id=acc.id,
+                account_path=acc.path,
+                operation="dunning",
+                runtime=runtime,
             )
             n += len(resume_if_settled(ctx, acc))
         uow.commit()

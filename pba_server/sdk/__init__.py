@@ -9,6 +9,14 @@ worker thread, never on the reactor thread.
 Versioning: ``SDK_VERSION`` is ``MAJOR.MINOR``. A plugin declares the version
 it targets; it loads when the major versions are equal and its minor is not
 above ours (a plugin written for 1.0 runs on 1.3, not the reverse).
+
+Rooms: this module (the plugin basics and :class:`PaymentGateway`), one
+module per other kind (:mod:`.provisioning`, :mod:`.registrar`,
+:mod:`.fraud`, :mod:`.notify`), :mod:`.net` (outgoing connections under the
+address policy), :mod:`.upstream` (a SOAP client for another pba-server),
+:mod:`.loader` (discovery and instantiation, the server's side) and
+:mod:`.testing` (conformance kits). Plugins import this package and nothing
+else of the server; the SDK itself imports only ``pba_server.core``.
 """
 
 from __future__ import annotations

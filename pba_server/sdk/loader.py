@@ -170,6 +170,9 @@ def discover(plugins_dir: Path | None = None, *, entry_points: bool = True) -> l
 
 
 # The plugins of this process, loaded once by bootstrap (or on first use).
+# Process-wide on purpose: plugin code is imported into the interpreter
+# (sys.modules is one per process) from the operator's plugins_dir; the
+# instances and their settings are rows, per app (docs/architecture.md).
 _loaded: dict[str, LoadedPlugin] | None = None
 
 

@@ -16,6 +16,6 @@ def jobs(settings: Settings) -> list[JobSpec]:
         JobSpec(
             "subscriptions-lifecycle",
             timedelta(hours=1),
-            lambda j: service.lifecycle(j.uow, j.clock, expiring_days=days),
+            lambda j: service.lifecycle(j.uow, j.clock, j.runtime, expiring_days=days),
         )
     ]

@@ -1,5 +1,6 @@
-"""Subscription operations. Every change goes through an order
-(:mod:`pba_server.orders`): ChangePlan places an upgrade or downgrade order,
+"""Subscription operations. Every change goes through an order (orders sit
+above subscriptions: they are reached through the :class:`OrderDesk` port of
+:mod:`.ports`, ``ctx.rt.port(OrderDesk)``): ChangePlan places an upgrade or downgrade order,
 BuyResource a resource order, Cancel a cancellation order, Renew a renewal
 order. ChangePreview prices a change with the same code as the order.
 Suspend/Resume (staff) and SetAutoRenew act directly.
@@ -34,14 +35,16 @@ from pba_server.core.errors import Forbidden, NotFound, ValidationError
 from pba_server.core.money import Money
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
+from pba_server.core.runtime import Runtime
 from pba_server.core.scope import visible_path
-from pba_server.orders import engine
-from pba_server.orders import pricing as opricing
-from pba_server.orders import service as orders
-from pba_server.orders.models import Order, OrderLine
 from pba_server.orders.types import OrderInfo, OrderLineInput, OrderType, ParameterValue, When
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
-from pba_server.subscriptions.types import SUBSCRIPTION_STATES, SubscriptionStatus
+from pba_server.subscriptions.ports import OrderDesk, ServiceLookup
+from pba_server.subscriptions.types import (
+    SUBSCRIPTION_STATES,
+    SubscriptionServiceInfo,
+    SubscriptionStatus,
+)
 
 STAFF = frozenset({"billing", "technical"})  # suspend and resume
 SELLERS = frozenset({"sales"})  # what a customer buys, changes, renews, cancels
@@ -58,14 +61,6 @@ class SubscriptionResourceInfo:
     unit_recurring_price: Decimal
     overage_price: Decimal
     used: Decimal | None = None  # usage: filled by the usage feature when present
-
-
-@dataclass
-class SubscriptionServiceInfo:
-    id: int
-    status: str
-    module: str
-    platform_id: str | None = None
 
 
 @dataclass
@@ -129,19 +124,7 @@ class ChangePreviewInfo:
 
 
 def _services(ctx: CallContext, sub_id: int) -> list[SubscriptionServiceInfo]:
-    try:
-        from pba_server.provisioning import models as pmodels  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    svc = getattr(pmodels, "Service", None)
-    if svc is None:
-        return []
-    return [
-        SubscriptionServiceInfo(s.id, s.status, s.module, s.platform_id)
-        for s in ctx.session.scalars(
-            select(svc).where(svc.subscription_id == sub_id).order_by(svc.id)
-        )
-    ]
+    return ctx.rt.port(ServiceLookup).services(ctx, sub_id)
 
 
 def subscription_info(ctx: CallContext, sub: Subscription) -> SubscriptionInfo:
@@ -238,14 +221,7 @@ def subscription_list(
 
 
 def _change_type(ctx: CallContext, sub: Subscription, plan_id: int) -> OrderType:
-    buyer = ctx.session.get(Account, sub.account_id)
-    assert buyer is not None
-    new_plan = opricing.sellable_plan(ctx, buyer, plan_id, "plan_id")
-    line = opricing.price_plan_change(ctx, sub, new_plan, "now", "upgrade")
-    assert line.change is not None
-    old = sum((ln.full_amount for ln in line.change.lines if ln.kind == "credit"), Decimal(0))
-    new = sum((ln.full_amount for ln in line.change.lines if ln.kind == "charge"), Decimal(0))
-    return "upgrade" if new >= old else "downgrade"
+    return ctx.rt.port(OrderDesk).change_type(ctx, sub, plan_id)
 
 
 def _order(
@@ -256,7 +232,8 @@ def _order(
     payment_method_id: int | None,
     on_account: bool,
 ) -> OrderInfo:
-    o = orders.place(
+    desk = ctx.rt.port(OrderDesk)
+    o = desk.place(
         ctx,
         account_id=sub.account_id,
         order_type=order_type,
@@ -265,7 +242,7 @@ def _order(
         payment_method_id=payment_method_id,
         on_account=on_account,
     )
-    return orders.order_info(ctx, o)
+    return desk.order_info(ctx, o)
 
 
 @operation("SubscriptionChangePlan", roles=SELLERS, idempotent=True)
@@ -377,7 +354,7 @@ def change_preview(
     kind: OrderType
     if plan_id is not None:
         kind = _change_type(ctx, sub, plan_id)
-        line = orders.price_line(
+        line = ctx.rt.port(OrderDesk).price_line(
             ctx,
             buyer,
             kind,
@@ -387,7 +364,7 @@ def change_preview(
         )
     else:
         kind = "resource"
-        line = orders.price_line(
+        line = ctx.rt.port(OrderDesk).price_line(
             ctx,
             buyer,
             kind,
@@ -436,7 +413,9 @@ def subscription_set_auto_renew(
     acc = ctx.session.get(Account, sub.account_id)
     assert acc is not None
     audit.record(ctx, "subscription", sub.id, acc.path, {"auto_renew": auto_renew})
-    engine.sub_event(ctx, sub, "subscription.changed", changes={"auto_renew": auto_renew})
+    ctx.rt.port(OrderDesk).sub_event(
+        ctx, sub, "subscription.changed", changes={"auto_renew": auto_renew}
+    )
     return subscription_info(ctx, sub)
 
 
@@ -458,11 +437,10 @@ def subscription_suspend(
     sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "suspend"))
     sub.suspended_reason = "staff"
     sub.updated_at = ctx.now()
-    from pba_server.orders import provisioner as prov
-
-    prov.current().request_action(ctx, sub.id, "suspend", reason=(reason or "staff")[:255])
+    desk = ctx.rt.port(OrderDesk)
+    desk.request_action(ctx, sub.id, "suspend", reason=(reason or "staff")[:255])
     audit.record(ctx, "subscription", sub.id, acc.path, {"suspended": reason or "staff"})
-    engine.sub_event(ctx, sub, "subscription.suspended")
+    desk.sub_event(ctx, sub, "subscription.suspended")
     return subscription_info(ctx, sub)
 
 
@@ -474,27 +452,34 @@ def subscription_resume(ctx: CallContext, *, subscription_id: int) -> Subscripti
     sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "resume"))
     sub.suspended_reason = None
     sub.updated_at = ctx.now()
-    from pba_server.orders import provisioner as prov
-
-    prov.current().request_action(ctx, sub.id, "resume")
+    desk = ctx.rt.port(OrderDesk)
+    desk.request_action(ctx, sub.id, "resume")
     audit.record(ctx, "subscription", sub.id, acc.path, {"resumed": True})
-    engine.sub_event(ctx, sub, "subscription.resumed")
+    desk.sub_event(ctx, sub, "subscription.resumed")
     return subscription_info(ctx, sub)
 
 
 # ---------------------------------------------------------------- lifecycle job
 
 
-def _ctx_for(uow: UnitOfWork, clock: Clock, sub: Subscription) -> CallContext:
+def _ctx_for(uow: UnitOfWork, clock: Clock, runtime: Runtime, sub: Subscription) -> CallContext:
     v = uow.session.get(Account, sub.vendor_id)
     assert v is not None
     return system_context(
-        uow, clock, account_id=v.id, account_path=v.path, operation="subscriptions-lifecycle"
+        uow,
+        clock,
+        account_id=v.id,
+        account_path=v.path,
+        operation="subscriptions-lifecycle",
+        runtime=runtime,
     )
 
 
-def lifecycle(uow: UnitOfWork, clock: Clock, *, expiring_days: int = EXPIRING_DAYS) -> str:
+def lifecycle(
+    uow: UnitOfWork, clock: Clock, runtime: Runtime, *, expiring_days: int = EXPIRING_DAYS
+) -> str:
     """Trials, scheduled cancellations and expiry notices due today."""
+    desk = runtime.port(OrderDesk)
     today = clock.now().astimezone(UTC).date()
     s = uow.session
     converted = expired = cancelled = notified = 0
@@ -504,36 +489,30 @@ def lifecycle(uow: UnitOfWork, clock: Clock, *, expiring_days: int = EXPIRING_DA
         .order_by(Subscription.id)
         .with_for_update(skip_locked=True)
     ):
-        ctx = _ctx_for(uow, clock, sub)
-        prior = s.execute(
-            select(Order.status)
-            .join(OrderLine, OrderLine.order_id == Order.id)
-            .where(OrderLine.subscription_id == sub.id, Order.type == "renewal")
-            .order_by(Order.id.desc())
-            .limit(1)
-        ).scalar()
+        ctx = _ctx_for(uow, clock, runtime, sub)
+        prior = desk.last_renewal_status(ctx, sub.id)
         if prior in ("running", "waiting"):
             continue
         v = s.get(PlanVersion, sub.plan_version_id)
-        method = engine.default_method(ctx, sub.account_id)
+        method_id = desk.default_method_id(ctx, sub.account_id)
         if prior in ("rejected", "cancelled") or (
-            method is None and v is not None and v.trial_requires_card
+            method_id is None and v is not None and v.trial_requires_card
         ):
             sub.status = cast(SubscriptionStatus, SUBSCRIPTION_STATES.next(sub.status, "expire"))
             sub.next_billing_date = None
             sub.updated_at = clock.now()
-            engine.sub_event(ctx, sub, "subscription.changed", changes={"status": "expired"})
+            desk.sub_event(ctx, sub, "subscription.changed", changes={"status": "expired"})
             expired += 1
             continue
         try:
-            orders.place(
+            desk.place(
                 ctx,
                 account_id=sub.account_id,
                 order_type="renewal",
                 lines=[OrderLineInput(subscription_id=sub.id)],
                 promotion_code=None,
-                payment_method_id=method.id if method is not None else None,
-                on_account=method is None,
+                payment_method_id=method_id,
+                on_account=method_id is None,
             )
             converted += 1
         except Exception:  # e.g. over the credit limit: the trial expires
@@ -548,11 +527,9 @@ def lifecycle(uow: UnitOfWork, clock: Clock, *, expiring_days: int = EXPIRING_DA
         )
         .with_for_update(skip_locked=True)
     ):
-        ctx = _ctx_for(uow, clock, sub)
-        from pba_server.orders import provisioner as prov
-
-        prov.current().request_action(ctx, sub.id, "delete", reason=sub.cancel_reason or "")
-        engine.cancel_subscription(ctx, sub, sub.cancel_reason)
+        ctx = _ctx_for(uow, clock, runtime, sub)
+        desk.request_action(ctx, sub.id, "delete", reason=sub.cancel_reason or "")
+        desk.cancel_subscription(ctx, sub, sub.cancel_reason)
         cancelled += 1
     horizon = today + timedelta(days=expiring_days)
     for sub in s.scalars(
@@ -564,10 +541,10 @@ def lifecycle(uow: UnitOfWork, clock: Clock, *, expiring_days: int = EXPIRING_DA
             | (Subscription.expiry_notice_for != Subscription.period_end),
         )
     ):
-        ctx = _ctx_for(uow, clock, sub)
+        ctx = _ctx_for(uow, clock, runtime, sub)
         sub.expiry_notice_for = sub.period_end
         last = sub.period_end - timedelta(days=1)
-        engine.sub_event(
+        desk.sub_event(
             ctx,
             sub,
             "subscription.expiring",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pba_server.core.states import StateMachine
@@ -23,3 +24,13 @@ SUBSCRIPTION_STATES = StateMachine(
         ("suspended", "expire"): "expired",
     },
 )
+
+
+@dataclass
+class SubscriptionServiceInfo:
+    """One provisioned service of a subscription (wire type)."""
+
+    id: int
+    status: str
+    module: str
+    platform_id: str | None = None

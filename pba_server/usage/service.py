@@ -23,7 +23,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from pba_server import events
 from pba_server.accounts.models import Account
-from pba_server.billing.run_models import BilledItem
 from pba_server.catalog import pricing
 from pba_server.catalog.models import Resource
 from pba_server.core import audit
@@ -32,10 +31,10 @@ from pba_server.core.errors import Forbidden, NotFound, ValidationError
 from pba_server.core.money import quantize, to_decimal
 from pba_server.core.operations import operation
 from pba_server.core.schema import MinLen
-from pba_server.provisioning.registry import USAGE_SINKS
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.subscriptions.periods import add_periods
 from pba_server.usage.models import UsageRecord, UsageThreshold
+from pba_server.usage.ports import BilledPeriods
 from pba_server.usage.types import (
     ResourceUsageInfo,
     UsageInfo,
@@ -293,18 +292,7 @@ def usage_get(
             .group_by(UsageRecord.resource_id)
         ).all()
     )
-    billed = (
-        ctx.session.scalar(
-            select(func.count())
-            .select_from(BilledItem)
-            .where(
-                BilledItem.subscription_id == sub.id,
-                BilledItem.kind == "recurring",
-                BilledItem.period_start > ps,
-            )
-        )
-        or 0
-    ) > 0 or ps < sub.period_start
+    billed = ctx.rt.port(BilledPeriods).billed_after(ctx, sub.id, ps) or ps < sub.period_start
     out: list[ResourceUsageInfo] = []
     for sr, name, unit in ctx.session.execute(
         select(SubscriptionResource, Resource.name, Resource.unit)
@@ -344,9 +332,10 @@ def _plain(v: Decimal) -> Decimal:
 def sync_usage_sink(
     ctx: CallContext, subscription_id: int, usage: dict[str, Decimal], at: datetime
 ) -> None:
-    """USAGE_SINKS entry: a module's ``sync`` read the usage *to date* of each
-    resource (by name) from the platform; the difference from what is recorded
-    for the period is recorded like a UsageReport (record id ``sync:<time>:<resource>``)."""
+    """A provisioning USAGE_SINKS entry (bootstrap registers it): a module's
+    ``sync`` read the usage *to date* of each resource (by name) from the
+    platform; the difference from what is recorded for the period is recorded
+    like a UsageReport (record id ``sync:<time>:<resource>``)."""
     sub = ctx.session.get(Subscription, subscription_id)
     if sub is None:
         return
@@ -389,6 +378,3 @@ def sync_usage_sink(
         audit.record(
             ctx, "usage", subscription_id, str(sub_path), {"synced": [r.record_id for r in records]}
         )
-
-
-USAGE_SINKS.append(sync_usage_sink)

@@ -256,7 +256,7 @@ def test_epp_connection_errors_are_one_generic_message():
 
 
 def test_upstream_connection_errors_are_one_generic_message():
-    from pba_server.upstream import Upstream, UpstreamFault
+    from pba_server.sdk.upstream import Upstream, UpstreamFault
 
     seen = set()
     for url in (f"http://{METADATA}/soap", f"http://127.0.0.1:{closed_port()}/soap"):
