@@ -23,15 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Known underscore imports still to remove (issue 15): "importer: name". The
 # test fails when one no longer occurs, so the list only shrinks.
 KNOWN_PRIVATE_USES = {
-    # billing/run.py (being split) uses billing/service.py's credit helper
-    "pba_server.billing.run: pba_server.billing.service._apply_credit",
-    # catalog/service.py (being split) has no public names for these yet
-    "pba_server.domains.service: pba_server.catalog.service._owner_for_create",
-    "pba_server.domains.service: pba_server.catalog.service._require_editor",
-    "pba_server.domains.service: pba_server.catalog.service._visible_account",
-    "pba_server.orders.pricing: pba_server.catalog.service._reseller_prices",
-    "pba_server.orders.pricing: pba_server.catalog.service._upgrades_of",
-    "pba_server.orders.service: pba_server.catalog.service._terms_of",
     # orders/engine.py's invoice cancelling
     "pba_server.orders.service: pba_server.orders.engine._cancel_invoice",
     # payments/service.py's instance lookup
