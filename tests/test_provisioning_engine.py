@@ -240,21 +240,21 @@ def test_a_call_lost_with_its_process_is_made_again_with_the_same_key(
     sub = subscribe(env, setup["customer"], setup["version"])
     provision(env, sub)
     # the process claims the operation (committed: running) and dies in the call
-    found, claimed = engine._claim_one(env.app.engine, env.clock)
+    found, claimed = engine._claim_one(env.app.engine, env.app.runtime)
     assert found and claimed is not None
     (op,) = _ops(env)
     assert op.status == "running" and op.attempts == 1
-    env.clock.advance(timedelta(minutes=29))
-    assert run(env) == 0  # maybe still running elsewhere: left alone
-    env.clock.advance(timedelta(minutes=1))
-    assert run(env) == 1
+    env.clock.advance(timedelta(seconds=10))
+    assert run(env) == 0  # its lease still holds: maybe running elsewhere, left alone
+    env.clock.advance(timedelta(seconds=5))
+    assert run(env) == 1  # the lease ran out (nobody renewed it): its process died
     (req,) = fake_module.calls
     assert req.key == claimed.request.key
     (op,) = _ops(env)
     assert op.status == "done" and op.attempts == 2
     assert _service(env, sub).status == "active"
     # the dead attempt's late answer is not recorded over the newer one
-    engine._record(env.app.engine, env.clock, claimed, FinalFailure("late"))
+    engine._record(env.app.engine, env.app.runtime, claimed, FinalFailure("late"))
     assert _ops(env)[0].status == "done" and _service(env, sub).status == "active"
     with service_ctx(env) as ctx:
         kinds = [e.kind for e in ops.operation_get(ctx, operation_id=op.id).log]
@@ -490,7 +490,7 @@ def test_a_create_still_being_retried_is_cancelled_and_deleted_in_a_rollback(
     provision(env, a, b, c, order_id=77)
     # a: timed out (maybe half-made on the platform); b: refused; c: never called yet
     fake_module.then("create", RetryableFailure("timeout"), FinalFailure("quota exceeded"))
-    assert engine.run_pending(env.app.engine, env.clock, limit=2) == 2
+    assert engine.run_pending(env.app.engine, env.app.runtime, limit=2) == 2
     by_sub = {s: _service(env, s) for s in (a, b, c)}
     creates = {o.service_id: o for o in _ops(env, action="create")}
     assert [creates[by_sub[s].id].status for s in (a, b, c)] == ["failed", "failed", "failed"]
@@ -558,7 +558,7 @@ def test_the_job_and_the_worker_thread_run_operations(
 
     # the worker thread is woken by the commit that creates operations
     env.clock.frozen = False
-    runtime.start(env.app.engine, env.clock, idle_seconds=3600)
+    runtime.start(env.app.engine, env.app.runtime, idle_seconds=3600)
     try:
         other = subscribe(env, setup["customer"], setup["version"])
         provision(env, other)
@@ -613,7 +613,9 @@ def test_a_builtin_module_is_built_in_the_claim_and_told_every_result(
 CRASHER = """
 import os, sys
 from sqlalchemy import select
+from pba_server.config import Settings
 from pba_server.core.clock import SystemClock
+from pba_server.core.runtime import Runtime
 from pba_server.core.context import set_process_secrets
 from pba_server.core.db import make_engine
 from pba_server.core.secrets import SecretBox
@@ -625,9 +627,10 @@ class Dies(FakeModule):
     def perform(self, request):
         os._exit(86)  # the process dies while the platform works
 
-set_process_secrets(SecretBox(sys.argv[2].encode()))
+box = SecretBox(sys.argv[2].encode())
+set_process_secrets(box)
 loader.set_plugins([loader.LoadedPlugin("fake_prov", "test", "ok", cls=Dies)])
-run_pending(make_engine(sys.argv[1]), SystemClock())
+run_pending(make_engine(sys.argv[1]), Runtime(Settings(), SystemClock(), box))
 """
 
 
