@@ -12,7 +12,7 @@ Rooms:
   PaymentRefund); the pending row is committed, leased while the gateway
   call runs, before the gateway hears of it;
 - ``reconcile``: asking the gateway about charges and refunds left pending
-  (jobs ``payments-recover``, every 15 s, for charges whose lease expired,
+  (jobs ``payments-recover``, interval 15 s, for charges whose lease expired,
   and ``payments-reconcile``, every 5 minutes, for the rest);
 - ``autopay``: charging newly issued invoices to the default method;
 - ``plugin_objects``: building a plugin object for an instance (any kind);
