@@ -190,8 +190,7 @@ def build_app(
     ops = load_operations()
     runtime = Runtime(settings=settings, clock=clock, secrets=box)
     wire_ports(runtime)
-    payments_runtime(box)
-    provisioning_runtime(settings)
+    process_secrets(box)  # for the jobs of other features that still read it
     dispatcher = Dispatcher(engine, clock, box, ops, runtime=runtime)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_policy(settings)
@@ -237,22 +236,10 @@ def load_plugins(settings: Settings) -> None:
     loader.set_plugins(loader.discover(folder))
 
 
-def payments_runtime(box: SecretBox) -> None:
+def process_secrets(box: SecretBox) -> None:
     from pba_server.core.context import set_process_secrets
-    from pba_server.payments.service import configure_runtime
 
     set_process_secrets(box)
-    configure_runtime(box)
-
-
-def provisioning_runtime(settings: Settings) -> None:
-    from pba_server.provisioning import engine
-
-    engine.configure(
-        retry_minutes=settings.provisioning_retry_minutes,
-        max_failures=settings.provisioning_max_failures,
-        running_timeout_minutes=settings.provisioning_running_timeout_minutes,
-    )
 
 
 def events_policy(settings: Settings) -> None:

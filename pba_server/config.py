@@ -347,8 +347,9 @@ class Settings:
     )
     provisioning_running_timeout_minutes: int = setting(
         30,
-        "a call running longer than this is taken to have died with its process and is made "
-        "again (same key)",
+        "upper bound for a call still running while its worker lives (renewing its lease): "
+        "past it the call is made again (same key); a worker that died is noticed within "
+        "15 s, when its lease runs out",
         minimum=1,
     )
     outbound_allowed_networks: str = setting(

@@ -21,7 +21,7 @@ from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.domains import service as domains
 from pba_server.domains.types import TldPrice
-from pba_server.payments import service as payments
+from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
 from pba_server.provisioning.registry import BUILTIN_MODULES
 from pba_server.sdk.provisioning import ModuleResult, ServiceRequest
@@ -39,7 +39,7 @@ def registrar(env: Any, name: str = "registrar", **settings: str) -> tuple[int, 
     """A sandbox_registrar instance of the provider with its own registry."""
     reg = settings.pop("registry", f"r-{uuid.uuid4().hex[:8]}")
     with service_ctx(env) as ctx:
-        inst = payments.plugin_configure(
+        inst = plugin_configure(
             ctx,
             plugin="sandbox_registrar",
             name=name,

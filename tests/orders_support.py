@@ -19,7 +19,8 @@ from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.orders import engine
 from pba_server.orders import provisioner as prov
-from pba_server.payments import service as payments
+from pba_server.payments.methods import payment_method_add
+from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
 from pba_server.provisioning.registry import BUNDLE_HOOKS, BundleOutcome
 from pba_server.subscriptions.models import Subscription
@@ -77,7 +78,7 @@ def plan(
 
 def gateway(env: Any, tmp_path: Path, login: str = "admin") -> int:
     with service_ctx(env, login) as ctx:
-        return payments.plugin_configure(
+        return plugin_configure(
             ctx,
             plugin="sandbox_card",
             name="cards",
@@ -90,7 +91,7 @@ def gateway(env: Any, tmp_path: Path, login: str = "admin") -> int:
 
 def card(env: Any, account_id: int, inst: int, token: str = "tok_approve") -> int:
     with service_ctx(env) as ctx:
-        return payments.payment_method_add(
+        return payment_method_add(
             ctx,
             account_id=account_id,
             instance_id=inst,
@@ -180,7 +181,7 @@ class FakeProvisioner:
 
 
 def run(env: Any) -> int:
-    return engine.run_orders(env.app.engine, env.clock)
+    return engine.run_orders(env.app.engine, env.app.runtime)
 
 
 def use_fake(env: Any, fake: FakeProvisioner | None) -> Any:
@@ -189,8 +190,6 @@ def use_fake(env: Any, fake: FakeProvisioner | None) -> Any:
     rt = env.app.runtime
     old = rt.port(prov.Provisioner)
     rt.provide(prov.Provisioner, fake if fake is not None else prov.ENGINE)
-    # transitional: the order engine's step contexts carry no runtime yet
-    prov.set_fallback(fake)
     return old
 
 

@@ -199,4 +199,4 @@ def provision(env: Any, *subscription_ids: int, order_id: int | None = None) -> 
 
 
 def run(env: Any) -> int:
-    return prov.run_pending(env.app.engine, env.clock)
+    return prov.run_pending(env.app.engine, env.app.runtime)

@@ -41,8 +41,8 @@ def drive(env: Any, rounds: int = 30) -> int:
     anything due (what the background threads do, without waiting)."""
     total = 0
     for _ in range(rounds):
-        n = orders_engine.run_orders(env.app.engine, env.clock)
-        n += prov.run_pending(env.app.engine, env.clock)
+        n = orders_engine.run_orders(env.app.engine, env.app.runtime)
+        n += prov.run_pending(env.app.engine, env.app.runtime)
         total += n
         if n == 0:
             return total

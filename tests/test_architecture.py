@@ -25,8 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 KNOWN_PRIVATE_USES = {
     # orders/engine.py's invoice cancelling
     "pba_server.orders.service: pba_server.orders.engine._cancel_invoice",
-    # payments/service.py's instance lookup
-    "pba_server.provisioning.service: pba_server.payments.service._get_instance",
 }
 
 

@@ -20,9 +20,11 @@ from pba_server.billing.invoices import invoice_create, invoice_get
 from pba_server.billing.types import InvoiceLineInput
 from pba_server.core.db import UnitOfWork
 from pba_server.events.models import Event
-from pba_server.payments import service as payments
 from pba_server.payments.autopay import autopay_invoice, run_autopay
+from pba_server.payments.methods import payment_method_add
 from pba_server.payments.models import GatewayPayment
+from pba_server.payments.plugins import plugin_configure
+from pba_server.payments.reconcile import reconcile
 from pba_server.payments.types import SettingValue
 from pba_server.scheduler import jobs
 from tests.billing_support import assert_books_sound, customer
@@ -34,7 +36,7 @@ SECRET = "sk_test_autopay-secret-1"
 
 def gateway(env: Any, state: Path) -> int:
     with service_ctx(env) as ctx:
-        return payments.plugin_configure(
+        return plugin_configure(
             ctx,
             plugin="sandbox_card",
             name="cards",
@@ -44,7 +46,7 @@ def gateway(env: Any, state: Path) -> int:
 
 def card(env: Any, acc: int, inst: int, token: str, default: bool = True) -> int:
     with service_ctx(env) as ctx:
-        return payments.payment_method_add(
+        return payment_method_add(
             ctx,
             account_id=acc,
             instance_id=inst,
@@ -157,7 +159,7 @@ def test_skipped_opted_out_no_method_and_unknown_outcome(env, tmp_path):
     assert run_job(env) == "nothing to auto-pay"
     # the answer lost: reconciliation asks the gateway by key and records it once
     with UnitOfWork(env.app.engine) as uow:
-        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     assert status(env, c) == "paid"
     assert autopay_invoice(env.app.engine, env.clock, c) == "skipped"

@@ -109,7 +109,7 @@ def _action(env: Any, sub_id: int, action: Any, **kw: Any) -> int | None:
 
 
 def _run(env: Any) -> int:
-    return prov.run_pending(env.app.engine, env.clock)
+    return prov.run_pending(env.app.engine, env.app.runtime)
 
 
 def _state(env: Any, bundle_id: int) -> tuple[str, str | None]:
@@ -563,7 +563,7 @@ def _settle(env: Any) -> Any:
     from pba_server.orders import engine as orders_engine
 
     for _ in range(4):  # the order's steps, the engine's operations, the order again
-        orders_engine.run_orders(env.app.engine, env.clock)
+        orders_engine.run_orders(env.app.engine, env.app.runtime)
         _run(env)
 
 
@@ -589,7 +589,7 @@ def test_an_order_for_a_domain_registers_it(env: Any, setup: dict[str, Any], tmp
 def test_an_order_for_a_taken_domain_is_refunded(
     env: Any, setup: dict[str, Any], tmp_path: Any
 ) -> None:
-    from pba_server.payments import service as payments
+    from pba_server.payments.charges import payment_charge_get
 
     o = _order(env, setup, tmp_path, "taken-one.test")
     _settle(env)
@@ -597,7 +597,7 @@ def test_an_order_for_a_taken_domain_is_refunded(
     assert o.status == "rejected" and "ObjectExists" in (o.reason or "")
     assert o.charge_id is not None
     with service_ctx(env) as ctx:
-        ch = payments.payment_charge_get(ctx, charge_id=o.charge_id)
+        ch = payment_charge_get(ctx, charge_id=o.charge_id)
     assert ch.refunded == ch.amount == Decimal("12.00")
     d = _domain(env, o.subscription_id)
     assert (d.status, d.live_name) == ("failed", None)

@@ -172,7 +172,7 @@ def test_a_domain_deleted_by_a_person(call: Caller, env: Any) -> None:
     tld = call("TldCreate", name="test", instance_id=inst, prices=PRICES)
     customer = ds.customer(env)
     sub = _subscribe_domain(env, tld["plan_id"], customer, "bye.test")
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     (d,) = _items(call("DomainList", subscription_id=sub)["items"])
     assert (d["name"], d["status"]) == ("bye.test", "active")
     with UnitOfWork(env.app.engine) as uow:
@@ -183,7 +183,7 @@ def test_a_domain_deleted_by_a_person(call: Caller, env: Any) -> None:
         )
         prov.request_action(ctx, sub, "delete", reason="cancelled")
         uow.commit()
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     (t,) = page_items(call("TaskList", status="open"))
     assert (t["kind"], t["action"], t["subscription_id"], t["account_id"]) == (
         "operation",

@@ -24,7 +24,7 @@ from pba_server.events import service as events
 from pba_server.events.delivery import Deliverer
 from pba_server.events.models import Delivery, Event
 from pba_server.events.outbox import assign_sequence
-from pba_server.payments import service as payments
+from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
 from pba_server.scheduler import jobs
 from pba_server.sdk import loader
@@ -45,7 +45,7 @@ def drain(env: Any, d: Deliverer | None = None) -> None:
 
 def channel(env: Any, path: Path, name: str = "log") -> int:
     with service_ctx(env) as ctx:
-        return payments.plugin_configure(
+        return plugin_configure(
             ctx, plugin="log_channel", name=name, settings=[SettingValue("path", str(path))]
         ).id
 
@@ -173,7 +173,7 @@ def test_channel_final_failure_and_validation(env, tmp_path):
                     ctx, name="x", event_types=["*"], action="channel", **kw
                 )
             assert exc.value.field == field
-        hook_inst = payments.plugin_configure(
+        hook_inst = plugin_configure(
             ctx,
             plugin="sandbox_card",
             name="cards",

@@ -88,3 +88,78 @@ def test_server_killed_mid_workflow_then_a_new_one_completes_the_order(env, tmp_
     steps = [h["action"] for h in done["history"]]
     steps = [a for i, a in enumerate(steps) if i == 0 or steps[i - 1] != a]  # provision: waited
     assert steps[-3:] == ["charge", "provision", "complete"]
+
+
+def test_kill_between_pending_charge_and_gateway_then_the_order_completes(env, tmp_path):
+    """A real server process dies (os._exit) after committing the order's
+    pending charge and before calling the gateway. After a restart the charge
+    is found unseen (``not_found``: no money moved) once its lease ran out and
+    the order charges again with a new key: one capture, no rejection."""
+    from sqlalchemy import text
+
+    from pba_server.core.db import UnitOfWork
+    from pba_server.core.leases import LEASE
+
+    p = plan(env)
+    acc = buyer(env)
+    card(env, acc, gateway(env, tmp_path))
+    url = env.app.engine.url.render_as_string(hide_password=False)
+    crashing = child_env(
+        PBA_DATABASE_URL=url, PBA_SECRET_KEY=TEST_KEY, PBA_TEST_CRASH_BEFORE_GATEWAY="1"
+    )
+    with running(cwd=tmp_path, env=crashing) as first:
+        client = Api(first.base, env)
+        try:
+            o = client.xmlrpc().OrderPlace(
+                {"account_id": acc, "lines": [{"plan_id": p["plan"]}], "idempotency_key": "c1"}
+            )
+        finally:
+            client.close()
+        assert first.proc.wait(timeout=60) == 87  # died before the gateway call
+    with UnitOfWork(env.app.engine) as uow:
+        rows = uow.session.execute(text("SELECT status FROM gateway_payments")).all()
+    assert [r[0] for r in rows] == ["pending"]
+    state = tmp_path / "sandbox.json"
+    assert '"captured"' not in (state.read_text() if state.exists() else "")
+    child = child_env(PBA_DATABASE_URL=url, PBA_SECRET_KEY=TEST_KEY)
+    with running(cwd=tmp_path, env=child) as second:
+        started = time.monotonic()
+        client = Api(second.base, env)
+        try:
+            deadline = started + 60
+            while True:
+                got = client.xmlrpc().OrderGet({"order_id": o["id"]})
+                assert got["status"] != "rejected", got
+                if any(
+                    h["action"] == "charge" and h.get("result") == "captured"
+                    for h in got["history"]
+                ):
+                    break
+                assert time.monotonic() < deadline, f"the charge was not recovered: {got}"
+                time.sleep(0.2)
+            recovered = time.monotonic() - started
+            task = _task(client)
+            client.xmlrpc().TaskComplete({"task_id": task["id"], "data": []})
+            done = _wait(client, o["id"], "completed")
+        finally:
+            client.close()
+    print(
+        f"\norder charge recovery after a crash before the gateway: {recovered:.1f} s after "
+        f"restart with leases (lease {LEASE.total_seconds():.0f} s); before: the order was "
+        "rejected ('payment declined: not_found') once reconciliation ran, 180 s (charge "
+        "lease) + 120 s (age threshold) + up to 300 s (reconcile cycle) after the crash"
+    )
+    assert recovered < 60
+    assert done["status"] == "completed" and done["charge_id"]
+    with UnitOfWork(env.app.engine) as uow:
+        rows = uow.session.execute(
+            text("SELECT client_key, status, decline_code FROM gateway_payments ORDER BY id")
+        ).all()
+        n_payments = uow.session.execute(text("SELECT count(*) FROM payments")).scalar()
+    keys = [(r[0], r[1], r[2]) for r in rows]
+    assert keys == [
+        (f"order:{o['id']}:charge", "declined", "not_found"),
+        (f"order:{o['id']}:charge:2", "captured", None),
+    ]
+    assert n_payments == 1
+    assert state.read_text().count('"status": "captured"') == 1  # the money moved once

@@ -111,10 +111,10 @@ def test_provisioning_failure_refunds_and_rejects(env, tmp_path, fake):
     assert "platform refused" in (o.reason or "")
     [sub] = subscriptions_of(env, acc)
     assert sub.status == "cancelled"
-    from pba_server.payments import service as payments
+    from pba_server.payments.charges import payment_charge_get
 
     with service_ctx(env) as ctx:
-        ch = payments.payment_charge_get(ctx, charge_id=o.charge_id)
+        ch = payment_charge_get(ctx, charge_id=o.charge_id)
         assert ch.refunded == ch.amount == D("30.00")
         bal = account_balance_get(ctx, account_id=acc)
     assert bal.balance == 0
@@ -199,11 +199,11 @@ def test_approval_and_reject_and_cancel(env, tmp_path, fake):
 
 
 def test_rules_screener_sends_suspect_orders_to_approval(env, tmp_path, fake):
-    from pba_server.payments import service as payments
+    from pba_server.payments.plugins import plugin_configure
     from pba_server.payments.types import SettingValue
 
     with service_ctx(env) as ctx:
-        payments.plugin_configure(
+        plugin_configure(
             ctx,
             plugin="rules_screener",
             name="rules",

@@ -20,7 +20,10 @@ from pba_server.billing.balances import account_balance_get
 from pba_server.billing.invoices import invoice_create, invoice_get, invoice_issue
 from pba_server.billing.types import InvoiceLineInput
 from pba_server.core.db import UnitOfWork
-from pba_server.payments import service as payments
+from pba_server.payments.charges import payment_charge, payment_charge_get, payment_refund
+from pba_server.payments.methods import payment_method_add
+from pba_server.payments.plugins import plugin_configure
+from pba_server.payments.reconcile import reconcile
 from pba_server.payments.types import SettingValue
 from pba_server.scheduler import jobs
 from tests.billing_support import assert_books_sound, customer
@@ -242,7 +245,7 @@ def test_charge_captured_declined_and_pending(call, env, tmp_path):
     )
     assert pending["status"] == "pending" and pending["payment_id"] is None
     with UnitOfWork(env.app.engine) as uow:
-        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     done = call("PaymentChargeGet", charge_id=pending["id"])
     assert done["status"] == "captured" and done["payment_id"]
@@ -260,7 +263,7 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
     before our commit; the reconciliation job records the capture exactly once."""
     state = tmp_path / "sandbox.json"
     with service_ctx(env) as ctx:
-        inst = payments.plugin_configure(
+        inst = plugin_configure(
             ctx,
             plugin="sandbox_card",
             name="cards",
@@ -275,7 +278,7 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
             lines=[InvoiceLineInput(description="Hosting", unit_price=Decimal("30.00"))],
         )
         invoice_issue(ctx, invoice_id=inv.id)
-        m = payments.payment_method_add(
+        m = payment_method_add(
             ctx,
             account_id=acc,
             instance_id=inst.id,
@@ -319,9 +322,7 @@ def test_crash_between_gateway_and_commit_then_reconcile(env, tmp_path):
     with service_ctx(env) as ctx:
         assert invoice_get(ctx, invoice_id=inv.id).status == "paid"
         # the client retries with its key: the same charge, no second capture
-        again = payments.payment_charge(
-            ctx, payment_method_id=m.id, invoice_id=inv.id, idempotency_key="k1"
-        )
+        again = payment_charge(ctx, payment_method_id=m.id, invoice_id=inv.id, idempotency_key="k1")
         assert again.status == "captured"
     # a second reconciliation finds nothing to do
     env.clock.freeze(datetime.now(UTC) + timedelta(minutes=20))
@@ -453,7 +454,7 @@ def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
     cls = loader.plugins()["sandbox_card"].cls
     assert cls is not None
     with service_ctx(env) as ctx:
-        inst = payments.plugin_configure(
+        inst = plugin_configure(
             ctx,
             plugin="sandbox_card",
             name="cards",
@@ -465,7 +466,7 @@ def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
         ctx.uow.commit()
     acc = customer(env, "Payer")
     with service_ctx(env) as ctx:
-        m = payments.payment_method_add(
+        m = payment_method_add(
             ctx,
             account_id=acc,
             instance_id=inst.id,
@@ -484,14 +485,12 @@ def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
     with monkeypatch.context() as mp:
         mp.setattr(cls, "charge", lost)
         with service_ctx(env) as ctx:
-            never = payments.payment_charge(
+            never = payment_charge(
                 ctx, payment_method_id=m.id, amount=Decimal("5"), idempotency_key="n"
             )
     assert never.status == "pending"
     with service_ctx(env) as ctx:
-        ok = payments.payment_charge(
-            ctx, payment_method_id=m.id, amount=Decimal("9"), idempotency_key="ok"
-        )
+        ok = payment_charge(ctx, payment_method_id=m.id, amount=Decimal("9"), idempotency_key="ok")
         ctx.uow.commit()
     real_refund = cls.refund
     with monkeypatch.context() as mp:
@@ -502,18 +501,18 @@ def test_reconcile_unknown_key_and_pending_refund(env, tmp_path, monkeypatch):
 
         mp.setattr(cls, "refund", refund_lost)
         with service_ctx(env) as ctx:
-            r = payments.payment_refund(
+            r = payment_refund(
                 ctx, charge_id=ok.id, amount=Decimal("4"), reason="x", idempotency_key="r"
             )
     assert r.status == "pending"
     with UnitOfWork(env.app.engine) as uow:
-        summary = payments.reconcile(uow, env.clock, older_than=timedelta(0))
+        summary = reconcile(uow, env.app.runtime, older_than=timedelta(0))
         uow.commit()
     assert summary == "1 declined, 1 refund refunded"
     with service_ctx(env) as ctx:
-        assert payments.payment_charge_get(ctx, charge_id=never.id).status == "declined"
-        assert payments.payment_charge_get(ctx, charge_id=ok.id).refunded == Decimal("4.00")
-        again = payments.payment_refund(
+        assert payment_charge_get(ctx, charge_id=never.id).status == "declined"
+        assert payment_charge_get(ctx, charge_id=ok.id).refunded == Decimal("4.00")
+        again = payment_refund(
             ctx, charge_id=ok.id, amount=Decimal("4"), reason="x", idempotency_key="r"
         )
         assert again.status == "refunded"
@@ -582,7 +581,7 @@ def test_reconciled_capture_of_an_invoice_paid_meanwhile_becomes_credit(call, en
         idempotency_key="wire",
     )
     with UnitOfWork(env.app.engine) as uow:
-        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     assert call("PaymentChargeGet", charge_id=pending["id"])["status"] == "captured"
     assert call("InvoiceGet", invoice_id=inv["id"])["status"] == "paid"

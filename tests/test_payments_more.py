@@ -17,7 +17,8 @@ from pba_server.billing import payments as billing_payments
 from pba_server.billing.balances import account_balance_get
 from pba_server.billing.invoices import invoice_create, invoice_get
 from pba_server.core.db import UnitOfWork
-from pba_server.payments import service as payments
+from pba_server.payments.charges import payment_charge, payment_charge_get
+from pba_server.payments.reconcile import reconcile
 from pba_server.sdk import loader
 from tests.billing_support import assert_books_sound, customer
 from tests.catalog_support import service_ctx
@@ -31,7 +32,7 @@ def test_reconcile_one_bad_row_does_not_abort_the_others(env, tmp_path, monkeypa
     ids = []
     for amount in ("5.00", "6.00", "7.00"):
         with service_ctx(env) as ctx:
-            c = payments.payment_charge(
+            c = payment_charge(
                 ctx, payment_method_id=m, amount=Decimal(amount), idempotency_key=amount
             )
             assert c.status == "pending"
@@ -46,15 +47,15 @@ def test_reconcile_one_bad_row_does_not_abort_the_others(env, tmp_path, monkeypa
     with monkeypatch.context() as mp:
         mp.setattr(billing_payments, "payment_record", broken)
         with UnitOfWork(env.app.engine) as uow:
-            assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == (
+            assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == (
                 "2 captured, 1 failed"
             )
             uow.commit()
     with service_ctx(env) as ctx:
-        got = [payments.payment_charge_get(ctx, charge_id=i).status for i in ids]
+        got = [payment_charge_get(ctx, charge_id=i).status for i in ids]
     assert got == ["captured", "pending", "captured"]
     with UnitOfWork(env.app.engine) as uow:  # the next run records the one left
-        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     with service_ctx(env) as ctx:
         assert account_balance_get(ctx, account_id=acc).balance == Decimal("-18.00")
@@ -144,7 +145,7 @@ def test_a_pending_charge_of_an_invoice_holds_back_another(env, tmp_path):
             ctx, account_id=acc, lines=[InvoiceLineInput("Hosting", Decimal("20"))], issue=True
         ).id
     with service_ctx(env) as ctx:
-        part = payments.payment_charge(
+        part = payment_charge(
             ctx, payment_method_id=slow, invoice_id=inv, amount=Decimal("5"), idempotency_key="p"
         )
     assert part.status == "pending"
@@ -152,18 +153,16 @@ def test_a_pending_charge_of_an_invoice_holds_back_another(env, tmp_path):
         service_ctx(env) as ctx,
         pytest.raises(ValidationError, match=r"15\.00 outstanding and not being charged"),
     ):
-        payments.payment_charge(
+        payment_charge(
             ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="x", amount=Decimal("20")
         )
     with service_ctx(env) as ctx:
-        rest = payments.payment_charge(
-            ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="r"
-        )
+        rest = payment_charge(ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="r")
     assert rest.status == "captured" and rest.amount == Decimal("15.00")
     with service_ctx(env) as ctx, pytest.raises(InvalidState):
-        payments.payment_charge(ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="y")
+        payment_charge(ctx, payment_method_id=ok, invoice_id=inv, idempotency_key="y")
     with UnitOfWork(env.app.engine) as uow:
-        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     with service_ctx(env) as ctx:
         assert invoice_get(ctx, invoice_id=inv).status == "paid"

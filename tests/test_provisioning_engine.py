@@ -240,21 +240,21 @@ def test_a_call_lost_with_its_process_is_made_again_with_the_same_key(
     sub = subscribe(env, setup["customer"], setup["version"])
     provision(env, sub)
     # the process claims the operation (committed: running) and dies in the call
-    found, claimed = engine._claim_one(env.app.engine, env.clock)
+    found, claimed = engine._claim_one(env.app.engine, env.app.runtime)
     assert found and claimed is not None
     (op,) = _ops(env)
     assert op.status == "running" and op.attempts == 1
-    env.clock.advance(timedelta(minutes=29))
-    assert run(env) == 0  # maybe still running elsewhere: left alone
-    env.clock.advance(timedelta(minutes=1))
-    assert run(env) == 1
+    env.clock.advance(timedelta(seconds=10))
+    assert run(env) == 0  # its lease still holds: maybe running elsewhere, left alone
+    env.clock.advance(timedelta(seconds=5))
+    assert run(env) == 1  # the lease ran out (nobody renewed it): its process died
     (req,) = fake_module.calls
     assert req.key == claimed.request.key
     (op,) = _ops(env)
     assert op.status == "done" and op.attempts == 2
     assert _service(env, sub).status == "active"
     # the dead attempt's late answer is not recorded over the newer one
-    engine._record(env.app.engine, env.clock, claimed, FinalFailure("late"))
+    engine._record(env.app.engine, env.app.runtime, claimed, FinalFailure("late"))
     assert _ops(env)[0].status == "done" and _service(env, sub).status == "active"
     with service_ctx(env) as ctx:
         kinds = [e.kind for e in ops.operation_get(ctx, operation_id=op.id).log]
@@ -490,7 +490,7 @@ def test_a_create_still_being_retried_is_cancelled_and_deleted_in_a_rollback(
     provision(env, a, b, c, order_id=77)
     # a: timed out (maybe half-made on the platform); b: refused; c: never called yet
     fake_module.then("create", RetryableFailure("timeout"), FinalFailure("quota exceeded"))
-    assert engine.run_pending(env.app.engine, env.clock, limit=2) == 2
+    assert engine.run_pending(env.app.engine, env.app.runtime, limit=2) == 2
     by_sub = {s: _service(env, s) for s in (a, b, c)}
     creates = {o.service_id: o for o in _ops(env, action="create")}
     assert [creates[by_sub[s].id].status for s in (a, b, c)] == ["failed", "failed", "failed"]
@@ -558,7 +558,7 @@ def test_the_job_and_the_worker_thread_run_operations(
 
     # the worker thread is woken by the commit that creates operations
     env.clock.frozen = False
-    runtime.start(env.app.engine, env.clock, idle_seconds=3600)
+    runtime.start(env.app.engine, env.app.runtime, idle_seconds=3600)
     try:
         other = subscribe(env, setup["customer"], setup["version"])
         provision(env, other)
@@ -613,7 +613,9 @@ def test_a_builtin_module_is_built_in_the_claim_and_told_every_result(
 CRASHER = """
 import os, sys
 from sqlalchemy import select
+from pba_server.config import Settings
 from pba_server.core.clock import SystemClock
+from pba_server.core.runtime import Runtime
 from pba_server.core.context import set_process_secrets
 from pba_server.core.db import make_engine
 from pba_server.core.secrets import SecretBox
@@ -625,9 +627,10 @@ class Dies(FakeModule):
     def perform(self, request):
         os._exit(86)  # the process dies while the platform works
 
-set_process_secrets(SecretBox(sys.argv[2].encode()))
+box = SecretBox(sys.argv[2].encode())
+set_process_secrets(box)
 loader.set_plugins([loader.LoadedPlugin("fake_prov", "test", "ok", cls=Dies)])
-run_pending(make_engine(sys.argv[1]), SystemClock())
+run_pending(make_engine(sys.argv[1]), Runtime(Settings(), SystemClock(), box))
 """
 
 
@@ -693,3 +696,92 @@ def test_a_broken_operation_does_not_block_the_queue(
         assert "RuntimeError" in (_ops(env)[0].message or "")
     finally:
         BUILTIN_MODULES.pop("broken_builtin", None)
+
+
+HANGER = """
+import sys, time
+from pba_server.config import Settings
+from pba_server.core.clock import SystemClock
+from pba_server.core.db import make_engine
+from pba_server.core.runtime import Runtime
+from pba_server.core.secrets import SecretBox
+from pba_server.provisioning.engine import run_pending
+from pba_server.sdk import loader
+from tests.prov_support import FakeModule
+
+class Hangs(FakeModule):
+    def perform(self, request):
+        print("calling", flush=True)
+        time.sleep(600)  # the platform works; the process is killed meanwhile
+
+loader.set_plugins([loader.LoadedPlugin("fake_prov", "test", "ok", cls=Hangs)])
+box = SecretBox(sys.argv[2].encode())
+run_pending(make_engine(sys.argv[1]), Runtime(Settings(), SystemClock(), box))
+"""
+
+
+def test_an_operation_cut_off_by_kill_9_is_recovered_within_seconds(
+    env: Any, setup: dict[str, int], fake_module: Script
+) -> None:
+    """kill -9 of a real process mid-call (PostgreSQL: the row is claimed with
+    FOR UPDATE SKIP LOCKED): the operation's lease runs out and the next run
+    claims it again, well under a minute after the kill (it waited the
+    30-minute running timeout before leases)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from pba_server.core.leases import LEASE
+
+    env.clock.frozen = False  # the other process uses the real clock
+    sub = subscribe(env, setup["customer"], setup["version"])
+    provision(env, sub)
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HANGER,
+            env.app.engine.url.render_as_string(hide_password=False),
+            env.app.settings.secret_key,
+        ],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "calling"
+        time.sleep(LEASE.total_seconds() / 3 + 1)  # it renewed its lease at least once
+        (op,) = _ops(env)
+        assert op.status == "running" and op.lease_until is not None
+        assert run(env) == 0  # leased: its worker is alive, left alone
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    killed = time.monotonic()
+    while run(env) == 0:  # what the worker thread does every few seconds
+        assert time.monotonic() - killed < 60, "not recovered within a minute"
+        time.sleep(0.5)
+    recovered = time.monotonic() - killed
+    old = engine.Tuning().running_timeout.total_seconds()
+    print(
+        f"\nprovisioning recovery after kill -9: {recovered:.1f} s with leases "
+        f"(before: the {old:.0f} s running timeout, + up to 30 s job cycle)"
+    )
+    assert recovered < 60
+    (req,) = fake_module.calls
+    (op,) = _ops(env)
+    assert req.key == str(op.id)
+    assert op.status == "done" and op.attempts == 2 and _service(env, sub).status == "active"
+    with service_ctx(env) as ctx:
+        kinds = [e.kind for e in ops.operation_get(ctx, operation_id=op.id).log]
+    assert kinds == ["crashed"]

@@ -63,15 +63,15 @@ def runners(env: Any, smtp: SmtpReceiver) -> Iterator[None]:
     mail = MailSettings("127.0.0.1", smtp.port, sender="noreply@provider.test")
     events_runtime.register(engine, Deliverer(engine, clock, env.app.secrets, mail), 1.0)
     events_runtime.start(engine)
-    prov_runtime.start(engine, clock, idle_seconds=1.0)
-    orders_engine.start(engine, clock, idle_seconds=1.0)
+    prov_runtime.start(engine, env.app.runtime, idle_seconds=1.0)
+    orders_engine.start(engine, env.app.runtime, idle_seconds=1.0)
     threads = [
         t
         for t in threading.enumerate()
         if t.name in ("pba-orders", "pba-provisioning", "pba-events")
     ]
     yield
-    orders_engine.stop()
+    orders_engine.stop(engine)
     prov_runtime.stop(engine)
     events_runtime.stop(engine)
     for t in threads:

@@ -18,7 +18,7 @@ import pytest
 import stripe
 
 from pba_server.core.db import UnitOfWork
-from pba_server.payments import service as payments
+from pba_server.payments.reconcile import reconcile
 from pba_server.sdk import (
     AuthenticationRequired,
     CardDeclined,
@@ -251,7 +251,7 @@ def test_charge_and_refund_through_the_api(api, env, fake, protocol, caplog):
     )
     assert slow["status"] == "pending"
     with UnitOfWork(env.app.engine) as uow:
-        assert payments.reconcile(uow, env.clock, older_than=timedelta(0)) == "1 captured"
+        assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     assert call("PaymentChargeGet", charge_id=slow["id"])["status"] == "captured"
     assert API_KEY not in server_log(caplog)  # nor in any log line of ours

@@ -24,8 +24,8 @@ from pba_server.catalog.types import ModuleSetting, PlanPeriod
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.secrets import SecretBox
-from pba_server.payments import service as payments
 from pba_server.payments.models import PluginInstance
+from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
 from pba_server.provisioning import api as prov
 from pba_server.provisioning.models import ProvisioningOperation, Service
@@ -311,7 +311,7 @@ def _drive(env: Any, sub_id: int, action: str, timeout: float = 40) -> Provision
     deadline = time.monotonic() + timeout
     while True:
         env.clock.freeze(env.clock.now() + timedelta(minutes=6))
-        prov.run_pending(env.app.engine, env.clock)
+        prov.run_pending(env.app.engine, env.app.runtime)
         op = [o for o in _ops(env, sub_id) if o.action == action][-1]
         if op.status not in ("pending", "running"):
             return op
@@ -356,7 +356,7 @@ def test_create_prolong_delete_through_the_upstream(env, api, upstream):
     sub = subscribe(env, cust, version, {"hostname": "www.buyer.example"})
     before = len(upstream.orders())
     _ctx_call(env, lambda ctx: prov.provision_subscription(ctx, sub))
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     op = _ops(env, sub)[0]
     assert op.status == "pending" and "upstream sales order" in (op.message or "")
     orders = upstream.orders()
@@ -365,7 +365,7 @@ def test_create_prolong_delete_through_the_upstream(env, api, upstream):
     assert placed["account_id"] == upstream.ids["reseller"] and placed["on_account"]
     # asked again (a poll, a retry after a lost answer): the same order, never a second
     env.clock.freeze(env.clock.now() + timedelta(minutes=6))
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     svc = _service(env, sub)
     module = _module(env, inst["instance_id"])
     again = module.perform(
@@ -426,7 +426,7 @@ def test_create_prolong_delete_through_the_upstream(env, api, upstream):
 
     # delete: cancelled upstream (its person deletes the service there)
     _ctx_call(env, lambda ctx: prov.request_action(ctx, sub, "delete"))
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     upstream.complete_tasks()
     deleted = _drive(env, sub, "delete")
     assert deleted.status == "done", deleted.message
@@ -443,7 +443,7 @@ def test_an_upstream_that_is_down_is_retried(env):
     cust = customer(env, "Patient Buyer")
     sub = subscribe(env, cust, version, {"hostname": "a.example"})
     _ctx_call(env, lambda ctx: prov.provision_subscription(ctx, sub))
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     op = _ops(env, sub)[0]
     assert op.status == "pending" and op.attempts == 1
     assert "Server.Unavailable" in (op.message or "")
@@ -456,7 +456,7 @@ def test_a_client_fault_is_final(env, upstream):
     cust = customer(env, "Unlucky Buyer")
     sub = subscribe(env, cust, version, {"hostname": "b.example"})
     _ctx_call(env, lambda ctx: prov.provision_subscription(ctx, sub))
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     op = _ops(env, sub)[0]
     assert op.status == "failed"
     assert "Client.Validation" in (op.message or "")
@@ -469,7 +469,7 @@ def test_wrong_credentials_are_retried(env, upstream):
     cust = customer(env, "Another Buyer")
     sub = subscribe(env, cust, version, {"hostname": "c.example"})
     _ctx_call(env, lambda ctx: prov.provision_subscription(ctx, sub))
-    prov.run_pending(env.app.engine, env.clock)
+    prov.run_pending(env.app.engine, env.app.runtime)
     op = _ops(env, sub)[0]
     assert op.status == "pending" and "Client.AuthFailed" in (op.message or "")
 
@@ -642,7 +642,7 @@ def test_module_settings_are_checked():
 
 def _registrar(env: Any, up: Upstream, **extra: str) -> Any:
     with service_ctx(env) as ctx:
-        inst = payments.plugin_configure(
+        inst = plugin_configure(
             ctx,
             plugin="upstream_pba_registrar",
             name=f"upstream-{uuid.uuid4().hex[:6]}",

@@ -11,11 +11,16 @@ running, which runs again (every step is idempotent).
 
 Steps that call out:
 
-- ``charge`` commits a lease (``next_run_at`` a few minutes on) before the
-  payments code commits its pending charge and calls the gateway; the charge's
-  idempotency key is ``order:<id>:charge``, so a rerun finds the same charge
-  and never charges twice. A charge left pending (gateway did not answer) is
-  asked again later; the payments reconciliation settles it.
+- ``charge`` commits a lease (``next_run_at`` :data:`STEP_LEASE` on, renewed
+  while the gateway call runs) before the payments code commits its pending
+  charge and calls the gateway; the charge's idempotency key is
+  ``order:<id>:charge`` (attempt 1) or ``order:<id>:charge:<n>``, so a rerun
+  finds the same charge and never charges twice. A charge left pending
+  (gateway did not answer) is asked again later; the payments reconciliation
+  settles it. A charge whose request died (its lease expired: a crash before
+  or during the gateway call) is settled by the step itself at once. A charge
+  the gateway never saw (``not_found``: no money moved) is not a decline: the
+  step charges again with a new attempt (a new key).
 - ``provision`` creates the subscription (sales) or applies the change, asks
   the provisioning engine for a bundle per subscription and waits; the
   engine's bundle hook (:func:`on_bundle`) records the outcome and makes the
@@ -49,6 +54,9 @@ from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import PaymentDeclined, PbaError
+from pba_server.core.leases import LEASE, LeaseKeeper
+from pba_server.core.runtime import Runtime
+from pba_server.core.secrets import SecretBox
 from pba_server.events import emit
 from pba_server.orders import provisioner as prov
 from pba_server.orders.models import Order, OrderHistory, OrderLine
@@ -63,8 +71,13 @@ from pba_server.subscriptions.types import SUBSCRIPTION_STATES, SubscriptionStat
 
 log = logging.getLogger("pba.orders")
 
-CHARGE_LEASE = timedelta(minutes=3)
-PENDING_RETRY = timedelta(minutes=2)
+# the charge step's lease on its order while it is at the gateway: renewed
+# every few seconds (core/leases), so a runner that died frees the order
+# within STEP_LEASE
+STEP_LEASE = LEASE
+PENDING_RETRY = timedelta(minutes=2)  # the gateway did not answer: ask again
+RECOVER_RETRY = timedelta(seconds=15)  # the charge lost its request: settle soon
+NEW_ATTEMPTS = 5  # charges the gateway never saw, retried with a new key
 BUNDLE_POLL = timedelta(minutes=5)
 GIVE_UP_AFTER = 3  # a step refused this many times by a business rule rejects the order
 ACTOR = "system:workflow"
@@ -77,12 +90,29 @@ def today(ctx: CallContext) -> date:
     return ctx.now().astimezone(UTC).date()
 
 
-def order_ctx(uow: UnitOfWork, clock: Clock, order: Order) -> CallContext:
+def order_ctx(
+    uow: UnitOfWork,
+    clock: Clock,
+    order: Order,
+    *,
+    secrets: SecretBox,
+    runtime: Runtime | None = None,
+) -> CallContext:
     vendor = uow.session.get(Account, order.vendor_id)
     assert vendor is not None
     return system_context(
-        uow, clock, account_id=vendor.id, account_path=vendor.path, operation="order-workflow"
+        uow,
+        clock,
+        account_id=vendor.id,
+        account_path=vendor.path,
+        operation="order-workflow",
+        secrets=secrets,
+        runtime=runtime,
     )
+
+
+def runtime_ctx(uow: UnitOfWork, runtime: Runtime, order: Order) -> CallContext:
+    return order_ctx(uow, runtime.clock, order, secrets=runtime.secrets, runtime=runtime)
 
 
 def buyer_of(ctx: CallContext, order: Order) -> Account:
@@ -160,54 +190,71 @@ def flow_of(order: Order) -> Flow:
 
 # ---------------------------------------------------------------- kicking the runner
 
-_wake = threading.Event()
-_thread: threading.Thread | None = None
-_stop_flag: threading.Event | None = None
 
+class _Runner:
+    """The workflow thread of one app (one engine): runs :func:`run_orders`
+    when kicked after a commit, and every ``idle_seconds``."""
 
-def kick() -> None:
-    """Wake the runner thread (after a commit that made an order due)."""
-    _wake.set()
+    def __init__(self, engine: Engine, runtime: Runtime, idle_seconds: float) -> None:
+        self.engine, self.runtime, self.idle_seconds = engine, runtime, idle_seconds
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="pba-orders", daemon=True)
 
-
-def start(engine: Engine, clock: Clock, idle_seconds: float = 10.0) -> None:
-    """Run :func:`run_orders` on a thread, woken by :func:`kick` (the server does this)."""
-    global _thread, _stop_flag
-    if _thread is not None:
-        return
-    # each thread has its own stop flag: a start right after a stop must not
-    # revive the stopped thread (it would keep running on its old engine)
-    stopping = _stop_flag = threading.Event()
-
-    def loop() -> None:
-        while not stopping.is_set():
-            _wake.wait(idle_seconds)
-            _wake.clear()
-            if stopping.is_set():
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(self.idle_seconds)
+            self.wake.clear()
+            if self.stopping.is_set():
                 break
             try:
-                run_orders(engine, clock)
+                run_orders(self.engine, self.runtime)
             except Exception:
                 log.exception("order runner pass failed")
 
-    _thread = threading.Thread(target=loop, name="pba-orders", daemon=True)
-    _thread.start()
+
+_runners: dict[int, _Runner] = {}  # by id(engine): each app its own thread
+_runners_lock = threading.Lock()
 
 
-def stop() -> None:
-    """Stop the runner thread (it finishes the step it is running)."""
-    global _thread, _stop_flag
-    if _stop_flag is not None:
-        _stop_flag.set()
-    _wake.set()
-    _thread = _stop_flag = None
+def kick(engine: Any) -> None:
+    """Wake the engine's runner thread (after a commit that made an order due)."""
+    r = _runners.get(id(engine))
+    if r is not None:
+        r.wake.set()
+
+
+def kick_after_commit(uow: UnitOfWork) -> None:
+    engine = uow.session.get_bind()
+    uow.after_commit(lambda: kick(engine))
+
+
+def start(engine: Engine, runtime: Runtime, idle_seconds: float = 10.0) -> None:
+    """Run :func:`run_orders` on a thread, woken by :func:`kick` (the server does this)."""
+    with _runners_lock:
+        if id(engine) in _runners:
+            return
+        # each thread has its own stop flag: a start right after a stop must not
+        # revive the stopped thread (it would keep running on its old engine)
+        r = _runners[id(engine)] = _Runner(engine, runtime, idle_seconds)
+    r.thread.start()
+
+
+def stop(engine: Engine) -> None:
+    """Stop the engine's runner thread (it finishes the step it is running)."""
+    with _runners_lock:
+        r = _runners.pop(id(engine), None)
+    if r is not None:
+        r.stopping.set()
+        r.wake.set()
 
 
 # ---------------------------------------------------------------- the runner
 
 
-def run_orders(engine: Engine, clock: Clock, *, limit: int = 1000) -> int:
+def run_orders(engine: Engine, runtime: Runtime, *, limit: int = 1000) -> int:
     """Run due order steps, one transaction each; returns how many ran."""
+    clock = runtime.clock
     ran = 0
     while ran < limit:
         failed: tuple[int, str, Exception] | None = None
@@ -222,7 +269,7 @@ def run_orders(engine: Engine, clock: Clock, *, limit: int = 1000) -> int:
             if order is None:
                 return ran
             order_id, step = order.id, order.current_step
-            ctx = order_ctx(uow, clock, order)
+            ctx = runtime_ctx(uow, runtime, order)
             try:
                 run_step(ctx, order)
                 uow.commit()
@@ -234,11 +281,11 @@ def run_orders(engine: Engine, clock: Clock, *, limit: int = 1000) -> int:
             log.warning(
                 "order %s step %s failed: %s", failed[0], failed[1], failed[2], exc_info=failed[2]
             )
-            _step_crashed(engine, clock, failed[0], failed[2])
+            _step_crashed(engine, runtime, failed[0], failed[2])
     return ran
 
 
-def _step_crashed(engine: Engine, clock: Clock, order_id: int, exc: Exception) -> None:
+def _step_crashed(engine: Engine, runtime: Runtime, order_id: int, exc: Exception) -> None:
     """A step failed: note it in the history and try again later, backing off.
     When a business rule keeps refusing the step (account closed, plan
     withdrawn...) :data:`GIVE_UP_AFTER` times and nothing was charged or
@@ -248,7 +295,8 @@ def _step_crashed(engine: Engine, clock: Clock, order_id: int, exc: Exception) -
         if order is None or order.status != "running":
             return
         order.attempts += 1
-        ctx = order_ctx(uow, clock, order)
+        clock = runtime.clock
+        ctx = runtime_ctx(uow, runtime, order)
         history(ctx, order, "error", None, f"{type(exc).__name__}: {exc}"[:500], actor=ACTOR)
         if (
             isinstance(exc, PbaError)
@@ -307,7 +355,7 @@ def advance_manual(ctx: CallContext, order: Order, result: str, note: str | None
     order.status = "running"
     order.next_run_at = ctx.now()
     order.updated_at = ctx.now()
-    ctx.uow.after_commit(kick)
+    kick_after_commit(ctx.uow)
 
 
 # ---------------------------------------------------------------- actions
@@ -376,28 +424,89 @@ def _to_charge(ctx: CallContext, order: Order) -> Decimal:
     return inv.total - inv.paid_amount - inv.credited_amount  # type: ignore[no-any-return]
 
 
+def charge_key(order_id: int, attempt: int) -> str:
+    """The idempotency key of the order's ``attempt``-th charge."""
+    return f"order:{order_id}:charge" if attempt == 1 else f"order:{order_id}:charge:{attempt}"
+
+
+def _order_charge(ctx: CallContext, order: Order, attempt: int) -> GatewayPayment | None:
+    return ctx.session.scalar(  # type: ignore[no-any-return]
+        select(GatewayPayment)
+        .where(
+            GatewayPayment.account_id == order.account_id,
+            GatewayPayment.client_key == charge_key(order.id, attempt),
+        )
+        .execution_options(populate_existing=True)
+    )
+
+
+def _unseen(charge: GatewayPayment | None) -> bool:
+    """A charge the gateway never saw: no money moved, charge again."""
+    from pba_server.payments.reconcile import NOT_FOUND
+
+    return charge is not None and charge.status == "declined" and charge.decline_code == NOT_FOUND
+
+
+def _current_attempt(ctx: CallContext, order: Order) -> tuple[int, GatewayPayment | None]:
+    """The order's charge attempt to make or replay (the first whose charge
+    the gateway saw, or not made yet), and its charge if made. A pending
+    charge whose request died (lease expired) is settled first."""
+    from pba_server.payments.reconcile import settle_charge
+
+    attempt = 1
+    while True:
+        charge = _order_charge(ctx, order, attempt)
+        pending = charge is not None and charge.status == "pending"
+        if pending and ctx.runtime is not None:
+            assert charge is not None
+            if settle_charge(ctx.uow, ctx.runtime, charge.id) not in (None, "pending"):
+                history(ctx, order, "charge", charge.status, f"charge {charge.id} recovered")
+        if not _unseen(charge):
+            return attempt, charge
+        attempt += 1
+
+
+def _lease(ctx: CallContext, order_id: int, step: str) -> LeaseKeeper:
+    """Renews the order's lease (its ``next_run_at``) while the step is out."""
+    return LeaseKeeper(
+        ctx.session.get_bind(),
+        ctx.clock,
+        Order,
+        order_id,
+        Order.status == "running",
+        Order.current_step == step,
+        column="next_run_at",
+    )
+
+
 def _charge(ctx: CallContext, order: Order) -> str | None:
-    from pba_server.payments import service as payments
+    from pba_server.payments import charges as payments
 
     if order.on_account or order.payment_method_id is None:
         return "paid"  # on account: the invoice stays open on the account's terms
     if order.charge_id is None and _to_charge(ctx, order) <= 0:
         return "paid"  # nothing left (zero total, or settled from prepaid credit)
+    attempt, _seen = _current_attempt(ctx, order)
+    if attempt > NEW_ATTEMPTS:  # the gateway keeps losing our requests
+        order.reason = "payment declined: not_found"
+        return "declined"
+    key = charge_key(order.id, attempt)
     # lease: no other runner takes this step while we are at the gateway
     order_id, step = order.id, order.current_step
     order.attempts += 1
-    order.next_run_at = ctx.now() + CHARGE_LEASE
+    order.next_run_at = ctx.now() + STEP_LEASE
     ctx.uow.commit()
     reason: str | None = None
     info = None
     try:
-        info = payments.payment_charge(
-            ctx,
-            payment_method_id=order.payment_method_id,
-            idempotency_key=f"order:{order_id}:charge",
-            invoice_id=order.invoice_id,
-            amount=order.total if order.type == "payment" else None,
-        )
+        with _lease(ctx, order_id, step):
+            info = payments.payment_charge(
+                ctx,
+                payment_method_id=order.payment_method_id,
+                idempotency_key=key,
+                invoice_id=order.invoice_id,
+                amount=order.total if order.type == "payment" else None,
+            )
     except PaymentDeclined as exc:
         reason = exc.message
     except PbaError as exc:
@@ -407,12 +516,7 @@ def _charge(ctx: CallContext, order: Order) -> str | None:
     assert order is not None
     if order.status != "running" or order.current_step != step:
         return None
-    charge = ctx.session.scalar(
-        select(GatewayPayment).where(
-            GatewayPayment.account_id == order.account_id,
-            GatewayPayment.client_key == f"order:{order_id}:charge",
-        )
-    )
+    charge = _order_charge(ctx, order, attempt)
     if charge is not None:
         order.charge_id = charge.id
     if info is not None and info.status == "captured":
@@ -420,10 +524,19 @@ def _charge(ctx: CallContext, order: Order) -> str | None:
             ctx, order, "charge", "captured", f"charge {info.id}: {info.amount} {info.currency}"
         )
         return "paid"
+    if _unseen(charge):  # no money moved: the next run charges again, new key
+        order.next_run_at = ctx.now()
+        history(ctx, order, "charge", "not_found", "the gateway never saw it; charging again")
+        return None
     if reason is not None or (charge is not None and charge.status in ("declined", "error")):
         why = reason or (charge.message if charge is not None else None) or "declined"
         order.reason = f"payment declined: {why}"[:4000]
         return "declined"
+    if charge is not None and charge.lease_until is not None:
+        # its request is at the gateway (or died there): settled soon
+        order.next_run_at = ctx.now() + RECOVER_RETRY
+        history(ctx, order, "charge", "pending", "the charge is in flight; will check again")
+        return None
     # pending: the gateway did not answer; ask again later (reconciliation settles it)
     order.next_run_at = ctx.now() + PENDING_RETRY
     history(ctx, order, "charge", "pending", "the gateway did not answer; will check again")
@@ -498,7 +611,7 @@ def _provision(ctx: CallContext, order: Order) -> str | None:
         if line.bundle_id is None:
             continue
         if line.provisioned == "running":
-            state, why = prov.current().bundle_state(ctx.session, line.bundle_id)
+            state, why = prov.current(ctx).bundle_state(ctx.session, line.bundle_id)
             if state in ("done", "failed"):
                 line.provisioned = state
                 if state == "failed" and why:
@@ -528,7 +641,7 @@ def _deferred_until(ctx: CallContext, order: Order, lines: list[OrderLine]) -> d
 
 
 def _request_bundles(ctx: CallContext, order: Order, lines: list[OrderLine]) -> None:
-    p = prov.current()
+    p = prov.current(ctx)
     for line in lines:
         if line.subscription_id is None or line.bundle_id is not None:
             continue
@@ -575,7 +688,7 @@ def on_bundle(ctx: CallContext, outcome: BundleOutcome) -> None:
     )
     if order.status == "running":
         order.next_run_at = ctx.now()
-        ctx.uow.after_commit(kick)
+        kick_after_commit(ctx.uow)
 
 
 if on_bundle not in BUNDLE_HOOKS:
@@ -823,23 +936,24 @@ def _rollback(ctx: CallContext, order: Order) -> str | None:
     """Undo a paid order whose provisioning failed: refund the charge, credit
     the invoice, cancel the subscriptions it created (their bundles were rolled
     back by provisioning) and delete services of lines that did succeed."""
-    from pba_server.payments import service as payments
+    from pba_server.payments import charges as payments
 
     why = order.reason or "provisioning failed"
     order_id, step = order.id, order.current_step
     if order.charge_id is not None:
         charge = ctx.session.get(GatewayPayment, order.charge_id, populate_existing=True)
         if charge is not None and charge.status == "captured" and charge.amount > charge.refunded:
-            order.next_run_at = ctx.now() + CHARGE_LEASE
+            order.next_run_at = ctx.now() + STEP_LEASE
             ctx.uow.commit()
             try:
-                payments.payment_refund(
-                    ctx,
-                    charge_id=charge.id,
-                    amount=charge.amount - charge.refunded,
-                    reason=f"order {order_id}: {why}"[:255],
-                    idempotency_key=f"order:{order_id}:refund",
-                )
+                with _lease(ctx, order_id, step):
+                    payments.payment_refund(
+                        ctx,
+                        charge_id=charge.id,
+                        amount=charge.amount - charge.refunded,
+                        reason=f"order {order_id}: {why}"[:255],
+                        idempotency_key=f"order:{order_id}:refund",
+                    )
             except PbaError as exc:
                 log.warning("order %s: refund refused (%s); crediting instead", order_id, exc)
             order = ctx.session.get(Order, order_id, with_for_update=True, populate_existing=True)
@@ -849,7 +963,7 @@ def _rollback(ctx: CallContext, order: Order) -> str | None:
             history(ctx, order, "rollback", "refunded", f"charge {order.charge_id}")
     if order.invoice_id is not None:
         _cancel_invoice(ctx, order, f"order {order.id} rolled back"[:255])
-    p = prov.current()
+    p = prov.current(ctx)
     for line in lines_of(ctx, order):
         if line.kind != "sales" or line.subscription_id is None:
             continue
@@ -898,4 +1012,12 @@ def default_method(ctx: CallContext, account_id: int) -> StoredPaymentMethod | N
     )
 
 
-__all__ = ["PluginInstance", "kick", "on_bundle", "run_orders", "start", "stop"]
+__all__ = [
+    "PluginInstance",
+    "kick",
+    "kick_after_commit",
+    "on_bundle",
+    "run_orders",
+    "start",
+    "stop",
+]

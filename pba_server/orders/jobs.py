@@ -12,7 +12,7 @@ from pba_server.core.jobs import JobContext, JobSpec
 def run_orders(job: JobContext) -> str:
     from pba_server.orders import engine as orders_engine
 
-    n = orders_engine.run_orders(job.engine, job.clock)
+    n = orders_engine.run_orders(job.engine, job.runtime)
     return f"{n} order step(s) run"
 
 

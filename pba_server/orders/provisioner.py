@@ -42,24 +42,6 @@ class Provisioner(Protocol):
 # bootstrap.build_app wires it: runtime.provide(Provisioner, ENGINE)
 ENGINE = cast(Provisioner, provisioning_api)
 
-# Transitional (issue 15): the order engine builds its step contexts without
-# the runtime today, so for those contexts the provisioner is this fallback.
-# Delete it (and set_fallback) once orders/engine.py passes its runtime to
-# order_ctx and calls current(ctx).
-_fallback: Provisioner = ENGINE
-
-
-def set_fallback(p: Provisioner | None) -> Provisioner:
-    """Tests only, transitional: the provisioner of contexts without a runtime;
-    None restores the engine. Returns the old one."""
-    global _fallback
-    old = _fallback
-    _fallback = p if p is not None else ENGINE
-    return old
-
-
-def current(ctx: CallContext | None = None) -> Provisioner:
+def current(ctx: CallContext) -> Provisioner:
     """The provisioner of the app that runs ``ctx``: its runtime's port."""
-    if ctx is not None and ctx.runtime is not None:
-        return ctx.runtime.port(Provisioner)
-    return _fallback
+    return ctx.rt.port(Provisioner)

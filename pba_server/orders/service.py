@@ -636,7 +636,7 @@ def place(
     ctx.session.flush()
     engine.order_event(ctx, o, "order.placed")
     audit.record(ctx, "order", o.id, buyer.path, {"placed": {"type": order_type, "total": total}})
-    ctx.uow.after_commit(engine.kick)
+    engine.kick_after_commit(ctx.uow)
     return o
 
 
@@ -771,7 +771,7 @@ def order_cancel(ctx: CallContext, *, order_id: int, reason: str | None = None) 
         )
     why = _text(reason, "reason", 1000) or "cancelled"
     if o.invoice_id is not None:
-        sysctx = engine.order_ctx(ctx.uow, ctx.clock, o)
+        sysctx = engine.order_ctx(ctx.uow, ctx.clock, o, secrets=ctx.secrets, runtime=ctx.runtime)
         engine._cancel_invoice(sysctx, o, why)
     o.status = "cancelled"
     o.reason = why
@@ -810,7 +810,7 @@ def order_place_with_signup(
     (OrderGet tells; the account stays, to retry with another card)."""
     from pba_server.accounts import service as accounts
     from pba_server.accounts.types import ContactInput
-    from pba_server.payments import service as payments
+    from pba_server.payments import methods as payment_methods
 
     acc = accounts.account_create(
         ctx,
@@ -841,7 +841,7 @@ def order_place_with_signup(
         roles=["admin"],
         email=customer.email,
     )
-    m = payments.payment_method_add(
+    m = payment_methods.payment_method_add(
         ctx,
         account_id=acc.id,
         token=card.token,

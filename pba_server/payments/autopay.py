@@ -6,7 +6,7 @@ conditional UPDATE, committed: exactly one process wins it) and calls
 :func:`autopay_invoice` with attempt 1. Dunning calls it again on its
 schedule days with attempt 2, 3, ...
 
-Each attempt is a :func:`pba_server.payments.service.payment_charge` with the
+Each attempt is a :func:`pba_server.payments.charges.payment_charge` with the
 idempotency key ``autopay:<invoice>:<attempt>`` made by the invoice's issuer
 (a system call context): the pending row is committed before the gateway is
 called, so an attempt is made once however often it is asked for, and an
@@ -28,6 +28,7 @@ from pba_server.core.clock import Clock
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import PaymentDeclined, PbaError
+from pba_server.core.runtime import Runtime
 from pba_server.payments.models import GatewayPayment, PluginInstance, StoredPaymentMethod
 
 log = logging.getLogger("pba.payments")
@@ -50,16 +51,23 @@ def _result(status: str) -> AutopayResult:
 
 
 def autopay_invoice(
-    engine: Engine, clock: Clock, invoice_id: int, *, attempt: int = 1
+    engine: Engine,
+    clock: Clock,
+    invoice_id: int,
+    *,
+    attempt: int = 1,
+    runtime: Runtime | None = None,
 ) -> AutopayResult:
     """Charge an issued invoice's outstanding amount to the buyer's default
     payment method (attempt ``attempt``; the same attempt twice is charged
     once). "skipped": no default method, nothing outstanding, or the invoice
     (or its account, PaymentAutopaySet) opted out. Runs its own
-    transactions: call it outside any."""
+    transactions: call it outside any. ``runtime``: the app's (its secret
+    box opens the gateway's settings); callers without one yet (dunning)
+    fall back on the process's box."""
     if attempt < 1:
         raise ValueError("attempt starts at 1")
-    from pba_server.payments import service as payments
+    from pba_server.payments import charges, methods
 
     key = autopay_key(invoice_id, attempt)
     with UnitOfWork(engine) as uow:
@@ -86,7 +94,7 @@ def autopay_invoice(
                 PluginInstance.status == "active",
             )
         )
-        if method is None or not payments.autopay_enabled(s, inv.account_id):
+        if method is None or not methods.autopay_enabled(s, inv.account_id):
             return "skipped"
         issuer = s.get(Account, inv.issuer_id)
         assert issuer is not None
@@ -96,9 +104,10 @@ def autopay_invoice(
             account_id=issuer.id,
             account_path=issuer.path,
             operation="PaymentAutopay",
+            runtime=runtime,
         )
         try:
-            info = payments.payment_charge(
+            info = charges.payment_charge(
                 ctx, payment_method_id=method.id, idempotency_key=key, invoice_id=invoice_id
             )
         except PaymentDeclined:
@@ -114,7 +123,7 @@ def autopay_invoice(
         return _result(info.status)
 
 
-def run_autopay(uow: UnitOfWork, clock: Clock) -> str:
+def run_autopay(uow: UnitOfWork, clock: Clock, *, runtime: Runtime | None = None) -> str:
     """The job: attempt 1 for every newly issued auto-pay invoice, once."""
     engine = uow.session.get_bind()
     assert isinstance(engine, Engine)
@@ -143,7 +152,7 @@ def run_autopay(uow: UnitOfWork, clock: Clock) -> str:
         if getattr(won, "rowcount", 0) != 1:
             continue  # another process took it
         try:
-            result = autopay_invoice(engine, clock, invoice_id, attempt=1)
+            result = autopay_invoice(engine, clock, invoice_id, attempt=1, runtime=runtime)
         except Exception:
             log.exception("auto-pay of invoice %s failed", invoice_id)
             result = "error"  # type: ignore[assignment]

@@ -1,5 +1,6 @@
-"""Periodic work of the payments feature: reconciliation of charges left
-pending, and the first auto-pay attempt of newly issued invoices."""
+"""Periodic work of the payments feature: recovery of charges whose request
+died (lease expired), reconciliation of charges and refunds left pending, and
+the first auto-pay attempt of newly issued invoices."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ from datetime import timedelta
 from pba_server.config import Settings
 from pba_server.core.jobs import JobSpec
 from pba_server.payments import autopay
-from pba_server.payments import service as payments
+from pba_server.payments.reconcile import reconcile
 
 
 def jobs(settings: Settings) -> list[JobSpec]:
     return [
         JobSpec(
-            "payments-reconcile", timedelta(minutes=5), lambda j: payments.reconcile(j.uow, j.clock)
+            "payments-recover",
+            timedelta(seconds=15),
+            lambda j: reconcile(j.uow, j.runtime, expired_only=True),
         ),
+        JobSpec("payments-reconcile", timedelta(minutes=5), lambda j: reconcile(j.uow, j.runtime)),
         JobSpec(
-            "payments-autopay", timedelta(minutes=1), lambda j: autopay.run_autopay(j.uow, j.clock)
+            "payments-autopay",
+            timedelta(minutes=1),
+            lambda j: autopay.run_autopay(j.uow, j.clock, runtime=j.runtime),
         ),
     ]

@@ -88,6 +88,10 @@ class GatewayPayment(Base):
     refunded: Mapped[Decimal] = mapped_column(Money())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # while a request is at the gateway it renews this lease; a pending row
+    # whose lease expired lost its worker (a crash) and is reconciled at once.
+    # None: no worker owns it (the gateway did not answer; reconciled later)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class GatewayRefund(Base):

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from pba_server.accounts.models import Account
 from pba_server.catalog.models import Plan, ServiceTemplate
-from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
 from pba_server.core.errors import InvalidState, NotFound
+from pba_server.core.runtime import Runtime
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
 from pba_server.provisioning import engine
@@ -201,10 +201,10 @@ def bundle_state(
     return "running", None
 
 
-def run_pending(engine_: Engine, clock: Clock, *, limit: int = 100) -> int:
+def run_pending(engine_: Engine, runtime: Runtime, *, limit: int = 100) -> int:
     """Run due operations now (what the background worker and the job call);
     returns how many were run. Tests call it instead of waiting."""
-    return engine.run_pending(engine_, clock, limit=limit)
+    return engine.run_pending(engine_, runtime, limit=limit)
 
 
 def open_task(

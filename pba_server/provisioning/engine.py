@@ -13,9 +13,18 @@ none:
 3. **record** (a new transaction): the result, unless the operation was
    claimed again meanwhile (a newer attempt owns it then).
 
-A process that dies between 1 and 3 leaves the operation ``running``; once it
-is older than the running timeout it is claimed again and the module is
-called again with the same key (modules are idempotent by key).
+While the call runs the worker renews the operation's lease
+(``lease_until``, :mod:`pba_server.core.leases`). A process that dies between
+1 and 3 leaves the operation ``running`` with a lease that nobody renews; once
+it expired (within :data:`~pba_server.core.leases.LEASE`) the operation is
+claimed again by the next run (the worker thread's pass every 10 s, or the
+``provisioning-run`` job) and the module is called again with the same key
+(modules are idempotent by key). The running timeout
+(``provisioning_running_timeout_minutes``) remains the upper bound for a call
+that hangs while its worker lives: past it, the operation is claimed again too.
+
+Settings reach the engine through the app's runtime (:func:`run_pending`
+takes it), never through module globals.
 
 Results: ``Done`` -> done (service fields updated); ``InProgress`` ->
 pending again after ``poll_after`` seconds (not a failure); ``RetryableFailure``
@@ -29,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -40,10 +49,13 @@ from sqlalchemy.orm import Session
 
 from pba_server.accounts.models import Account
 from pba_server.catalog.models import Resource, ServiceTemplate
+from pba_server.config import Settings
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import PbaError
+from pba_server.core.leases import LeaseKeeper, lease_until
+from pba_server.core.runtime import Runtime
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
 from pba_server.payments.plugin_objects import plugin_object
@@ -82,41 +94,48 @@ TERMINAL = frozenset({"done", "failed"})
 LIVE_SERVICE = frozenset({"active", "suspended"})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tuning:
-    """Set from the configuration at start-up (:func:`configure`)."""
+    """The provisioning settings of one app."""
 
     retry_interval: timedelta = timedelta(minutes=5)
     max_failures: int = 3
     running_timeout: timedelta = timedelta(minutes=30)
 
+    @classmethod
+    def of(cls, settings: Settings) -> Tuning:
+        return cls(
+            retry_interval=timedelta(minutes=max(1, settings.provisioning_retry_minutes)),
+            max_failures=max(1, settings.provisioning_max_failures),
+            running_timeout=timedelta(
+                minutes=max(1, settings.provisioning_running_timeout_minutes)
+            ),
+        )
 
-TUNING = Tuning()
 
-
-def configure(*, retry_minutes: int, max_failures: int, running_timeout_minutes: int) -> None:
-    TUNING.retry_interval = timedelta(minutes=max(1, retry_minutes))
-    TUNING.max_failures = max(1, max_failures)
-    TUNING.running_timeout = timedelta(minutes=max(1, running_timeout_minutes))
+def tuning(ctx: CallContext) -> Tuning:
+    return Tuning.of(ctx.rt.settings)
 
 
 # ---------------------------------------------------------------- kick
 
-# Set by the runtime when a worker thread runs in this process: called after
-# a commit that created due operations, so they start within seconds.
-_kicker: Callable[[Engine], None] | None = None
+# id(engine) -> the wake event of that engine's worker thread (runtime.start):
+# set after a commit that created due operations, so they start within seconds
+_wakers: dict[int, threading.Event] = {}
 
 
-def set_kicker(kicker: Callable[[Engine], None] | None) -> None:
-    global _kicker
-    _kicker = kicker
+def set_waker(engine: Engine, wake: threading.Event | None) -> None:
+    if wake is None:
+        _wakers.pop(id(engine), None)
+    else:
+        _wakers[id(engine)] = wake
 
 
 def kick_after_commit(uow: UnitOfWork) -> None:
     engine = uow.session.get_bind()
-    if _kicker is not None and isinstance(engine, Engine):
-        kicker = _kicker
-        uow.after_commit(lambda: kicker(engine))
+    wake = _wakers.get(id(engine))
+    if wake is not None:
+        uow.after_commit(wake.set)
 
 
 # ---------------------------------------------------------------- helpers
@@ -139,9 +158,16 @@ def _account(session: Session, account_id: int) -> Account:
     return acc
 
 
-def owner_ctx(uow: UnitOfWork, clock: Clock, account_id: int, operation: str) -> CallContext:
+def owner_ctx(uow: UnitOfWork, runtime: Runtime, account_id: int, operation: str) -> CallContext:
     acc = _account(uow.session, account_id)
-    return system_context(uow, clock, account_id=acc.id, account_path=acc.path, operation=operation)
+    return system_context(
+        uow,
+        runtime.clock,
+        account_id=acc.id,
+        account_path=acc.path,
+        operation=operation,
+        runtime=runtime,
+    )
 
 
 def log_entry(
@@ -396,11 +422,12 @@ def fail_retryable(ctx: CallContext, op: ProvisioningOperation, svc: Service, me
     op.updated_at = now
     log_entry(ctx.session, op, "retryable", message, now)
     builtin_result(ctx, svc, op.action, RetryableFailure(message))
-    if op.failures >= TUNING.max_failures:
+    tune = tuning(ctx)
+    if op.failures >= tune.max_failures:
         to_manual(ctx, op, svc, f"failed {op.failures} time(s); last: {message}")
     else:
         op.status = "pending"
-        op.next_attempt_at = now + TUNING.retry_interval
+        op.next_attempt_at = now + tune.retry_interval
     bundle_progress(ctx, op.bundle_id)
 
 
@@ -525,6 +552,7 @@ def _finish_bundle(ctx: CallContext, b: Bundle, state: str) -> None:
         account_path=vendor.path,
         operation="ProvisioningBundle",
         secrets=ctx.secrets,
+        runtime=ctx.runtime,
     )
     for hook in BUNDLE_HOOKS:
         try:
@@ -545,28 +573,30 @@ class _Claimed:
     request: ServiceRequest
 
 
-def _due(now: datetime) -> Any:
-    stale = now - TUNING.running_timeout
+def _due(now: datetime, tune: Tuning) -> Any:
+    op = ProvisioningOperation
     return or_(
+        and_(op.status == "pending", op.next_attempt_at <= now),
         and_(
-            ProvisioningOperation.status == "pending",
-            ProvisioningOperation.next_attempt_at <= now,
-        ),
-        and_(
-            ProvisioningOperation.status == "running",
-            ProvisioningOperation.started_at <= stale,
+            op.status == "running",
+            or_(
+                op.lease_until <= now,  # its worker died
+                op.started_at <= now - tune.running_timeout,  # or hangs
+            ),
         ),
     )
 
 
-def _claim_one(engine: Engine, clock: Clock) -> tuple[bool, _Claimed | None]:
+def _claim_one(engine: Engine, runtime: Runtime) -> tuple[bool, _Claimed | None]:
     """(found one, what to call). Handles what needs no call (unsupported,
     no module) in the claim transaction itself."""
+    clock = runtime.clock
+    tune = Tuning.of(runtime.settings)
     with UnitOfWork(engine) as uow:
         now = clock.now()
         op = uow.session.scalar(
             select(ProvisioningOperation)
-            .where(_due(now))
+            .where(_due(now, tune))
             .order_by(ProvisioningOperation.next_attempt_at, ProvisioningOperation.id)
             .limit(1)
             .with_for_update(skip_locked=True)
@@ -575,15 +605,15 @@ def _claim_one(engine: Engine, clock: Clock) -> tuple[bool, _Claimed | None]:
             return False, None
         svc = uow.session.get(Service, op.service_id)
         assert svc is not None
-        ctx = owner_ctx(uow, clock, vendor_of(uow.session, svc), "ProvisioningRun")
+        ctx = owner_ctx(uow, runtime, vendor_of(uow.session, svc), "ProvisioningRun")
         if op.status == "running":  # its process died (or hung) mid-call
-            log_entry(
-                uow.session,
-                op,
-                "crashed",
-                f"still running after {TUNING.running_timeout}; called again with the same key",
-                now,
+            lost = op.lease_until is not None and op.lease_until <= now
+            why = (
+                "its worker stopped (lease expired)"
+                if lost
+                else f"still running after {tune.running_timeout}"
             )
+            log_entry(uow.session, op, "crashed", f"{why}; called again with the same key", now)
         op_id = op.id
         try:
             claimed = _prepare(ctx, op, svc)
@@ -591,12 +621,12 @@ def _claim_one(engine: Engine, clock: Clock) -> tuple[bool, _Claimed | None]:
         except Exception as exc:
             log.exception("operation %s: preparing the call failed", op_id)
             uow.rollback()
-            _prepare_failed(engine, clock, op_id, exc)
+            _prepare_failed(engine, runtime, op_id, exc)
             return True, None
         return True, claimed
 
 
-def _prepare_failed(engine: Engine, clock: Clock, op_id: int, exc: Exception) -> None:
+def _prepare_failed(engine: Engine, runtime: Runtime, op_id: int, exc: Exception) -> None:
     """A bug or database error while preparing: count it as a failed attempt,
     so one broken operation cannot block the queue."""
     with UnitOfWork(engine) as uow:
@@ -605,9 +635,9 @@ def _prepare_failed(engine: Engine, clock: Clock, op_id: int, exc: Exception) ->
             return
         svc = uow.session.get(Service, op.service_id)
         assert svc is not None
-        ctx = owner_ctx(uow, clock, vendor_of(uow.session, svc), "ProvisioningRun")
+        ctx = owner_ctx(uow, runtime, vendor_of(uow.session, svc), "ProvisioningRun")
         op.attempts += 1
-        op.started_at = None
+        op.started_at = op.lease_until = None
         fail_retryable(ctx, op, svc, f"internal error preparing the call: {type(exc).__name__}")
         uow.commit()
 
@@ -644,6 +674,7 @@ def _prepare(ctx: CallContext, op: ProvisioningOperation, svc: Service) -> _Clai
     op.status = "running"
     op.attempts += 1
     op.started_at = now
+    op.lease_until = lease_until(ctx.clock)  # renewed while the call runs
     op.updated_at = now
     if op.action == "create" and svc.status == "pending":
         svc.status, svc.updated_at = "provisioning", now
@@ -664,7 +695,7 @@ def call_module(module: ProcessingModule, request: ServiceRequest) -> ModuleResu
     return result
 
 
-def _record(engine: Engine, clock: Clock, claimed: _Claimed, result: Any) -> None:
+def _record(engine: Engine, runtime: Runtime, claimed: _Claimed, result: Any) -> None:
     with UnitOfWork(engine) as uow:
         op = uow.session.get(
             ProvisioningOperation, claimed.op_id, with_for_update=True, populate_existing=True
@@ -675,7 +706,7 @@ def _record(engine: Engine, clock: Clock, claimed: _Claimed, result: Any) -> Non
             return
         svc = uow.session.get(Service, op.service_id)
         assert svc is not None
-        ctx = owner_ctx(uow, clock, vendor_of(uow.session, svc), "ProvisioningRun")
+        ctx = owner_ctx(uow, runtime, vendor_of(uow.session, svc), "ProvisioningRun")
         apply_result(ctx, op, svc, result)
         uow.commit()
 
@@ -684,7 +715,7 @@ def apply_result(
     ctx: CallContext, op: ProvisioningOperation, svc: Service, result: ModuleResult | NotSupported
 ) -> None:
     now = ctx.now()
-    op.started_at = None
+    op.started_at = op.lease_until = None
     if isinstance(result, NotSupported):
         if op.action in SKIPPABLE:
             skip(ctx, op, f"skipped: {result}")
@@ -708,21 +739,26 @@ def apply_result(
         finish_failed(ctx, op, svc, result.message or "final failure")
 
 
-def run_pending(engine: Engine, clock: Clock, *, limit: int = 100) -> int:
-    """Run due operations now; returns how many were handled."""
+def run_pending(engine: Engine, runtime: Runtime, *, limit: int = 100) -> int:
+    """Run due operations now (``runtime``: the app's settings, clock and
+    secrets); returns how many were handled."""
     n = 0
+    op = ProvisioningOperation
     while n < limit:
-        found, claimed = _claim_one(engine, clock)
+        found, claimed = _claim_one(engine, runtime)
         if not found:
             break
         n += 1
         if claimed is None:
             continue
-        result = call_module(claimed.module, claimed.request)
+        owned = (op.status == "running", op.attempts == claimed.attempt)
+        with LeaseKeeper(engine, runtime.clock, op, claimed.op_id, *owned):
+            result = call_module(claimed.module, claimed.request)
         try:
-            _record(engine, clock, claimed, result)
+            _record(engine, runtime, claimed, result)
         except Exception:
-            # left running: the running timeout retries it with the same key
+            # left running: its lease expires and the next run retries it with
+            # the same key
             log.exception("operation %s: recording the result failed", claimed.op_id)
     return n
 

@@ -11,6 +11,4 @@ from pba_server.provisioning import runtime
 
 
 def jobs(settings: Settings) -> list[JobSpec]:
-    return [
-        JobSpec("provisioning-run", timedelta(seconds=30), lambda j: runtime.job(j.uow, j.clock))
-    ]
+    return [JobSpec("provisioning-run", timedelta(seconds=30), runtime.job)]

@@ -102,6 +102,9 @@ class ProvisioningOperation(Base):
     failures: Mapped[int] = mapped_column(Integer)  # retryable failures so far
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # of the running call
+    # renewed by the worker while the call runs; a running operation whose
+    # lease expired lost its worker (a crash) and is claimed again at once
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     until: Mapped[str | None] = mapped_column(String(10))  # prolong: ISO date
     reason: Mapped[str | None] = mapped_column(Text)  # why it was requested
     message: Mapped[str | None] = mapped_column(Text)  # the last result's message

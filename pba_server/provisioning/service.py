@@ -22,7 +22,7 @@ from pba_server.core.errors import Forbidden, InvalidState, NotFound, Validation
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
-from pba_server.payments import service as payments
+from pba_server.payments import plugins as payment_plugins
 from pba_server.payments.models import PluginInstance
 from pba_server.payments.types import SettingValue
 from pba_server.provisioning import engine
@@ -90,7 +90,7 @@ def _values(text: str | None) -> list[ServiceValue]:
 def _module_info(
     ctx: CallContext, inst: PluginInstance, extra: ProcessingInstance
 ) -> ProcessingModuleInfo:
-    base = payments.plugin_instance_get(ctx, instance_id=inst.id)
+    base = payment_plugins.plugin_instance_get(ctx, instance_id=inst.id)
     p = loader.plugins().get(inst.plugin)
     return ProcessingModuleInfo(
         instance_id=inst.id,
@@ -109,7 +109,7 @@ def _module_info(
 
 
 def _get_module(ctx: CallContext, instance_id: int) -> tuple[PluginInstance, ProcessingInstance]:
-    inst = payments._get_instance(ctx, instance_id)
+    inst = payment_plugins.get_instance(ctx, instance_id)
     extra = ctx.session.get(ProcessingInstance, inst.id)
     if extra is None:
         raise NotFound(f"processing module instance {instance_id} not found")
@@ -151,7 +151,7 @@ def processing_module_configure(
         d = _department(ctx, department_id)
         if not ctx.principal.account_path.startswith(_path(ctx, d.account_id)):
             raise ValidationError("department_id", "is not a department of yours")
-    base = payments.plugin_configure(ctx, plugin=plugin, name=name, settings=settings)
+    base = payment_plugins.plugin_configure(ctx, plugin=plugin, name=name, settings=settings)
     inst = ctx.session.get(PluginInstance, base.id)
     assert inst is not None
     extra = ctx.session.get(ProcessingInstance, inst.id)

@@ -134,15 +134,15 @@ class Ticker:
         # event delivery has its own thread: woken after each commit that
         # raised events, and every few seconds for retries that fall due
         events_runtime.start(self.engine)
-        provisioning.start(self.engine, self.clock)
+        provisioning.start(self.engine, self.runtime)
         from pba_server.orders import engine as orders_engine
 
-        orders_engine.start(self.engine, self.clock)  # order workflows, woken after commit
+        orders_engine.start(self.engine, self.runtime)  # order workflows, woken after commit
 
     def stop(self) -> None:
         events_runtime.stop(self.engine)
         provisioning.stop(self.engine)
         from pba_server.orders import engine as orders_engine
 
-        orders_engine.stop()
+        orders_engine.stop(self.engine)
         self.scheduler.shutdown(wait=False)

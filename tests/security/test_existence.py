@@ -15,7 +15,7 @@ from pba_server.accounts import service as accounts
 from pba_server.core.db import UnitOfWork
 from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
-from pba_server.payments import service as payments
+from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
 from tests.catalog_support import service_ctx
 from tests.domains_support import PRICES
@@ -47,7 +47,7 @@ def _seller(env: Any, name: str) -> dict[str, Any]:
             roles=["admin"],
         )
     with service_ctx(env, f"{low}-admin") as ctx:
-        inst = payments.plugin_configure(
+        inst = plugin_configure(
             ctx,
             plugin="sandbox_registrar",
             name="registrar",

@@ -1,0 +1,183 @@
+"""Reconciliation: asking the gateway, by our key, what happened to charges
+and refunds left pending (a crash, a timeout).
+
+Two kinds of pending charge are recovered:
+
+- one whose lease expired (:mod:`pba_server.core.leases`): the request that
+  made it died (``kill -9``, a crash) -- asked about at once, by the
+  ``payments-recover`` job every 15 s and by an order waiting on it;
+- one with no lease: the gateway did not answer in time and the request gave
+  up -- asked about once it is ``older_than`` (2 minutes), so that the gateway
+  has settled a request it may still be working on, by ``payments-reconcile``.
+
+A key the gateway never saw means no money moved: the charge is declined
+with the code ``not_found`` (a caller may charge again with a new key).
+
+Public: :func:`reconcile` (the jobs), :func:`settle_charge` (one charge, for a
+workflow that waits on it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from pba_server.accounts.models import Account
+from pba_server.core.context import CallContext, system_context
+from pba_server.core.db import UnitOfWork
+from pba_server.core.runtime import Runtime
+from pba_server.payments.charges import record_capture, record_decline, record_refund
+from pba_server.payments.models import GatewayPayment, GatewayRefund, PluginInstance
+from pba_server.payments.plugins import gateway_for
+from pba_server.sdk import RefundRejected
+
+log = logging.getLogger("pba.payments")
+
+OLDER_THAN = timedelta(minutes=2)
+NOT_FOUND = "not_found"  # the decline code of a key the gateway never saw
+
+
+def _system_ctx(uow: UnitOfWork, runtime: Runtime, owner: Account) -> CallContext:
+    return system_context(
+        uow,
+        runtime.clock,
+        account_id=owner.id,
+        account_path=owner.path,
+        operation="PaymentReconcile",
+        runtime=runtime,
+    )
+
+
+def _reconcile_charge(uow: UnitOfWork, runtime: Runtime, g: GatewayPayment) -> str:
+    inst = uow.session.get(PluginInstance, g.instance_id)
+    assert inst is not None
+    owner = uow.session.get(Account, inst.account_id)
+    assert owner is not None
+    ctx = _system_ctx(uow, runtime, owner)
+    try:
+        found = gateway_for(runtime.secrets, inst, runtime.clock).lookup(key=g.gateway_key)
+    except Exception as exc:
+        log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
+        return "pending"
+    if found.status == "captured":
+        record_capture(ctx, g, found.reference or g.gateway_key)
+    else:
+        record_decline(ctx, g, found.decline_code or NOT_FOUND, g.message or "")
+    return g.status
+
+
+def _reconcile_refund(uow: UnitOfWork, runtime: Runtime, r: GatewayRefund) -> str | None:
+    charge = uow.session.get(GatewayPayment, r.charge_id)
+    assert charge is not None
+    inst = uow.session.get(PluginInstance, charge.instance_id)
+    assert inst is not None
+    owner = uow.session.get(Account, inst.account_id)
+    assert owner is not None
+    clock = runtime.clock
+    try:  # refunds are idempotent by key: asking again is asking what happened
+        done = gateway_for(runtime.secrets, inst, clock).refund(
+            key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
+        )
+    except RefundRejected as exc:
+        r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
+        charge.refunded -= r.amount
+    except Exception as exc:
+        log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        return None
+    else:
+        record_refund(_system_ctx(uow, runtime, owner), charge, r, done.reference)
+    return r.status
+
+
+def _charges_due(runtime: Runtime, older_than: timedelta, expired_only: bool) -> Any:
+    now = runtime.clock.now()
+    lost = and_(GatewayPayment.lease_until.is_not(None), GatewayPayment.lease_until <= now)
+    if expired_only:
+        return lost
+    unowned = and_(
+        GatewayPayment.lease_until.is_(None), GatewayPayment.updated_at <= now - older_than
+    )
+    return or_(lost, unowned)
+
+
+def reconcile(
+    uow: UnitOfWork,
+    runtime: Runtime,
+    *,
+    older_than: timedelta = OLDER_THAN,
+    expired_only: bool = False,
+) -> str:
+    """Ask the gateway, by our key, about every charge left pending whose
+    lease expired or that nobody owns and is ``older_than``: record a capture
+    (once), a decline, or leave it pending if the gateway cannot tell yet.
+    ``expired_only``: only charges whose lease expired (the fast job)."""
+    pending: Sequence[GatewayPayment] = uow.session.scalars(
+        select(GatewayPayment)
+        .where(
+            GatewayPayment.status == "pending",
+            _charges_due(runtime, older_than, expired_only),
+        )
+        .order_by(GatewayPayment.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    counts: dict[str, int] = {}
+
+    def count(what: str) -> None:
+        counts[what] = counts.get(what, 0) + 1
+
+    for g in pending:
+        # one savepoint per row: a row that fails to record stays pending and
+        # is logged; the others are recorded
+        try:
+            with uow.session.begin_nested():
+                count(_reconcile_charge(uow, runtime, g))
+        except Exception:
+            log.exception("reconcile charge %s failed; still pending", g.id)
+            count("failed")
+    if expired_only:  # refunds have no lease: the slow job asks about them
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"
+    cutoff = runtime.clock.now() - older_than
+    for r in uow.session.scalars(
+        select(GatewayRefund)
+        .where(GatewayRefund.status == "pending", GatewayRefund.updated_at <= cutoff)
+        .order_by(GatewayRefund.id)
+        .with_for_update(skip_locked=True)
+    ).all():
+        try:
+            with uow.session.begin_nested():
+                outcome = _reconcile_refund(uow, runtime, r)
+        except Exception:
+            log.exception("reconcile refund %s failed; still pending", r.id)
+            count("refund failed")
+            continue
+        if outcome is not None:
+            count(f"refund {outcome}")
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"
+
+
+def settle_charge(uow: UnitOfWork, runtime: Runtime, charge_id: int) -> str | None:
+    """Reconcile one pending charge now if its lease expired (its request
+    died); the charge's status afterwards, or None if it is not ours to
+    settle (not pending, still leased, or locked by someone settling it)."""
+    g = uow.session.scalar(
+        select(GatewayPayment)
+        .where(
+            GatewayPayment.id == charge_id,
+            GatewayPayment.status == "pending",
+            _charges_due(runtime, OLDER_THAN, expired_only=True),
+        )
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    if g is None:
+        return None
+    try:
+        with uow.session.begin_nested():
+            return _reconcile_charge(uow, runtime, g)
+    except Exception:
+        log.exception("settling charge %s failed; still pending", charge_id)
+        return None
