@@ -42,6 +42,7 @@ class Provisioner(Protocol):
 # bootstrap.build_app wires it: runtime.provide(Provisioner, ENGINE)
 ENGINE = cast(Provisioner, provisioning_api)
 
+
 def current(ctx: CallContext) -> Provisioner:
     """The provisioner of the app that runs ``ctx``: its runtime's port."""
     return ctx.rt.port(Provisioner)
