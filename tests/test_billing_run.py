@@ -305,7 +305,6 @@ def test_a_subscription_changed_mid_batch_makes_the_batch_start_again(
         pytest.skip("SQLite's write lock serializes the run and the change")
     from sqlalchemy import update
 
-    from pba_server.billing import run as billing_run
     from pba_server.core.db import UnitOfWork
     from pba_server.subscriptions.models import Subscription
 
