@@ -430,11 +430,13 @@ def cmd_billing_run(args: argparse.Namespace) -> int:
     settings = _settings(args, prepare=False, progress_interval_seconds=args.progress_interval)
     engine = _existing_database(settings, pool_size=max(2, args.workers))
 
+    from pba_server import bootstrap
     from pba_server.billing import run as billing_run
     from pba_server.core.clock import SystemClock
     from pba_server.core.errors import PbaError
 
     clock = SystemClock()
+    box = bootstrap.secret_box(settings)
     day = as_of or clock.now().date()
     try:
         due = billing_run.due_count(engine, day, args.account)
@@ -455,6 +457,7 @@ def cmd_billing_run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 batch_size=args.batch_size,
                 progress=progress,
+                secrets=box,
             )
         finally:
             reporter.finish()

@@ -305,7 +305,12 @@ def main(argv: list[str] | None = None) -> int:
             cpu0 = _own_cpu()
             t0 = time.monotonic()
             s = billing_run.run(
-                engine, clock, as_of=AS_OF, workers=args.workers, batch_size=args.batch_size
+                engine,
+                clock,
+                as_of=AS_OF,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                secrets=box,
             )
             wall = time.monotonic() - t0
             client = _own_cpu() - cpu0

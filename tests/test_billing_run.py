@@ -311,7 +311,6 @@ def test_a_subscription_changed_mid_batch_makes_the_batch_start_again(
         pytest.skip("SQLite's write lock serializes the run and the change")
     from sqlalchemy import update
 
-    from pba_server.billing import run as billing_run
     from pba_server.core.db import UnitOfWork
     from pba_server.subscriptions.models import Subscription
 
@@ -320,7 +319,9 @@ def test_a_subscription_changed_mid_batch_makes_the_batch_start_again(
     c = customer(env, "C", country=None)
     s1 = subscribe(env, cat, c, prov, date(2026, 1, 15))
     s2 = subscribe(env, cat, c, prov, date(2026, 1, 15))
-    original = billing_run._plan_batch
+    from pba_server.billing.run import plan as billing_plan
+
+    original = billing_plan.plan_batch
     calls = []
 
     def racing(*args: Any, **kw: Any) -> Any:
@@ -336,7 +337,7 @@ def test_a_subscription_changed_mid_batch_makes_the_batch_start_again(
         calls.append(1)
         return plan
 
-    monkeypatch.setattr(billing_run, "_plan_batch", racing)
+    monkeypatch.setattr(billing_plan, "plan_batch", racing)
     summary = run(env, date(2026, 2, 20))
     assert len(calls) == 2 and summary.subscriptions == 1
     [(_inv, lines)] = invoices(env)

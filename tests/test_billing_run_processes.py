@@ -189,3 +189,76 @@ def test_cli_argument_errors(env: Any) -> None:
         timeout=60,
     )
     assert ok.returncode == 0 and '"invoices": 0' in ok.stdout
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _workers_of(p: subprocess.Popen[bytes], n: int) -> list[int]:
+    deadline = time.monotonic() + 60
+    while len(kids := _children(p.pid)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(kids) >= n, kids
+    return kids
+
+
+def test_kill_9_of_the_parent_takes_its_workers(env: Any) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    url, expected = _setup(env, n=1200, m=240)
+    p = _cli(url, "--batch-size", "3", "--workers", "2", quiet=True)
+    kids = _workers_of(p, 2)
+    deadline = time.monotonic() + 120
+    while _invoice_count(env) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGKILL)  # the parent only, not its process group
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [k for k in kids if _alive(k)]
+    for k in left:
+        os.kill(k, signal.SIGKILL)
+    assert not left, "worker processes outlived their parent"
+    rerun = _cli(url, "--batch-size", "50")
+    out, _ = rerun.communicate(timeout=240)
+    assert rerun.returncode == 0, out.decode()
+    assert _actual(env) == expected
+    assert_books_sound(env)
+
+
+def test_kill_9_of_one_worker_the_run_still_finishes(env: Any) -> None:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    url, expected = _setup(env, n=1200, m=240)
+    p = _cli(url, "--batch-size", "3", "--workers", "2", "--json")
+    kids = _workers_of(p, 2)
+    deadline = time.monotonic() + 120
+    while _invoice_count(env) < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(kids[0], signal.SIGKILL)
+    out, _ = p.communicate(timeout=240)
+    text = out.decode()
+    assert p.returncode == 0, text
+    assert "Traceback" not in text and "BrokenProcessPool" not in text, text
+    assert "worker process" in text and "SIGKILL" in text, text  # the loss is logged
+    assert '"workers_lost": 1' in text, text
+    assert _invoice_count(env) == 240
+    assert _actual(env) == expected  # every due subscription billed exactly once
+    assert_books_sound(env)
+    again = _cli(url)
+    out, _ = again.communicate(timeout=120)
+    assert "billed 0 subscription(s)" in out.decode()

@@ -228,7 +228,7 @@ def test_run_with_prepaid_credit_resumes_a_dunning_suspension(
     assert sub(env, s1).status == "suspended"
     draft = billing_run.DraftInvoice(1, c, "USD", total=D("20.00"), invoice_id=inv_id)
     with UnitOfWork(env.app.engine) as uow:
-        billing_run._apply_prepaid_credit(uow.session, env.clock, [draft])
+        billing_run.apply_prepaid_credit(uow.session, env.clock, [draft])
         uow.commit()
     assert sub(env, s1).status == "active"
     assert len(_events(env, "subscription.resumed")) == 2

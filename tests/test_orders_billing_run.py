@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import false
 
 from pba_server.billing import run as billing_run
+from pba_server.billing.run import load as billing_load
 from pba_server.catalog.types import PlanTrial
 from pba_server.core.db import UnitOfWork
 from pba_server.orders import service as orders
@@ -180,7 +181,7 @@ def test_a_renewal_the_run_billed_first_is_credited_back(env, fake, monkeypatch)
     env.clock.freeze(_at(date(2026, 3, 31), 9))
     with service_ctx(env) as ctx:
         r = subs.subscription_renew(ctx, subscription_id=sid, on_account=True)
-    monkeypatch.setattr(billing_run, "_renewal_in_flight", lambda _sid: false())
+    monkeypatch.setattr(billing_load, "renewal_in_flight", lambda _sid: false())
     assert _bill(env, date(2026, 4, 1)).periods == 1
     env.clock.freeze(_at(date(2026, 4, 1), 9))
     _settle(env, fake)

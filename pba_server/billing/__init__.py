@@ -27,8 +27,15 @@ Rooms:
 - :mod:`.payments`: offline payments (PaymentRecord/Allocate/List) and refund entries.
 - :mod:`.statements`: StatementGet.
 - :mod:`.render`: an invoice as HTML or PDF.
-- :mod:`.run` (being split into a ``run/`` package): the billing run; ``run_service``
-  its operations, ``run_models``/``run_types`` its tables and API types.
+- :mod:`.run` (a package): every due subscription's next period invoiced
+  exactly once. Rooms: ``driver`` (batches claimed with SKIP LOCKED, one
+  transaction each), ``processes`` (workers that die with their parent; a
+  dead worker's batch is billed by the others), ``load`` -> ``plan`` (pure:
+  due subscriptions -> draft invoices) -> ``issue``/``write`` (COPY, ledger,
+  numbers), ``wholesale``, ``summary``. ``run_service`` is its operation,
+  ``run_models``/``run_types`` its tables and API types. From outside import
+  only ``pba_server.billing.run``'s exported names (``run``, ``RunSummary``,
+  ``JOB_NAME``, ``due_count``, ``sellers_of``, ...).
 - :mod:`.jobs`: the periodic billing run, for bootstrap.
 - :mod:`.service`: imports the operation rooms so their operations register
   (``bootstrap.load_operations``); it holds no code, so import nothing from it.

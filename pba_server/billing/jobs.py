@@ -18,6 +18,8 @@ def jobs(settings: Settings) -> list[JobSpec]:
         JobSpec(
             billing_run.JOB_NAME,
             timedelta(hours=hours),
-            lambda j: billing_run.run(j.engine, j.clock, workers=workers).line(),
+            lambda j: billing_run.run(
+                j.engine, j.clock, workers=workers, secrets=j.runtime.secrets
+            ).line(),
         )
     ]

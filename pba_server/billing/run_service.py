@@ -86,6 +86,7 @@ def billing_run_op(
         session=ctx.session,
         # a reseller's own wholesale invoice is its parent's business
         exclude_wholesale=ctx.principal.account_id,
+        secrets=ctx.secrets,
     )
     if not dry_run:
         audit.record(

@@ -458,7 +458,7 @@ def _resume_all(engine: Engine, clock: Clock, runtime: Runtime) -> int:
 
 def _credit_holds(engine: Engine, clock: Clock) -> int:
     """Start, promote and clear credit holds from the cached balances."""
-    from pba_server.billing.run import Cache
+    from pba_server.billing.run import sellers_of
 
     today = clock.now().astimezone(UTC).date()
     with UnitOfWork(engine) as uow:
@@ -477,11 +477,10 @@ def _credit_holds(engine: Engine, clock: Clock) -> int:
             )
         }
         s.execute(delete(CreditHold).where(CreditHold.account_id.not_in(list(over) or [0])))
-        cache = Cache()
-        cache.load_accounts(s, over)
+        sellers = sellers_of(s, over)
         held = 0
         for aid, since in over.items():
-            seller = cache.seller_of(cache.accounts[aid])
+            seller = sellers[aid]
             sched = (_schedule_of(s, seller.id) if seller else None) or DEFAULT
             start = since or today
             on_hold = (
