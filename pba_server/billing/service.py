@@ -859,7 +859,7 @@ def _issue(
         _apply_credit(ctx, buyer, [inv])
 
 
-@operation("InvoiceCreate", roles=BILLING, idempotent=True)
+@operation("InvoiceCreate", roles=BILLING, mutating=True)
 def invoice_create(
     ctx: CallContext,
     *,
@@ -913,7 +913,7 @@ def invoice_create(
     return invoice_info(ctx, inv)
 
 
-@operation("InvoiceAddLine", roles=BILLING, idempotent=True)
+@operation("InvoiceAddLine", roles=BILLING, mutating=True)
 def invoice_add_line(ctx: CallContext, *, invoice_id: int, line: InvoiceLineInput) -> InvoiceInfo:
     """Add a line to a draft invoice."""
     inv = _get_invoice(ctx, invoice_id, for_update=True)
@@ -1088,7 +1088,7 @@ def _cn_info(ctx: CallContext, cn: CreditNote) -> CreditNoteInfo:
     )
 
 
-@operation("CreditNoteCreate", roles=BILLING, idempotent=True)
+@operation("CreditNoteCreate", roles=BILLING, mutating=True)
 def credit_note_create(
     ctx: CallContext,
     *,
@@ -1281,7 +1281,7 @@ def _currency_of(payments: Sequence[Payment], payment_id: int) -> str:
     return next(p.currency for p in payments if p.id == payment_id)
 
 
-@operation("PaymentRecord", roles=BILLING, idempotent=True)
+@operation("PaymentRecord", roles=BILLING, mutating=True)
 def payment_record(
     ctx: CallContext,
     *,
@@ -1459,7 +1459,7 @@ def payment_list(
 # ---------------------------------------------------------------- balances
 
 
-@operation("BalanceAdjust", roles=BILLING, idempotent=True)
+@operation("BalanceAdjust", roles=BILLING, mutating=True)
 def balance_adjust(
     ctx: CallContext, *, account_id: int, amount: Decimal, reason: str
 ) -> AdjustmentInfo:

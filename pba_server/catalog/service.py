@@ -291,7 +291,7 @@ def _unit(value: str) -> str:
     return value
 
 
-@operation("ResourceCreate", roles=EDITORS, idempotent=True)
+@operation("ResourceCreate", roles=EDITORS, mutating=True)
 def resource_create(
     ctx: CallContext,
     *,
@@ -467,7 +467,7 @@ def _template_snapshot(info: ServiceTemplateInfo) -> dict[str, object]:
     return d
 
 
-@operation("ServiceTemplateCreate", roles=EDITORS, idempotent=True)
+@operation("ServiceTemplateCreate", roles=EDITORS, mutating=True)
 def service_template_create(
     ctx: CallContext,
     *,
@@ -1036,7 +1036,7 @@ def _editable_plan(ctx: CallContext, plan_id: int) -> Plan:
     return plan
 
 
-@operation("PlanCreate", roles=EDITORS, idempotent=True)
+@operation("PlanCreate", roles=EDITORS, mutating=True)
 def plan_create(
     ctx: CallContext,
     *,
@@ -1463,7 +1463,7 @@ def _discount_of(p: Promotion) -> pricing.Discount:
     )
 
 
-@operation("PromotionCreate", roles=EDITORS, idempotent=True)
+@operation("PromotionCreate", roles=EDITORS, mutating=True)
 def promotion_create(
     ctx: CallContext,
     *,
