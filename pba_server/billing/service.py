@@ -453,6 +453,18 @@ def _available_credit(ctx: CallContext, account_id: int, currency: str) -> Decim
     return max(-row.credit, ZERO)
 
 
+def _open_payments(ctx: CallContext, account_id: int) -> list[Payment]:
+    """The account's payments with an unallocated remainder, oldest first, locked."""
+    return list(
+        ctx.session.scalars(
+            select(Payment)
+            .where(Payment.account_id == account_id, Payment.allocated < Payment.amount)
+            .order_by(Payment.id)
+            .with_for_update()
+        )
+    )
+
+
 def _apply_credit(
     ctx: CallContext,
     acc: Account,
@@ -472,14 +484,7 @@ def _apply_credit(
         budget = min(budget, payment.amount - payment.allocated)
         sources: list[Payment] = [payment]
     else:
-        sources = list(
-            ctx.session.scalars(
-                select(Payment)
-                .where(Payment.account_id == acc.id, Payment.allocated < Payment.amount)
-                .order_by(Payment.id)
-                .with_for_update()
-            )
-        )
+        sources = _open_payments(ctx, acc.id)
     made: list[PaymentAllocation] = []
     for inv in invoices:
         if budget <= 0:
@@ -830,6 +835,12 @@ def _issue(
     _totals(inv, lines)
     if check_limit:
         check_credit(ctx, buyer.id, inv.total)
+    # lock order (core/db.py): the buyer's open payments (credit applied
+    # below), then its balance row, before the number sequence and the feed
+    # counter, as every path that posts and then numbers
+    if apply_credit:
+        _open_payments(ctx, buyer.id)
+    ledger.balance_row(ctx, buyer.id, inv.currency)
     inv.seq, inv.number = _next_number(ctx, inv.issuer_id, "invoice")
     inv.feed_position = _next_feed_position(ctx)
     inv.issued_at = ctx.now()
@@ -1135,6 +1146,7 @@ def credit_note_create(
     total = sum((a for _ln, a in wanted), ZERO)
     to_receivable = min(total, _outstanding(inv))
     to_credit = total - to_receivable
+    ledger.balance_row(ctx, inv.account_id, cur)  # lock order: balance before number
     seq, number = _next_number(ctx, inv.issuer_id, "credit_note")
     cn = CreditNote(
         issuer_id=inv.issuer_id,

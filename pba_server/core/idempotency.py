@@ -22,7 +22,21 @@ from sqlalchemy.orm import Session
 from pba_server.core.errors import Conflict, ValidationError
 from pba_server.core.models import IdempotencyKey
 
-RETENTION = timedelta(hours=24)
+# setting idempotency_retention_days: Stripe keeps keys 24 h, but retried
+# jobs often run days later
+DEFAULT_RETENTION_DAYS = 7
+_retention_days = DEFAULT_RETENTION_DAYS
+
+
+def configure(*, days: int) -> None:
+    global _retention_days
+    if days < 1:
+        raise ValueError("idempotency_retention_days must be at least 1")
+    _retention_days = days
+
+
+def retention_days() -> int:
+    return _retention_days
 
 
 def request_hash(operation: str, args: dict[str, Any]) -> str:
@@ -74,9 +88,8 @@ def store(
     session.flush()
 
 
-def purge(session: Session, now: datetime) -> int:
-    """Forget keys older than the retention period (at least 24 hours)."""
-    result = session.execute(
-        delete(IdempotencyKey).where(IdempotencyKey.created_at < now - RETENTION)
-    )
+def purge(session: Session, now: datetime, *, days: int | None = None) -> int:
+    """Forget keys older than the retention period (``idempotency_retention_days``)."""
+    keep = timedelta(days=_retention_days if days is None else days)
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < now - keep))
     return int(getattr(result, "rowcount", 0) or 0)

@@ -62,7 +62,7 @@ def _subscriptions_lifecycle(uow: UnitOfWork, clock: Clock) -> str:
 
 def _purge_idempotency_keys(uow: UnitOfWork, clock: Clock) -> str:
     n = idempotency.purge(uow.session, clock.now())
-    return f"{n} idempotency key(s) older than 24 h removed"
+    return f"{n} idempotency key(s) older than {idempotency.retention_days()} day(s) removed"
 
 
 def _purge_nonces(uow: UnitOfWork, clock: Clock) -> str:
