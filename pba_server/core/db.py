@@ -28,6 +28,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -163,12 +164,15 @@ def make_engine(
 # answered Server.Unavailable and the pool discards its connections.
 PING_IDLE_S = 5.0
 
+# when a connection was last returned to each engine's pool (release_idle)
+_last_checkin: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
+
 
 def _ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine.pool, "checkin")
     def _checkin(_dbapi_conn: Any, record: Any) -> None:
         now = time.monotonic()
-        engine.info["pba_last_checkin"] = now
+        _last_checkin[engine] = now
         if record is not None:
             record.info["pba_idle_since"] = now
 
@@ -279,7 +283,7 @@ def release_idle(engine: Engine, idle_seconds: float) -> bool:
     if idle_seconds <= 0 or engine.dialect.name == "sqlite":
         return False
     pool: Any = engine.pool
-    last = engine.info.get("pba_last_checkin")
+    last = _last_checkin.get(engine)
     if last is None or pool.checkedout() or not pool.checkedin():
         return False
     if time.monotonic() - last < idle_seconds:

@@ -161,6 +161,8 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
             if name not in value or value[name] is None:
                 if required and not unwrap_optional(ftype)[1]:
                     raise ValidationError(sub, "is required")
+                if required:  # declared without a default: None is its value
+                    kwargs[name] = None
                 continue
             kwargs[name] = coerce(ftype, value[name], sub)
         return tp(**kwargs)
