@@ -155,7 +155,7 @@ def coerce(tp: Any, value: Any, path: str) -> Any:
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValidationError(f"{path}.{unknown[0]}" if path else unknown[0], "unknown field")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, ftype, required in fields_of(tp):
             sub = f"{path}.{name}" if path else name
             if name not in value or value[name] is None:
