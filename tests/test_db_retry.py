@@ -15,14 +15,18 @@ from typing import Any
 import psycopg
 import pytest
 import zeep.exceptions
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
+from pba_server.accounts import service as accounts
 from pba_server.billing.models import PaymentTerms
 from pba_server.core import db
 from pba_server.core.db import TransientFailure, UnitOfWork, run_in_transaction
 from pba_server.core.errors import Busy
-from tests.catalog_support import Caller
+from tests.catalog_support import Caller, service_ctx
+from tests.prov_support import Script, fake_module, instance, plan, provision, run, subscribe
+
+__all__ = ["fake_module"]
 
 OP = "PaymentTermsSet"
 LOCK = text("SELECT id FROM accounts WHERE id = :a FOR UPDATE")
@@ -216,3 +220,32 @@ def test_idle_connections_are_given_back(pg_url: str) -> None:
             assert c.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def test_a_provisioning_result_is_recorded_despite_a_deadlock_and_a_full_pool(
+    env: Any, fake_module: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from pba_server.provisioning import engine as prov_engine
+    from pba_server.provisioning.models import ProvisioningOperation
+
+    instance(env)
+    with service_ctx(env) as ctx:
+        cust = accounts.account_create(ctx, type="customer_personal", name="C").id
+    provision(env, subscribe(env, cust, plan(env)))
+    failures: list[Exception] = [_deadlock(), PoolTimeout("QueuePool limit reached")]
+    apply = prov_engine.apply_result
+
+    def flaky(*a: Any, **kw: Any) -> None:
+        apply(*a, **kw)  # rolled back with the attempt
+        if failures:
+            raise failures.pop(0)
+
+    monkeypatch.setattr(prov_engine, "RECORD_BACKOFF_S", 0.001)
+    monkeypatch.setattr(prov_engine, "apply_result", flaky)
+    assert run(env) == 1
+    assert failures == []
+    with UnitOfWork(env.app.engine) as uow:
+        (op,) = uow.session.scalars(select(ProvisioningOperation)).all()
+        assert op.status == "done"
