@@ -16,7 +16,7 @@ from pba_server.api.soap import SoapHandler
 from pba_server.api.xmlrpc import XmlRpcHandler
 from pba_server.config import Settings
 from pba_server.core.clock import Clock, SystemClock
-from pba_server.core.db import make_engine
+from pba_server.core.db import check_connection_budget, connection_budget, make_engine
 from pba_server.core.jobs import JobSpec
 from pba_server.core.logsafe import OneLineFormatter
 from pba_server.core.operations import Operation, registry
@@ -182,9 +182,10 @@ def build_app(
     check: bool = True,
 ) -> App:
     load_plugins(settings)  # first: a missing plugins folder refuses before anything is written
-    engine = engine or make_engine(settings.database, pool_size=settings.db_pool_size)
+    engine = engine or engine_of(settings)
     if check:
         check_schema(engine, settings)
+        check_connections(engine, settings)
     clock = clock or SystemClock()
     box = secret_box(settings)
     ops = load_operations()
@@ -224,6 +225,29 @@ def wire_ports(runtime: Runtime) -> None:
     runtime.provide(ServiceLookup, Lookup())
     runtime.provide(Provisioner, ENGINE)
     runtime.provide(BilledPeriods, Billed())
+
+
+def engine_of(settings: Settings) -> Engine:
+    """The API engine, its pool sized by the settings (docs/locking.md, "Connections")."""
+    return make_engine(
+        settings.database,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        pool_recycle=settings.db_pool_recycle_seconds,
+    )
+
+
+def check_connections(engine: Engine, settings: Settings) -> str | None:
+    """Warn (in the log) when the settings let the server take more than
+    ``db_connection_share`` percent of PostgreSQL's ``max_connections``."""
+    budget = connection_budget(
+        workers=settings.workers,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        billing_run_workers=settings.billing_run_workers,
+    )
+    return check_connection_budget(engine, budget, settings.db_connection_share)
 
 
 def load_plugins(settings: Settings) -> None:

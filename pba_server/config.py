@@ -212,7 +212,44 @@ class Settings:
         1, "worker processes sharing the port (about one per core)", minimum=1, flag=True
     )
     threads: int = setting(16, "threads serving calls in each worker", minimum=1, flag=True)
-    db_pool_size: int = setting(16, "database connections per worker", minimum=1)
+    db_pool_size: int = setting(
+        16, "database connections each worker's API pool keeps open", minimum=1
+    )
+    db_max_overflow: int = setting(
+        8,
+        "connections an API pool may open beyond db_pool_size under a burst, closed again "
+        "when returned",
+        minimum=0,
+    )
+    db_pool_timeout_seconds: int = setting(
+        30,
+        "longest wait for a free pooled connection before a call is answered Server.Unavailable",
+        minimum=1,
+    )
+    db_pool_recycle_seconds: int = setting(
+        1800, "a pooled connection older than this is replaced before use", minimum=60
+    )
+    db_pool_idle_seconds: int = setting(
+        300,
+        "a pooled connection unused this long is closed, so idle servers give their "
+        "connections back (0: kept open)",
+        minimum=0,
+    )
+    db_connection_share: int = setting(
+        80,
+        "percent of PostgreSQL's max_connections the server may take (all workers, "
+        "background threads and billing-run workers); a warning at start when the "
+        "settings add up to more",
+        minimum=1,
+        maximum=100,
+    )
+    db_retry_attempts: int = setting(
+        3,
+        "attempts of a unit of work that hit a deadlock, serialization failure or a locked "
+        "SQLite database before the caller is answered Server.Busy",
+        minimum=1,
+        maximum=10,
+    )
     max_request_bytes: int = setting(
         4 * 1024 * 1024, "largest request body accepted (bytes)", minimum=1024
     )
@@ -369,6 +406,11 @@ class Settings:
     )
     event_retention_days: int = setting(
         90, "delivered events older than this are purged (0: kept forever)", minimum=0
+    )
+    idempotency_retention_days: int = setting(
+        7,
+        "idempotency keys (and the first answers they replay) are kept this many days",
+        minimum=1,
     )
 
 

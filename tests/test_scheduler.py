@@ -58,7 +58,14 @@ def test_failing_job_is_recorded_and_runs_next_period(env):
 def test_purge_jobs_forget_old_idempotency_keys(api, env):
     admin = api.soap()
     admin.AccountCreate(type="customer_personal", name="A", idempotency_key="old-key")
-    env.clock.freeze(env.clock.now() + timedelta(hours=25))
+    start = env.clock.now()
+    # kept for idempotency_retention_days (7): a day later the key still replays
+    env.clock.freeze(start + timedelta(hours=25))
+    assert "purge-idempotency-keys" in run_due(env.app.engine, env.app.runtime, env.app.jobs)
+    env.clock.frozen = False
+    admin.AccountCreate(type="customer_personal", name="A", idempotency_key="old-key")
+    assert admin.AccountList().total == 1
+    env.clock.freeze(start + timedelta(days=7, hours=1))
     assert "purge-idempotency-keys" in run_due(env.app.engine, env.app.runtime, env.app.jobs)
     env.clock.frozen = False
     # the key is forgotten: the same key now creates a second account

@@ -285,7 +285,7 @@ def insert_account(
 # ---------------------------------------------------------------- accounts
 
 
-@operation("AccountCreate", roles=MANAGERS, idempotent=True)
+@operation("AccountCreate", roles=MANAGERS, mutating=True)
 def account_create(
     ctx: CallContext,
     *,
@@ -550,7 +550,7 @@ def _get_contact(ctx: CallContext, contact_id: int) -> tuple[Contact, Account]:
     return row[0], row[1]
 
 
-@operation("ContactAdd", roles=MANAGERS | CONTACT_EDITORS, idempotent=True)
+@operation("ContactAdd", roles=MANAGERS | CONTACT_EDITORS, mutating=True)
 def contact_add(ctx: CallContext, *, account_id: int, contact: ContactInput) -> ContactInfo:
     """Add a billing, technical or administrative contact to an account."""
     acc = get_account(ctx, account_id)
@@ -710,7 +710,7 @@ def insert_user(
     return user
 
 
-@operation("UserCreate", roles=frozenset(), idempotent=True)
+@operation("UserCreate", roles=frozenset(), mutating=True)
 def user_create(
     ctx: CallContext,
     *,
@@ -887,7 +887,7 @@ def _key_owner(ctx: CallContext, user_id: int | None) -> tuple[User, Account]:
     return user, acc
 
 
-@operation("ApiKeyCreate", roles=ANY_ROLE, self_service=True, idempotent=True)
+@operation("ApiKeyCreate", roles=ANY_ROLE, self_service=True, mutating=True)
 def api_key_create(ctx: CallContext, *, name: str, user_id: int | None = None) -> ApiKeyCreated:
     """Create API credentials for a machine client acting as ``user_id`` (default:
     the caller). The secret is shown only in this answer; use key id and secret

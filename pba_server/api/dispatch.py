@@ -6,6 +6,12 @@ calls the service function inside one unit of work and commits. Any error
 leaves nothing written (the unit of work rolls back) and comes out as a
 :class:`PbaError` with a stable code; unexpected ones become
 ``Server.Internal`` carrying the correlation id, which is also in the log.
+
+A deadlock or serialization failure throws the whole unit of work away
+(authentication, call and commit) and runs it again, up to
+``db_retry_attempts`` times with a jittered pause (:func:`run_in_transaction`);
+after-commit work (event delivery, kicks) runs once, for the attempt that
+committed. If every attempt failed the caller gets ``Server.Busy``.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from pba_server.core.auth import Principal
 from pba_server.core.carddata import refuse_in
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext
-from pba_server.core.db import UnitOfWork
+from pba_server.core.db import TransientFailure, UnitOfWork, is_transient, run_in_transaction
 from pba_server.core.errors import (
     AuthFailed,
+    Busy,
     Conflict,
     InternalError,
     PbaError,
@@ -76,6 +83,7 @@ class Dispatcher:
     ) -> None:
         self.engine = engine
         self.runtime = runtime
+        self.retry_attempts = runtime.settings.db_retry_attempts
         self.clock = clock
         self.secrets = secret_box
         self.operations = operations
@@ -100,6 +108,8 @@ class Dispatcher:
             return quantize_amounts(op.result, self._call(op, raw, creds, meta, principal))
         except PbaError:
             raise
+        except TransientFailure as exc:
+            raise self._busy(exc, meta) from exc
         except (OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc, meta) from exc
         except Exception as exc:
@@ -109,16 +119,39 @@ class Dispatcher:
     def authenticate(self, creds: Credentials, meta: CallMeta) -> Principal:
         """Check credentials on their own, before the request body is parsed."""
         try:
-            with UnitOfWork(self.engine) as uow:
-                principal = self._authenticate(uow, creds, meta)
+            principal = run_in_transaction(
+                self.engine,
+                lambda uow: self._authenticate(uow, creds, meta),
+                attempts=self.retry_attempts,
+                what="authentication",
+            )
         except PbaError:
             raise
+        except TransientFailure as exc:
+            raise self._busy(exc, meta) from exc
         except (OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc, meta) from exc
         meta.user = principal.login
         return principal
 
-    def _unavailable(self, exc: Exception, meta: CallMeta) -> Unavailable:
+    def _busy(self, exc: TransientFailure, meta: CallMeta) -> Busy:
+        log.error(
+            "database busy after %d attempt(s) [cid=%s]: %s",
+            exc.attempts,
+            meta.correlation_id,
+            exc.__cause__,
+        )
+        return Busy(
+            f"the database was busy (deadlock or conflicting update) on every attempt; "
+            f"nothing was written; try again (correlation id {meta.correlation_id})"
+        )
+
+    def _unavailable(self, exc: Exception, meta: CallMeta) -> PbaError:
+        if is_transient(exc):  # e.g. from a unit of work that had committed a part
+            return Busy(
+                f"the database was busy (deadlock or conflicting update); try again "
+                f"(correlation id {meta.correlation_id})"
+            )
         log.error("database unavailable [cid=%s]: %s", meta.correlation_id, exc)
         return Unavailable(
             f"the database is unavailable; try again (correlation id {meta.correlation_id})"
@@ -170,63 +203,81 @@ class Dispatcher:
         key = args.pop("idempotency_key", None) if op.idempotent else None
         if key is not None:
             idempotency.check_key(key)
-        with UnitOfWork(self.engine) as uow:
-            principal = given if given is not None else self._authenticate(uow, creds, meta)
-            meta.user = principal.login
-            principal.require_role(op.roles, op.name)
-            ctx = CallContext(
-                uow=uow,
-                principal=principal,
-                clock=self.clock,
-                secrets=self.secrets,
-                operation=op.name,
-                correlation_id=meta.correlation_id,
-                source_address=meta.source_address,
-                runtime=self.runtime,
-            )
-            req_hash = ""
-            if key is not None:
-                req_hash = idempotency.request_hash(op.name, dump(args))
-                stored = idempotency.find(uow.session, principal.user_id, key, op.name, req_hash)
-                if stored is not None:
-                    meta.extra["idempotent_replay"] = "1"
-                    return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
+        return run_in_transaction(
+            self.engine,
+            lambda uow: self._attempt(uow, op, dict(args), key, creds, meta, given),
+            attempts=self.retry_attempts,
+            what=op.name,
+        )
+
+    def _attempt(
+        self,
+        uow: UnitOfWork,
+        op: Operation,
+        args: dict[str, Any],
+        key: str | None,
+        creds: Credentials,
+        meta: CallMeta,
+        given: Principal | None,
+    ) -> Any:
+        """One attempt of the call's unit of work: authenticate, check the role,
+        replay or call, store the answer under the key, commit."""
+        principal = given if given is not None else self._authenticate(uow, creds, meta)
+        meta.user = principal.login
+        principal.require_role(op.roles, op.name)
+        ctx = CallContext(
+            uow=uow,
+            principal=principal,
+            clock=self.clock,
+            secrets=self.secrets,
+            operation=op.name,
+            correlation_id=meta.correlation_id,
+            source_address=meta.source_address,
+            runtime=self.runtime,
+        )
+        req_hash = ""
+        if key is not None:
+            req_hash = idempotency.request_hash(op.name, dump(args))
+            stored = idempotency.find(uow.session, principal.user_id, key, op.name, req_hash)
+            if stored is not None:
+                meta.extra["idempotent_replay"] = "1"
+                return coerce(op.result, json.loads(self.secrets.decrypt(stored)), "result")
+        try:
+            result = op.func(ctx, **args)
+        except (PbaError, IntegrityError):
+            if key is None:
+                raise
+            # A concurrent call with the same key may have committed what
+            # this one was creating (a login, a name) or checking (an open
+            # order): ours lost on that, not on the key's unique index.
+            # Answer with the first result.
+            uow.rollback()
+            replay = self._stored(op, principal.user_id, key, req_hash, meta)
+            if replay is None:
+                raise
+            return replay
+        if key is not None:
             try:
-                result = op.func(ctx, **args)
-            except (PbaError, IntegrityError):
-                if key is None:
-                    raise
-                # A concurrent call with the same key may have committed what
-                # this one was creating (a login, a name) or checking (an open
-                # order): ours lost on that, not on the key's unique index.
-                # Answer with the first result.
+                idempotency.store(
+                    uow.session,
+                    principal.user_id,
+                    key,
+                    op.name,
+                    req_hash,
+                    # encrypted: results may hold secrets shown once (API keys)
+                    self.secrets.encrypt(json.dumps(dump(result))),
+                    self.clock.now(),
+                )
+            except IntegrityError:
+                # A concurrent call with the same key committed first: ours
+                # rolls back whole and the caller gets the first result.
                 uow.rollback()
-                replay = self._stored(op, principal.user_id, key, req_hash, meta)
-                if replay is None:
-                    raise
-                return replay
-            if key is not None:
-                try:
-                    idempotency.store(
-                        uow.session,
-                        principal.user_id,
-                        key,
-                        op.name,
-                        req_hash,
-                        # encrypted: results may hold secrets shown once (API keys)
-                        self.secrets.encrypt(json.dumps(dump(result))),
-                        self.clock.now(),
-                    )
-                except IntegrityError:
-                    # A concurrent call with the same key committed first: ours
-                    # rolls back whole and the caller gets the first result.
-                    uow.rollback()
-                    return self._replay(op, principal.user_id, key, req_hash, meta)
-            try:
-                uow.commit()
-            except IntegrityError as exc:
-                raise Conflict("the change conflicts with data written concurrently") from exc
-            return result
+                return self._replay(op, principal.user_id, key, req_hash, meta)
+        try:
+            uow.commit()
+        except IntegrityError as exc:
+            raise Conflict("the change conflicts with data written concurrently") from exc
+        return result
 
     def _replay(self, op: Operation, user_id: int, key: str, req_hash: str, meta: CallMeta) -> Any:
         result = self._stored(op, user_id, key, req_hash, meta)

@@ -15,11 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as _reactor
+from twisted.internet import task, threads
 from twisted.python.threadpool import ThreadPool
 
 from pba_server.api.admission import ParseGate
 from pba_server.api.http import PbaSite, build_root
 from pba_server.bootstrap import App
+from pba_server.core.db import release_idle
 from pba_server.scheduler.jobs import Ticker
 
 log = logging.getLogger("pba")
@@ -198,12 +200,31 @@ def run_worker(
     ticker = Ticker(app.engine, app.runtime, app.jobs)
     ticker.start()
     reactor.addSystemEventTrigger("before", "shutdown", ticker.stop)
+    _release_idle_connections(app)
     # What start-up built lives as long as the process: keep it out of the
     # collector's way (and out of the final collection, which otherwise makes
     # a SIGTERM take seconds).
     gc.freeze()
     reactor.callWhenRunning(Drain(site, ports).install)
     reactor.run()
+
+
+def _release_idle_connections(app: App) -> None:
+    """Every minute (on a thread: closing connections is I/O), give the
+    database back the pool's connections when none was used for
+    ``db_pool_idle_seconds``."""
+    idle = app.settings.db_pool_idle_seconds
+    if idle <= 0:
+        return
+
+    def trim() -> Any:
+        d = threads.deferToThread(release_idle, app.engine, idle)
+        d.addErrback(lambda f: log.warning("releasing idle connections failed: %s", f.value))
+        return d
+
+    loop = task.LoopingCall(trim)
+    loop.start(min(60.0, float(idle)), now=False)
+    reactor.addSystemEventTrigger("before", "shutdown", loop.stop)
 
 
 # How long a stopping server waits for the calls in flight to answer.

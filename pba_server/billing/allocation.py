@@ -28,6 +28,18 @@ def _available_credit(ctx: CallContext, account_id: int, currency: str) -> Decim
     return max(-row.credit, ZERO)
 
 
+def open_payments(ctx: CallContext, account_id: int) -> list[Payment]:
+    """The account's payments with an unallocated remainder, oldest first, locked."""
+    return list(
+        ctx.session.scalars(
+            select(Payment)
+            .where(Payment.account_id == account_id, Payment.allocated < Payment.amount)
+            .order_by(Payment.id)
+            .with_for_update()
+        )
+    )
+
+
 def apply_credit(
     ctx: CallContext,
     acc: Account,
@@ -47,14 +59,7 @@ def apply_credit(
         budget = min(budget, payment.amount - payment.allocated)
         sources: list[Payment] = [payment]
     else:
-        sources = list(
-            ctx.session.scalars(
-                select(Payment)
-                .where(Payment.account_id == acc.id, Payment.allocated < Payment.amount)
-                .order_by(Payment.id)
-                .with_for_update()
-            )
-        )
+        sources = open_payments(ctx, acc.id)
     made: list[PaymentAllocation] = []
     for inv in invoices:
         if budget <= 0:

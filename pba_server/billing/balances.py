@@ -54,7 +54,7 @@ def check_credit(
         )
 
 
-@operation("BalanceAdjust", roles=BILLING, idempotent=True)
+@operation("BalanceAdjust", roles=BILLING, mutating=True)
 def balance_adjust(
     ctx: CallContext, *, account_id: int, amount: Decimal, reason: str
 ) -> AdjustmentInfo:

@@ -65,7 +65,7 @@ def _cn_info(ctx: CallContext, cn: CreditNote) -> CreditNoteInfo:
     )
 
 
-@operation("CreditNoteCreate", roles=BILLING, idempotent=True)
+@operation("CreditNoteCreate", roles=BILLING, mutating=True)
 def credit_note_create(
     ctx: CallContext,
     *,
@@ -111,6 +111,7 @@ def credit_note_create(
     total = sum((a for _ln, a in wanted), ZERO)
     to_receivable = min(total, outstanding(inv))
     to_credit = total - to_receivable
+    ledger.balance_row(ctx, inv.account_id, cur)  # lock order: balance before number
     seq, number = next_number(ctx, inv.issuer_id, "credit_note")
     cn = CreditNote(
         issuer_id=inv.issuer_id,

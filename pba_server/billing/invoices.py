@@ -148,6 +148,12 @@ def _issue(
     update_totals(inv, lines)
     if check_limit:
         check_credit(ctx, buyer.id, inv.total)
+    # lock order (core/db.py): the buyer's open payments (credit applied
+    # below), then its balance row, before the number sequence and the feed
+    # counter, as every path that posts and then numbers
+    if apply_credit:
+        allocation.open_payments(ctx, buyer.id)
+    ledger.balance_row(ctx, buyer.id, inv.currency)
     inv.seq, inv.number = next_number(ctx, inv.issuer_id, "invoice")
     inv.feed_position = next_feed_position(ctx)
     inv.issued_at = ctx.now()
@@ -177,7 +183,7 @@ def _issue(
         allocation.apply_credit(ctx, buyer, [inv])
 
 
-@operation("InvoiceCreate", roles=BILLING, idempotent=True)
+@operation("InvoiceCreate", roles=BILLING, mutating=True)
 def invoice_create(
     ctx: CallContext,
     *,
@@ -231,7 +237,7 @@ def invoice_create(
     return invoice_info(ctx, inv)
 
 
-@operation("InvoiceAddLine", roles=BILLING, idempotent=True)
+@operation("InvoiceAddLine", roles=BILLING, mutating=True)
 def invoice_add_line(ctx: CallContext, *, invoice_id: int, line: InvoiceLineInput) -> InvoiceInfo:
     """Add a line to a draft invoice."""
     inv = get_invoice(ctx, invoice_id, for_update=True)

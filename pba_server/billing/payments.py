@@ -66,7 +66,7 @@ def _currency_of(payments: Sequence[Payment], payment_id: int) -> str:
     return next(p.currency for p in payments if p.id == payment_id)
 
 
-@operation("PaymentRecord", roles=BILLING, idempotent=True)
+@operation("PaymentRecord", roles=BILLING, mutating=True)
 def payment_record(
     ctx: CallContext,
     *,

@@ -233,7 +233,7 @@ def editable_plan(ctx: CallContext, plan_id: int) -> Plan:
     return plan
 
 
-@operation("PlanCreate", roles=EDITORS, idempotent=True)
+@operation("PlanCreate", roles=EDITORS, mutating=True)
 def plan_create(
     ctx: CallContext,
     *,

@@ -116,7 +116,7 @@ def discount_of(p: Promotion) -> pricing.Discount:
     )
 
 
-@operation("PromotionCreate", roles=EDITORS, idempotent=True)
+@operation("PromotionCreate", roles=EDITORS, mutating=True)
 def promotion_create(
     ctx: CallContext,
     *,

@@ -55,7 +55,7 @@ def _unit(value: str) -> str:
     return value
 
 
-@operation("ResourceCreate", roles=EDITORS, idempotent=True)
+@operation("ResourceCreate", roles=EDITORS, mutating=True)
 def resource_create(
     ctx: CallContext,
     *,

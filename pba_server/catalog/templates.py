@@ -141,7 +141,7 @@ def _template_snapshot(info: ServiceTemplateInfo) -> dict[str, object]:
     return d
 
 
-@operation("ServiceTemplateCreate", roles=EDITORS, idempotent=True)
+@operation("ServiceTemplateCreate", roles=EDITORS, mutating=True)
 def service_template_create(
     ctx: CallContext,
     *,

@@ -143,6 +143,15 @@ class Unavailable(PbaError):
     http_status = 503
 
 
+class Busy(PbaError):
+    """The call met a deadlock or serialization failure (or a locked SQLite
+    database) on every attempt: nothing was written; try again later."""
+
+    code = "Server.Busy"
+    number = 5031
+    http_status = 503
+
+
 ALL_ERRORS: tuple[type[PbaError], ...] = (
     ValidationError,
     MalformedRequest,
@@ -161,4 +170,5 @@ ALL_ERRORS: tuple[type[PbaError], ...] = (
     PaymentDeclined,
     InternalError,
     Unavailable,
+    Busy,
 )

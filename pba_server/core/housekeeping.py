@@ -14,8 +14,9 @@ from pba_server.core.models import LoginFailure, UsedNonce
 
 
 def purge_idempotency_keys(job: JobContext) -> str:
-    n = idempotency.purge(job.session, job.clock.now())
-    return f"{n} idempotency key(s) older than 24 h removed"
+    days = job.runtime.settings.idempotency_retention_days
+    n = idempotency.purge(job.session, job.clock.now(), days=days)
+    return f"{n} idempotency key(s) older than {days} day(s) removed"
 
 
 def purge_nonces(job: JobContext) -> str:

@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 from pba_server.core.errors import Conflict, ValidationError
 from pba_server.core.models import IdempotencyKey
 
-RETENTION = timedelta(hours=24)
+# setting idempotency_retention_days: Stripe keeps keys 24 h, but retried
+# jobs often run days later
+DEFAULT_RETENTION_DAYS = 7
 
 
 def request_hash(operation: str, args: dict[str, Any]) -> str:
@@ -74,9 +76,8 @@ def store(
     session.flush()
 
 
-def purge(session: Session, now: datetime) -> int:
-    """Forget keys older than the retention period (at least 24 hours)."""
-    result = session.execute(
-        delete(IdempotencyKey).where(IdempotencyKey.created_at < now - RETENTION)
-    )
+def purge(session: Session, now: datetime, *, days: int = DEFAULT_RETENTION_DAYS) -> int:
+    """Forget keys older than the retention period (``idempotency_retention_days``)."""
+    keep = timedelta(days=days)
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < now - keep))
     return int(getattr(result, "rowcount", 0) or 0)

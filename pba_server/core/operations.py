@@ -39,6 +39,10 @@ class Operation:
     result: Any
     roles: frozenset[str]
     mutating: bool
+    # the dispatcher handles ``idempotency_key`` (stores and replays the first
+    # answer); False for reads and for a mutation whose function declares the
+    # key itself and answers repeats on its own (PaymentCharge: a repeat
+    # reports the charge as it is now, not the first answer)
     idempotent: bool
     doc: str
     # audit: the dispatcher records successful mutations unless the service
@@ -51,13 +55,14 @@ class Operation:
 
 _REGISTRY: dict[str, Operation] = {}
 
+KEY = "idempotency_key"
+
 
 def operation(
     name: str,
     *,
     roles: frozenset[str] | set[str],
     mutating: bool = False,
-    idempotent: bool = False,
     public: bool = False,
     self_service: bool = False,
 ) -> Callable[[F], F]:
@@ -66,13 +71,19 @@ def operation(
     ``roles`` is required: the roles besides ``admin`` that may call it. A
     mutating operation never admits ``readonly``, unless it is
     ``self_service`` (it acts on the caller's own credentials and checks so
-    itself). ``idempotent=True`` adds an optional ``idempotency_key`` parameter
-    handled by the dispatcher; it implies ``mutating``.
+    itself).
+
+    Every mutating operation takes an optional ``idempotency_key``, so a
+    client that lost an answer can ask again and get the first one: the
+    dispatcher stores and replays it. A function that declares
+    ``idempotency_key`` itself handles repeats on its own and gets the key
+    passed in. A read may not declare one; there is no mutating operation
+    without one.
     """
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"operation {name}: unknown roles {sorted(unknown)}")
-    if (mutating or idempotent) and "readonly" in roles and not self_service:
+    if mutating and "readonly" in roles and not self_service:
         raise ValueError(f"operation {name} changes data: the readonly role may not call it")
     if self_service and frozenset(roles) != ANY_ROLE:
         raise ValueError(f"operation {name}: a self-service operation is open to every role")
@@ -86,8 +97,13 @@ def operation(
                 raise TypeError(f"{func.__qualname__}: parameter {pname} must be keyword-only")
             required = p.default is inspect.Parameter.empty
             params.append(Param(pname, hints[pname], required, None if required else p.default))
-        if idempotent:
-            params.append(Param("idempotency_key", str | None, False, None))
+        own_key = any(p.name == KEY for p in params)
+        if own_key and not mutating:
+            raise ValueError(f"operation {name} changes nothing: it takes no {KEY}")
+        if own_key and hints[KEY] not in (str, str | None):
+            raise TypeError(f"operation {name}: {KEY} must be a str")
+        if mutating and not own_key:
+            params.append(Param(KEY, str | None, False, None))
         if name in _REGISTRY:
             raise ValueError(f"operation {name} declared twice")
         _REGISTRY[name] = Operation(
@@ -96,8 +112,8 @@ def operation(
             params=tuple(params),
             result=hints.get("return", type(None)),
             roles=frozenset(roles),
-            mutating=mutating or idempotent,
-            idempotent=idempotent,
+            mutating=mutating,
+            idempotent=mutating and not own_key,
             doc=inspect.cleandoc(func.__doc__ or name),
             public=public,
             self_service=self_service,

@@ -239,12 +239,14 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValidationError(f"{path}.{unknown[0]}" if path else unknown[0], "unknown field")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name, ftype, required in fields_of(tp):
             sub = f"{path}.{name}" if path else name
             if name not in value or value[name] is None:
                 if required and not unwrap_optional(ftype)[1]:
                     raise ValidationError(sub, "is required")
+                if required:  # declared without a default: None is its value
+                    kwargs[name] = None
                 continue
             kwargs[name] = coerce(ftype, value[name], sub)
         return tp(**kwargs)

@@ -242,7 +242,7 @@ def _make_plan(
     return plan.id
 
 
-@operation("TldCreate", roles=EDITORS, idempotent=True)
+@operation("TldCreate", roles=EDITORS, mutating=True)
 def tld_create(
     ctx: CallContext,
     *,

@@ -260,7 +260,7 @@ def _new_secret() -> str:
     return "whsec_" + _secrets.token_urlsafe(32)
 
 
-@operation("EventHandlerCreate", roles=INTEGRATORS, idempotent=True)
+@operation("EventHandlerCreate", roles=INTEGRATORS, mutating=True)
 def event_handler_create(
     ctx: CallContext,
     *,

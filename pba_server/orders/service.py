@@ -640,7 +640,7 @@ def place(
     return o
 
 
-@operation("OrderPlace", roles=SELLERS, idempotent=True)
+@operation("OrderPlace", roles=SELLERS, mutating=True)
 def order_place(
     ctx: CallContext,
     *,
@@ -788,7 +788,7 @@ __all__ = ["Plan", "order_place"]
 # ---------------------------------------------------------------- storefront
 
 
-@operation("OrderPlaceWithSignup", roles=STOREFRONT, idempotent=True)
+@operation("OrderPlaceWithSignup", roles=STOREFRONT, mutating=True)
 def order_place_with_signup(
     ctx: CallContext,
     *,

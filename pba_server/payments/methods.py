@@ -58,7 +58,7 @@ def _method_info(m: StoredPaymentMethod) -> PaymentMethodInfo:
     )
 
 
-@operation("PaymentMethodAdd", roles=BILLING, idempotent=True)
+@operation("PaymentMethodAdd", roles=BILLING, mutating=True)
 def payment_method_add(
     ctx: CallContext,
     *,

@@ -52,7 +52,7 @@ from pba_server.catalog.models import Resource, ServiceTemplate
 from pba_server.config import Settings
 from pba_server.core.clock import Clock
 from pba_server.core.context import CallContext, system_context
-from pba_server.core.db import UnitOfWork
+from pba_server.core.db import UnitOfWork, run_in_transaction
 from pba_server.core.errors import PbaError
 from pba_server.core.leases import LeaseKeeper, lease_until
 from pba_server.core.runtime import Runtime
@@ -695,8 +695,15 @@ def call_module(module: ProcessingModule, request: ServiceRequest) -> ModuleResu
     return result
 
 
+# recording a result: a lost one leaves the operation running until the
+# running timeout, so deadlocks, a full pool and dropped connections are
+# retried, pausing up to 0.25, 0.5, 1, 2 s
+RECORD_ATTEMPTS = 5
+RECORD_BACKOFF_S = 0.25
+
+
 def _record(engine: Engine, runtime: Runtime, claimed: _Claimed, result: Any) -> None:
-    with UnitOfWork(engine) as uow:
+    def record(uow: UnitOfWork) -> None:
         op = uow.session.get(
             ProvisioningOperation, claimed.op_id, with_for_update=True, populate_existing=True
         )
@@ -709,6 +716,15 @@ def _record(engine: Engine, runtime: Runtime, claimed: _Claimed, result: Any) ->
         ctx = owner_ctx(uow, runtime, vendor_of(uow.session, svc), "ProvisioningRun")
         apply_result(ctx, op, svc, result)
         uow.commit()
+
+    run_in_transaction(
+        engine,
+        record,
+        attempts=RECORD_ATTEMPTS,
+        backoff=RECORD_BACKOFF_S,
+        what=f"operation {claimed.op_id}: recording the result",
+        retry_unavailable=True,
+    )
 
 
 def apply_result(

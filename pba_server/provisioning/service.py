@@ -693,7 +693,7 @@ def _department_info(ctx: CallContext, d: Department) -> DepartmentInfo:
     return DepartmentInfo(d.id, d.account_id, d.name, list(members), d.created_at)
 
 
-@operation("DepartmentCreate", roles=ADMIN, idempotent=True)
+@operation("DepartmentCreate", roles=ADMIN, mutating=True)
 def department_create(
     ctx: CallContext, *, name: str, account_id: int | None = None
 ) -> DepartmentInfo:
@@ -750,7 +750,7 @@ def _member_user(ctx: CallContext, d: Department, user_id: int) -> User:
     return user
 
 
-@operation("DepartmentAddMember", roles=ADMIN, idempotent=True)
+@operation("DepartmentAddMember", roles=ADMIN, mutating=True)
 def department_add_member(ctx: CallContext, *, department_id: int, user_id: int) -> DepartmentInfo:
     """Make a user (of the department's account) a member; a member already is."""
     _require_staff(ctx)

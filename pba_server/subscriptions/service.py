@@ -245,7 +245,7 @@ def _order(
     return desk.order_info(ctx, o)
 
 
-@operation("SubscriptionChangePlan", roles=SELLERS, idempotent=True)
+@operation("SubscriptionChangePlan", roles=SELLERS, mutating=True)
 def subscription_change_plan(
     ctx: CallContext,
     *,
@@ -272,7 +272,7 @@ def subscription_change_plan(
     )
 
 
-@operation("SubscriptionBuyResource", roles=SELLERS, idempotent=True)
+@operation("SubscriptionBuyResource", roles=SELLERS, mutating=True)
 def subscription_buy_resource(
     ctx: CallContext,
     *,
@@ -296,7 +296,7 @@ def subscription_buy_resource(
     )
 
 
-@operation("SubscriptionCancel", roles=SELLERS, idempotent=True)
+@operation("SubscriptionCancel", roles=SELLERS, mutating=True)
 def subscription_cancel(
     ctx: CallContext, *, subscription_id: int, when: When = "now", reason: str | None = None
 ) -> OrderInfo:
@@ -315,7 +315,7 @@ def subscription_cancel(
     )
 
 
-@operation("SubscriptionRenew", roles=SELLERS, idempotent=True)
+@operation("SubscriptionRenew", roles=SELLERS, mutating=True)
 def subscription_renew(
     ctx: CallContext,
     *,

@@ -49,6 +49,24 @@ LINK_TYPES = {
 }
 
 
+def add_to_balances(session: Session, balances: dict[tuple[int, str], Decimal]) -> int:
+    """Add to the cached receivables (upserting, in key order); rows written."""
+    if not balances:
+        return 0
+    ins = upsert(session)
+    stmt = ins(AccountBalance)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "currency"],
+        set_={"receivable": AccountBalance.receivable + stmt.excluded.receivable},
+    )
+    rows = [
+        {"account_id": a, "currency": c, "receivable": v, "credit": ZERO}
+        for (a, c), v in sorted(balances.items())
+    ]
+    session.execute(stmt, rows)
+    return len(rows)
+
+
 def write_invoices(
     session: Session,
     drafts: Sequence[DraftInvoice],
@@ -64,6 +82,13 @@ def write_invoices(
     counts: dict[int, int] = defaultdict(int)
     for d in drafts:
         counts[d.issuer_id] += 1
+    # lock order (core/db.py): the balance rows (sorted) before the number
+    # sequences and the feed counter, as InvoiceIssue takes them
+    balances: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)
+    for d in drafts:
+        if d.total > 0:
+            balances[(d.account_id, d.currency)] += d.total
+    n = add_to_balances(session, balances)
     firsts = take_numbers(session, list(counts), counts, now)
     feed = take_feed(session, len(drafts))
     inv_ids = alloc_ids(session, "invoices", len(drafts))
@@ -71,7 +96,6 @@ def write_invoices(
     tx_ids = alloc_ids(session, "ledger_transactions", len(posted))
     next_seq = {i: firsts[i][0] for i in firsts}
     inv_rows, line_rows, tx_rows, entry_rows = [], [], [], []
-    balances: dict[tuple[int, str], Decimal] = defaultdict(lambda: ZERO)
     tx_iter = iter(tx_ids)
     for d, iid in zip(drafts, inv_ids, strict=True):
         seq = next_seq[d.issuer_id]
@@ -166,24 +190,10 @@ def write_invoices(
                             "amount": amount,
                         }
                     )
-            balances[(d.account_id, d.currency)] += d.total
-    n = bulk_insert(session, Invoice, inv_rows)
+    n += bulk_insert(session, Invoice, inv_rows)
     n += bulk_insert(session, InvoiceLine, line_rows)
     n += bulk_insert(session, LedgerTransaction, tx_rows)
     n += bulk_insert(session, LedgerEntry, entry_rows)
-    if balances:
-        ins = upsert(session)
-        stmt = ins(AccountBalance)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["account_id", "currency"],
-            set_={"receivable": AccountBalance.receivable + stmt.excluded.receivable},
-        )
-        rows = [
-            {"account_id": a, "currency": c, "receivable": v, "credit": ZERO}
-            for (a, c), v in sorted(balances.items())
-        ]
-        session.execute(stmt, rows)
-        n += len(rows)
     n += _emit_issued(session, drafts, now)
     return n
 
