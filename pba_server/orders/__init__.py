@@ -6,7 +6,17 @@ Rooms:
 - :mod:`.types` -- the wire types (also the order vocabulary subscriptions use);
 - :mod:`.workflow` -- workflows as data: validation and the defaults;
 - :mod:`.pricing` -- pricing an order line (the one code path for orders and previews);
-- :mod:`.engine` -- the durable step runner (background, exactly once);
+- :mod:`.engine` -- the durable step runner (background, exactly once): runs
+  the steps of :data:`.engine.ACTIONS`, one transaction each;
+- :mod:`.runner` -- the runner thread of each app, and waking it after a commit;
+- :mod:`.records` -- what every step shares: the order's context, lines, history
+  rows and events;
+- :mod:`.steps` -- the steps in one transaction: fraud screen, invoice, approval,
+  notify, complete, reject (and cancelling the order's invoice);
+- :mod:`.charging` -- the ``charge`` step (the gateway, under a lease, once);
+- :mod:`.bundles` -- the ``provision`` step and the provisioning bundle hook;
+- :mod:`.effects` -- what an order does to subscriptions (once);
+- :mod:`.rollback` -- the ``rollback`` step;
 - :mod:`.service` -- the API operations;
 - :mod:`.fraud` -- fraud screening through screener plugins;
 - :mod:`.provisioner` -- the ``Provisioner`` port to the provisioning engine;

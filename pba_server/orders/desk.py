@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from pba_server.accounts.models import Account
 from pba_server.core.context import CallContext
-from pba_server.orders import engine
+from pba_server.orders import effects, records
 from pba_server.orders import pricing as opricing
 from pba_server.orders import provisioner as prov
 from pba_server.orders import service as orders
@@ -79,14 +79,14 @@ class Desk:
         ).scalar()
 
     def default_method_id(self, ctx: CallContext, account_id: int) -> int | None:
-        method = engine.default_method(ctx, account_id)
+        method = records.default_method(ctx, account_id)
         return method.id if method is not None else None
 
     def sub_event(self, ctx: CallContext, sub: Subscription, type: str, **extra: Any) -> None:
-        engine.sub_event(ctx, sub, type, **extra)
+        records.sub_event(ctx, sub, type, **extra)
 
     def cancel_subscription(self, ctx: CallContext, sub: Subscription, reason: str | None) -> None:
-        engine.cancel_subscription(ctx, sub, reason)
+        effects.cancel_subscription(ctx, sub, reason)
 
     def request_action(
         self, ctx: CallContext, subscription_id: int, action: str, *, reason: str = ""

@@ -39,7 +39,7 @@ from pba_server.core.schema import MinLen
 from pba_server.core.scope import visible_path
 from pba_server.domains import service as domains
 from pba_server.dunning import service as dunning
-from pba_server.orders import engine
+from pba_server.orders import engine, records, runner, steps
 from pba_server.orders import pricing as opricing
 from pba_server.orders.models import Order, OrderHistory, OrderLine, Workflow
 from pba_server.orders.types import (
@@ -103,7 +103,7 @@ def order_info(ctx: CallContext, o: Order, *, full: bool = True) -> OrderInfo:
     lines: list[OrderLineInfo] = []
     hist: list[OrderHistoryEntry] = []
     if full:
-        lines = [_line_info(ln) for ln in engine.lines_of(ctx, o)]
+        lines = [_line_info(ln) for ln in records.lines_of(ctx, o)]
         hist = [
             OrderHistoryEntry(h.at, h.actor, h.step, h.action, h.result, h.note)
             for h in ctx.session.scalars(
@@ -567,7 +567,7 @@ def place(
         if order_type == "payment":
             raise ValidationError("on_account", "a prepayment is paid by card")
         if total > 0:
-            check_credit(ctx, buyer.id, total, pending=engine.pending_on_account(ctx, buyer.id))
+            check_credit(ctx, buyer.id, total, pending=records.pending_on_account(ctx, buyer.id))
     else:
         if payment_method_id is not None:
             method = ctx.session.get(StoredPaymentMethod, payment_method_id)
@@ -577,7 +577,7 @@ def place(
                     f"account {buyer.id} has no payment method {payment_method_id}",
                 )
         elif total > 0 or needs_card:
-            method = engine.default_method(ctx, buyer.id)
+            method = records.default_method(ctx, buyer.id)
             if method is None:
                 raise ValidationError(
                     "payment_method_id",
@@ -632,11 +632,11 @@ def place(
         )
     if promo_used is not None:
         promotions.promotion_redeem(ctx, promo_used, buyer.id, reference=f"order {o.id}")
-    engine.history(ctx, o, "place", "placed", f"{order_type} order, total {total} {o.currency}")
+    records.history(ctx, o, "place", "placed", f"{order_type} order, total {total} {o.currency}")
     ctx.session.flush()
-    engine.order_event(ctx, o, "order.placed")
+    records.order_event(ctx, o, "order.placed")
     audit.record(ctx, "order", o.id, buyer.path, {"placed": {"type": order_type, "total": total}})
-    engine.kick_after_commit(ctx.uow)
+    runner.kick_after_commit(ctx.uow)
     return o
 
 
@@ -736,7 +736,7 @@ def order_approve(ctx: CallContext, *, order_id: int, note: str | None = None) -
     _require_seller_side(ctx, o)
     _waiting_approval(o)
     engine.advance_manual(ctx, o, "approved", _text(note, "note", 1000))
-    engine.order_event(ctx, o, "order.approved")
+    records.order_event(ctx, o, "order.approved")
     return order_info(ctx, o)
 
 
@@ -771,14 +771,14 @@ def order_cancel(ctx: CallContext, *, order_id: int, reason: str | None = None) 
         )
     why = _text(reason, "reason", 1000) or "cancelled"
     if o.invoice_id is not None:
-        sysctx = engine.order_ctx(ctx.uow, ctx.clock, o, secrets=ctx.secrets, runtime=ctx.runtime)
-        engine._cancel_invoice(sysctx, o, why)
+        sysctx = records.order_ctx(ctx.uow, ctx.clock, o, secrets=ctx.secrets, runtime=ctx.runtime)
+        steps.cancel_invoice(sysctx, o, why)
     o.status = "cancelled"
     o.reason = why
     o.next_run_at = None
     o.updated_at = ctx.now()
-    engine.history(ctx, o, "cancel", "cancelled", why)
-    engine.order_event(ctx, o, "order.rejected", reason=why)
+    records.history(ctx, o, "cancel", "cancelled", why)
+    records.order_event(ctx, o, "order.rejected", reason=why)
     return order_info(ctx, o)
 
 
