@@ -143,6 +143,7 @@ def build_app(
     box = secret_box(settings)
     ops = load_operations()
     payments_runtime(box)
+    plugin_calls(settings)
     domains_runtime(settings)
     provisioning_runtime(settings)
     import pba_server.subscriptions.service as subscriptions
@@ -188,6 +189,13 @@ def payments_runtime(box: SecretBox) -> None:
 
     set_process_secrets(box)
     configure_runtime(box)
+
+
+def plugin_calls(settings: Settings) -> None:
+    """Pools, deadlines and breakers of plugin calls (core.plugincall)."""
+    from pba_server.core import plugincall
+
+    plugincall.configure(plugincall.GuardSettings.from_settings(settings))
 
 
 def domains_runtime(settings: Settings) -> None:
