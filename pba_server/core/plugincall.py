@@ -484,7 +484,10 @@ class GuardedPlugin:
                 mask_secrets(broken, self._secrets),
                 "; circuit opened" if opened else "",
             )
-            raise failure_error(f"{self._label} gave an invalid answer (ref {ref})")
+            raise failure_error(
+                f"{self._label} gave an invalid answer (ref {ref}): "
+                + mask_secrets(broken, self._secrets)
+            )
         state.breaker.success()
         return result
 

@@ -95,7 +95,10 @@ ModuleResult = Done | InProgress | RetryableFailure | FinalFailure
 def check_module_result(result: Any, call: Mapping[str, Any]) -> str | None:
     """perform answers one of :data:`ModuleResult`."""
     if not isinstance(result, Done | InProgress | RetryableFailure | FinalFailure):
-        return f"perform returned a {type(result).__name__}, not a module result"
+        return (
+            f"perform returned a {type(result).__name__}, not a result (Done, InProgress, "
+            "RetryableFailure or FinalFailure)"
+        )
     return None
 
 
