@@ -733,7 +733,14 @@ def payment_charge(
         ctx.uow.commit()
         return _charge_info(g)
     except Exception as exc:  # timeout or anything else: outcome unknown
-        log.warning("charge %s: outcome unknown (%s); left pending", g.id, type(exc).__name__)
+        # the guard logged the plugin's detail (masked, traceback) under the ref in exc
+        log.warning(
+            "charge %s (instance %s): outcome unknown (%s: %s); left pending",
+            g.id,
+            inst.id,
+            type(exc).__name__,
+            exc,
+        )
         g.message = f"outcome unknown: {type(exc).__name__}"
         g.updated_at = ctx.now()
         ctx.uow.commit()
@@ -848,7 +855,13 @@ def payment_refund(
         ctx.uow.commit()
         raise InvalidState(f"the gateway refused the refund: {r.decline_code}") from None
     except Exception as exc:
-        log.warning("refund %s: outcome unknown (%s); left pending", r.id, type(exc).__name__)
+        log.warning(
+            "refund %s (instance %s): outcome unknown (%s: %s); left pending",
+            r.id,
+            inst.id,
+            type(exc).__name__,
+            exc,
+        )
         ctx.uow.commit()
         return _refund_info(r, g.currency)
     _record_refund(ctx, g, r, result.reference)
@@ -878,7 +891,19 @@ def _reconcile_charge(uow: UnitOfWork, clock: Clock, box: SecretBox, g: GatewayP
     try:
         found = gateway_for(box, inst, clock).lookup(key=g.gateway_key)
     except Exception as exc:
-        log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
+        log.warning("reconcile charge %s: %s: %s; still pending", g.id, type(exc).__name__, exc)
+        return "pending"
+    if found.status == "captured" and found.amount is not None and found.amount != g.amount:
+        # never book another amount than the one asked for: a person looks
+        log.error(
+            "reconcile charge %s: plugin %s (instance %s) reports %s captured, not the %s "
+            "asked for; left pending",
+            g.id,
+            inst.plugin,
+            inst.id,
+            found.amount,
+            g.amount,
+        )
         return "pending"
     if found.status == "captured":
         _record_capture(ctx, g, found.reference or g.gateway_key)
@@ -904,7 +929,7 @@ def _reconcile_refund(
         r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
         charge.refunded -= r.amount
     except Exception as exc:
-        log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        log.warning("reconcile refund %s: %s: %s; still pending", r.id, type(exc).__name__, exc)
         return None
     else:
         _record_refund(_system_ctx(uow, clock, box, owner), charge, r, done.reference)
