@@ -363,7 +363,7 @@ def _gateway_setup(env: Any) -> tuple[int, int]:
     return inst.id, m.id
 
 
-def test_an_over_capture_is_refused_and_the_charge_stays_pending(env, fakes):
+def test_an_over_capture_is_refused_and_the_charge_stays_pending(env, fakes, caplog):
     _inst, method = _gateway_setup(env)
     Hung.behaviour = "double"
     with service_ctx(env) as ctx:
@@ -373,6 +373,21 @@ def test_an_over_capture_is_refused_and_the_charge_stays_pending(env, fakes):
     assert info.status == "pending"  # nothing booked; reconciliation asks the gateway
     with service_ctx(env) as ctx:
         assert payments.payment_charge_get(ctx, charge_id=info.id).payment_id is None
+    # a dict instead of a ChargeResult: the same, not Server.Internal
+    Hung.behaviour = "dict"
+    with service_ctx(env) as ctx:
+        info = payments.payment_charge(
+            ctx, payment_method_id=method, idempotency_key="k2", amount=Decimal("5.00")
+        )
+    assert info.status == "pending"
+    # an exception with the key in it: pending, and the key is nowhere
+    Hung.behaviour = "raise"
+    with service_ctx(env) as ctx:
+        info = payments.payment_charge(
+            ctx, payment_method_id=method, idempotency_key="k3", amount=Decimal("5.00")
+        )
+    assert info.status == "pending" and LEAKED not in repr(info)
+    assert LEAKED not in caplog.text and "RuntimeError" in caplog.text
 
 
 def _timed(fn: Any) -> float:
