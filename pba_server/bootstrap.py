@@ -191,6 +191,7 @@ def build_app(
     ops = load_operations()
     runtime = Runtime(settings=settings, clock=clock, secrets=box)
     wire_ports(runtime)
+    plugin_calls(settings)
     process_secrets(box)  # for the jobs of other features that still read it
     dispatcher = Dispatcher(engine, clock, box, ops, runtime=runtime)
     deliverer = event_deliverer(settings, engine, clock, box)
@@ -264,6 +265,13 @@ def process_secrets(box: SecretBox) -> None:
     from pba_server.core.context import set_process_secrets
 
     set_process_secrets(box)
+
+
+def plugin_calls(settings: Settings) -> None:
+    """Pools, deadlines and breakers of plugin calls (core.plugincall)."""
+    from pba_server.core import plugincall
+
+    plugincall.configure(plugincall.GuardSettings.from_settings(settings))
 
 
 def events_policy(settings: Settings) -> None:

@@ -352,6 +352,31 @@ class Settings:
         example="/opt/pba-plugins",
         group="plugins",
     )
+    plugin_threads: int = setting(
+        4,
+        "threads per plugin instance; more calls to one instance wait for one, within "
+        "their deadline",
+        minimum=1,
+        maximum=64,
+    )
+    plugin_wait_percent: int = setting(
+        50,
+        "share of `threads` (percent) that may wait on plugin calls at once; a call "
+        "beyond it is not made and fails at once (outcome known: nothing was sent)",
+        minimum=1,
+        maximum=100,
+    )
+    plugin_breaker_failures: int = setting(
+        5,
+        "consecutive failures or timeouts of one plugin instance that open its circuit "
+        "breaker: calls fail at once until the cool-down ends",
+        minimum=1,
+    )
+    plugin_breaker_cooldown_seconds: int = setting(
+        30,
+        "how long an open circuit breaker refuses calls before one trial call",
+        minimum=1,
+    )
     billing_run_interval_hours: int = setting(
         24, "hours between scheduled billing runs (24: daily)", minimum=1, group="billing run"
     )

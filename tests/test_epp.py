@@ -270,3 +270,4 @@ class TestSandboxRegistrarConformance(RegistrarContract):
     settings = {"registry": "conformance"}
     taken_name = "taken.example"
     transfer_name = "someone.example"
+    transfer_auth = "any-code"

@@ -22,6 +22,7 @@ from pba_server.api.admission import ParseGate
 from pba_server.api.http import PbaSite, build_root
 from pba_server.bootstrap import App
 from pba_server.core.db import release_idle
+from pba_server.core.plugincall import REQUEST_POOL_NAME
 from pba_server.scheduler.jobs import Ticker
 
 log = logging.getLogger("pba")
@@ -42,7 +43,8 @@ def make_site(app: App, pool: ThreadPool, reactor_: Any = None) -> PbaSite:
 
 def start_pool(threads: int, reactor_: Any = None) -> ThreadPool:
     r = reactor_ or reactor
-    pool = ThreadPool(minthreads=2, maxthreads=threads, name="pba-calls")
+    # the name marks request threads: plugin calls count their waits (core.plugincall)
+    pool = ThreadPool(minthreads=2, maxthreads=threads, name=REQUEST_POOL_NAME)
     pool.start()
     r.addSystemEventTrigger("during", "shutdown", pool.stop)
     return pool

@@ -96,5 +96,7 @@ def screen(ctx: CallContext, order: Order) -> Screening | None:
     try:
         return screener.screen(facts_of(ctx, order))
     except Exception as exc:
-        log.warning("order %s: screener %s failed: %s", order.id, inst.id, type(exc).__name__)
+        log.warning(
+            "order %s: screener %s failed: %s: %s", order.id, inst.id, type(exc).__name__, exc
+        )
         return Screening("suspect", 50, (f"the fraud screener failed: {type(exc).__name__}",))

@@ -274,7 +274,14 @@ def payment_charge(
         ctx.uow.commit()
         return charge_info(g)
     except Exception as exc:  # timeout or anything else: outcome unknown
-        log.warning("charge %s: outcome unknown (%s); left pending", g.id, type(exc).__name__)
+        # the guard logged the plugin's detail (masked, traceback) under the ref in exc
+        log.warning(
+            "charge %s (instance %s): outcome unknown (%s: %s); left pending",
+            g.id,
+            g.instance_id,
+            type(exc).__name__,
+            exc,
+        )
         g.message = f"outcome unknown: {type(exc).__name__}"
         g.updated_at = ctx.now()
         # no worker owns it now: reconciled after the age threshold, which
@@ -389,7 +396,13 @@ def payment_refund(
         ctx.uow.commit()
         raise InvalidState(f"the gateway refused the refund: {r.decline_code}") from None
     except Exception as exc:
-        log.warning("refund %s: outcome unknown (%s); left pending", r.id, type(exc).__name__)
+        log.warning(
+            "refund %s (instance %s): outcome unknown (%s: %s); left pending",
+            r.id,
+            g.instance_id,
+            type(exc).__name__,
+            exc,
+        )
         ctx.uow.commit()
         return _refund_info(r, g.currency)
     record_refund(ctx, g, r, result.reference)

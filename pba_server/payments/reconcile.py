@@ -61,7 +61,19 @@ def _reconcile_charge(uow: UnitOfWork, runtime: Runtime, g: GatewayPayment) -> s
     try:
         found = gateway_for(runtime.secrets, inst, runtime.clock).lookup(key=g.gateway_key)
     except Exception as exc:
-        log.warning("reconcile charge %s: %s; still pending", g.id, type(exc).__name__)
+        log.warning("reconcile charge %s: %s: %s; still pending", g.id, type(exc).__name__, exc)
+        return "pending"
+    if found.status == "captured" and found.amount is not None and found.amount != g.amount:
+        # never book another amount than the one asked for: a person looks
+        log.error(
+            "reconcile charge %s: plugin %s (instance %s) reports %s captured, not the %s "
+            "asked for; left pending",
+            g.id,
+            inst.plugin,
+            inst.id,
+            found.amount,
+            g.amount,
+        )
         return "pending"
     if found.status == "captured":
         record_capture(ctx, g, found.reference or g.gateway_key)
@@ -86,7 +98,7 @@ def _reconcile_refund(uow: UnitOfWork, runtime: Runtime, r: GatewayRefund) -> st
         r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
         charge.refunded -= r.amount
     except Exception as exc:
-        log.warning("reconcile refund %s: %s; still pending", r.id, type(exc).__name__)
+        log.warning("reconcile refund %s: %s: %s; still pending", r.id, type(exc).__name__, exc)
         return None
     else:
         record_refund(_system_ctx(uow, runtime, owner), charge, r, done.reference)

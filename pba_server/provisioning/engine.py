@@ -688,7 +688,7 @@ def call_module(module: ProcessingModule, request: ServiceRequest) -> ModuleResu
     except NotSupported as exc:
         return exc
     except Exception as exc:  # PluginError or a bug: retry, with the message logged
-        log.warning("operation %s: module raised %s", request.key, type(exc).__name__)
+        log.warning("operation %s: module raised %s: %s", request.key, type(exc).__name__, exc)
         return RetryableFailure(f"{type(exc).__name__}: {exc}")
     if not isinstance(result, (Done, InProgress, RetryableFailure, FinalFailure)):
         return RetryableFailure(f"the module returned {type(result).__name__}, not a result")

@@ -22,10 +22,11 @@ else of the server; the SDK itself imports only ``pba_server.core``.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pba_server.core.clock import Clock, SystemClock
 
@@ -123,6 +124,19 @@ class Plugin(abc.ABC):
     policy. A plugin never opens a socket or an HTTP client itself."""
 
     info: ClassVar[PluginInfo]
+    # The longest the server waits for each method, in seconds: each kind
+    # documents its maximum here. A plugin may declare shorter ones (never
+    # longer: the kind's maximum wins). A call past its deadline is treated as
+    # the kind's "outcome unknown" (timeout_error), like a gateway timeout.
+    max_call_seconds: ClassVar[Mapping[str, float]] = {}
+    # What the server raises in the caller's place when a call gets no answer
+    # in time (timeout_error) or fails in a way that leaves the outcome
+    # unknown (failure_error): set per kind below.
+    timeout_error: ClassVar[type[PluginError]]
+    failure_error: ClassVar[type[PluginError]]
+    # The rules each method's result must keep (see :data:`ResultRule`); the
+    # server checks them on every call and refuses a result that breaks one.
+    result_rules: ClassVar[Mapping[str, ResultRule]] = {}
     clock: Clock = SystemClock()
     net: Net  # set below (the net module imports this one); see sdk.net
 
@@ -146,6 +160,14 @@ class Plugin(abc.ABC):
 class PluginError(Exception):
     """Base of every exception a plugin may raise. Anything else a plugin
     raises is treated as :class:`GatewayError` (outcome unknown)."""
+
+
+Plugin.timeout_error = PluginError
+Plugin.failure_error = PluginError
+
+# A result rule: ``rule(result, call_kwargs)`` returns what the result breaks
+# (a short sentence for the operator's log) or None if it is fine.
+ResultRule = Callable[[Any, Mapping[str, Any]], str | None]
 
 
 class ConfigurationError(PluginError):
@@ -220,6 +242,59 @@ class RefundResult:
     amount: Decimal
 
 
+def _is_money(value: object) -> bool:
+    return isinstance(value, Decimal) and value.is_finite()
+
+
+def _is_currency(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 3 and value.isalpha() and value.isupper()
+
+
+def check_charge(result: Any, call: Mapping[str, Any]) -> str | None:
+    """A charge answers a captured :class:`ChargeResult` of exactly the amount
+    and currency asked for, with the gateway's reference."""
+    if not isinstance(result, ChargeResult):
+        return f"charge returned a {type(result).__name__}, not a ChargeResult"
+    if result.status != "captured":
+        return f"charge returned status {result.status!r}, not 'captured'"
+    if not isinstance(result.reference, str) or not result.reference.strip():
+        return "charge returned no reference"
+    if not _is_money(result.amount):
+        return f"charge returned an amount that is not a Decimal ({result.amount!r})"
+    if "amount" in call and result.amount != call["amount"]:
+        return f"charge captured {result.amount}, not the {call['amount']} asked for"
+    if "currency" in call and result.currency != call["currency"]:
+        return f"charge captured in {result.currency!r}, not {call['currency']!r}"
+    return None
+
+
+def check_lookup(result: Any, call: Mapping[str, Any]) -> str | None:
+    """A lookup answers a :class:`LookupResult` with a known status; a capture
+    has a Decimal amount (if given) and a currency (if given)."""
+    if not isinstance(result, LookupResult):
+        return f"lookup returned a {type(result).__name__}, not a LookupResult"
+    if result.status not in ("captured", "declined", "not_found"):
+        return f"lookup returned status {result.status!r}"
+    if result.amount is not None and not _is_money(result.amount):
+        return f"lookup returned an amount that is not a Decimal ({result.amount!r})"
+    if result.currency is not None and not _is_currency(result.currency):
+        return f"lookup returned currency {result.currency!r}"
+    return None
+
+
+def check_refund(result: Any, call: Mapping[str, Any]) -> str | None:
+    """A refund answers a :class:`RefundResult` of exactly the amount asked for."""
+    if not isinstance(result, RefundResult):
+        return f"refund returned a {type(result).__name__}, not a RefundResult"
+    if not isinstance(result.reference, str) or not result.reference.strip():
+        return "refund returned no reference"
+    if not _is_money(result.amount):
+        return f"refund returned an amount that is not a Decimal ({result.amount!r})"
+    if "amount" in call and result.amount != call["amount"]:
+        return f"refund returned {result.amount}, not the {call['amount']} asked for"
+    return None
+
+
 class PaymentGateway(Plugin):
     """A payment gateway plugin kind.
 
@@ -227,7 +302,26 @@ class PaymentGateway(Plugin):
     key, unique per attempt. A gateway MUST treat a repeated call with the same
     key as the same request: never charge twice, answer with the first result.
     Amounts are ``Decimal`` in the currency's major unit, already quantized.
+
+    Deadlines (:attr:`max_call_seconds`): charge 30 s, refund 30 s, lookup
+    15 s, validate_token 10 s. A charge or refund past it is left pending and
+    reconciled with :meth:`lookup`, as after :class:`GatewayTimeout`.
+    Results are checked (:func:`check_charge`, :func:`check_lookup`,
+    :func:`check_refund`): a capture of another amount than asked for is
+    refused and the charge stays pending for reconciliation.
     """
+
+    max_call_seconds: ClassVar[Mapping[str, float]] = {
+        "charge": 30.0,
+        "refund": 30.0,
+        "lookup": 15.0,
+        "validate_token": 10.0,
+    }
+    result_rules: ClassVar[Mapping[str, ResultRule]] = {
+        "charge": check_charge,
+        "lookup": check_lookup,
+        "refund": check_refund,
+    }
 
     @abc.abstractmethod
     def charge(
@@ -257,6 +351,10 @@ class PaymentGateway(Plugin):
         """Optional. Raise :class:`CardDeclined` if ``token`` can never be
         charged (called by PaymentMethodAdd). Default: accept."""
         return None
+
+
+PaymentGateway.timeout_error = GatewayTimeout
+PaymentGateway.failure_error = GatewayError
 
 
 from pba_server.sdk.net import ConnectionFailed, Net  # noqa: E402 - needs PluginError
@@ -293,7 +391,11 @@ __all__ = [
     "PluginInfo",
     "RefundRejected",
     "RefundResult",
+    "ResultRule",
     "SettingField",
     "SettingKind",
+    "check_charge",
+    "check_lookup",
+    "check_refund",
     "version_compatible",
 ]

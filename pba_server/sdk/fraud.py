@@ -13,12 +13,13 @@ person looks), never passes it.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pba_server.sdk import Plugin
+from pba_server.sdk import Plugin, ResultRule
 
 Verdict = Literal["pass", "suspect", "fraud"]
 
@@ -48,7 +49,24 @@ class Screening:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
 
+def check_screening(result: Any, call: Mapping[str, Any]) -> str | None:
+    """screen answers a :class:`Screening`: a known verdict, a score 0-100."""
+    if not isinstance(result, Screening):
+        return f"screen returned a {type(result).__name__}, not a Screening"
+    if result.verdict not in ("pass", "suspect", "fraud"):
+        return f"screen returned verdict {result.verdict!r}"
+    if not isinstance(result.score, int) or not 0 <= result.score <= 100:
+        return f"screen returned score {result.score!r}, not 0 to 100"
+    return None
+
+
 class FraudScreener(Plugin):
+    """Deadline (:attr:`max_call_seconds`): screen 5 s (it runs in the
+    order's transaction); past it, or on any failure, the order is suspect."""
+
+    max_call_seconds: ClassVar[Mapping[str, float]] = {"screen": 5.0}
+    result_rules: ClassVar[Mapping[str, ResultRule]] = {"screen": check_screening}
+
     @abc.abstractmethod
     def screen(self, facts: OrderFacts) -> Screening:
         """Required. Score the order."""

@@ -12,9 +12,11 @@ thread, never on the reactor. Deliveries are retried like webhooks.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from pba_server.sdk import Plugin, PluginError
+from pba_server.sdk import Plugin, PluginError, ResultRule
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,15 @@ class FinalSendError(SendFailed):
     delivery is failed at once, without further attempts."""
 
 
+def check_send(result: Any, call: Mapping[str, Any]) -> str | None:
+    """send answers a :class:`SendResult` with the channel's reference."""
+    if not isinstance(result, SendResult):
+        return f"send returned a {type(result).__name__}, not a SendResult"
+    if not isinstance(result.reference, str) or not result.reference:
+        return "send returned no reference"
+    return None
+
+
 class NotificationChannel(Plugin):
     """A notification channel plugin kind (``PluginInfo(kind="notification_channel")``).
 
@@ -59,7 +70,13 @@ class NotificationChannel(Plugin):
     channel MUST treat a repeated call with the same key as the same message:
     a retry after a lost answer must not notify the person twice (pass the
     key on as the provider's idempotency key, or remember it).
+
+    Deadline (:attr:`max_call_seconds`): send 15 s; past it the delivery is
+    retried (same key), as after :class:`RetryableSendError`.
     """
+
+    max_call_seconds: ClassVar[Mapping[str, float]] = {"send": 15.0}
+    result_rules: ClassVar[Mapping[str, ResultRule]] = {"send": check_send}
 
     @abc.abstractmethod
     def send(
@@ -78,6 +95,10 @@ class NotificationChannel(Plugin):
         exception) to be tried again later, :class:`FinalSendError` to give up."""
 
 
+NotificationChannel.timeout_error = RetryableSendError
+NotificationChannel.failure_error = RetryableSendError
+
+
 __all__ = [
     "FinalSendError",
     "NotificationChannel",
@@ -85,4 +106,5 @@ __all__ = [
     "RetryableSendError",
     "SendFailed",
     "SendResult",
+    "check_send",
 ]

@@ -28,11 +28,12 @@ failure (its message goes to the operation's log).
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pba_server.sdk import NotSupported, Plugin
+from pba_server.sdk import NotSupported, Plugin, ResultRule
 
 Action = Literal["create", "suspend", "resume", "change", "prolong", "delete", "sync"]
 ACTIONS: tuple[Action, ...] = ("create", "suspend", "resume", "change", "prolong", "delete", "sync")
@@ -91,13 +92,30 @@ class FinalFailure:
 ModuleResult = Done | InProgress | RetryableFailure | FinalFailure
 
 
+def check_module_result(result: Any, call: Mapping[str, Any]) -> str | None:
+    """perform answers one of :data:`ModuleResult`."""
+    if not isinstance(result, Done | InProgress | RetryableFailure | FinalFailure):
+        return (
+            f"perform returned a {type(result).__name__}, not a result (Done, InProgress, "
+            "RetryableFailure or FinalFailure)"
+        )
+    return None
+
+
 class ProcessingModule(Plugin):
     """A processing module plugin kind. ``info.kind`` is ``processing_module``
     and ``info.capabilities`` names the supported :data:`ACTIONS`.
 
     Called on a worker thread, never on the reactor; one object per
     configured instance, built with that instance's settings (secrets in
-    clear, in memory only)."""
+    clear, in memory only).
+
+    Deadline (:attr:`max_call_seconds`): perform 120 s; past it the call is
+    a retryable failure (asked again later with the same key). A long job
+    answers :class:`InProgress` and is polled instead."""
+
+    max_call_seconds: ClassVar[Mapping[str, float]] = {"perform": 120.0}
+    result_rules: ClassVar[Mapping[str, ResultRule]] = {"perform": check_module_result}
 
     def supports(self, action: Action) -> bool:
         return action in self.info.capabilities
@@ -123,4 +141,5 @@ __all__ = [
     "ProcessingModule",
     "RetryableFailure",
     "ServiceRequest",
+    "check_module_result",
 ]

@@ -37,12 +37,13 @@ Capabilities (``PluginInfo.capabilities``): ``check``, ``register``,
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pba_server.sdk import NotSupported, Plugin, PluginError
+from pba_server.sdk import NotSupported, Plugin, PluginError, ResultRule
 
 ContactRole = Literal["registrant", "admin", "tech", "billing"]
 CONTACT_ROLES: tuple[ContactRole, ...] = ("registrant", "admin", "tech", "billing")
@@ -161,11 +162,103 @@ class Balance:
     currency: str
 
 
+# ---------------------------------------------------------------- result rules
+
+
+def _same_name(a: object, b: object) -> bool:
+    return isinstance(a, str) and isinstance(b, str) and a.lower() == b.lower()
+
+
+def check_checks(result: Any, call: Mapping[str, Any]) -> str | None:
+    """One :class:`CheckResult` per name asked, in the same order."""
+    if not isinstance(result, list | tuple):
+        return f"check returned a {type(result).__name__}, not a list of CheckResult"
+    names = list(call.get("names", []))
+    if len(result) != len(names):
+        return f"check answered {len(result)} name(s) for {len(names)} asked"
+    for r, name in zip(result, names, strict=True):
+        if not isinstance(r, CheckResult):
+            return f"check returned a {type(r).__name__}, not a CheckResult"
+        if not _same_name(r.name, name):
+            return f"check answered {r.name!r} where {name!r} was asked"
+    return None
+
+
+def check_domain_result(result: Any, call: Mapping[str, Any]) -> str | None:
+    """register, renew and transfer answer a :class:`DomainResult` for the
+    name asked; ``active`` carries the new expiry date (after the current one,
+    for a renewal)."""
+    if not isinstance(result, DomainResult):
+        return f"returned a {type(result).__name__}, not a DomainResult"
+    if "name" in call and not _same_name(result.name, call["name"]):
+        return f"answered for {result.name!r}, not {call['name']!r}"
+    if result.status not in ("active", "pending"):
+        return f"returned status {result.status!r}"
+    if result.status == "active":
+        if not isinstance(result.expires_on, date):
+            return "returned status 'active' without an expiry date"
+        current = call.get("current_expiry")
+        if isinstance(current, date) and result.expires_on <= current:
+            return f"renewal returned expiry {result.expires_on}, not after {current}"
+    return None
+
+
+def check_domain_info(result: Any, call: Mapping[str, Any]) -> str | None:
+    """domain_info, set_nameservers and set_contacts answer a
+    :class:`DomainInfo` for the name asked; ``active`` has an expiry date."""
+    if not isinstance(result, DomainInfo):
+        return f"returned a {type(result).__name__}, not a DomainInfo"
+    if "name" in call and not _same_name(result.name, call["name"]):
+        return f"answered for {result.name!r}, not {call['name']!r}"
+    if result.status not in ("active", "pending", "expired", "transferring"):
+        return f"returned status {result.status!r}"
+    if result.status == "active" and not isinstance(result.expires_on, date):
+        return "returned status 'active' without an expiry date"
+    return None
+
+
+def check_balance(result: Any, call: Mapping[str, Any]) -> str | None:
+    if not isinstance(result, Balance):
+        return f"get_balance returned a {type(result).__name__}, not a Balance"
+    if not isinstance(result.amount, Decimal) or not result.amount.is_finite():
+        return f"get_balance returned an amount that is not a Decimal ({result.amount!r})"
+    if not isinstance(result.currency, str) or len(result.currency) != 3:
+        return f"get_balance returned currency {result.currency!r}"
+    return None
+
+
 # ---------------------------------------------------------------- the kind
 
 
 class DomainRegistrar(Plugin):
-    """A domain registrar plugin kind (``info.kind == "domain_registrar"``)."""
+    """A domain registrar plugin kind (``info.kind == "domain_registrar"``).
+
+    Deadlines (:attr:`max_call_seconds`): register, renew and transfer 60 s;
+    set_nameservers and set_contacts 30 s; check, domain_info and
+    get_balance 15 s. A call past it is :class:`RegistrarUnavailable`
+    (retried with the same key). Results are checked (``check_*`` above): an
+    ``active`` domain without an expiry date is refused and retried."""
+
+    max_call_seconds: ClassVar[Mapping[str, float]] = {
+        "check": 15.0,
+        "register": 60.0,
+        "renew": 60.0,
+        "transfer": 60.0,
+        "domain_info": 15.0,
+        "set_nameservers": 30.0,
+        "set_contacts": 30.0,
+        "get_balance": 15.0,
+    }
+    result_rules: ClassVar[Mapping[str, ResultRule]] = {
+        "check": check_checks,
+        "register": check_domain_result,
+        "renew": check_domain_result,
+        "transfer": check_domain_result,
+        "domain_info": check_domain_info,
+        "set_nameservers": check_domain_info,
+        "set_contacts": check_domain_info,
+        "get_balance": check_balance,
+    }
 
     # Do not connect in __init__: the server builds objects to validate settings too.
 
@@ -221,6 +314,10 @@ class DomainRegistrar(Plugin):
         raise NotSupported(f"{self.info.name} does not report a balance")
 
 
+DomainRegistrar.timeout_error = RegistrarUnavailable
+DomainRegistrar.failure_error = RegistrarUnavailable
+
+
 __all__ = [
     "CONTACT_ROLES",
     "AuthorizationError",
@@ -236,4 +333,8 @@ __all__ = [
     "RegistrarCapability",
     "RegistrarError",
     "RegistrarUnavailable",
+    "check_balance",
+    "check_checks",
+    "check_domain_info",
+    "check_domain_result",
 ]
