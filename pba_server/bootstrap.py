@@ -268,8 +268,8 @@ def process_secrets(box: SecretBox) -> None:
 
 
 def plugin_calls(settings: Settings) -> None:
-    """Pools, deadlines and breakers of plugin calls (core.plugincall)."""
-    from pba_server.core import plugincall
+    """Pools, deadlines and breakers of plugin calls (sdk.guard)."""
+    from pba_server.sdk import guard as plugincall
 
     plugincall.configure(plugincall.GuardSettings.from_settings(settings))
 

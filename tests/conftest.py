@@ -160,7 +160,7 @@ def env(migrated_engine: Engine, backend: str, tmp_path: Path) -> Iterator[Env]:
         _apps[backend] = (build_app(settings, clock=clock, engine=migrated_engine), clock)
     app, clock = _apps[backend]
     clock.frozen = False
-    from pba_server.core import plugincall
+    from pba_server.sdk import guard as plugincall
 
     plugincall.runtime().reset()  # instance ids start again at 1 in every test
     setup.initialize(app.engine, clock, app.secrets, admin_password=ADMIN_PASSWORD)

@@ -1,4 +1,4 @@
-"""Plugins cannot stall or fool the server (core.plugincall): deadlines,
+"""Plugins cannot stall or fool the server (sdk.guard): deadlines,
 circuit breakers, the request-thread budget, result rules, and exception
 text that never reaches the tenant."""
 
@@ -16,10 +16,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pba_server.core import plugincall
 from pba_server.core.logsafe import mask_secrets
-from pba_server.core.plugincall import GuardSettings, PluginRuntime
-from pba_server.payments import service as payments
+from pba_server.payments import charges, methods, plugins
 from pba_server.payments.types import SettingValue
 from pba_server.sdk import (
     SDK_VERSION,
@@ -34,6 +32,8 @@ from pba_server.sdk import (
     SettingField,
     loader,
 )
+from pba_server.sdk import guard as plugincall
+from pba_server.sdk.guard import GuardSettings, PluginRuntime
 from pba_server.sdk.provisioning import RetryableFailure
 from pba_server.sdk.registrar import (
     CheckResult,
@@ -317,7 +317,7 @@ def test_mask_secrets():
 def test_a_registrar_exception_never_reaches_the_tenant(env, fakes, caplog):
     caplog.set_level(logging.INFO)
     with service_ctx(env) as ctx:
-        inst = payments.plugin_configure(
+        inst = plugins.plugin_configure(
             ctx,
             plugin="leaky_registrar",
             name="leaky",
@@ -343,13 +343,13 @@ def test_a_registrar_exception_never_reaches_the_tenant(env, fakes, caplog):
 
 def _gateway_setup(env: Any) -> tuple[int, int]:
     with service_ctx(env) as ctx:
-        inst = payments.plugin_configure(
+        inst = plugins.plugin_configure(
             ctx, plugin="hung_card", name="hung", settings=[SettingValue("api_key", LEAKED)]
         )
     acc = customer(env, "Payer")
     Hung.behaviour = "ok"
     with service_ctx(env) as ctx:
-        m = payments.payment_method_add(
+        m = methods.payment_method_add(
             ctx,
             account_id=acc,
             token="tok",
@@ -367,23 +367,23 @@ def test_an_over_capture_is_refused_and_the_charge_stays_pending(env, fakes, cap
     _inst, method = _gateway_setup(env)
     Hung.behaviour = "double"
     with service_ctx(env) as ctx:
-        info = payments.payment_charge(
+        info = charges.payment_charge(
             ctx, payment_method_id=method, idempotency_key="k1", amount=Decimal("12.34")
         )
     assert info.status == "pending"  # nothing booked; reconciliation asks the gateway
     with service_ctx(env) as ctx:
-        assert payments.payment_charge_get(ctx, charge_id=info.id).payment_id is None
+        assert charges.payment_charge_get(ctx, charge_id=info.id).payment_id is None
     # a dict instead of a ChargeResult: the same, not Server.Internal
     Hung.behaviour = "dict"
     with service_ctx(env) as ctx:
-        info = payments.payment_charge(
+        info = charges.payment_charge(
             ctx, payment_method_id=method, idempotency_key="k2", amount=Decimal("5.00")
         )
     assert info.status == "pending"
     # an exception with the key in it: pending, and the key is nowhere
     Hung.behaviour = "raise"
     with service_ctx(env) as ctx:
-        info = payments.payment_charge(
+        info = charges.payment_charge(
             ctx, payment_method_id=method, idempotency_key="k3", amount=Decimal("5.00")
         )
     assert info.status == "pending" and LEAKED not in repr(info)

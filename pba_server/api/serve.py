@@ -22,8 +22,8 @@ from pba_server.api.admission import ParseGate
 from pba_server.api.http import PbaSite, build_root
 from pba_server.bootstrap import App
 from pba_server.core.db import release_idle
-from pba_server.core.plugincall import REQUEST_POOL_NAME
 from pba_server.scheduler.jobs import Ticker
+from pba_server.sdk.guard import REQUEST_POOL_NAME
 
 log = logging.getLogger("pba")
 reactor: Any = _reactor
@@ -43,7 +43,7 @@ def make_site(app: App, pool: ThreadPool, reactor_: Any = None) -> PbaSite:
 
 def start_pool(threads: int, reactor_: Any = None) -> ThreadPool:
     r = reactor_ or reactor
-    # the name marks request threads: plugin calls count their waits (core.plugincall)
+    # the name marks request threads: plugin calls count their waits (sdk.guard)
     pool = ThreadPool(minthreads=2, maxthreads=threads, name=REQUEST_POOL_NAME)
     pool.start()
     r.addSystemEventTrigger("during", "shutdown", pool.stop)

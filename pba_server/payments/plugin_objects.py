@@ -1,7 +1,7 @@
 """Building a plugin object for a configured instance: the one place that
 merges defaults, plain settings and decrypted secrets, and hands the object
 the server's clock. Every plugin kind is built here, and every object is
-handed out guarded (:mod:`pba_server.core.plugincall`): its calls run on the
+handed out guarded (:mod:`pba_server.sdk.guard`): its calls run on the
 instance's own threads with a deadline, behind a circuit breaker, their
 results checked and their errors made fit for the tenant."""
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pba_server.core import plugincall
 from pba_server.core.clock import Clock
 from pba_server.core.errors import InvalidState, ValidationError
 from pba_server.core.secrets import SecretBox
 from pba_server.payments.models import PluginInstance
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk import loader
 
 

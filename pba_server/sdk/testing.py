@@ -120,9 +120,9 @@ class Deadlined:
             result = call_within(self._limits[name], name, attr, *args, **kwargs)
             rule = self._base.result_rules.get(name)  # type: ignore[attr-defined]
             if rule is not None:
-                from pba_server.core.plugincall import _call_arguments
+                from pba_server.sdk.guard import call_arguments
 
-                broken = rule(result, _call_arguments(self._base, name, args, kwargs))
+                broken = rule(result, call_arguments(self._base, name, args, kwargs))
                 assert broken is None, f"{name}: {broken}"
             return result
 

@@ -97,11 +97,31 @@ class GuardSettings:
 
 
 class _Call:
-    __slots__ = ("abandoned", "args", "done", "error", "fn", "kwargs", "result", "state")
+    __slots__ = (
+        "abandoned",
+        "args",
+        "done",
+        "error",
+        "expires",
+        "fn",
+        "kwargs",
+        "result",
+        "state",
+    )
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        expires: float = float("inf"),
+    ):
         self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.state = "queued"  # queued | running | done
+        # monotonic time after which its caller no longer waits: a call still
+        # queued then is never started (a replacement thread must not start
+        # calls whose callers are giving up on them)
+        self.expires = expires
+        self.state = "queued"  # queued | running | done | expired
         self.abandoned = False
         self.done = threading.Event()
         self.result: Any = None
@@ -150,6 +170,8 @@ class _Pool:
             if call.state == "queued":
                 self._queue.remove(call)
                 return "not_started"
+            if call.state == "expired":
+                return "not_started"
             if call.state == "done":
                 return "done"
             call.abandoned = True
@@ -168,6 +190,9 @@ class _Pool:
                         self._threads -= 1
                         return
                 call = self._queue.popleft()
+                if time.monotonic() >= call.expires:
+                    call.state = "expired"  # its caller is giving up: not made
+                    continue
                 call.state = "running"
             try:
                 call.result = call.fn(*call.args, **call.kwargs)
@@ -350,7 +375,7 @@ def _signature(base: type, method: str) -> inspect.Signature | None:
         return None
 
 
-def _call_arguments(
+def call_arguments(
     base: type, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Mapping[str, Any]:
     sig = _signature(base, method)
@@ -435,7 +460,7 @@ class GuardedPlugin:
                 "try again shortly"
             )
         try:
-            call = _Call(fn, args, kwargs)
+            call = _Call(fn, args, kwargs, expires=time.monotonic() + deadline)
             state.pool.submit(call)
             if not call.done.wait(deadline):
                 outcome = state.pool.give_up(call)
@@ -472,7 +497,7 @@ class GuardedPlugin:
             self._failed(method, call.error, failure_error, timeout_error)
         result = call.result
         rule = getattr(base, "result_rules", {}).get(method)
-        broken = rule(result, _call_arguments(base, method, args, kwargs)) if rule else None
+        broken = rule(result, call_arguments(base, method, args, kwargs)) if rule else None
         if broken:
             ref = new_reference()
             opened = state.breaker.failure()
