@@ -25,9 +25,22 @@ and gives you the PaymentMethod (and Customer) id.
   pending and looks it up later); a refused key (``AuthenticationError``,
   ``PermissionError``) raises ``ConfigurationError``.
 - lookup: ``client.v1.payment_intents.search`` by ``metadata['pba_key']``.
-  Stripe's search index lags writes by up to about a minute; pba-server's
-  reconciliation asks after two minutes. A PaymentIntent still
+  Stripe's search index lags writes (its docs: searchable "in less than a
+  minute" normally, longer during an outage), so a charge made seconds ago
+  may not be found yet: ``lookup_settles_seconds`` is 120, and pba-server
+  takes a ``not_found`` as final (no money moved) only two minutes after the
+  charge call was sent; before that the charge stays pending and is asked
+  about again. A PaymentIntent still
   ``processing`` raises ``GatewayError`` (ask again later).
+
+  Why search and not a consistent read: a PaymentIntent is retrieved by its
+  ``pi_...`` id, which we learn only from the answer a crash lost; ``list``
+  reads are consistent but cannot filter on metadata; and replaying the
+  create with the same ``Idempotency-Key`` (Stripe replays the first answer
+  for 24 h) is not a lookup: if the first request never reached Stripe the
+  replay makes the charge then, from a reconciliation job, it must repeat the
+  original parameters exactly (``lookup`` is given only the key), and while
+  the first request is still in flight Stripe answers 409.
 - refund: ``client.v1.refunds.create`` on the PaymentIntent, idempotent by
   key; Stripe's ``amount_too_large`` / ``charge_already_refunded`` raise
   ``RefundRejected``.
@@ -124,6 +137,10 @@ def split_token(token: str) -> tuple[str | None, str]:
 
 
 class StripeGateway(PaymentGateway):
+    # lookup searches, and Stripe's search index lags writes by up to about a
+    # minute: a not_found is "not yet known" until two minutes after the call
+    lookup_settles_seconds = 120
+
     info = PluginInfo(
         name="stripe",
         version="1.0.0",

@@ -10,7 +10,10 @@ the payments reconciliation settles it. A charge whose request died (its
 lease expired: a crash before or during the gateway call) is settled by the
 step itself at once. A charge the gateway never saw (``not_found``: no money
 moved) is not a decline: the step charges again with a new attempt (a new
-key)."""
+key). ``not_found`` counts only when it can be trusted (the call was never
+sent, or was sent at least the gateway's ``lookup_settles_seconds`` ago: see
+payments.reconcile); until then the charge stays pending and the step checks
+again every :data:`RECOVER_RETRY`, never charging with a new key meanwhile."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ the call runs the request renews the row's lease (``lease_until``); if the
 process dies in between the lease expires and
 :mod:`pba_server.payments.reconcile` asks the gateway by that key at once. If
 the gateway does not answer, the lease is released and the row is
-reconciled after ``older_than``.
+reconciled after ``older_than``. ``sent_at`` is committed just before the
+call: a row without it never reached the gateway.
 
 Public: the operations, and for reconciliation :func:`record_capture`,
 :func:`record_decline`, :func:`record_refund`, :func:`charge_info`."""
@@ -253,6 +254,11 @@ def payment_charge(
     ctx.uow.commit()  # the intent is durable before the gateway hears of it
     if os.environ.get(CRASH_BEFORE_HOOK) == "1":
         os._exit(87)
+    # durable before the call too: a row without it was never sent (recovery
+    # declines it not_found at once); with it, a not_found from a lagging
+    # lookup is trusted only lookup_settles_seconds later
+    g.sent_at = ctx.now()
+    ctx.uow.commit()
     bind = ctx.session.get_bind()
     try:
         with LeaseKeeper(bind, ctx.clock, GatewayPayment, g.id, GatewayPayment.status == "pending"):

@@ -92,6 +92,10 @@ class GatewayPayment(Base):
     # whose lease expired lost its worker (a crash) and is reconciled at once.
     # None: no worker owns it (the gateway did not answer; reconciled later)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # committed just before the gateway call: None means the call was never
+    # made (no money moved); set, a not_found from an eventually consistent
+    # lookup is final only lookup_settles_seconds after it
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class GatewayRefund(Base):

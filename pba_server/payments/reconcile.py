@@ -11,10 +11,18 @@ Two kinds of pending charge are recovered:
   has settled a request it may still be working on, by ``payments-reconcile``.
 
 A key the gateway never saw means no money moved: the charge is declined
-with the code ``not_found`` (a caller may charge again with a new key).
+with the code ``not_found`` (a caller may charge again with a new key). A
+``not_found`` is taken as that only when it can be trusted: a charge whose
+call was never sent (``sent_at`` is None: the process died before it) is
+declined at once without asking; one whose call was sent is declined only if
+the call started at least the gateway's ``lookup_settles_seconds`` ago (a
+lookup that searches an index lagging behind writes, as Stripe's does, may
+not see a charge made a moment ago). Before that the charge stays pending
+and is asked about again at the next run: charging again with a new key
+then could charge twice.
 
 Public: :func:`reconcile` (the jobs), :func:`settle_charge` (one charge, for a
-workflow that waits on it).
+workflow that waits on it), :func:`lookup_settles`.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pba_server.core.runtime import Runtime
 from pba_server.payments.charges import record_capture, record_decline, record_refund
 from pba_server.payments.models import GatewayPayment, GatewayRefund, PluginInstance
 from pba_server.payments.plugins import gateway_for
-from pba_server.sdk import RefundRejected
+from pba_server.sdk import MAX_LOOKUP_SETTLES, PaymentGateway, RefundRejected
 
 log = logging.getLogger("pba.payments")
 
@@ -52,14 +60,37 @@ def _system_ctx(uow: UnitOfWork, runtime: Runtime, owner: Account) -> CallContex
     )
 
 
+def lookup_settles(gw: PaymentGateway) -> timedelta:
+    """How long after a charge call ``gw``'s ``not_found`` is "not yet
+    known" (the SDK's ``lookup_settles_seconds``). A value that is not an int
+    from 0 to the SDK's maximum counts as the maximum: waiting too long delays
+    a retry, trusting too early may charge twice."""
+    declared = getattr(gw, "lookup_settles_seconds", 0)
+    if isinstance(declared, bool) or not isinstance(declared, int):
+        declared = -1
+    if not 0 <= declared <= MAX_LOOKUP_SETTLES:
+        log.warning(
+            "gateway %s declares lookup_settles_seconds=%r; taken as %d",
+            type(gw).__name__,
+            getattr(gw, "lookup_settles_seconds", None),
+            MAX_LOOKUP_SETTLES,
+        )
+        declared = MAX_LOOKUP_SETTLES
+    return timedelta(seconds=declared)
+
+
 def _reconcile_charge(uow: UnitOfWork, runtime: Runtime, g: GatewayPayment) -> str:
     inst = uow.session.get(PluginInstance, g.instance_id)
     assert inst is not None
     owner = uow.session.get(Account, inst.account_id)
     assert owner is not None
     ctx = _system_ctx(uow, runtime, owner)
+    if g.sent_at is None:  # the request died before the call: no money moved
+        record_decline(ctx, g, NOT_FOUND, "never sent to the gateway")
+        return g.status
+    gw = gateway_for(runtime.secrets, inst, runtime.clock)
     try:
-        found = gateway_for(runtime.secrets, inst, runtime.clock).lookup(key=g.gateway_key)
+        found = gw.lookup(key=g.gateway_key)
     except Exception as exc:
         log.warning("reconcile charge %s: %s: %s; still pending", g.id, type(exc).__name__, exc)
         return "pending"
@@ -77,6 +108,10 @@ def _reconcile_charge(uow: UnitOfWork, runtime: Runtime, g: GatewayPayment) -> s
         return "pending"
     if found.status == "captured":
         record_capture(ctx, g, found.reference or g.gateway_key)
+    elif found.status == "not_found" and runtime.clock.now() < g.sent_at + lookup_settles(gw):
+        # the gateway's lookup may not show a charge made this recently
+        log.info("reconcile charge %s: not found yet; still pending", g.id)
+        return "pending"
     else:
         record_decline(ctx, g, found.decline_code or NOT_FOUND, g.message or "")
     return g.status

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from pba_server.sdk.net import Net
 
 SDK_VERSION = "1.0"
+# the most a gateway may declare as PaymentGateway.lookup_settles_seconds
+MAX_LOOKUP_SETTLES = 3600
 
 SettingType = Literal["str", "int", "bool", "decimal"]
 PluginKind = Literal[
@@ -322,6 +324,15 @@ class PaymentGateway(Plugin):
         "lookup": check_lookup,
         "refund": check_refund,
     }
+    #: How many seconds after a charge call was *sent* a ``not_found`` from
+    #: :meth:`lookup` can be trusted (an int, 0 to :data:`MAX_LOOKUP_SETTLES`).
+    #: A gateway whose lookup is eventually consistent (a search index that
+    #: lags writes) sets this; until then a ``not_found`` means "not yet
+    #: known": the server keeps the charge pending and asks again later,
+    #: instead of taking it for a key the gateway never saw and charging again
+    #: with a new key (a double charge). 0 (the default): the lookup is
+    #: consistent, ``not_found`` is final as soon as the call was made.
+    lookup_settles_seconds: ClassVar[int] = 0
 
     @abc.abstractmethod
     def charge(
@@ -338,7 +349,13 @@ class PaymentGateway(Plugin):
     def lookup(self, *, key: str) -> LookupResult:
         """Required. What became of the charge made with ``key``; status
         ``not_found`` if the gateway never saw it. Raises
-        :class:`GatewayTimeout` / :class:`GatewayError` if it cannot tell now."""
+        :class:`GatewayTimeout` / :class:`GatewayError` if it cannot tell now.
+
+        ``captured`` and ``declined`` are final whenever they are answered;
+        ``not_found`` is final only :attr:`lookup_settles_seconds` after the
+        charge call was sent (before that the server asks again later). Never
+        answer ``declined`` for a key you have not seen: that is
+        ``not_found``."""
 
     def refund(self, *, key: str, charge_reference: str, amount: Decimal) -> RefundResult:
         """Optional (capability ``refund``; ``partial_refund`` for less than the
@@ -383,6 +400,7 @@ __all__ = [
     "GatewayError",
     "GatewayTimeout",
     "LookupResult",
+    "MAX_LOOKUP_SETTLES",
     "Net",
     "NotSupported",
     "PaymentGateway",
