@@ -390,6 +390,7 @@ def version_compatible(target: str) -> bool:
 
 
 __all__ = [
+    "MAX_LOOKUP_SETTLES",
     "OPERATOR_KINDS",
     "SDK_VERSION",
     "AuthenticationRequired",
@@ -400,7 +401,6 @@ __all__ = [
     "GatewayError",
     "GatewayTimeout",
     "LookupResult",
-    "MAX_LOOKUP_SETTLES",
     "Net",
     "NotSupported",
     "PaymentGateway",
