@@ -192,7 +192,6 @@ def build_app(
     runtime = Runtime(settings=settings, clock=clock, secrets=box)
     wire_ports(runtime)
     plugin_calls(settings)
-    process_secrets(box)  # for the jobs of other features that still read it
     dispatcher = Dispatcher(engine, clock, box, ops, runtime=runtime)
     deliverer = event_deliverer(settings, engine, clock, box)
     events_policy(settings)
@@ -259,12 +258,6 @@ def load_plugins(settings: Settings) -> None:
 
     folder = Path(settings.plugins_dir) if settings.plugins_dir else None
     loader.set_plugins(loader.discover(folder))
-
-
-def process_secrets(box: SecretBox) -> None:
-    from pba_server.core.context import set_process_secrets
-
-    set_process_secrets(box)
 
 
 def plugin_calls(settings: Settings) -> None:

@@ -121,7 +121,12 @@ def run(
         acc = uow.session.get(Account, svc.account_id)
         assert acc is not None
         ctx = system_context(
-            uow, env.clock, account_id=acc.id, account_path=acc.path, operation="test-op"
+            uow,
+            env.clock,
+            account_id=acc.id,
+            account_path=acc.path,
+            operation="test-op",
+            runtime=env.app.runtime,
         )
         module = mod.build(ctx, svc)
         uow.commit()
@@ -145,7 +150,12 @@ def run(
         acc = uow.session.get(Account, svc.account_id)
         assert acc is not None
         ctx = system_context(
-            uow, env.clock, account_id=acc.id, account_path=acc.path, operation="test-op"
+            uow,
+            env.clock,
+            account_id=acc.id,
+            account_path=acc.path,
+            operation="test-op",
+            runtime=env.app.runtime,
         )
         assert mod.on_result is not None
         mod.on_result(ctx, svc, action, result)

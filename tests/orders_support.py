@@ -167,7 +167,12 @@ class FakeProvisioner:
 
                 v = uow.session.get(Account, vendor_id)
                 ctx = system_context(
-                    uow, env.clock, account_id=v.id, account_path=v.path, operation="fake-prov"
+                    uow,
+                    env.clock,
+                    account_id=v.id,
+                    account_path=v.path,
+                    operation="fake-prov",
+                    runtime=env.app.runtime,
                 )
                 out = BundleOutcome(bid, action, sub, order_id, st, reason)  # type: ignore[arg-type]
                 for hook in BUNDLE_HOOKS:

@@ -189,6 +189,7 @@ def provision(env: Any, *subscription_ids: int, order_id: int | None = None) -> 
             account_id=sub_vendor[0],
             account_path=sub_vendor[1],
             operation="test",
+            runtime=env.app.runtime,
         )
         bundles = {
             prov.provision_subscription(ctx, sid, order_id=order_id) for sid in subscription_ids

@@ -78,7 +78,7 @@ def status(env: Any, invoice_id: int) -> str:
 
 def run_job(env: Any) -> str:
     with UnitOfWork(env.app.engine) as uow:
-        out = run_autopay(uow, env.clock)
+        out = run_autopay(uow, env.clock, runtime=env.app.runtime)
         uow.commit()
     return out
 
@@ -108,7 +108,9 @@ def test_issued_invoice_is_charged_once(env, tmp_path):
     assert status(env, inv) == "paid"
     assert run_job(env) == "nothing to auto-pay"
     # the same attempt asked again (say by a retrying caller) is the same charge
-    assert autopay_invoice(env.app.engine, env.clock, inv) == "skipped"  # nothing outstanding
+    assert (
+        autopay_invoice(env.app.engine, env.clock, inv, runtime=env.app.runtime) == "skipped"
+    )  # nothing outstanding
     (charge,) = charges(env)
     assert charge.client_key == f"autopay:{inv}:1" and charge.status == "captured"
     (ok,) = events_of(env, "payment.succeeded")
@@ -129,12 +131,20 @@ def test_decline_leaves_it_unpaid_and_dunning_retries(env, tmp_path):
     assert failed["reason"] == "insufficient_funds" and failed["payment_id"] is None
     assert D(failed["amount"]) == D("30.00") and failed["invoice_id"] == inv
     assert run_job(env) == "nothing to auto-pay"  # attempt 1 is made once
-    assert autopay_invoice(env.app.engine, env.clock, inv) == "declined"  # asked again: same
+    assert (
+        autopay_invoice(env.app.engine, env.clock, inv, runtime=env.app.runtime) == "declined"
+    )  # asked again: same
     assert len(charges(env)) == 1
     # the customer adds a working card; dunning's next attempt charges it
     card(env, acc, inst, "tok_approve")
-    assert autopay_invoice(env.app.engine, env.clock, inv, attempt=2) == "captured"
-    assert autopay_invoice(env.app.engine, env.clock, inv, attempt=2) == "skipped"
+    assert (
+        autopay_invoice(env.app.engine, env.clock, inv, attempt=2, runtime=env.app.runtime)
+        == "captured"
+    )
+    assert (
+        autopay_invoice(env.app.engine, env.clock, inv, attempt=2, runtime=env.app.runtime)
+        == "skipped"
+    )
     assert status(env, inv) == "paid"
     assert [c.client_key for c in charges(env)] == [f"autopay:{inv}:1", f"autopay:{inv}:2"]
     assert_books_sound(env)
@@ -151,7 +161,10 @@ def test_skipped_opted_out_no_method_and_unknown_outcome(env, tmp_path):
     b = invoice(env, opted, autopay=False)
     c = invoice(env, slow)
     assert run_job(env) == "1 pending, 1 skipped"
-    assert autopay_invoice(env.app.engine, env.clock, b, attempt=2) == "skipped"
+    assert (
+        autopay_invoice(env.app.engine, env.clock, b, attempt=2, runtime=env.app.runtime)
+        == "skipped"
+    )
     assert status(env, a) == status(env, b) == status(env, c) == "issued"
     # a card added later is not charged by the job (attempt 1 was made);
     # dunning's attempts are
@@ -162,7 +175,7 @@ def test_skipped_opted_out_no_method_and_unknown_outcome(env, tmp_path):
         assert reconcile(uow, env.app.runtime, older_than=timedelta(0)) == "1 captured"
         uow.commit()
     assert status(env, c) == "paid"
-    assert autopay_invoice(env.app.engine, env.clock, c) == "skipped"
+    assert autopay_invoice(env.app.engine, env.clock, c, runtime=env.app.runtime) == "skipped"
     assert len(charges(env)) == 1
     assert_books_sound(env)
 
@@ -232,9 +245,15 @@ def test_account_autopay_switch_over_the_api(api, env, protocol, tmp_path):
     assert off["enabled"] is False and off["default_payment_method_id"] == m
     inv = invoice(env, acc)
     assert run_job(env) == "1 skipped"
-    assert autopay_invoice(env.app.engine, env.clock, inv, attempt=2) == "skipped"
+    assert (
+        autopay_invoice(env.app.engine, env.clock, inv, attempt=2, runtime=env.app.runtime)
+        == "skipped"
+    )
     assert call("PaymentAutopaySet", account_id=acc, enabled=True)["enabled"] is True
-    assert autopay_invoice(env.app.engine, env.clock, inv, attempt=2) == "captured"
+    assert (
+        autopay_invoice(env.app.engine, env.clock, inv, attempt=2, runtime=env.app.runtime)
+        == "captured"
+    )
     assert call("InvoiceGet", invoice_id=inv)["status"] == "paid"
     code, _ = call.fault("PaymentAutopayGet", account_id=99999)
     assert code == "Client.NotFound"

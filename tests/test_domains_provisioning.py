@@ -86,7 +86,12 @@ def _vendor_ctx(env: Any, uow: UnitOfWork) -> Any:
     vendor = uow.session.scalar(select(Account).where(Account.type == "provider"))
     assert vendor is not None
     return system_context(
-        uow, env.clock, account_id=vendor.id, account_path=vendor.path, operation="test"
+        uow,
+        env.clock,
+        account_id=vendor.id,
+        account_path=vendor.path,
+        operation="test",
+        runtime=env.app.runtime,
     )
 
 

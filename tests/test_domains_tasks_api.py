@@ -159,7 +159,12 @@ def _subscribe_domain(env: Any, plan_id: int, account_id: int, name: str) -> int
         vendor = uow.session.get(Account, acc.parent_id)
         assert vendor is not None
         ctx = system_context(
-            uow, env.clock, account_id=vendor.id, account_path=vendor.path, operation="test"
+            uow,
+            env.clock,
+            account_id=vendor.id,
+            account_path=vendor.path,
+            operation="test",
+            runtime=env.app.runtime,
         )
         prov.provision_subscription(ctx, sub.id)
         uow.commit()
@@ -179,7 +184,12 @@ def test_a_domain_deleted_by_a_person(call: Caller, env: Any) -> None:
         vendor = uow.session.scalar(select(Account).where(Account.type == "provider"))
         assert vendor is not None
         ctx = system_context(
-            uow, env.clock, account_id=vendor.id, account_path=vendor.path, operation="test"
+            uow,
+            env.clock,
+            account_id=vendor.id,
+            account_path=vendor.path,
+            operation="test",
+            runtime=env.app.runtime,
         )
         prov.request_action(ctx, sub, "delete", reason="cancelled")
         uow.commit()

@@ -49,7 +49,9 @@ def autopay(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     calls: list[tuple[int, int]] = []
     mod = types.ModuleType("pba_server.payments.autopay")
 
-    def autopay_invoice(engine: Any, clock: Any, invoice_id: int, *, attempt: int = 1) -> str:
+    def autopay_invoice(
+        engine: Any, clock: Any, invoice_id: int, *, attempt: int = 1, runtime: Any = None
+    ) -> str:
         calls.append((invoice_id, attempt))
         return "declined"
 

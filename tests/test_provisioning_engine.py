@@ -479,7 +479,12 @@ def _sys(uow: UnitOfWork, env: Any) -> Any:
 
     acc = uow.session.scalar(select(Account).where(Account.type == "provider"))
     return system_context(
-        uow, env.clock, account_id=acc.id, account_path=acc.path, operation="test"
+        uow,
+        env.clock,
+        account_id=acc.id,
+        account_path=acc.path,
+        operation="test",
+        runtime=env.app.runtime,
     )
 
 
@@ -618,7 +623,6 @@ from sqlalchemy import select
 from pba_server.config import Settings
 from pba_server.core.clock import SystemClock
 from pba_server.core.runtime import Runtime
-from pba_server.core.context import set_process_secrets
 from pba_server.core.db import make_engine
 from pba_server.core.secrets import SecretBox
 from pba_server.provisioning.engine import run_pending
@@ -630,7 +634,6 @@ class Dies(FakeModule):
         os._exit(86)  # the process dies while the platform works
 
 box = SecretBox(sys.argv[2].encode())
-set_process_secrets(box)
 loader.set_plugins([loader.LoadedPlugin("fake_prov", "test", "ok", cls=Dies)])
 run_pending(make_engine(sys.argv[1]), Runtime(Settings(), SystemClock(), box))
 """

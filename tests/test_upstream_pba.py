@@ -275,7 +275,12 @@ def _ctx_call(env: Any, fn: Callable[[Any], Any]) -> Any:
             select(Account.id, Account.path).where(Account.type == "provider")
         ).one()
         ctx = system_context(
-            uow, env.clock, account_id=provider[0], account_path=provider[1], operation="test"
+            uow,
+            env.clock,
+            account_id=provider[0],
+            account_path=provider[1],
+            operation="test",
+            runtime=env.app.runtime,
         )
         out = fn(ctx)
         uow.commit()

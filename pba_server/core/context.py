@@ -44,22 +44,6 @@ class CallContext:
         return self.clock.now()
 
 
-# The process's secret box, set once at start-up (bootstrap), for background
-# jobs that act without a caller: they build a system context with it.
-_process_secrets: SecretBox | None = None
-
-
-def set_process_secrets(box: SecretBox) -> None:
-    global _process_secrets
-    _process_secrets = box
-
-
-def process_secrets() -> SecretBox:
-    if _process_secrets is None:
-        raise RuntimeError("the secret box is not configured (bootstrap.build_app does it)")
-    return _process_secrets
-
-
 def system_context(
     uow: UnitOfWork,
     clock: Clock,
@@ -73,6 +57,9 @@ def system_context(
     """A context for work the server does on its own (jobs, workflows): it acts
     as an admin of ``account_id`` (the owner of the work), logged as
     ``system:<operation>`` in the audit log."""
+    box = secrets or (runtime.secrets if runtime is not None else None)
+    if box is None:
+        raise RuntimeError("a system context needs the app's runtime or its secret box")
     principal = Principal(
         user_id=0,
         login=f"system:{operation}",
@@ -85,7 +72,7 @@ def system_context(
         uow=uow,
         principal=principal,
         clock=clock,
-        secrets=secrets or (runtime.secrets if runtime is not None else process_secrets()),
+        secrets=box,
         operation=operation,
         runtime=runtime,
     )

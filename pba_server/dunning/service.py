@@ -182,13 +182,15 @@ def _request_action(ctx: CallContext, subscription_id: int, action: str) -> None
     request_action(ctx, subscription_id, action, reason="dunning")  # type: ignore[arg-type]
 
 
-def _retry_autopay(engine: Engine, clock: Clock, invoice_id: int, attempt: int) -> str:
+def _retry_autopay(
+    engine: Engine, clock: Clock, invoice_id: int, attempt: int, runtime: Runtime
+) -> str:
     try:
         from pba_server.payments.autopay import autopay_invoice  # type: ignore[import-not-found]
     except ImportError:
         return "skipped"
     try:
-        return str(autopay_invoice(engine, clock, invoice_id, attempt=attempt))
+        return str(autopay_invoice(engine, clock, invoice_id, attempt=attempt, runtime=runtime))
     except Exception:  # a gateway failure must not stop the other steps
         log.exception("auto-pay retry of invoice %s failed", invoice_id)
         return "failed"
@@ -390,7 +392,7 @@ def run_dunning(engine: Engine, clock: Clock, runtime: Runtime) -> str:
                     retries.append((inv.id, AUTOPAY_ATTEMPT[step]))
             uow.commit()
     for inv_id, attempt in retries:
-        _retry_autopay(engine, clock, inv_id, attempt)
+        _retry_autopay(engine, clock, inv_id, attempt, runtime)
     resumed = _resume_all(engine, clock, runtime)
     held = _credit_holds(engine, clock)
     return (

@@ -56,15 +56,14 @@ def autopay_invoice(
     invoice_id: int,
     *,
     attempt: int = 1,
-    runtime: Runtime | None = None,
+    runtime: Runtime,
 ) -> AutopayResult:
     """Charge an issued invoice's outstanding amount to the buyer's default
     payment method (attempt ``attempt``; the same attempt twice is charged
     once). "skipped": no default method, nothing outstanding, or the invoice
     (or its account, PaymentAutopaySet) opted out. Runs its own
     transactions: call it outside any. ``runtime``: the app's (its secret
-    box opens the gateway's settings); callers without one yet (dunning)
-    fall back on the process's box."""
+    box opens the gateway's settings)."""
     if attempt < 1:
         raise ValueError("attempt starts at 1")
     from pba_server.payments import charges, methods
@@ -123,7 +122,7 @@ def autopay_invoice(
         return _result(info.status)
 
 
-def run_autopay(uow: UnitOfWork, clock: Clock, *, runtime: Runtime | None = None) -> str:
+def run_autopay(uow: UnitOfWork, clock: Clock, *, runtime: Runtime) -> str:
     """The job: attempt 1 for every newly issued auto-pay invoice, once."""
     engine = uow.session.get_bind()
     assert isinstance(engine, Engine)
