@@ -62,9 +62,6 @@ REQUEST_POOL_NAME = "pba-calls"
 _REQUEST_THREAD_PREFIX = f"PoolThread-{REQUEST_POOL_NAME}-"
 # an idle plugin thread ends after this long
 IDLE_SECONDS = 60.0
-# threads written off (hung in a plugin) per instance beyond its pool size:
-# past it, calls wait for a live one (and, hung for good, open the breaker)
-MAX_LOST_THREADS = 16
 
 
 def new_reference() -> str:
@@ -118,7 +115,7 @@ class _Call:
     ):
         self.fn, self.args, self.kwargs = fn, args, kwargs
         # monotonic time after which its caller no longer waits: a call still
-        # queued then is never started (a replacement thread must not start
+        # queued then is never started (a thread that frees up later must not start
         # calls whose callers are giving up on them)
         self.expires = expires
         self.state = "queued"  # queued | running | done | expired
@@ -129,9 +126,9 @@ class _Call:
 
 
 class _Pool:
-    """At most ``size`` live threads for one instance (plus, for a while, the
-    ones hung in a call that was given up on). Daemon threads: a plugin hung
-    for good never keeps the process from exiting."""
+    """At most ``size`` threads for one instance, the ones hung in a call that
+    was given up on included. Daemon threads: a plugin hung for good never
+    keeps the process from exiting."""
 
     def __init__(self, label: str, size: int) -> None:
         self.label = label
@@ -150,13 +147,10 @@ class _Pool:
             self._cv.notify()
 
     def _maybe_start(self) -> None:
-        live = self._threads - self._lost
-        if (
-            self._queue
-            and self._idle < len(self._queue)
-            and live < self.size
-            and self._lost <= MAX_LOST_THREADS
-        ):
+        # a thread hung in a call that was given up on still counts: never
+        # more than ``size`` calls inside the plugin at once (a plugin that
+        # hangs fills its pool, its breaker opens, callers fail fast)
+        if self._queue and self._idle < len(self._queue) and self._threads < self.size:
             self._threads += 1
             self._seq += 1
             threading.Thread(
@@ -176,7 +170,6 @@ class _Pool:
                 return "done"
             call.abandoned = True
             self._lost += 1
-            self._maybe_start()  # a replacement for the thread it holds
             return "abandoned"
 
     def _work(self) -> None:
@@ -202,10 +195,6 @@ class _Pool:
                 call.state = "done"
                 if call.abandoned:
                     self._lost -= 1
-                    if self._threads - self._lost > self.size:  # replaced meanwhile
-                        self._threads -= 1
-                        call.done.set()
-                        return
             call.done.set()
 
     def stats(self) -> dict[str, int]:
