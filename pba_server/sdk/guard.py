@@ -94,31 +94,11 @@ class GuardSettings:
 
 
 class _Call:
-    __slots__ = (
-        "abandoned",
-        "args",
-        "done",
-        "error",
-        "expires",
-        "fn",
-        "kwargs",
-        "result",
-        "state",
-    )
+    __slots__ = ("abandoned", "args", "done", "error", "fn", "kwargs", "result", "state")
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        expires: float = float("inf"),
-    ):
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
         self.fn, self.args, self.kwargs = fn, args, kwargs
-        # monotonic time after which its caller no longer waits: a call still
-        # queued then is never started (a thread that frees up later must not start
-        # calls whose callers are giving up on them)
-        self.expires = expires
-        self.state = "queued"  # queued | running | done | expired
+        self.state = "queued"  # queued | running | done
         self.abandoned = False
         self.done = threading.Event()
         self.result: Any = None
@@ -164,8 +144,6 @@ class _Pool:
             if call.state == "queued":
                 self._queue.remove(call)
                 return "not_started"
-            if call.state == "expired":
-                return "not_started"
             if call.state == "done":
                 return "done"
             call.abandoned = True
@@ -183,9 +161,6 @@ class _Pool:
                         self._threads -= 1
                         return
                 call = self._queue.popleft()
-                if time.monotonic() >= call.expires:
-                    call.state = "expired"  # its caller is giving up: not made
-                    continue
                 call.state = "running"
             try:
                 call.result = call.fn(*call.args, **call.kwargs)
@@ -449,7 +424,7 @@ class GuardedPlugin:
                 "try again shortly"
             )
         try:
-            call = _Call(fn, args, kwargs, expires=time.monotonic() + deadline)
+            call = _Call(fn, args, kwargs)
             state.pool.submit(call)
             if not call.done.wait(deadline):
                 outcome = state.pool.give_up(call)
