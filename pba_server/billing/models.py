@@ -109,7 +109,11 @@ class Invoice(Base):
         UniqueConstraint("issuer_id", "number"),
         UniqueConstraint("issuer_id", "seq"),
         UniqueConstraint("feed_position"),
-        CheckConstraint("paid_amount + credited_amount <= total", name="not_overpaid"),
+        # rounded: SQLite compares its REAL values in floating point
+        # (migration 0016)
+        CheckConstraint(
+            "round(paid_amount + credited_amount - total, 4) <= 0", name="not_overpaid"
+        ),
         CheckConstraint("paid_amount >= 0 AND credited_amount >= 0", name="nonnegative"),
     )
 
