@@ -30,6 +30,8 @@ from pba_server.core.runtime import Runtime
 from pba_server.domains.models import Domain, RegistrarMonitor
 from pba_server.events import emit
 from pba_server.payments.models import PluginInstance
+from pba_server.sdk import PluginError
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk.registrar import Balance
 
 log = logging.getLogger("pba.domains")
@@ -147,9 +149,17 @@ def registrar_balance(uow: UnitOfWork, clock: Clock, runtime: Runtime) -> str:
         m.last_checked_at = now
         try:
             balance = registrar_for(box, inst, clock).get_balance()
-        except Exception as exc:
+        except PluginError as exc:  # the guard masked it (or made it generic, with a ref)
             m.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-            log.warning("registrar %s balance: %s", inst.id, m.last_error)
+            log.warning(
+                "registrar %s (instance %s) balance: %s", inst.plugin, inst.id, m.last_error
+            )
+            failed += 1
+            continue
+        except Exception as exc:
+            m.last_error = plugincall.unexpected(
+                log, f"the balance of registrar {inst.plugin} (instance {inst.id})", exc
+            )[:2000]
             failed += 1
             continue
         checked += 1

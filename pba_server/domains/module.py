@@ -26,7 +26,10 @@ Actions:
 
 Registrar exceptions: :class:`RegistrarUnavailable` and anything unexpected
 -> retryable; :class:`RegistrarError` (ObjectExists, AuthorizationError...)
--> final.
+-> final. What is written on the domain row (``last_error``, which the
+tenant reads) is the SDK exception's masked message (the registry's refusal,
+its code) or, for anything unexpected, a generic text with a correlation id;
+the detail goes to the operator's log.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from pba_server.core import audit
 from pba_server.core.context import CallContext
 from pba_server.domains import names, registrars
 from pba_server.provisioning.registry import BuiltinModule, register_builtin
-from pba_server.sdk import SDK_VERSION, NotSupported, PluginError, PluginInfo
+from pba_server.sdk import SDK_VERSION, NotSupported, PluginBusy, PluginError, PluginInfo
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk.provisioning import (
     Done,
     FinalFailure,
@@ -137,7 +141,7 @@ class DomainModule(ProcessingModule):
                 return self._change(request)
             if request.action == "sync":
                 return self._sync()
-        except NotSupported:
+        except (NotSupported, PluginBusy):  # the engine: a task / not called, retried
             raise
         except RegistrarUnavailable as exc:
             return RetryableFailure(f"registrar unavailable: {exc}")
@@ -147,8 +151,9 @@ class DomainModule(ProcessingModule):
         except PluginError as exc:
             return RetryableFailure(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # outcome unknown: the same key is asked again
-            log.warning("registrar call for %s failed: %r", job.name, exc)
-            return RetryableFailure(f"{type(exc).__name__}: {exc}")
+            return RetryableFailure(
+                plugincall.unexpected(log, f"the registrar call for {job.name}", exc)
+            )
         raise NotSupported(f"{request.action} is not supported")
 
     def _done(self, r: DomainResult) -> ModuleResult:
@@ -463,8 +468,11 @@ def build(ctx: CallContext, service: Any) -> ProcessingModule:
     assert inst is not None
     try:
         registrar = registrars.registrar_for(ctx.secrets, inst, ctx.clock)
-    except Exception as exc:
+    except PluginError as exc:  # built(): masked, or generic with a ref
         return DomainModule(None, DomainJob(**{**job.__dict__, "error": f"registrar: {exc}"}))
+    except Exception as exc:
+        why = plugincall.unexpected(log, f"setting up the registrar of {d.name}", exc)
+        return DomainModule(None, DomainJob(**{**job.__dict__, "error": f"registrar: {why}"}))
     return DomainModule(registrar, job)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -37,7 +38,14 @@ from pba_server.catalog import owners, plans, templates
 from pba_server.catalog.types import ModuleSetting, OrderParameter, PlanPeriod
 from pba_server.core import audit, paging
 from pba_server.core.context import CallContext
-from pba_server.core.errors import Conflict, InvalidState, NotFound, Unavailable, ValidationError
+from pba_server.core.errors import (
+    Busy,
+    Conflict,
+    InvalidState,
+    NotFound,
+    Unavailable,
+    ValidationError,
+)
 from pba_server.core.money import check_currency, money, quantize
 from pba_server.core.operations import ANY_ROLE, operation
 from pba_server.core.paging import check_page
@@ -70,7 +78,8 @@ from pba_server.domains.types import (
 )
 from pba_server.payments.models import PluginInstance
 from pba_server.provisioning.models import Department
-from pba_server.sdk import NotSupported, PluginError, loader
+from pba_server.sdk import NotSupported, PluginBusy, PluginError, loader
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk.registrar import (
     CONTACT_ROLES,
     CheckResult,
@@ -458,6 +467,8 @@ def domain_check(
         asked = [items[i].name for i in positions]
         try:
             answers = registrar_for(ctx.secrets, inst, ctx.clock).check(asked)
+        except PluginBusy as exc:  # not called
+            raise Busy(f"the registrar of {asked[0]} is busy; try again shortly: {exc}") from None
         except RegistrarUnavailable as exc:
             raise Unavailable(f"the registrar of {asked[0]} cannot be reached now: {exc}") from None
         except PluginError as exc:
@@ -568,6 +579,8 @@ def _call_key(kind: str, d: Domain, payload: object) -> str:
 
 
 def _registrar_call_failed(exc: Exception, field: str) -> Exception:
+    if isinstance(exc, PluginBusy):  # not called: nothing was sent
+        return Busy(f"the registrar is busy; nothing changed; try again shortly: {exc}")
     if isinstance(exc, RegistrarUnavailable):
         return Unavailable(f"the registrar cannot be reached now; nothing changed: {exc}")
     if isinstance(exc, NotSupported):
@@ -575,7 +588,10 @@ def _registrar_call_failed(exc: Exception, field: str) -> Exception:
     if isinstance(exc, RegistrarError):
         code = f" ({exc.code})" if exc.code else ""
         return ValidationError(field, f"the registry refused it{code}: {exc}")
-    return Unavailable(f"the registrar failed; nothing changed: {type(exc).__name__}")
+    if isinstance(exc, PluginError):  # the guard masked it
+        return Unavailable(f"the registrar failed; nothing changed: {exc}")
+    why = plugincall.unexpected(logging.getLogger("pba.domains"), "the registrar call", exc)
+    return Unavailable(f"{why}; nothing changed")
 
 
 def _live_domain(ctx: CallContext, domain_id: int) -> tuple[Domain, Account, DomainRegistrar]:

@@ -42,11 +42,14 @@ from sqlalchemy.orm import aliased
 from pba_server.core import netpolicy
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
+from pba_server.core.errors import PbaError
 from pba_server.core.secrets import SecretBox
 from pba_server.events import notifications
 from pba_server.events.models import Delivery, DeliveryAttempt, Event, EventHandler
 from pba_server.events.outbox import assign_sequence
 from pba_server.events.templates import Rendered, TemplateError, render
+from pba_server.sdk import PluginError
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk.notify import FinalSendError, Recipient
 
 log = logging.getLogger("pba.events")
@@ -190,8 +193,10 @@ class Deliverer:
             try:
                 outcome = self._perform(job)
             except Exception as exc:  # a bug or an unexpected failure: log it, retry later
-                log.exception("delivery %d failed", job.delivery_id)
-                outcome = Outcome(False, None, f"{type(exc).__name__}: {exc}")
+                # the handler's owner reads last_error: a generic text and a
+                # correlation id; the detail and traceback are in the log
+                why = plugincall.unexpected(log, f"delivery {job.delivery_id}", exc)
+                outcome = Outcome(False, None, why)
             self._record(job, outcome, int((time.monotonic() - started) * 1000))
         return len(jobs)
 
@@ -452,8 +457,11 @@ class Deliverer:
             return Outcome(False, None, job.render_error or "nothing rendered")
         try:
             channel = plugin_object(self.secrets, job.instance, "notification_channel", self.clock)
-        except Exception as exc:  # broken plugin, bad settings: maybe fixed later
+        except (PluginError, PbaError) as exc:  # broken plugin, bad settings: maybe fixed later
             return Outcome(False, None, f"channel unusable: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            why = plugincall.unexpected(log, f"delivery {job.delivery_id}: the channel", exc)
+            return Outcome(False, None, f"channel unusable: {why}")
         metadata = {
             "event_type": str(job.event["type"]),
             "event_id": str(job.event["id"]),
@@ -476,8 +484,11 @@ class Deliverer:
                 )
             except FinalSendError as exc:
                 final.append(f"{r.address}: {exc}")
-            except Exception as exc:  # RetryableSendError or anything unexpected
+            except PluginError as exc:  # RetryableSendError (the guard masked it)
                 retry.append(f"{r.address}: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # anything unexpected
+                why = plugincall.unexpected(log, f"delivery {job.delivery_id}: send", exc)
+                retry.append(f"{r.address}: {why}")
             else:
                 code = result.code if result.code is not None else code
         if retry:

@@ -13,7 +13,10 @@ moved) is not a decline: the step charges again with a new attempt (a new
 key). ``not_found`` counts only when it can be trusted (the call was never
 sent, or was sent at least the gateway's ``lookup_settles_seconds`` ago: see
 payments.reconcile); until then the charge stays pending and the step checks
-again every :data:`RECOVER_RETRY`, never charging with a new key meanwhile."""
+again every :data:`RECOVER_RETRY`, never charging with a new key meanwhile.
+A gateway the server did not call (``Server.Busy``: its threads busy, its
+circuit breaker open) moved no money and left no charge: the step tries the
+same key again after :data:`BUSY_RETRY`, never declines for it."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from sqlalchemy import select
 
 from pba_server.billing.models import Invoice
 from pba_server.core.context import CallContext
-from pba_server.core.errors import PaymentDeclined, PbaError
+from pba_server.core.errors import Busy, PaymentDeclined, PbaError
 from pba_server.core.leases import LEASE, LeaseKeeper
 from pba_server.orders.models import Order
 from pba_server.orders.records import history
@@ -36,6 +39,7 @@ from pba_server.payments.models import GatewayPayment
 STEP_LEASE = LEASE
 PENDING_RETRY = timedelta(minutes=2)  # the gateway did not answer: ask again
 RECOVER_RETRY = timedelta(seconds=15)  # the charge lost its request: settle soon
+BUSY_RETRY = timedelta(seconds=30)  # the gateway was not called: try again
 NEW_ATTEMPTS = 5  # charges the gateway never saw, retried with a new key
 
 
@@ -124,6 +128,7 @@ def charge(ctx: CallContext, order: Order) -> str | None:
     order.next_run_at = ctx.now() + STEP_LEASE
     ctx.uow.commit()
     reason: str | None = None
+    busy: str | None = None
     info = None
     try:
         with lease(ctx, order_id, step):
@@ -136,6 +141,8 @@ def charge(ctx: CallContext, order: Order) -> str | None:
             )
     except PaymentDeclined as exc:
         reason = exc.message
+    except Busy as exc:  # not called: no money moved, no charge left
+        busy = exc.message
     except PbaError as exc:
         reason = f"{exc.code}: {exc.message}"
     # back in a fresh transaction: lock the order again and check nothing moved it
@@ -151,6 +158,16 @@ def charge(ctx: CallContext, order: Order) -> str | None:
             ctx, order, "charge", "captured", f"charge {info.id}: {info.amount} {info.currency}"
         )
         return "paid"
+    if busy is not None and charge is None:
+        order.next_run_at = ctx.now() + BUSY_RETRY
+        history(
+            ctx,
+            order,
+            "charge",
+            "busy",
+            f"the gateway was not called; will try again: {busy}"[:500],
+        )
+        return None
     if _unseen(charge):  # no money moved: the next run charges again, new key
         order.next_run_at = ctx.now()
         history(ctx, order, "charge", "not_found", "the gateway never saw it; charging again")

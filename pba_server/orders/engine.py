@@ -35,6 +35,8 @@ from pba_server.orders.models import Order
 from pba_server.orders.records import ACTOR, flow_of, history, runtime_ctx
 from pba_server.orders.runner import kick_after_commit
 from pba_server.orders.workflow import TERMINAL
+from pba_server.sdk import PluginError
+from pba_server.sdk import guard as plugincall
 
 log = logging.getLogger("pba.orders")
 
@@ -110,7 +112,14 @@ def _step_crashed(engine: Engine, runtime: Runtime, order_id: int, exc: Exceptio
         order.attempts += 1
         clock = runtime.clock
         ctx = runtime_ctx(uow, runtime, order)
-        history(ctx, order, "error", None, f"{type(exc).__name__}: {exc}"[:500], actor=ACTOR)
+        # the order's history is the tenant's: an unexpected error is a generic
+        # text with a correlation id (the detail and traceback in the log)
+        note = (
+            f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, PbaError | PluginError)  # ours, or masked by the guard
+            else plugincall.unexpected(log, f"order {order_id}: the step", exc)
+        )
+        history(ctx, order, "error", None, note[:500], actor=ACTOR)
         if (
             isinstance(exc, PbaError)
             and order.attempts >= GIVE_UP_AFTER

@@ -18,7 +18,8 @@ from pba_server.core.money import quantize
 from pba_server.orders.models import Order
 from pba_server.payments.models import PluginInstance, StoredPaymentMethod
 from pba_server.payments.plugin_objects import plugin_object
-from pba_server.sdk import loader
+from pba_server.sdk import PluginError, loader
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk.fraud import FraudScreener, OrderFacts, Screening
 
 log = logging.getLogger("pba.orders")
@@ -95,8 +96,18 @@ def screen(ctx: CallContext, order: Order) -> Screening | None:
     inst, screener = found
     try:
         return screener.screen(facts_of(ctx, order))
-    except Exception as exc:
+    except PluginError as exc:  # the guard masked it (or made it generic, with a ref)
         log.warning(
-            "order %s: screener %s failed: %s: %s", order.id, inst.id, type(exc).__name__, exc
+            "order %s: screener %s (instance %s) failed: %s: %s",
+            order.id,
+            inst.plugin,
+            inst.id,
+            type(exc).__name__,
+            exc,
         )
-        return Screening("suspect", 50, (f"the fraud screener failed: {type(exc).__name__}",))
+        return Screening("suspect", 50, (f"the fraud screener failed: {exc}",))
+    except Exception as exc:
+        why = plugincall.unexpected(
+            log, f"order {order.id}: screener {inst.plugin} (instance {inst.id})", exc
+        )
+        return Screening("suspect", 50, (f"the fraud screener failed: {why}",))

@@ -7,7 +7,13 @@ process dies in between the lease expires and
 :mod:`pba_server.payments.reconcile` asks the gateway by that key at once. If
 the gateway does not answer, the lease is released and the row is
 reconciled after ``older_than``. ``sent_at`` is committed just before the
-call: a row without it never reached the gateway.
+call: a row without it never reached the gateway. A refund follows the same
+steps with its own lease and ``sent_at``.
+
+A gateway the server did not call (its threads busy, the request budget for
+plugin calls used up, its circuit breaker open: :class:`~pba_server.sdk.
+PluginBusy`) moved no money: the pending row is removed (its idempotency key
+is free for the retry) and the caller gets ``Server.Busy``, never a decline.
 
 Public: the operations, and for reconciliation :func:`record_capture`,
 :func:`record_decline`, :func:`record_refund`, :func:`charge_info`."""
@@ -32,6 +38,7 @@ from pba_server.core import audit
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.errors import (
+    Busy,
     Conflict,
     InvalidState,
     NotFound,
@@ -39,6 +46,7 @@ from pba_server.core.errors import (
     ValidationError,
 )
 from pba_server.core.leases import LeaseKeeper, lease_until
+from pba_server.core.logsafe import mask_secrets
 from pba_server.core.money import money
 from pba_server.core.operations import operation
 from pba_server.payments.methods import get_method
@@ -57,8 +65,11 @@ from pba_server.sdk import (
     CardDeclined,
     ConfigurationError,
     NotSupported,
+    PluginBusy,
+    PluginError,
     RefundRejected,
 )
+from pba_server.sdk import guard as plugincall
 
 log = logging.getLogger("pba.payments")
 
@@ -67,6 +78,33 @@ log = logging.getLogger("pba.payments")
 # hears of it. Read at call time; never set in production.
 CRASH_HOOK = "PBA_TEST_CRASH_AFTER_GATEWAY"
 CRASH_BEFORE_HOOK = "PBA_TEST_CRASH_BEFORE_GATEWAY"
+# the same two windows for a refund
+REFUND_CRASH_HOOK = "PBA_TEST_CRASH_AFTER_REFUND"
+REFUND_CRASH_BEFORE_HOOK = "PBA_TEST_CRASH_BEFORE_REFUND"
+
+
+def gateway_failed(
+    what: str, inst: PluginInstance, exc: BaseException, secrets: tuple[str, ...] = ()
+) -> str:
+    """Log a gateway call whose outcome is unknown, with the four things the
+    operator needs: the message (masked), the plugin, the instance and the
+    traceback. What the guard raised carries the correlation id of its own
+    record (the plugin's traceback); anything else is logged here with its
+    traceback. Returns the tenant's text: never the exception's class."""
+    if isinstance(exc, PluginError):
+        # the guard masked the message and logged the plugin's side under the ref in it
+        log.warning(
+            "%s: plugin %s (instance %s): outcome unknown: %s; left pending",
+            what,
+            inst.plugin,
+            inst.id,
+            mask_secrets(str(exc), secrets),
+            exc_info=exc,
+        )
+        return mask_secrets(str(exc), secrets)
+    return plugincall.unexpected(
+        log, f"{what}: plugin {inst.plugin} (instance {inst.id})", exc, secrets
+    )
 
 
 def charge_info(g: GatewayPayment) -> ChargeInfo:
@@ -269,6 +307,12 @@ def payment_charge(
                 token=m.token,
                 description=f"payment {g.id}",
             )
+    except PluginBusy as exc:  # not called: no money moved, the key is free again
+        _not_called(ctx, g, inst, path, exc)
+        raise Busy(
+            f"the payment gateway is busy: nothing was charged; try again shortly "
+            f"(with the same idempotency_key): {exc}"
+        ) from None
     except CardDeclined as exc:
         record_decline(ctx, g, exc.code, exc.message)
         ctx.uow.commit()
@@ -280,15 +324,8 @@ def payment_charge(
         ctx.uow.commit()
         return charge_info(g)
     except Exception as exc:  # timeout or anything else: outcome unknown
-        # the guard logged the plugin's detail (masked, traceback) under the ref in exc
-        log.warning(
-            "charge %s (instance %s): outcome unknown (%s: %s); left pending",
-            g.id,
-            g.instance_id,
-            type(exc).__name__,
-            exc,
-        )
-        g.message = f"outcome unknown: {type(exc).__name__}"
+        why = gateway_failed(f"charge {g.id}", inst, exc)
+        g.message = f"outcome unknown: {why}"[:255]
         g.updated_at = ctx.now()
         # no worker owns it now: reconciled after the age threshold, which
         # gives the gateway time to settle a request it may still be working on
@@ -299,6 +336,22 @@ def payment_charge(
         os._exit(86)
     record_capture(ctx, g, result.reference)
     return charge_info(g)
+
+
+def _not_called(
+    ctx: CallContext, g: GatewayPayment, inst: PluginInstance, path: str, exc: PluginBusy
+) -> None:
+    """The gateway was not called for charge ``g``: drop the pending row."""
+    log.warning(
+        "charge %s: plugin %s (instance %s) not called: %s; removed",
+        g.id,
+        inst.plugin,
+        inst.id,
+        exc,
+    )
+    audit.record(ctx, "gateway_payment", g.id, path, {"status": "not called (gateway busy)"})
+    ctx.session.delete(g)
+    ctx.uow.commit()
 
 
 @operation("PaymentChargeGet", roles=READERS)
@@ -333,7 +386,17 @@ def record_refund(ctx: CallContext, g: GatewayPayment, r: GatewayRefund, referen
         ctx, g.payment_id, r.amount, f"card refund {reference}: {r.reason}"[:255]
     )
     r.status, r.gateway_reference, r.updated_at = "refunded", reference[:128], ctx.now()
+    r.lease_until = None
     _payment_event(ctx, "payment.refunded", g, amount=r.amount, reason=r.reason)
+
+
+def record_refund_rejected(
+    ctx: CallContext, g: GatewayPayment, r: GatewayRefund, code: str
+) -> None:
+    """No money moved: the refund is rejected and its reservation released."""
+    r.status, r.decline_code = "rejected", code[:64]
+    r.updated_at, r.lease_until = ctx.now(), None
+    g.refunded -= r.amount
 
 
 @operation("PaymentRefund", roles=BILLING, mutating=True)
@@ -343,7 +406,9 @@ def payment_refund(
     """Refund all or part of a captured charge, never more than is left. The
     ledger gives the money back; an invoice it paid becomes unpaid again by
     that much. A repeat with the same ``idempotency_key`` is the same refund.
-    No answer from the gateway: ``pending``, settled by reconciliation."""
+    No answer from the gateway: ``pending``, settled by reconciliation. The
+    gateway not called (busy, circuit open): ``Server.Busy``, nothing
+    refunded, the key is free for the retry."""
     if not 1 <= len(idempotency_key) <= 128 or not idempotency_key.isprintable():
         raise ValidationError("idempotency_key", "must be 1 to 128 printable characters")
     reason = reason.strip()
@@ -383,6 +448,7 @@ def payment_refund(
         status="pending",
         created_at=now,
         updated_at=now,
+        lease_until=lease_until(ctx.clock),  # ours while we are at the gateway
     )
     ctx.session.add(r)
     g.refunded += amt  # reserved while pending
@@ -390,26 +456,43 @@ def payment_refund(
     path = get_account(ctx, g.account_id).path
     audit.record(ctx, "gateway_refund", r.id, path, {"charge": g.id, "amount": amt})
     ctx.uow.commit()  # the intent is durable before the gateway hears of it
+    if os.environ.get(REFUND_CRASH_BEFORE_HOOK) == "1":
+        os._exit(88)
+    r.sent_at = ctx.now()  # as for a charge: a row without it was never sent
+    ctx.uow.commit()
+    bind = ctx.session.get_bind()
     try:
-        result = gw.refund(
-            key=r.gateway_key, charge_reference=g.gateway_reference or "", amount=amt
+        with LeaseKeeper(bind, ctx.clock, GatewayRefund, r.id, GatewayRefund.status == "pending"):
+            result = gw.refund(
+                key=r.gateway_key, charge_reference=g.gateway_reference or "", amount=amt
+            )
+    except PluginBusy as exc:  # not called: nothing refunded, the key is free again
+        log.warning(
+            "refund %s: plugin %s (instance %s) not called: %s; removed",
+            r.id,
+            inst.plugin,
+            inst.id,
+            exc,
         )
-    except (RefundRejected, NotSupported) as exc:
-        r.status = "rejected"
-        r.decline_code = str(getattr(exc, "code", type(exc).__name__))[:64]
+        audit.record(ctx, "gateway_refund", r.id, path, {"status": "not called (gateway busy)"})
         g.refunded -= amt
-        r.updated_at = ctx.now()
+        ctx.session.delete(r)
+        ctx.uow.commit()
+        raise Busy(
+            f"the payment gateway is busy: nothing was refunded; try again shortly "
+            f"(with the same idempotency_key): {exc}"
+        ) from None
+    except (RefundRejected, NotSupported) as exc:
+        record_refund_rejected(ctx, g, r, str(getattr(exc, "code", type(exc).__name__)))
         ctx.uow.commit()
         raise InvalidState(f"the gateway refused the refund: {r.decline_code}") from None
     except Exception as exc:
-        log.warning(
-            "refund %s (instance %s): outcome unknown (%s: %s); left pending",
-            r.id,
-            g.instance_id,
-            type(exc).__name__,
-            exc,
-        )
+        gateway_failed(f"refund {r.id}", inst, exc)
+        # no worker owns it now: reconciled after the age threshold
+        r.updated_at, r.lease_until = ctx.now(), None
         ctx.uow.commit()
         return _refund_info(r, g.currency)
+    if os.environ.get(REFUND_CRASH_HOOK) == "1":
+        os._exit(89)
     record_refund(ctx, g, r, result.reference)
     return _refund_info(r, g.currency)

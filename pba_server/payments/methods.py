@@ -18,6 +18,7 @@ from pba_server.core import audit, paging
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.context import CallContext
 from pba_server.core.errors import (
+    Busy,
     InvalidState,
     NotFound,
     Unavailable,
@@ -37,6 +38,7 @@ from pba_server.payments.types import (
 )
 from pba_server.sdk import (
     CardDeclined,
+    PluginBusy,
     PluginError,
 )
 
@@ -107,8 +109,10 @@ def payment_method_add(
         gw.validate_token(token)
     except CardDeclined as exc:
         raise ValidationError("token", f"the gateway refuses it ({exc.code})") from None
-    except PluginError as exc:
-        raise Unavailable(f"the gateway cannot check the token: {type(exc).__name__}") from None
+    except PluginBusy as exc:  # not called: nothing was stored
+        raise Busy(f"the gateway is busy and cannot check the token now: {exc}") from None
+    except PluginError as exc:  # the guard made its text fit for the tenant (masked, ref)
+        raise Unavailable(f"the gateway cannot check the token now: {exc}") from None
     has_default = ctx.session.scalar(
         select(StoredPaymentMethod.id).where(
             StoredPaymentMethod.account_id == acc.id,

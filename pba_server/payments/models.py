@@ -119,6 +119,11 @@ class GatewayRefund(Base):
     gateway_reference: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # as for a charge: renewed while a request is at the gateway (expired: its
+    # worker died, recovered at once); None: nobody owns it (reconciled later)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # committed just before the gateway call: None means it was never made
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class RoutingRule(Base):

@@ -21,6 +21,14 @@ not see a charge made a moment ago). Before that the charge stays pending
 and is asked about again at the next run: charging again with a new key
 then could charge twice.
 
+Refunds are recovered the same way: one whose lease expired at once (by
+``payments-recover``), one nobody owns once it is ``older_than``. A refund
+never sent (``sent_at`` is None: the request died before the call) moved no
+money: it is rejected with ``not_found`` at once and its amount is free to be
+refunded again. One that was sent is asked about by repeating the call with
+the same key (the gateway's refunds are idempotent by key: a repeat answers
+what the first call did, or makes it if it never arrived).
+
 Public: :func:`reconcile` (the jobs), :func:`settle_charge` (one charge, for a
 workflow that waits on it), :func:`lookup_settles`.
 """
@@ -38,7 +46,13 @@ from pba_server.accounts.models import Account
 from pba_server.core.context import CallContext, system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.runtime import Runtime
-from pba_server.payments.charges import record_capture, record_decline, record_refund
+from pba_server.payments.charges import (
+    gateway_failed,
+    record_capture,
+    record_decline,
+    record_refund,
+    record_refund_rejected,
+)
 from pba_server.payments.models import GatewayPayment, GatewayRefund, PluginInstance
 from pba_server.payments.plugins import gateway_for
 from pba_server.sdk import MAX_LOOKUP_SETTLES, PaymentGateway, RefundRejected
@@ -92,7 +106,7 @@ def _reconcile_charge(uow: UnitOfWork, runtime: Runtime, g: GatewayPayment) -> s
     try:
         found = gw.lookup(key=g.gateway_key)
     except Exception as exc:
-        log.warning("reconcile charge %s: %s: %s; still pending", g.id, type(exc).__name__, exc)
+        gateway_failed(f"reconcile charge {g.id}: lookup", inst, exc)
         return "pending"
     if found.status == "captured" and found.amount is not None and found.amount != g.amount:
         # never book another amount than the one asked for: a person looks
@@ -124,20 +138,35 @@ def _reconcile_refund(uow: UnitOfWork, runtime: Runtime, r: GatewayRefund) -> st
     assert inst is not None
     owner = uow.session.get(Account, inst.account_id)
     assert owner is not None
-    clock = runtime.clock
+    ctx = _system_ctx(uow, runtime, owner)
+    if r.sent_at is None:  # the request died before the call: no money moved
+        record_refund_rejected(ctx, charge, r, NOT_FOUND)
+        return r.status
     try:  # refunds are idempotent by key: asking again is asking what happened
-        done = gateway_for(runtime.secrets, inst, clock).refund(
+        done = gateway_for(runtime.secrets, inst, runtime.clock).refund(
             key=r.gateway_key, charge_reference=charge.gateway_reference or "", amount=r.amount
         )
     except RefundRejected as exc:
-        r.status, r.decline_code, r.updated_at = "rejected", exc.code[:64], clock.now()
-        charge.refunded -= r.amount
+        record_refund_rejected(ctx, charge, r, exc.code)
     except Exception as exc:
-        log.warning("reconcile refund %s: %s: %s; still pending", r.id, type(exc).__name__, exc)
+        gateway_failed(f"reconcile refund {r.id}", inst, exc)
+        if r.lease_until is not None:  # nobody owns it now: the age threshold applies
+            r.lease_until, r.updated_at = None, runtime.clock.now()
         return None
     else:
-        record_refund(_system_ctx(uow, runtime, owner), charge, r, done.reference)
+        record_refund(ctx, charge, r, done.reference)
     return r.status
+
+
+def _refunds_due(runtime: Runtime, older_than: timedelta, expired_only: bool) -> Any:
+    now = runtime.clock.now()
+    lost = and_(GatewayRefund.lease_until.is_not(None), GatewayRefund.lease_until <= now)
+    if expired_only:
+        return lost
+    unowned = and_(
+        GatewayRefund.lease_until.is_(None), GatewayRefund.updated_at <= now - older_than
+    )
+    return or_(lost, unowned)
 
 
 def _charges_due(runtime: Runtime, older_than: timedelta, expired_only: bool) -> Any:
@@ -160,8 +189,9 @@ def reconcile(
 ) -> str:
     """Ask the gateway, by our key, about every charge left pending whose
     lease expired or that nobody owns and is ``older_than``: record a capture
-    (once), a decline, or leave it pending if the gateway cannot tell yet.
-    ``expired_only``: only charges whose lease expired (the fast job)."""
+    (once), a decline, or leave it pending if the gateway cannot tell yet;
+    the same for refunds. ``expired_only``: only charges and refunds whose
+    lease expired (the fast job)."""
     pending: Sequence[GatewayPayment] = uow.session.scalars(
         select(GatewayPayment)
         .where(
@@ -185,12 +215,12 @@ def reconcile(
         except Exception:
             log.exception("reconcile charge %s failed; still pending", g.id)
             count("failed")
-    if expired_only:  # refunds have no lease: the slow job asks about them
-        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing pending"
-    cutoff = runtime.clock.now() - older_than
     for r in uow.session.scalars(
         select(GatewayRefund)
-        .where(GatewayRefund.status == "pending", GatewayRefund.updated_at <= cutoff)
+        .where(
+            GatewayRefund.status == "pending",
+            _refunds_due(runtime, older_than, expired_only),
+        )
         .order_by(GatewayRefund.id)
         .with_for_update(skip_locked=True)
     ).all():

@@ -74,7 +74,8 @@ from pba_server.provisioning.registry import (
     USAGE_SINKS,
     BundleOutcome,
 )
-from pba_server.sdk import NotSupported, PluginError, loader
+from pba_server.sdk import NotSupported, PluginBusy, PluginError, loader
+from pba_server.sdk import guard as plugincall
 from pba_server.sdk.provisioning import (
     Action,
     Done,
@@ -90,6 +91,20 @@ from pba_server.subscriptions.models import Subscription, SubscriptionResource
 log = logging.getLogger("pba.provisioning")
 
 SKIPPABLE = frozenset({"prolong", "sync"})  # unsupported: skipped, not a task
+# a module (or registrar) the server did not call (busy, circuit open): asked
+# again after this long, not counted as a failure
+BUSY_RETRY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class NotCalled:
+    """The module was not called (:class:`~pba_server.sdk.PluginBusy`):
+    nothing happened at the platform; the operation is pending again."""
+
+    message: str
+    retry_after: float | None = None
+
+
 TERMINAL = frozenset({"done", "failed"})
 LIVE_SERVICE = frozenset({"active", "suspended"})
 
@@ -667,9 +682,15 @@ def _prepare(ctx: CallContext, op: ProvisioningOperation, svc: Service) -> _Clai
         op.attempts += 1
         fail_retryable(ctx, op, svc, f"cannot prepare the call: {exc}")
         return None
-    except (PluginError, ValueError, KeyError) as exc:
+    except PluginError as exc:  # building the plugin: masked, or generic with a ref
         op.attempts += 1
         fail_retryable(ctx, op, svc, f"cannot prepare the call: {type(exc).__name__}: {exc}")
+        return None
+    except (ValueError, KeyError) as exc:
+        op.attempts += 1
+        fail_retryable(
+            ctx, op, svc, plugincall.unexpected(log, f"operation {op.id}: preparing the call", exc)
+        )
         return None
     op.status = "running"
     op.attempts += 1
@@ -681,15 +702,27 @@ def _prepare(ctx: CallContext, op: ProvisioningOperation, svc: Service) -> _Clai
     return _Claimed(op.id, op.attempts, module, request)
 
 
-def call_module(module: ProcessingModule, request: ServiceRequest) -> ModuleResult | NotSupported:
-    """The call itself, outside any transaction. Never raises."""
+def call_module(
+    module: ProcessingModule, request: ServiceRequest
+) -> ModuleResult | NotSupported | NotCalled:
+    """The call itself, outside any transaction. Never raises. What the
+    tenant may read of a failure (the operation's message and log): an SDK
+    exception's masked message (the guard masked it, or made it generic with a
+    correlation id), never the text or class of anything else."""
     try:
         result = module.perform(request)
     except NotSupported as exc:
         return exc
-    except Exception as exc:  # PluginError or a bug: retry, with the message logged
+    except PluginBusy as exc:  # not called: nothing happened at the platform
+        log.info("operation %s: module not called: %s", request.key, exc)
+        return NotCalled(str(exc), getattr(exc, "retry_after", None))
+    except PluginError as exc:  # retry, with the message logged
         log.warning("operation %s: module raised %s: %s", request.key, type(exc).__name__, exc)
         return RetryableFailure(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a bug in a builtin module: retry, the detail in the log
+        return RetryableFailure(
+            plugincall.unexpected(log, f"operation {request.key}: the module call", exc)
+        )
     if not isinstance(result, (Done, InProgress, RetryableFailure, FinalFailure)):
         return RetryableFailure(f"the module returned {type(result).__name__}, not a result")
     return result
@@ -728,11 +761,22 @@ def _record(engine: Engine, runtime: Runtime, claimed: _Claimed, result: Any) ->
 
 
 def apply_result(
-    ctx: CallContext, op: ProvisioningOperation, svc: Service, result: ModuleResult | NotSupported
+    ctx: CallContext,
+    op: ProvisioningOperation,
+    svc: Service,
+    result: ModuleResult | NotSupported | NotCalled,
 ) -> None:
     now = ctx.now()
     op.started_at = op.lease_until = None
-    if isinstance(result, NotSupported):
+    if isinstance(result, NotCalled):  # pending again soon; not a failure
+        op.status = "pending"
+        op.message = f"not called, will try again: {result.message}"[:4000]
+        wait = max(BUSY_RETRY.total_seconds(), result.retry_after or 0)
+        op.next_attempt_at = now + timedelta(seconds=min(wait, 3600))
+        op.updated_at = now
+        log_entry(ctx.session, op, "busy", op.message, now)
+        bundle_progress(ctx, op.bundle_id)
+    elif isinstance(result, NotSupported):
         if op.action in SKIPPABLE:
             skip(ctx, op, f"skipped: {result}")
         else:

@@ -120,7 +120,7 @@ class OperationLogEntry(Base):
     operation_id: Mapped[int] = mapped_column(ForeignKey("provisioning_operations.id"), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # retryable | final | in_progress | manual | crashed | info
+    # retryable | final | in_progress | manual | crashed | info | busy
     kind: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
 

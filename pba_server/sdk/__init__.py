@@ -172,6 +172,20 @@ Plugin.failure_error = PluginError
 ResultRule = Callable[[Any, Mapping[str, Any]], str | None]
 
 
+class PluginBusy(PluginError):
+    """Raised by the server in a caller's place, never by a plugin: the plugin
+    was **not called** -- its instance's threads are all taken, the request
+    threads' budget for plugin calls is used up, or its circuit breaker is
+    open. Nothing reached the plugin, so nothing happened: the caller may try
+    again shortly (``retry_after``: seconds, when known). What the guard
+    raises is also the kind's ``failure_error`` (a class deriving from both),
+    so code that does not know this class treats it as a failure; the
+    server's own callers answer ``Server.Busy`` (5031) or retry later, never
+    a decline."""
+
+    retry_after: float | None = None
+
+
 class ConfigurationError(PluginError):
     """The instance's settings are unusable (missing key, bad value)."""
 
@@ -405,6 +419,7 @@ __all__ = [
     "NotSupported",
     "PaymentGateway",
     "Plugin",
+    "PluginBusy",
     "PluginError",
     "PluginInfo",
     "RefundRejected",

@@ -28,8 +28,18 @@ table) then:
   same id: message (masked), plugin, instance, traceback.
 
 The calls that fail before reaching the plugin (breaker open, no slot, not
-started within the deadline) raise the kind's ``failure_error`` too, so every
-call site treats them as it treats a failure today (retry, pending, manual).
+started within the deadline) raise :class:`~pba_server.sdk.PluginBusy`, in a
+class that is the kind's ``failure_error`` too (:func:`busy_error`): a call
+site that knows it answers ``Server.Busy`` or retries later (nothing was
+sent: never a decline, never "outcome unknown"); one that does not treats it
+as a failure (retry, pending, manual).
+
+What the tenant sees of a plugin's trouble (the rule, for every call site):
+an SDK exception the plugin raised keeps its type and its message, masked
+(the kinds document those messages: a decline's code, a registry's refusal);
+anything else becomes a generic message with a correlation id and never
+names the exception's class. Call sites that catch something unexpected
+themselves use :func:`unexpected` for the same.
 
 State (pools, breakers, slots) lives in one :class:`PluginRuntime`, set up
 by bootstrap with :func:`configure` (one per process, for now: the lead's
@@ -38,6 +48,7 @@ Runtime object is to carry it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -51,7 +62,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pba_server.core.logsafe import log_with_traceback, mask_secrets
-from pba_server.sdk import PluginError
+from pba_server.sdk import PluginBusy, PluginError
 from pba_server.sdk.net import ConnectionFailed
 
 log = logging.getLogger("pba.plugins.calls")
@@ -320,6 +331,75 @@ def masked_traceback(exc: BaseException, secrets: tuple[str, ...]) -> str:
     return mask_secrets("".join(traceback.format_exception(exc)), secrets)
 
 
+def unexpected(
+    logger: logging.Logger, what: str, exc: BaseException, secrets: tuple[str, ...] = ()
+) -> str:
+    """Something unexpected (``exc``) failed ``what``: log the detail for the
+    operator (message masked, traceback) under a new correlation id and
+    return the tenant's text, ``"<what> failed (ref <id>)"``: no exception
+    class, no message."""
+    ref = new_reference()
+    log_with_traceback(
+        logger,
+        logging.ERROR,
+        f"{what} failed (ref {ref}): " + mask_secrets(f"{type(exc).__name__}: {exc}", secrets),
+        masked_traceback(exc, secrets),
+    )
+    return f"{what} failed (ref {ref})"
+
+
+_BUSY: dict[type[PluginError], type[PluginError]] = {}
+_BUSY_LOCK = threading.Lock()
+
+
+def busy_error(failure_error: type[PluginError]) -> type[PluginError]:
+    """The exception a kind's callers get for a call that was not made: a
+    :class:`~pba_server.sdk.PluginBusy` that is also the kind's
+    ``failure_error`` (and has its name)."""
+    if issubclass(failure_error, PluginBusy):
+        return failure_error
+    with _BUSY_LOCK:
+        found = _BUSY.get(failure_error)
+        if found is None:
+            found = _BUSY[failure_error] = type(
+                failure_error.__name__,
+                (PluginBusy, failure_error),
+                {"__module__": failure_error.__module__, "__doc__": PluginBusy.__doc__},
+            )
+        return found
+
+
+def _not_called(
+    failure_error: type[PluginError], message: str, retry_after: float | None = None
+) -> PluginError:
+    exc = busy_error(failure_error)(message)
+    exc.retry_after = retry_after  # type: ignore[attr-defined]
+    return exc
+
+
+def masked_result(result: Any, secrets: tuple[str, ...]) -> Any:
+    """``result`` with the secrets masked in the text fields a kind documents
+    for people (``message``, ``reason``, ``reasons``) of a result dataclass."""
+    if not dataclasses.is_dataclass(result) or isinstance(result, type):
+        return result
+    changes: dict[str, Any] = {}
+    for name in ("message", "reason"):
+        value = getattr(result, name, None)
+        if isinstance(value, str) and mask_secrets(value, secrets) != value:
+            changes[name] = mask_secrets(value, secrets)
+    reasons = getattr(result, "reasons", None)
+    if isinstance(reasons, tuple) and all(isinstance(r, str) for r in reasons):
+        masked = tuple(mask_secrets(r, secrets) for r in reasons)
+        if masked != reasons:
+            changes["reasons"] = masked
+    if not changes:
+        return result
+    try:
+        return dataclasses.replace(result, **changes)
+    except (TypeError, ValueError):
+        return result
+
+
 def mask_exception(exc: BaseException, secrets: tuple[str, ...]) -> None:
     """Mask secrets in what ``str(exc)`` (and a ``message`` attribute) shows."""
     try:
@@ -406,9 +486,18 @@ class GuardedPlugin:
         deadline = self._deadlines[method]
         still_open = state.breaker.allow()
         if still_open is not None:
-            raise failure_error(
+            log.warning(
+                "%s: %s not called: circuit open for %.0f s more",
+                self._label,
+                method,
+                still_open,
+            )
+            raise _not_called(
+                failure_error,
                 f"{self._label} is not called for now: it failed {state.breaker.failures} "
-                f"time(s) in a row (circuit open for {still_open:.0f} s more)"
+                f"time(s) in a row (circuit open for {still_open:.0f} s more); nothing was "
+                "sent; try again later",
+                still_open,
             )
         slot = is_request_thread()
         if slot and not self._rt.take_slot():
@@ -419,9 +508,10 @@ class GuardedPlugin:
                 method,
                 self._rt.settings.wait_slots,
             )
-            raise failure_error(
+            raise _not_called(
+                failure_error,
                 f"{self._label} is not called: the server is busy with other plugin calls; "
-                "try again shortly"
+                "nothing was sent; try again shortly",
             )
         try:
             call = _Call(fn, args, kwargs)
@@ -436,9 +526,10 @@ class GuardedPlugin:
                         method,
                         deadline,
                     )
-                    raise failure_error(
+                    raise _not_called(
+                        failure_error,
                         f"{self._label} is not called: it is busy with earlier calls; "
-                        "try again shortly"
+                        "nothing was sent; try again shortly",
                     )
                 if outcome == "abandoned":
                     ref = new_reference()
@@ -478,7 +569,7 @@ class GuardedPlugin:
                 + mask_secrets(broken, self._secrets)
             )
         state.breaker.success()
-        return result
+        return masked_result(result, self._secrets)
 
     def _failed(
         self,
@@ -513,9 +604,7 @@ class GuardedPlugin:
             + ("; circuit opened" if opened else ""),
             masked_traceback(exc, secrets),
         )
-        raise failure_error(
-            f"{self._label} failed ({type(exc).__name__}, ref {ref}); outcome unknown"
-        ) from None
+        raise failure_error(f"{self._label} failed (ref {ref}); outcome unknown") from None
 
 
 def built(
@@ -541,6 +630,5 @@ def built(
             masked_traceback(exc, secrets),
         )
         raise ConfigurationError(
-            f"plugin {plugin} (instance {instance_id}) could not be set up "
-            f"({type(exc).__name__}, ref {ref})"
+            f"plugin {plugin} (instance {instance_id}) could not be set up (ref {ref})"
         ) from None
