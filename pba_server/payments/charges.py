@@ -406,9 +406,10 @@ def payment_refund(
     """Refund all or part of a captured charge, never more than is left. The
     ledger gives the money back; an invoice it paid becomes unpaid again by
     that much. A repeat with the same ``idempotency_key`` is the same refund.
-    No answer from the gateway: ``pending``, settled by reconciliation. The
-    gateway not called (busy, circuit open): ``Server.Busy``, nothing
-    refunded, the key is free for the retry."""
+    No answer from the gateway: ``pending``, settled by reconciliation."""
+    # the gateway not called (busy, circuit open): Server.Busy, nothing
+    # refunded, the key free for the retry (docs/api.md; the docstring is
+    # the WSDL's documentation, kept as released)
     if not 1 <= len(idempotency_key) <= 128 or not idempotency_key.isprintable():
         raise ValidationError("idempotency_key", "must be 1 to 128 printable characters")
     reason = reason.strip()
