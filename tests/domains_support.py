@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree
 from pba_server.accounts.models import Account
 from pba_server.accounts.types import ContactInput
 from pba_server.core.context import system_context
@@ -60,7 +60,7 @@ def tld(
 
 def customer(env: Any, name: str = "Domain Buyer", contacts: bool = True) -> int:
     with service_ctx(env) as ctx:
-        return accounts.account_create(
+        return tree.account_create(
             ctx,
             type="customer_business",
             name=name,

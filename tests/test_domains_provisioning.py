@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
 from pba_server.accounts.models import Account
 from pba_server.catalog.models import PlanVersion
 from pba_server.core.context import system_context
@@ -417,7 +417,7 @@ def _balance_tasks(env: Any) -> list[Any]:
 def test_low_balance_opens_one_task_for_the_department(env: Any, setup: dict[str, Any]) -> None:
     with service_ctx(env) as ctx:
         me = ctx.principal.account_id
-        tech = accounts.user_create(
+        tech = users.user_create(
             ctx, account_id=me, login="tech", password=PW, full_name="T", roles=["technical"]
         ).id
         dep = prov_ops.department_create(ctx, name="Domains")
@@ -482,7 +482,7 @@ def test_balance_task_without_a_department_and_department_checks(
     env: Any, setup: dict[str, Any]
 ) -> None:
     with service_ctx(env) as ctx:
-        res = accounts.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
+        res = tree.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
         other = prov_ops.department_create(ctx, name="Theirs", account_id=res.id)
         with pytest.raises(ValidationError, match="department_id"):
             domains.registrar_balance_minimum_set(

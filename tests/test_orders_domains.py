@@ -182,7 +182,7 @@ def test_over_soap_the_fault_names_the_line_and_parameter(env, api, shop):
 
 
 def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api, shop):
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import users
     from pba_server.core.audit import AuditEntry
     from tests.orders_support import PW, buyer
 
@@ -191,7 +191,7 @@ def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api,
     sub = domain(env, "moving-on.test").subscription_id
     new_owner = buyer(env, "New Owner")
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=shop["account"],
             login="old",

@@ -320,13 +320,13 @@ def test_payment_transfer_and_pending_charge(env, tmp_path, fake):
 def test_a_step_refused_by_a_business_rule_retries_then_rejects(env, tmp_path, fake):
     from datetime import UTC, datetime, timedelta
 
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import standing
 
     p = plan(env)
     acc = buyer(env, credit_limit="100")
     o = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
     with service_ctx(env) as ctx:
-        accounts.account_close(ctx, account_id=acc, reason="gone")
+        standing.account_close(ctx, account_id=acc, reason="gone")
     at = datetime.now(UTC)
     for i in range(4):
         env.clock.freeze(at + timedelta(hours=2 * i))

@@ -16,7 +16,7 @@ from typing import Annotated, cast
 from sqlalchemy import func, select
 
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing.balances import check_credit
 from pba_server.billing.common import seller_of
 from pba_server.catalog import parameters as params
@@ -808,11 +808,11 @@ def order_place_with_signup(
     The charge runs in the order's workflow right after: a declined card
     rejects the order with the gateway's reason and provisions nothing
     (OrderGet tells; the account stays, to retry with another card)."""
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import tree, users
     from pba_server.accounts.types import ContactInput
     from pba_server.payments import methods as payment_methods
 
-    acc = accounts.account_create(
+    acc = tree.account_create(
         ctx,
         type=customer.type,
         name=customer.name,
@@ -832,7 +832,7 @@ def order_place_with_signup(
             )
         ],
     )
-    u = accounts.user_create(
+    u = users.user_create(
         ctx,
         account_id=acc.id,
         login=user.login,

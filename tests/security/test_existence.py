@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
 from pba_server.core.db import UnitOfWork
 from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
@@ -35,10 +35,10 @@ def _seller(env: Any, name: str) -> dict[str, Any]:
     and a customer on account."""
     low = name.lower()
     with service_ctx(env) as ctx:
-        res = accounts.account_create(
+        res = tree.account_create(
             ctx, type="reseller", name=name, partner_level="advanced", country="DE"
         ).id
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=res,
             login=f"{low}-admin",
@@ -54,7 +54,7 @@ def _seller(env: Any, name: str) -> dict[str, Any]:
             settings=[SettingValue("registry", f"reg-{low}-{next(_registries)}")],
         ).id
         tld = domains.tld_create(ctx, name="shop", instance_id=inst, prices=list(PRICES))
-        cust = accounts.account_create(
+        cust = tree.account_create(
             ctx,
             type="customer_business",
             name=f"{name} customer",
