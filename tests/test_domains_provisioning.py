@@ -544,13 +544,13 @@ def test_a_domain_still_retried_when_its_bundle_fails_is_cancelled_and_handed_ov
 
 
 def _order(env: Any, setup: dict[str, Any], tmp_path: Any, name: str) -> Any:
-    from pba_server.orders import service as orders
+    from pba_server.orders import placing
     from pba_server.orders.types import OrderLineInput, ParameterValue
     from tests.orders_support import card, gateway
 
     card(env, setup["acc"], gateway(env, tmp_path))
     with service_ctx(env) as ctx:
-        return orders.order_place(
+        return placing.order_place(
             ctx,
             account_id=setup["acc"],
             lines=[
@@ -573,10 +573,10 @@ def _settle(env: Any) -> Any:
 
 
 def _order_get(env: Any, order_id: int) -> Any:
-    from pba_server.orders import service as orders
+    from pba_server.orders import queries
 
     with service_ctx(env) as ctx:
-        return orders.order_get(ctx, order_id=order_id)
+        return queries.order_get(ctx, order_id=order_id)
 
 
 def test_an_order_for_a_domain_registers_it(env: Any, setup: dict[str, Any], tmp_path: Any) -> None:
@@ -647,7 +647,7 @@ def test_change_sets_the_subscriptions_current_nameservers(env: Any, setup: dict
 def test_a_renewal_order_renews_the_domain_once(
     env: Any, setup: dict[str, Any], tmp_path: Any
 ) -> None:
-    from pba_server.orders import service as orders
+    from pba_server.orders import placing
     from pba_server.orders.types import OrderLineInput
 
     o = _order(env, setup, tmp_path, "renew-me.test")
@@ -656,7 +656,7 @@ def test_a_renewal_order_renews_the_domain_once(
     first = _domain(env, sub).expires_on
     assert first is not None
     with service_ctx(env) as ctx:
-        r = orders.order_place(
+        r = placing.order_place(
             ctx,
             account_id=setup["acc"],
             order_type="renewal",
