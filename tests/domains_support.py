@@ -19,7 +19,7 @@ from pba_server.accounts.models import Account
 from pba_server.accounts.types import ContactInput
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
-from pba_server.domains import service as domains
+from pba_server.domains import tlds
 from pba_server.domains.types import TldPrice
 from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
@@ -53,7 +53,7 @@ def tld(
     env: Any, instance_id: int, name: str = "test", prices: list[TldPrice] | None = None
 ) -> Any:
     with service_ctx(env) as ctx:
-        return domains.tld_create(
+        return tlds.tld_create(
             ctx, name=name, instance_id=instance_id, prices=prices or list(PRICES)
         )
 

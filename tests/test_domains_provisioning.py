@@ -20,8 +20,8 @@ from pba_server.catalog.models import PlanVersion
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import InvalidState, NotFound, ValidationError
+from pba_server.domains import availability, monitors
 from pba_server.domains import jobs as domain_jobs
-from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
 from pba_server.events.models import Event
 from pba_server.provisioning import api as prov
@@ -192,7 +192,7 @@ def test_register_through_the_engine(env: Any, setup: dict[str, Any]) -> None:
     # the name is taken now: a second order for it is refused before it is placed
     template = ds.template_of(env, setup["tld"].plan_id)
     with service_ctx(env) as ctx, pytest.raises(ValidationError, match="already registered"):
-        domains.check_order(ctx, template, {"domain": "shop.test"})
+        availability.check_order(ctx, template, {"domain": "shop.test"})
 
 
 def test_transfer_good_and_wrong_auth_code(env: Any, setup: dict[str, Any]) -> None:
@@ -422,7 +422,7 @@ def test_low_balance_opens_one_task_for_the_department(env: Any, setup: dict[str
         ).id
         dep = prov_ops.department_create(ctx, name="Domains")
         prov_ops.department_add_member(ctx, department_id=dep.id, user_id=tech)
-        m = domains.registrar_balance_minimum_set(
+        m = monitors.registrar_balance_minimum_set(
             ctx,
             instance_id=setup["inst"],
             minimum=Decimal("2000"),
@@ -485,7 +485,7 @@ def test_balance_task_without_a_department_and_department_checks(
         res = tree.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
         other = prov_ops.department_create(ctx, name="Theirs", account_id=res.id)
         with pytest.raises(ValidationError, match="department_id"):
-            domains.registrar_balance_minimum_set(
+            monitors.registrar_balance_minimum_set(
                 ctx,
                 instance_id=setup["inst"],
                 minimum=Decimal("2000"),
@@ -493,14 +493,14 @@ def test_balance_task_without_a_department_and_department_checks(
                 department_id=other.id,
             )
         with pytest.raises(NotFound):
-            domains.registrar_balance_minimum_set(
+            monitors.registrar_balance_minimum_set(
                 ctx,
                 instance_id=setup["inst"],
                 minimum=Decimal("2000"),
                 currency="USD",
                 department_id=999999,
             )
-        domains.registrar_balance_minimum_set(
+        monitors.registrar_balance_minimum_set(
             ctx, instance_id=setup["inst"], minimum=Decimal("2000"), currency="USD"
         )
     _balance_job(env, 1)

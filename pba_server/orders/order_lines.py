@@ -18,7 +18,7 @@ from pba_server.catalog.models import PlanVersion
 from pba_server.core.context import CallContext
 from pba_server.core.errors import InvalidState, ValidationError
 from pba_server.core.money import money
-from pba_server.domains import service as domains
+from pba_server.domains import availability
 from pba_server.orders import checks
 from pba_server.orders import pricing as opricing
 from pba_server.orders.models import Order, OrderLine
@@ -76,7 +76,7 @@ def price_line(
             values[pv.name] = pv.value
         checked = params.check_values(template_params, values, f"{field}.parameters")
         # a domain plan: a valid name under its TLD, not live here already
-        domains.check_order(ctx, plan.template_id, checked, f"{field}.parameters")
+        availability.check_order(ctx, plan.template_id, checked, f"{field}.parameters")
         line = opricing.price_sales(
             ctx,
             buyer,

@@ -24,7 +24,7 @@ from pba_server.core.context import CallContext
 from pba_server.core.errors import CreditLimitExceeded, InvalidState, ValidationError
 from pba_server.core.operations import operation
 from pba_server.core.schema import MinLen
-from pba_server.domains import service as domains
+from pba_server.domains import names
 from pba_server.dunning import service as dunning
 from pba_server.orders import checks, records, runner
 from pba_server.orders import pricing as opricing
@@ -53,7 +53,7 @@ def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine
     it is still open: not registered yet, so check_order does not see it)
     would be charged twice and fail once."""
     from pba_server.catalog.models import ServiceTemplate
-    from pba_server.domains.service import normalize_domain
+    from pba_server.domains.names import normalize_domain
 
     seen: dict[str, int] = {}
     for i, p in enumerate(priced):
@@ -95,7 +95,7 @@ def _one_order_per_domain(ctx: CallContext, priced: Sequence[opricing.PricedLine
                 f"lines[{seen[other]}].parameters.domain",
                 f"{other} is being ordered already (order {order_id})"
                 if ctx.principal.sees(path)
-                else domains.taken_message(other, False),
+                else names.taken_message(other, False),
             )
 
 

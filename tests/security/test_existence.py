@@ -13,7 +13,7 @@ import pytest
 
 from pba_server.accounts import tree, users
 from pba_server.core.db import UnitOfWork
-from pba_server.domains import service as domains
+from pba_server.domains import tlds
 from pba_server.domains.models import Domain
 from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
@@ -53,7 +53,7 @@ def _seller(env: Any, name: str) -> dict[str, Any]:
             name="registrar",
             settings=[SettingValue("registry", f"reg-{low}-{next(_registries)}")],
         ).id
-        tld = domains.tld_create(ctx, name="shop", instance_id=inst, prices=list(PRICES))
+        tld = tlds.tld_create(ctx, name="shop", instance_id=inst, prices=list(PRICES))
         cust = tree.account_create(
             ctx,
             type="customer_business",
