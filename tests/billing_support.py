@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree
 from pba_server.billing import ledger
 from pba_server.core.db import UnitOfWork
 from tests.catalog_support import service_ctx
@@ -24,7 +24,7 @@ def customer(
     partner_level: str | None = None,
 ) -> int:
     with service_ctx(env, login) as ctx:
-        return accounts.account_create(
+        return tree.account_create(
             ctx,
             type=type,
             name=name,

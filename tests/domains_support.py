@@ -14,12 +14,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree
 from pba_server.accounts.models import Account
 from pba_server.accounts.types import ContactInput
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
-from pba_server.domains import service as domains
+from pba_server.domains import tlds
 from pba_server.domains.types import TldPrice
 from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
@@ -53,14 +53,14 @@ def tld(
     env: Any, instance_id: int, name: str = "test", prices: list[TldPrice] | None = None
 ) -> Any:
     with service_ctx(env) as ctx:
-        return domains.tld_create(
+        return tlds.tld_create(
             ctx, name=name, instance_id=instance_id, prices=prices or list(PRICES)
         )
 
 
 def customer(env: Any, name: str = "Domain Buyer", contacts: bool = True) -> int:
     with service_ctx(env) as ctx:
-        return accounts.account_create(
+        return tree.account_create(
             ctx,
             type="customer_business",
             name=name,

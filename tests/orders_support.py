@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users
 from pba_server.catalog.plans import plan_create, plan_publish
 from pba_server.catalog.resources import resource_create
 from pba_server.catalog.templates import service_template_create
@@ -108,7 +108,7 @@ def card(env: Any, account_id: int, inst: int, token: str = "tok_approve") -> in
 def buyer(env: Any, name: str = "Cust", **kw: Any) -> int:
     acc = customer(env, name, **kw)
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=acc,
             login=f"{name.lower().replace(' ', '')}-admin",

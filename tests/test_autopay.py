@@ -281,7 +281,7 @@ def test_a_declined_auto_pay_mails_the_customer(env, tmp_path):
     the customer's billing contact gets the "payment failed" notification
     (over SMTP on loopback) with the gateway's reason."""
     pytest.importorskip("jinja2")
-    from pba_server.accounts import service as accounts_service
+    from pba_server.accounts import tree
     from pba_server.accounts.types import ContactInput
     from pba_server.events import service as events_service
     from pba_server.events.delivery import Deliverer, MailSettings
@@ -291,7 +291,7 @@ def test_a_declined_auto_pay_mails_the_customer(env, tmp_path):
     try:
         inst = gateway(env, tmp_path / "s.json")
         with service_ctx(env) as ctx:
-            acc = accounts_service.account_create(
+            acc = tree.account_create(
                 ctx,
                 type="customer_business",
                 name="Poor Co",

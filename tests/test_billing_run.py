@@ -167,11 +167,11 @@ def test_billing_run_operation_over_soap_and_xmlrpc(env: Any, api: Any) -> None:
 
 
 def _reseller(env: Any, name: str, level: str) -> int:
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import tree, users
 
     with service_ctx(env) as ctx:
-        acc = accounts.account_create(ctx, type="reseller", name=name, partner_level=level)
-        accounts.user_create(
+        acc = tree.account_create(ctx, type="reseller", name=name, partner_level=level)
+        users.user_create(
             ctx,
             account_id=acc.id,
             login=name.lower(),

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
+from pba_server.accounts.types import ContactInput
 from pba_server.billing import ledger
 from pba_server.billing.balances import account_balance_get, balance_adjust, check_credit
 from pba_server.billing.credit_notes import credit_note_create, credit_note_get, credit_note_list
@@ -156,14 +157,12 @@ def test_reverse_charge_by_tax_id_and_regional_rule(env):
     b2c = customer(env, "B2C")
     assert invoice(env, b2c).tax_total == D("19.00")
     with service_ctx(env) as ctx:
-        ny = accounts.account_create(
+        ny = tree.account_create(
             ctx,
             type="customer_personal",
             name="NY",
             country="US",
-            contacts=[
-                accounts.ContactInput(kind="billing", name="N", email="n@example.com", state="NY")
-            ],
+            contacts=[ContactInput(kind="billing", name="N", email="n@example.com", state="NY")],
         ).id
     assert invoice(env, ny).tax_total == D("8.88")
     with service_ctx(env) as ctx:
@@ -366,7 +365,7 @@ def test_invoice_cursor_never_misses_or_repeats(env):
 def test_subtree_scope(env):
     reseller = customer(env, "Res", type="reseller", partner_level="advanced", country=None)
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=reseller,
             login="res",
@@ -575,7 +574,7 @@ def test_concurrent_mixed_money_operations_on_one_account(env):
 def test_an_enterprise_does_not_bill_its_departments(env):
     ent = customer(env, "Ent", type="enterprise", country=None)
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=ent,
             login="ent",

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import standing, tree, users
 from pba_server.catalog.models import PlanPeriodRow, PlanVersion
 from pba_server.catalog.plan_migrations import plan_migrate_subscribers, renewal_version
 from pba_server.catalog.plans import (
@@ -51,8 +51,8 @@ def _month(setup: str = "0", recurring: str = "10.00", **kw: Any) -> PlanPeriod:
 
 def _reseller(env: Any, name: str, level: str) -> int:
     with service_ctx(env) as ctx:
-        acc = accounts.account_create(ctx, type="reseller", name=name, partner_level=level)
-        accounts.user_create(
+        acc = tree.account_create(ctx, type="reseller", name=name, partner_level=level)
+        users.user_create(
             ctx, account_id=acc.id, login=name.lower(), password=PW, full_name=name, roles=["admin"]
         )
         return acc.id
@@ -98,7 +98,7 @@ def test_advanced_reseller_sells_own_plans_on_shared_templates(env: Any) -> None
         assert e.value.field == "template_id"
         own = plan_create(ctx, template_id=shared, name="Adv Plan", periods=[_month()])
         plan_publish(ctx, plan_id=own.id)
-        cust = accounts.account_create(ctx, type="customer_personal", name="AC")
+        cust = tree.account_create(ctx, type="customer_personal", name="AC")
         # its customers see its plans, not the provider's
         assert [p.id for p in plan_list(ctx, account_id=cust.id).items] == [own.id]
         q = price_quote(ctx, account_id=cust.id, plan_id=own.id)
@@ -113,7 +113,7 @@ def test_advanced_reseller_sells_own_plans_on_shared_templates(env: Any) -> None
     with service_ctx(env) as ctx:
         # the provider sees (and manages) the reseller's plan; its own customers don't buy it
         assert plan_get(ctx, plan_id=own.id).owner_id == adv
-        direct = accounts.account_create(ctx, type="customer_personal", name="DC")
+        direct = tree.account_create(ctx, type="customer_personal", name="DC")
         assert [p.id for p in plan_list(ctx, account_id=direct.id).items] == [provider_plan]
 
 
@@ -221,7 +221,7 @@ def test_automatic_promotion_applies_without_code(env: Any) -> None:
         promotion_create(
             ctx, name="Launch", percent=Decimal(20), periods=[PeriodChoice(1, "month")]
         )
-        cust = accounts.account_create(ctx, type="customer_personal", name="C")
+        cust = tree.account_create(ctx, type="customer_personal", name="C")
         q = price_quote(ctx, account_id=cust.id, plan_id=plan_id)
         assert q.total == Decimal("8.00") and q.discount_cycles is None
 
@@ -295,7 +295,7 @@ def quote_env(env: Any) -> dict[str, Any]:
         promotion_create(
             ctx, name="fix", code="FIX", amount=Decimal("500.00"), on_setup=True, cycles=1
         )
-        cust = accounts.account_create(ctx, type="customer_personal", name="C").id
+        cust = tree.account_create(ctx, type="customer_personal", name="C").id
     return {"env": env, "disk": disk, "app": app, "plan": plan, "customer": cust}
 
 
@@ -335,7 +335,7 @@ def test_what_a_reseller_reads_of_its_parents_catalog(env: Any) -> None:
         assert seen.module_settings == [] and [p.name for p in seen.order_parameters] == [
             "hostname"
         ]
-        cust = accounts.account_create(ctx, type="customer_personal", name="C")
+        cust = tree.account_create(ctx, type="customer_personal", name="C")
         # an unpublished plan above is not there at all
         with pytest.raises(NotFound):
             price_quote(ctx, account_id=cust.id, plan_id=draft)
@@ -353,8 +353,8 @@ def test_promotion_uses_are_counted_by_the_database(env: Any) -> None:
             ctx, name="Once", code="ONCE", percent=Decimal(10), once_per_account=True
         ).id
         two = promotion_create(ctx, name="Two", code="TWO", percent=Decimal(5), max_uses=2).id
-        a = accounts.account_create(ctx, type="customer_personal", name="A").id
-        b = accounts.account_create(ctx, type="customer_personal", name="B").id
+        a = tree.account_create(ctx, type="customer_personal", name="A").id
+        b = tree.account_create(ctx, type="customer_personal", name="B").id
     with service_ctx(env) as ctx:
         promotion_redeem(ctx, once, a, "order-1")
         promotion_redeem(ctx, two, a)
@@ -382,7 +382,7 @@ def test_quote_needs_a_buyer_that_can_buy(env: Any) -> None:
         with pytest.raises(ValidationError) as e:
             price_quote(ctx, plan_id=plan_id)  # the provider itself
         assert e.value.field == "account_id"
-        c = accounts.account_create(ctx, type="customer_personal", name="C").id
-        accounts.account_close(ctx, account_id=c)
+        c = tree.account_create(ctx, type="customer_personal", name="C").id
+        standing.account_close(ctx, account_id=c)
         with pytest.raises(InvalidState):
             price_quote(ctx, account_id=c, plan_id=plan_id)

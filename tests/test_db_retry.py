@@ -18,7 +18,7 @@ import zeep.exceptions
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree
 from pba_server.billing.models import PaymentTerms
 from pba_server.core import db
 from pba_server.core.db import TransientFailure, UnitOfWork, run_in_transaction
@@ -232,7 +232,7 @@ def test_a_provisioning_result_is_recorded_despite_a_deadlock_and_a_full_pool(
 
     instance(env)
     with service_ctx(env) as ctx:
-        cust = accounts.account_create(ctx, type="customer_personal", name="C").id
+        cust = tree.account_create(ctx, type="customer_personal", name="C").id
     provision(env, subscribe(env, cust, plan(env)))
     failures: list[Exception] = [_deadlock(), PoolTimeout("QueuePool limit reached")]
     apply = prov_engine.apply_result

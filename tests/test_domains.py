@@ -17,8 +17,8 @@ from pba_server.catalog.templates import service_template_get
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import Conflict, ValidationError
 from pba_server.core.jobs import JobContext
+from pba_server.domains import availability, monitors, tlds
 from pba_server.domains import jobs as domain_jobs
-from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
 from pba_server.domains.types import TldPrice
 from pba_server.events.models import Event
@@ -99,18 +99,18 @@ def test_tld_create_makes_published_plans_priced_per_year(env, setup):
 
 def test_tld_create_refuses_duplicates_bad_names_and_non_registrars(env, setup):
     with service_ctx(env) as ctx, pytest.raises(Conflict):
-        domains.tld_create(ctx, name=".TEST", instance_id=setup["inst"], prices=ds.PRICES)
+        tlds.tld_create(ctx, name=".TEST", instance_id=setup["inst"], prices=ds.PRICES)
     with service_ctx(env) as ctx, pytest.raises(ValidationError, match="name"):
-        domains.tld_create(ctx, name="bad_tld", instance_id=setup["inst"], prices=ds.PRICES)
+        tlds.tld_create(ctx, name="bad_tld", instance_id=setup["inst"], prices=ds.PRICES)
     with service_ctx(env) as ctx, pytest.raises(ValidationError, match="years"):
-        domains.tld_create(
+        tlds.tld_create(
             ctx,
             name="other",
             instance_id=setup["inst"],
             prices=[TldPrice(11, Decimal(1), Decimal(1))],
         )
     with service_ctx(env) as ctx, pytest.raises(ValidationError, match="instance_id"):
-        domains.tld_create(ctx, name="other", instance_id=999999, prices=ds.PRICES)
+        tlds.tld_create(ctx, name="other", instance_id=999999, prices=ds.PRICES)
 
 
 def test_register_through_the_module(env, setup):
@@ -365,7 +365,7 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
     called = []
     monkeypatch.setattr(domain_jobs, "_balance_low_task", lambda ctx, inst, bal: called.append(bal))
     with service_ctx(env) as ctx:
-        m = domains.registrar_balance_minimum_set(
+        m = monitors.registrar_balance_minimum_set(
             ctx, instance_id=setup["inst"], minimum=Decimal("2000"), currency="usd"
         )
     assert (m.minimum, m.currency) == (Decimal("2000.00"), "USD")
@@ -391,7 +391,7 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
     assert len(_events(env, "registrar.balance_low")) == 2
     # above the minimum: quiet
     with service_ctx(env) as ctx:
-        domains.registrar_balance_minimum_set(
+        monitors.registrar_balance_minimum_set(
             ctx, instance_id=setup["inst"], minimum=Decimal("5"), currency="USD"
         )
     env.clock.freeze(datetime(2030, 1, 3, 6, tzinfo=UTC))
@@ -400,13 +400,13 @@ def test_balance_monitor_raises_once_a_day(env, setup, monkeypatch):
         uow.commit()
     assert len(_events(env, "registrar.balance_low")) == 2
     with service_ctx(env) as ctx:
-        (mon,) = domains.registrar_monitor_list(ctx).items
+        (mon,) = monitors.registrar_monitor_list(ctx).items
     assert mon.last_balance == Decimal("1000.00") and mon.alerted_on == date(2030, 1, 2)
 
 
 def test_jobs_run_through_the_scheduler(env, setup):
     with service_ctx(env) as ctx:
-        domains.registrar_balance_minimum_set(
+        monitors.registrar_balance_minimum_set(
             ctx, instance_id=setup["inst"], minimum=Decimal("5000"), currency="USD"
         )
     env.clock.freeze(datetime(2031, 5, 5, tzinfo=UTC))
@@ -423,8 +423,10 @@ def test_check_order_for_the_orders_feature(env, setup):
     template = setup["template"]
     ok = {"domain": "order-me.test", "nameservers": "ns1.a.example,ns2.a.example"}
     with service_ctx(env) as ctx:
-        domains.check_order(ctx, template, ok)
-        domains.check_order(ctx, setup["transfer_template"], {"domain": "x.test", "auth_code": "a"})
+        availability.check_order(ctx, template, ok)
+        availability.check_order(
+            ctx, setup["transfer_template"], {"domain": "x.test", "auth_code": "a"}
+        )
     for params, field in [
         ({"domain": "x.other"}, "parameters.domain"),
         ({"domain": "bad name.test"}, "parameters.domain"),
@@ -432,9 +434,9 @@ def test_check_order_for_the_orders_feature(env, setup):
         ({"domain": "x.test", "nameservers": "only.one.example"}, "parameters.nameservers"),
     ]:
         with service_ctx(env) as ctx, pytest.raises(ValidationError, match=field):
-            domains.check_order(ctx, template, params)
+            availability.check_order(ctx, template, params)
     assert isinstance(
         ds.run(env, ds.service(env, setup["acc"], template, domain="order-me.test"), "create"), Done
     )
     with service_ctx(env) as ctx, pytest.raises(ValidationError, match="already registered"):
-        domains.check_order(ctx, template, ok)
+        availability.check_order(ctx, template, ok)

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
 from pba_server.accounts.models import Account
 from pba_server.catalog.models import PlanVersion
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import InvalidState, NotFound, ValidationError
+from pba_server.domains import availability, monitors
 from pba_server.domains import jobs as domain_jobs
-from pba_server.domains import service as domains
 from pba_server.domains.models import Domain
 from pba_server.events.models import Event
 from pba_server.provisioning import api as prov
@@ -192,7 +192,7 @@ def test_register_through_the_engine(env: Any, setup: dict[str, Any]) -> None:
     # the name is taken now: a second order for it is refused before it is placed
     template = ds.template_of(env, setup["tld"].plan_id)
     with service_ctx(env) as ctx, pytest.raises(ValidationError, match="already registered"):
-        domains.check_order(ctx, template, {"domain": "shop.test"})
+        availability.check_order(ctx, template, {"domain": "shop.test"})
 
 
 def test_transfer_good_and_wrong_auth_code(env: Any, setup: dict[str, Any]) -> None:
@@ -417,12 +417,12 @@ def _balance_tasks(env: Any) -> list[Any]:
 def test_low_balance_opens_one_task_for_the_department(env: Any, setup: dict[str, Any]) -> None:
     with service_ctx(env) as ctx:
         me = ctx.principal.account_id
-        tech = accounts.user_create(
+        tech = users.user_create(
             ctx, account_id=me, login="tech", password=PW, full_name="T", roles=["technical"]
         ).id
         dep = prov_ops.department_create(ctx, name="Domains")
         prov_ops.department_add_member(ctx, department_id=dep.id, user_id=tech)
-        m = domains.registrar_balance_minimum_set(
+        m = monitors.registrar_balance_minimum_set(
             ctx,
             instance_id=setup["inst"],
             minimum=Decimal("2000"),
@@ -482,10 +482,10 @@ def test_balance_task_without_a_department_and_department_checks(
     env: Any, setup: dict[str, Any]
 ) -> None:
     with service_ctx(env) as ctx:
-        res = accounts.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
+        res = tree.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
         other = prov_ops.department_create(ctx, name="Theirs", account_id=res.id)
         with pytest.raises(ValidationError, match="department_id"):
-            domains.registrar_balance_minimum_set(
+            monitors.registrar_balance_minimum_set(
                 ctx,
                 instance_id=setup["inst"],
                 minimum=Decimal("2000"),
@@ -493,14 +493,14 @@ def test_balance_task_without_a_department_and_department_checks(
                 department_id=other.id,
             )
         with pytest.raises(NotFound):
-            domains.registrar_balance_minimum_set(
+            monitors.registrar_balance_minimum_set(
                 ctx,
                 instance_id=setup["inst"],
                 minimum=Decimal("2000"),
                 currency="USD",
                 department_id=999999,
             )
-        domains.registrar_balance_minimum_set(
+        monitors.registrar_balance_minimum_set(
             ctx, instance_id=setup["inst"], minimum=Decimal("2000"), currency="USD"
         )
     _balance_job(env, 1)
@@ -544,13 +544,13 @@ def test_a_domain_still_retried_when_its_bundle_fails_is_cancelled_and_handed_ov
 
 
 def _order(env: Any, setup: dict[str, Any], tmp_path: Any, name: str) -> Any:
-    from pba_server.orders import service as orders
+    from pba_server.orders import placing
     from pba_server.orders.types import OrderLineInput, ParameterValue
     from tests.orders_support import card, gateway
 
     card(env, setup["acc"], gateway(env, tmp_path))
     with service_ctx(env) as ctx:
-        return orders.order_place(
+        return placing.order_place(
             ctx,
             account_id=setup["acc"],
             lines=[
@@ -573,10 +573,10 @@ def _settle(env: Any) -> Any:
 
 
 def _order_get(env: Any, order_id: int) -> Any:
-    from pba_server.orders import service as orders
+    from pba_server.orders import queries
 
     with service_ctx(env) as ctx:
-        return orders.order_get(ctx, order_id=order_id)
+        return queries.order_get(ctx, order_id=order_id)
 
 
 def test_an_order_for_a_domain_registers_it(env: Any, setup: dict[str, Any], tmp_path: Any) -> None:
@@ -647,7 +647,7 @@ def test_change_sets_the_subscriptions_current_nameservers(env: Any, setup: dict
 def test_a_renewal_order_renews_the_domain_once(
     env: Any, setup: dict[str, Any], tmp_path: Any
 ) -> None:
-    from pba_server.orders import service as orders
+    from pba_server.orders import placing
     from pba_server.orders.types import OrderLineInput
 
     o = _order(env, setup, tmp_path, "renew-me.test")
@@ -656,7 +656,7 @@ def test_a_renewal_order_renews_the_domain_once(
     first = _domain(env, sub).expires_on
     assert first is not None
     with service_ctx(env) as ctx:
-        r = orders.order_place(
+        r = placing.order_place(
             ctx,
             account_id=setup["acc"],
             order_type="renewal",

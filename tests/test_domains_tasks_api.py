@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
 from pba_server.accounts.models import Account
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork
@@ -55,7 +55,7 @@ def _sandbox(call: Caller) -> tuple[int, str]:
 
 def _tech(env: Any) -> int:
     with service_ctx(env) as ctx:
-        return accounts.user_create(
+        return users.user_create(
             ctx,
             account_id=ctx.principal.account_id,
             login="tech",
@@ -124,7 +124,7 @@ def test_low_balance_task_for_the_department(call: Caller, env: Any, api: Any) -
 
     # a department of another account is refused
     with service_ctx(env) as ctx:
-        res = accounts.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
+        res = tree.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
     other = call("DepartmentCreate", name="Theirs", account_id=res.id)
     code, message = call.fault(
         "RegistrarBalanceMinimumSet",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import standing, tree
 from pba_server.accounts.types import ContactInput
 from pba_server.core import netpolicy
 from pba_server.core.db import UnitOfWork
@@ -58,7 +58,7 @@ def lines(path: Path) -> list[dict[str, Any]]:
 
 def customer(env: Any, name: str = "Ann", phone: str | None = "+49301234567") -> int:
     with service_ctx(env) as ctx:
-        return accounts.account_create(
+        return tree.account_create(
             ctx,
             type="customer_personal",
             name=name,
@@ -343,7 +343,7 @@ def test_purge_keeps_unfinished_and_the_newest(env, hook):
         )
     old_pending = customer(env, "Old pending")
     with service_ctx(env) as ctx:
-        accounts.account_suspend(ctx, account_id=old_pending, reason="test")
+        standing.account_suspend(ctx, account_id=old_pending, reason="test")
     drain(env)
     env.clock.freeze(t0)
     customer(env, "New")

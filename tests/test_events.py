@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import standing, tree, users
 from pba_server.accounts.types import ContactInput
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import Forbidden, InvalidState, NotFound, ValidationError
@@ -60,14 +60,14 @@ def drain(env: Any, deliverer: Deliverer | None = None) -> None:
 
 def _reseller(env: Any, name: str = "Resell") -> int:
     with service_ctx(env) as ctx:
-        acc = accounts.account_create(
+        acc = tree.account_create(
             ctx,
             type="reseller",
             name=name,
             partner_level="basic",
             contacts=[ContactInput("administrative", name, f"office@{name.lower()}.test")],
         )
-        accounts.user_create(
+        users.user_create(
             ctx, account_id=acc.id, login=name.lower(), password=PW, full_name=name, roles=["admin"]
         )
         return acc.id
@@ -75,7 +75,7 @@ def _reseller(env: Any, name: str = "Resell") -> int:
 
 def _customer(env: Any, login: str = "admin", name: str = "Cust", parent: int | None = None) -> int:
     with service_ctx(env, login) as ctx:
-        return accounts.account_create(
+        return tree.account_create(
             ctx,
             type="customer_business",
             name=name,
@@ -150,9 +150,9 @@ def test_event_type_list(env: Any) -> None:
 def test_account_changes_raise_events_in_order(env: Any) -> None:
     rid = _reseller(env)
     with service_ctx(env) as ctx:
-        accounts.account_update(ctx, account_id=rid, name="Renamed")
-        accounts.account_suspend(ctx, account_id=rid, reason="unpaid")
-        accounts.account_resume(ctx, account_id=rid)
+        tree.account_update(ctx, account_id=rid, name="Renamed")
+        standing.account_suspend(ctx, account_id=rid, reason="unpaid")
+        standing.account_resume(ctx, account_id=rid)
     with service_ctx(env) as ctx:
         page = events.event_list(ctx)
     assert [e.type for e in page.items] == [
@@ -176,7 +176,7 @@ def test_account_changes_raise_events_in_order(env: Any) -> None:
 def test_a_rolled_back_change_emits_nothing(env: Any, hook: WebhookReceiver) -> None:
     _webhook(env, hook.url)
     with pytest.raises(RuntimeError), service_ctx(env) as ctx:
-        accounts.account_create(ctx, type="customer_personal", name="Ghost")
+        tree.account_create(ctx, type="customer_personal", name="Ghost")
         raise RuntimeError("the call fails after the event was written")
     with UnitOfWork(env.app.engine) as uow:
         assert uow.session.scalar(select(func.count()).select_from(Event)) == 0
@@ -213,7 +213,7 @@ def test_an_event_committed_late_is_not_skipped_by_pollers(env: Any) -> None:
     slow = service_ctx(env)
     ctx = slow.__enter__()
     try:
-        accounts.account_create(ctx, type="customer_personal", name="Slow")  # lower id
+        tree.account_create(ctx, type="customer_personal", name="Slow")  # lower id
         _customer(env, "admin", "Fast")  # higher id, committed first
         with service_ctx(env) as c2:
             seen = events.event_list(c2)
@@ -301,8 +301,8 @@ def test_webhook_is_signed_and_retried_until_the_receiver_is_up(
     drain(env)
     assert len(hook.refused) == 1
     with service_ctx(env) as ctx:
-        accounts.account_update(ctx, account_id=rid, name="Second")
-        accounts.account_update(ctx, account_id=rid, name="Third")
+        tree.account_update(ctx, account_id=rid, name="Second")
+        tree.account_update(ctx, account_id=rid, name="Third")
         page = events.delivery_list(ctx, handler_id=hid)
     first = page.items[-1]
     assert first.status == "pending" and first.attempts == 1 and first.response_code == 503
@@ -438,7 +438,7 @@ def test_email_to_contacts_over_smtp_with_the_resellers_brand(env: Any, smtp: Sm
         )
     cid = _customer(env, "brandy", "Shop", rid)
     with service_ctx(env) as ctx:
-        accounts.account_suspend(ctx, account_id=cid, reason="unpaid")
+        standing.account_suspend(ctx, account_id=cid, reason="unpaid")
     mailer = Deliverer(
         env.app.engine,
         env.clock,

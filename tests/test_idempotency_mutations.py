@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users
 from pba_server.accounts.models import User
 from pba_server.core import idempotency
 from pba_server.core.db import UnitOfWork
@@ -165,7 +165,7 @@ def test_task_complete_and_operation_retry_replay(
 
 def test_a_retried_own_password_change_answers_true(env: Any, api: Any, call: Caller) -> None:
     with service_ctx(env) as ctx:
-        uid = accounts.user_create(
+        uid = users.user_create(
             ctx,
             account_id=ctx.principal.account_id,
             login="bob",

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from pba_server.core.db import UnitOfWork
-from pba_server.orders import service as orders
+from pba_server.orders import placing, queries
 from pba_server.orders.types import OrderLineInput
 from pba_server.payments.models import GatewayPayment
 from pba_server.payments.plugins import plugin_configure
@@ -101,14 +101,14 @@ def _recover(env: Any) -> str:
 
 def _place(env: Any, s: dict[str, Any]) -> int:
     with service_ctx(env) as ctx:
-        return orders.order_place(
+        return placing.order_place(
             ctx, account_id=s["acc"], lines=[OrderLineInput(plan_id=s["plan"])]
         ).id
 
 
 def _status(env: Any, order_id: int) -> tuple[str, str]:
     with service_ctx(env) as ctx:
-        o = orders.order_get(ctx, order_id=order_id)
+        o = queries.order_get(ctx, order_id=order_id)
     return o.status, o.current_action
 
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("jinja2")
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import standing, tree, users
 from pba_server.accounts.types import ContactInput
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import NotFound, ValidationError
@@ -35,14 +35,14 @@ def _tree(env: Any) -> dict[str, int]:
     with service_ctx(env) as ctx:
         ids = {}
         for name in ("Alpha", "Beta"):
-            r = accounts.account_create(
+            r = tree.account_create(
                 ctx,
                 type="reseller",
                 name=f"{name} Hosting",
                 partner_level="basic",
                 contacts=[ContactInput("administrative", name, f"hello@{name.lower()}.test")],
             )
-            accounts.user_create(
+            users.user_create(
                 ctx,
                 account_id=r.id,
                 login=name.lower(),
@@ -51,14 +51,14 @@ def _tree(env: Any) -> dict[str, int]:
                 roles=["admin"],
             )
             ids[name] = r.id
-            ids[f"{name}Cust"] = accounts.account_create(
+            ids[f"{name}Cust"] = tree.account_create(
                 ctx,
                 type="customer_personal",
                 name=f"{name} Customer",
                 parent_id=r.id,
                 contacts=[ContactInput("billing", "B", f"bill@{name.lower()}-cust.test")],
             ).id
-        ids["Direct"] = accounts.account_create(
+        ids["Direct"] = tree.account_create(
             ctx, type="customer_personal", name="Direct Customer"
         ).id
         return ids
@@ -188,7 +188,7 @@ def test_a_stored_bad_template_fails_the_delivery_safely(env: Any, smtp: SmtpRec
         )
         uow.commit()
     with service_ctx(env) as ctx:
-        accounts.account_suspend(ctx, account_id=ids["AlphaCust"])
+        standing.account_suspend(ctx, account_id=ids["AlphaCust"])
     d = Deliverer(env.app.engine, env.clock, env.app.secrets, MailSettings("127.0.0.1", smtp.port))
     d.run_once()
     assert smtp.mails == []
@@ -218,8 +218,8 @@ def test_mail_uses_the_resellers_template_brand_and_language(env: Any, smtp: Smt
             html_body="<b>{{ data.reason }}</b>",
         )
     with service_ctx(env) as ctx:
-        accounts.account_suspend(ctx, account_id=ids["AlphaCust"], reason="<unpaid>")
-        accounts.account_suspend(ctx, account_id=ids["BetaCust"], reason="unpaid")
+        standing.account_suspend(ctx, account_id=ids["AlphaCust"], reason="<unpaid>")
+        standing.account_suspend(ctx, account_id=ids["BetaCust"], reason="unpaid")
     d = Deliverer(
         env.app.engine,
         env.clock,

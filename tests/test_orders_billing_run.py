@@ -17,7 +17,7 @@ from pba_server.billing import run as billing_run
 from pba_server.billing.run import load as billing_load
 from pba_server.catalog.types import PlanTrial
 from pba_server.core.db import UnitOfWork
-from pba_server.orders import service as orders
+from pba_server.orders import placing, queries
 from pba_server.orders.types import OrderLineInput
 from pba_server.subscriptions import service as subs
 from pba_server.subscriptions.service import lifecycle
@@ -54,14 +54,14 @@ def _bill(env: Any, as_of: date) -> billing_run.RunSummary:
 
 def _order(env: Any, acc: int, plan_id: int, **kw: Any) -> int:
     with service_ctx(env) as ctx:
-        return orders.order_place(
+        return placing.order_place(
             ctx, account_id=acc, lines=[OrderLineInput(plan_id=plan_id)], **kw
         ).id
 
 
 def _sub_of(env: Any, order_id: int) -> int:
     with service_ctx(env) as ctx:
-        sid = orders.order_get(ctx, order_id=order_id).subscription_id
+        sid = queries.order_get(ctx, order_id=order_id).subscription_id
     assert sid is not None
     return sid
 
@@ -188,7 +188,7 @@ def test_a_renewal_the_run_billed_first_is_credited_back(env, fake, monkeypatch)
     with service_ctx(env) as ctx:
         from pba_server.billing.balances import account_balance_get
 
-        done = orders.order_get(ctx, order_id=r.id)
+        done = queries.order_get(ctx, order_id=r.id)
         bal = account_balance_get(ctx, account_id=acc)
     assert done.status == "completed"
     assert [h.result for h in done.history if h.action == "credit"] == ["credited"]

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
 from pba_server.domains.models import Domain
-from pba_server.orders import service as orders
+from pba_server.orders import decisions, placing
 from pba_server.orders.models import Order
 from pba_server.orders.types import OrderLineInput, ParameterValue
 from pba_server.provisioning.models import Service
@@ -52,7 +52,7 @@ def line(plan_id: int, **params: str) -> OrderLineInput:
 
 def place(env: Any, account_id: int, *lines: OrderLineInput, key: str = "k") -> int:
     with service_ctx(env) as ctx:
-        return orders.order_place(ctx, account_id=account_id, lines=list(lines)).id
+        return placing.order_place(ctx, account_id=account_id, lines=list(lines)).id
 
 
 def count(env: Any, model: Any) -> int:
@@ -182,7 +182,7 @@ def test_over_soap_the_fault_names_the_line_and_parameter(env, api, shop):
 
 
 def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api, shop):
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import users
     from pba_server.core.audit import AuditEntry
     from tests.orders_support import PW, buyer
 
@@ -191,7 +191,7 @@ def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api,
     sub = domain(env, "moving-on.test").subscription_id
     new_owner = buyer(env, "New Owner")
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=shop["account"],
             login="old",
@@ -199,7 +199,7 @@ def test_a_transferred_subscription_takes_its_service_and_domain_along(env, api,
             full_name="Old",
             roles=["admin"],
         )
-        t = orders.order_place(
+        t = placing.order_place(
             ctx,
             account_id=shop["account"],
             order_type="transfer",
@@ -232,7 +232,7 @@ def test_a_name_in_another_open_order_is_refused_until_that_one_ends(env, shop):
     assert e.value.field == "lines[0].parameters.domain"
     assert f"order {first}" in e.value.message
     with service_ctx(env) as ctx:
-        orders.order_cancel(ctx, order_id=first, reason="changed my mind")
+        decisions.order_cancel(ctx, order_id=first, reason="changed my mind")
     card(env, other, shop["gateway"])
     second = place(env, other, line(plan_id, domain="wanted.test"))
     assert settle(env, second) == "completed"

@@ -6,7 +6,7 @@ import signal
 import time
 from typing import Any
 
-from pba_server.orders import service as orders
+from pba_server.orders import workflows
 from pba_server.orders.types import WorkflowStep
 from pba_server.orders.types import WorkflowTransition as T
 from tests.catalog_support import service_ctx
@@ -43,7 +43,7 @@ def test_server_killed_mid_workflow_then_a_new_one_completes_the_order(env, tmp_
     acc = buyer(env)
     card(env, acc, gateway(env, tmp_path))
     with service_ctx(env) as ctx:  # the seller wants to approve every sale
-        orders.workflow_set(
+        workflows.workflow_set(
             ctx,
             order_type="sales",
             start="screen",

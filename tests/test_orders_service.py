@@ -12,7 +12,7 @@ import pytest
 from pba_server.billing.balances import account_balance_get
 from pba_server.billing.invoices import invoice_get
 from pba_server.core.errors import CreditLimitExceeded, InvalidState, ValidationError
-from pba_server.orders import service as orders
+from pba_server.orders import decisions, placing, queries, workflows
 from pba_server.orders.types import OrderLineInput, ParameterValue
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import service_ctx
@@ -40,12 +40,12 @@ def fake(env: Any) -> Iterator[FakeProvisioner]:
 
 def place(env: Any, acc: int, *lines: OrderLineInput, login: str = "admin", **kw: Any) -> Any:
     with service_ctx(env, login) as ctx:
-        return orders.order_place(ctx, account_id=acc, lines=list(lines), **kw)
+        return placing.order_place(ctx, account_id=acc, lines=list(lines), **kw)
 
 
 def get(env: Any, order_id: int) -> Any:
     with service_ctx(env) as ctx:
-        return orders.order_get(ctx, order_id=order_id)
+        return queries.order_get(ctx, order_id=order_id)
 
 
 def test_sales_order_runs_invoice_charge_provision_complete(env, tmp_path, fake):
@@ -164,7 +164,7 @@ def test_approval_and_reject_and_cancel(env, tmp_path, fake):
     p = plan(env)
     acc = buyer(env, credit_limit="1000")
     with service_ctx(env) as ctx:
-        orders.workflow_set(
+        workflows.workflow_set(
             ctx,
             order_type="sales",
             start="approval",
@@ -183,13 +183,13 @@ def test_approval_and_reject_and_cancel(env, tmp_path, fake):
     run(env)
     assert get(env, a.id).status == "waiting"
     with service_ctx(env, "cust-admin") as ctx, pytest.raises(Exception):
-        orders.order_approve(ctx, order_id=a.id)
+        decisions.order_approve(ctx, order_id=a.id)
     with service_ctx(env) as ctx:
-        orders.order_approve(ctx, order_id=a.id, note="ok")
-        orders.order_reject(ctx, order_id=b.id, reason="no stock")
-        orders.order_cancel(ctx, order_id=c.id, reason="changed my mind")
+        decisions.order_approve(ctx, order_id=a.id, note="ok")
+        decisions.order_reject(ctx, order_id=b.id, reason="no stock")
+        decisions.order_cancel(ctx, order_id=c.id, reason="changed my mind")
         with pytest.raises(InvalidState):
-            orders.order_approve(ctx, order_id=c.id)
+            decisions.order_approve(ctx, order_id=c.id)
     run(env)
     assert get(env, a.id).status == "completed"
     assert (get(env, b.id).status, get(env, b.id).reason) == ("rejected", "no stock")
@@ -222,7 +222,7 @@ def test_rules_screener_sends_suspect_orders_to_approval(env, tmp_path, fake):
     assert s.fraud_reasons == ["amount 300.00 USD over 100"]
     assert s.invoice_id is None  # nothing invoiced or charged before approval
     with service_ctx(env) as ctx:
-        orders.order_approve(ctx, order_id=suspect.id)
+        decisions.order_approve(ctx, order_id=suspect.id)
     run(env)
     fake.finish(env)
     run(env)
@@ -320,13 +320,13 @@ def test_payment_transfer_and_pending_charge(env, tmp_path, fake):
 def test_a_step_refused_by_a_business_rule_retries_then_rejects(env, tmp_path, fake):
     from datetime import UTC, datetime, timedelta
 
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import standing
 
     p = plan(env)
     acc = buyer(env, credit_limit="100")
     o = place(env, acc, OrderLineInput(plan_id=p["plan"]), on_account=True)
     with service_ctx(env) as ctx:
-        accounts.account_close(ctx, account_id=acc, reason="gone")
+        standing.account_close(ctx, account_id=acc, reason="gone")
     at = datetime.now(UTC)
     for i in range(4):
         env.clock.freeze(at + timedelta(hours=2 * i))

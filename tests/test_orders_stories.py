@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import zeep.exceptions
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users
 from pba_server.billing.payments import payment_record
 from pba_server.catalog.resources import resource_create
 from tests.billing_support import assert_books_sound
@@ -39,7 +39,7 @@ def settle(env: Any, fake: FakeProvisioner) -> None:
 
 def staff(env: Any, login: str, roles: list[str]) -> None:
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx, account_id=1, login=login, password=PW, full_name=login.title(), roles=roles
         )
 

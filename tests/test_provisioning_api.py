@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
 from pba_server.accounts.types import ContactInput
 from pba_server.events import service as events
 from pba_server.events.delivery import Deliverer, MailSettings
@@ -53,24 +53,24 @@ def _people(env: Any) -> dict[str, int]:
         me = ctx.principal.account_id
         ids = {
             "provider": me,
-            "tech": accounts.user_create(
+            "tech": users.user_create(
                 ctx, account_id=me, login="tech", password=PW, full_name="T", roles=["technical"]
             ).id,
-            "support": accounts.user_create(
+            "support": users.user_create(
                 ctx, account_id=me, login="supp", password=PW, full_name="S", roles=["support"]
             ).id,
         }
-        res = accounts.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
-        accounts.user_create(
+        res = tree.account_create(ctx, type="reseller", name="Resell", partner_level="basic")
+        users.user_create(
             ctx, account_id=res.id, login="resell", password=PW, full_name="R", roles=["admin"]
         )
-        cust = accounts.account_create(
+        cust = tree.account_create(
             ctx,
             type="customer_personal",
             name="Carla Customer",
             contacts=[ContactInput("billing", "Carla", "carla@cust.test")],
         )
-        accounts.user_create(
+        users.user_create(
             ctx, account_id=cust.id, login="carla", password=PW, full_name="C", roles=["admin"]
         )
         ids.update(reseller=res.id, customer=cust.id)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import InvalidState
 from pba_server.events.models import Event
@@ -65,7 +65,7 @@ def setup(env: Any, fake_module: Script) -> dict[str, int]:
     env.clock.freeze(T0)
     with service_ctx(env) as ctx:
         dep = ops.department_create(ctx, name="Ops")
-        tech = accounts.user_create(
+        tech = users.user_create(
             ctx,
             account_id=ctx.principal.account_id,
             login="tech",

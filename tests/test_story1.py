@@ -29,9 +29,9 @@ def test_story_1_plan_order_usage_billing_run_payment_statement(env, api, tmp_pa
     instance(env, "in-house", plugin="script", settings={"executable": exe, "timeout": "20"})
     gw = gateway(env, tmp_path)
     with service_ctx(env) as ctx:
-        from pba_server.accounts import service as accounts
+        from pba_server.accounts import users
 
-        accounts.user_create(
+        users.user_create(
             ctx, account_id=1, login="pat", password=PW, full_name="Pat", roles=["admin"]
         )
     # a provider staff member builds the plan

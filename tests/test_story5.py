@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users
 from pba_server.catalog.plans import plan_create, plan_publish
 from pba_server.catalog.resources import resource_create
 from pba_server.catalog.templates import service_template_create
@@ -132,7 +132,7 @@ def _shop(env: Any, tmp_path: Path) -> dict[str, Any]:
             ],
         )
         plan_publish(ctx, plan_id=p.id)
-        accounts.user_create(
+        users.user_create(
             ctx, account_id=1, login="storefront", password=PW, full_name="Shop", roles=["sales"]
         )
         events.event_handler_create(  # the customer hears when its service is ready

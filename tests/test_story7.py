@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users
 from pba_server.core.db import UnitOfWork
 from pba_server.events import service as events
 from pba_server.events.delivery import Deliverer, MailSettings
@@ -61,7 +61,7 @@ def _shop(env: Any, tmp_path: Path) -> tuple[dict[str, int], Path, int]:
             module="script",
             resources=[TemplateResource(r, D(10))],
         ).id
-        accounts.user_create(
+        users.user_create(
             ctx, account_id=1, login="bill", password=PW, full_name="Bill", roles=["billing"]
         )
     p = plan(env, "Hosting", recurring="20.00", template_id=t)

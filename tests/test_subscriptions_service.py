@@ -18,7 +18,7 @@ from pba_server.catalog.types import PlanTrial, ResourceQuantity
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
 from pba_server.events.models import Event
-from pba_server.orders import service as orders
+from pba_server.orders import placing, queries
 from pba_server.orders.types import OrderLineInput
 from pba_server.subscriptions import service as subs
 from tests.billing_support import assert_books_sound
@@ -53,10 +53,10 @@ def bought(
     acc = buyer(env)
     card(env, acc, gateway(env, tmp_path))
     with service_ctx(env) as ctx:
-        o = orders.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
+        o = placing.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
     settle(env, fake)
     with service_ctx(env) as ctx:
-        o2 = orders.order_get(ctx, order_id=o.id)
+        o2 = queries.order_get(ctx, order_id=o.id)
     assert o2.status == "completed", o2
     assert o2.subscription_id is not None
     return acc, o2.subscription_id, p
@@ -80,7 +80,7 @@ def test_upgrade_now_is_prorated_and_preview_equals_the_order(env, tmp_path, fak
     assert (o.type, o.total) == ("upgrade", D("15.00"))
     settle(env, fake)
     with service_ctx(env) as ctx:
-        o = orders.order_get(ctx, order_id=o.id)
+        o = queries.order_get(ctx, order_id=o.id)
         assert o.status == "completed", o
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert s.plan_id == big["plan"]
@@ -99,7 +99,7 @@ def test_downgrade_now_credits_the_difference(env, tmp_path, fake):
     assert (o.type, o.total) == ("downgrade", D("0.00"))
     settle(env, fake)
     with service_ctx(env) as ctx:
-        assert orders.order_get(ctx, order_id=o.id).status == "completed"
+        assert queries.order_get(ctx, order_id=o.id).status == "completed"
         bal = account_balance_get(ctx, account_id=acc)
     assert bal.balance == D("-13.33")  # 20.00 - 6.67, owed to the customer
     assert_books_sound(env)
@@ -120,7 +120,7 @@ def test_change_at_period_end_waits_for_it(env, tmp_path, fake):
     at(env, date(2026, 5, 1))
     settle(env, fake)
     with service_ctx(env) as ctx:
-        assert orders.order_get(ctx, order_id=o.id).status == "completed"
+        assert queries.order_get(ctx, order_id=o.id).status == "completed"
         assert subs.subscription_get(ctx, subscription_id=sub).plan_id == big["plan"]
 
 
@@ -140,7 +140,7 @@ def test_buy_resource_prorated_and_maximum(env, tmp_path, fake):
         assert o.total == D("12.50")
     settle(env, fake)
     with service_ctx(env) as ctx:
-        assert orders.order_get(ctx, order_id=o.id).status == "completed"
+        assert queries.order_get(ctx, order_id=o.id).status == "completed"
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert s.resources[0].limit == D(20)
         with pytest.raises(ValidationError):
@@ -157,7 +157,7 @@ def test_cancel_now_with_prorated_refund_and_at_period_end(env, tmp_path, fake):
         o = subs.subscription_cancel(ctx, subscription_id=sub, reason="too slow")
     settle(env, fake)
     with service_ctx(env) as ctx:
-        assert orders.order_get(ctx, order_id=o.id).status == "completed"
+        assert queries.order_get(ctx, order_id=o.id).status == "completed"
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert (s.status, s.cancel_reason) == ("cancelled", "too slow")
         assert account_balance_get(ctx, account_id=acc).balance == D("-10.00")
@@ -200,11 +200,11 @@ def test_trial_converts_or_expires_and_expiry_notice(env, tmp_path, fake):
     acc = buyer(env)
     card(env, acc, gateway(env, tmp_path))
     with service_ctx(env) as ctx:
-        o = orders.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
+        o = placing.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
     assert o.total == 0
     settle(env, fake)
     with service_ctx(env) as ctx:
-        sub = orders.order_get(ctx, order_id=o.id).subscription_id
+        sub = queries.order_get(ctx, order_id=o.id).subscription_id
         s = subs.subscription_get(ctx, subscription_id=sub)
         assert (s.status, s.trial_ends_on) == ("trial", date(2026, 4, 15))
     at(env, date(2026, 4, 15))
@@ -238,7 +238,7 @@ def test_trial_without_card_expires(env, tmp_path, fake):
     p = plan(env, trial=PlanTrial(7, "day", requires_card=False))
     acc = buyer(env)
     with service_ctx(env) as ctx:
-        o = orders.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
+        o = placing.order_place(ctx, account_id=acc, lines=[OrderLineInput(plan_id=p["plan"])])
     settle(env, fake)
     with UnitOfWork(env.app.engine) as uow:
         from pba_server.catalog.models import PlanVersion
@@ -252,5 +252,5 @@ def test_trial_without_card_expires(env, tmp_path, fake):
         assert "1 expired" in subs.lifecycle(uow, env.clock, env.app.runtime)
         uow.commit()
     with service_ctx(env) as ctx:
-        sub = orders.order_get(ctx, order_id=o.id).subscription_id
+        sub = queries.order_get(ctx, order_id=o.id).subscription_id
         assert subs.subscription_get(ctx, subscription_id=sub).status == "expired"

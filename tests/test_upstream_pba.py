@@ -664,7 +664,7 @@ def _registrar(env: Any, up: Upstream, **extra: str) -> Any:
                 }.items()
             ],
         )
-    from pba_server.domains.service import registrar_for
+    from pba_server.domains.registrars import registrar_for
 
     with UnitOfWork(env.app.engine) as uow:
         row = uow.session.get(PluginInstance, inst.id)
@@ -718,7 +718,7 @@ def test_registrar_check_register_renew_and_balance(env, upstream):
 
 def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
     from pba_server.domains import jobs as domain_jobs
-    from pba_server.domains import service as domains
+    from pba_server.domains import monitors
 
     inst, reg = _registrar(env, upstream)
     balance = reg.get_balance()
@@ -726,7 +726,7 @@ def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
         there = r.AccountBalanceGet({})
     assert balance.amount == Decimal(there["available_credit"])
     with service_ctx(env) as ctx:
-        domains.registrar_balance_minimum_set(
+        monitors.registrar_balance_minimum_set(
             ctx,
             instance_id=inst,
             minimum=balance.amount + Decimal("1000.00"),
@@ -737,7 +737,7 @@ def test_the_balance_monitor_reads_our_credit_at_the_upstream(env, upstream):
         uow.commit()
     assert summary.startswith("1 registrar balance(s) checked, 1 low"), summary
     with service_ctx(env) as ctx:
-        monitor = domains.registrar_monitor_list(ctx).items[0]
+        monitor = monitors.registrar_monitor_list(ctx).items[0]
     assert monitor.last_balance == balance.amount and monitor.alerted_on is not None
 
 
@@ -751,12 +751,12 @@ def test_registrar_upstream_down_is_retryable(env):
 
 
 def test_a_domain_registered_through_the_upstream(env, api, upstream):
-    from pba_server.domains import service as domains
+    from pba_server.domains import records, tlds
     from pba_server.domains.types import TldPrice
 
     inst, _reg = _registrar(env, upstream)
     with service_ctx(env) as ctx:
-        tld = domains.tld_create(
+        tld = tlds.tld_create(
             ctx,
             name="test",
             instance_id=inst,
@@ -792,7 +792,7 @@ def test_a_domain_registered_through_the_upstream(env, api, upstream):
     op = _drive(env, sub, "create", timeout=60)
     assert op.status == "done", op.message
     with service_ctx(env) as ctx:
-        page = domains.domain_list(ctx, name=name)
+        page = records.domain_list(ctx, name=name)
     assert page.items[0].status == "active" and page.items[0].expires_on is not None
     with upstream.reseller() as r:
         there = r.DomainList({"name": name})["items"]

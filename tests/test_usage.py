@@ -142,10 +142,10 @@ def test_report_validation_and_scope(env: Any) -> None:
         with pytest.raises(NotFound):
             usage.usage_get(ctx, subscription_id=999999)
     # a customer cannot report its own usage
-    from pba_server.accounts import service as accounts
+    from pba_server.accounts import users
 
     with service_ctx(env) as ctx:
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=c,
             login="cust",

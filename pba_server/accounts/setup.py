@@ -9,7 +9,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import insert_account, insert_user
+from pba_server.accounts.records import insert_account
+from pba_server.accounts.users import insert_user
 from pba_server.core import audit
 from pba_server.core.auth import SYSTEM
 from pba_server.core.clock import Clock

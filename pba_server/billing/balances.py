@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing import ledger
 from pba_server.billing.common import BILLING, READERS, billable, check_reason, seller_of, today_for
 from pba_server.billing.ledger import ZERO, Leg

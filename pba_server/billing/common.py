@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.core.context import CallContext
 from pba_server.core.errors import Forbidden, ValidationError
 

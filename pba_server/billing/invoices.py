@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import and_, func, or_, select
 
 from pba_server.accounts.models import Account, Contact
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing import allocation, ledger, render
 from pba_server.billing.balances import check_credit
 from pba_server.billing.common import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing import ledger
 from pba_server.billing.common import BILLING, SELLERS
 from pba_server.billing.models import BillingCounter, NumberSequence

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from pba_server import events
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing import ledger
 from pba_server.billing.allocation import apply_credit, unpaid_invoices
 from pba_server.billing.common import BILLING, READERS, billable, seller_of, today_for

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import and_, func, select
 
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing import ledger
 from pba_server.billing.common import READERS, day_start
 from pba_server.billing.models import CreditNote, Invoice, LedgerEntry, LedgerTransaction, Payment

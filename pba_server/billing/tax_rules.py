@@ -8,7 +8,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account, Contact
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing.common import BILLING, READERS, SELLERS
 from pba_server.billing.models import TaxRule
 from pba_server.billing.rules import plain

@@ -1,4 +1,4 @@
-"""Lookups the domain operations (:mod:`.service`) and the provisioning
+"""Lookups the domain operations (their rooms) and the provisioning
 module (:mod:`.module`) share: a registrar plugin object for an instance,
 the TLD that sells a name, a domain row's contacts."""
 

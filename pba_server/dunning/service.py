@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from pba_server import events
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing.allocation import SETTLEMENT_HOOKS
 from pba_server.billing.models import AccountBalance, Invoice
 from pba_server.core import audit

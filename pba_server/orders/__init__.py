@@ -17,12 +17,21 @@ Rooms:
 - :mod:`.bundles` -- the ``provision`` step and the provisioning bundle hook;
 - :mod:`.effects` -- what an order does to subscriptions (once);
 - :mod:`.rollback` -- the ``rollback`` step;
-- :mod:`.service` -- the API operations;
+- :mod:`.checks` -- what the operation rooms share (pure): who sells, the text check;
+- :mod:`.queries` -- an order in its API shape (``order_info``), ``OrderGet``, ``OrderList``;
+- :mod:`.workflows` -- which workflow an order runs (``workflow_for``), ``Workflow*``;
+- :mod:`.order_lines` -- one order line checked by its type and priced (``price_line``);
+- :mod:`.placing` -- ``place``, ``OrderPlace`` and ``OrderPlaceWithSignup``;
+- :mod:`.decisions` -- ``OrderApprove``, ``OrderReject``, ``OrderCancel``;
+- :mod:`.service` -- only registers the operations (imports the rooms that
+  declare some); import nothing from it;
 - :mod:`.fraud` -- fraud screening through screener plugins;
 - :mod:`.provisioner` -- the ``Provisioner`` port to the provisioning engine;
 - :mod:`.desk` -- the ``OrderDesk`` port of subscriptions, implemented here;
 - :mod:`.jobs` -- the order-runner job.
 
-From outside: ``models``, ``types``, the public functions of ``service``;
-``desk.Desk`` and ``provisioner`` only for ``bootstrap`` (and tests).
+From outside: ``models``, ``types``, the operations of each room and
+``placing.place``, ``queries.order_info``, ``order_lines.price_line`` (what
+``desk`` uses); ``desk.Desk`` and ``provisioner`` only for ``bootstrap`` (and
+tests). Nothing with a leading underscore.
 """

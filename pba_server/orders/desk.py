@@ -12,10 +12,9 @@ from sqlalchemy import select
 
 from pba_server.accounts.models import Account
 from pba_server.core.context import CallContext
-from pba_server.orders import effects, records
+from pba_server.orders import effects, order_lines, placing, queries, records
 from pba_server.orders import pricing as opricing
 from pba_server.orders import provisioner as prov
-from pba_server.orders import service as orders
 from pba_server.orders.models import Order, OrderLine
 from pba_server.orders.types import OrderInfo, OrderLineInput, OrderType
 from pba_server.subscriptions.models import Subscription
@@ -35,7 +34,7 @@ class Desk:
         payment_method_id: int | None,
         on_account: bool,
     ) -> Order:
-        return orders.place(
+        return placing.place(
             ctx,
             account_id=account_id,
             order_type=order_type,
@@ -46,7 +45,7 @@ class Desk:
         )
 
     def order_info(self, ctx: CallContext, order: Order) -> OrderInfo:
-        return orders.order_info(ctx, order)
+        return queries.order_info(ctx, order)
 
     def price_line(
         self,
@@ -57,7 +56,7 @@ class Desk:
         field: str,
         promotion_code: str | None,
     ) -> opricing.PricedLine:
-        return orders.price_line(ctx, buyer, order_type, line, field, promotion_code)
+        return order_lines.price_line(ctx, buyer, order_type, line, field, promotion_code)
 
     def change_type(self, ctx: CallContext, sub: Subscription, plan_id: int) -> OrderType:
         buyer = ctx.session.get(Account, sub.account_id)

@@ -233,7 +233,7 @@ def _effect_transfer(ctx: CallContext, order: Order, line: OrderLine, d: dict[st
     sub.updated_at = ctx.now()
     # its services and domains follow it (else the old owner would still see
     # and manage them, and the new one would not)
-    from pba_server.domains.service import move_domains
+    from pba_server.domains.records import move_domains
     from pba_server.provisioning.api import move_services
 
     move_services(ctx, sub.id, sub.account_id)

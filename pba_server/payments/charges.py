@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from pba_server import events
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.billing import payments as billing_payments
 from pba_server.billing.common import seller_of
 from pba_server.billing.invoices import invoice_get

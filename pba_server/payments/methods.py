@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.core import audit, paging
 from pba_server.core.carddata import refuse_card_data
 from pba_server.core.context import CallContext

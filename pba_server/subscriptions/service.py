@@ -24,7 +24,7 @@ from typing import Literal, cast
 from sqlalchemy import func, select
 
 from pba_server.accounts.models import Account
-from pba_server.accounts.service import get_account
+from pba_server.accounts.records import get_account
 from pba_server.catalog.models import Plan, PlanVersion, Resource
 from pba_server.catalog.types import PeriodUnit, ResourceQuantity
 from pba_server.core import audit

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import tree, users
 from pba_server.core.db import UnitOfWork
-from pba_server.domains import service as domains
+from pba_server.domains import tlds
 from pba_server.domains.models import Domain
 from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
@@ -35,10 +35,10 @@ def _seller(env: Any, name: str) -> dict[str, Any]:
     and a customer on account."""
     low = name.lower()
     with service_ctx(env) as ctx:
-        res = accounts.account_create(
+        res = tree.account_create(
             ctx, type="reseller", name=name, partner_level="advanced", country="DE"
         ).id
-        accounts.user_create(
+        users.user_create(
             ctx,
             account_id=res,
             login=f"{low}-admin",
@@ -53,8 +53,8 @@ def _seller(env: Any, name: str) -> dict[str, Any]:
             name="registrar",
             settings=[SettingValue("registry", f"reg-{low}-{next(_registries)}")],
         ).id
-        tld = domains.tld_create(ctx, name="shop", instance_id=inst, prices=list(PRICES))
-        cust = accounts.account_create(
+        tld = tlds.tld_create(ctx, name="shop", instance_id=inst, prices=list(PRICES))
+        cust = tree.account_create(
             ctx,
             type="customer_business",
             name=f"{name} customer",

@@ -16,7 +16,7 @@ import pytest
 import zeep.exceptions
 from sqlalchemy import func, select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import keys, tree, users
 from pba_server.api.roles_doc import with_roles_table
 from pba_server.billing.models import Invoice, LedgerEntry
 from pba_server.bootstrap import load_operations
@@ -74,12 +74,12 @@ def _staff(env: Any) -> dict[tuple[str, str], tuple[int, str, str]]:
     (user id, key id, secret)."""
     out: dict[tuple[str, str], tuple[int, str, str]] = {}
     with service_ctx(env) as ctx:
-        res = accounts.account_create(
+        res = tree.account_create(
             ctx, type="reseller", name="Res", partner_level="advanced", country="DE"
         )
         for where, acc in (("provider", ctx.principal.account_id), ("reseller", res.id)):
             for role in ROLES:
-                u = accounts.user_create(
+                u = users.user_create(
                     ctx,
                     account_id=acc,
                     login=f"{where}-{role}",
@@ -87,7 +87,7 @@ def _staff(env: Any) -> dict[tuple[str, str], tuple[int, str, str]]:
                     full_name=f"{where} {role}",
                     roles=[role],  # type: ignore[list-item]
                 )
-                k = accounts.api_key_create(ctx, name="matrix", user_id=u.id)
+                k = keys.api_key_create(ctx, name="matrix", user_id=u.id)
                 out[(where, role)] = (u.id, k.key_id, k.secret)
     return out
 
@@ -183,11 +183,11 @@ def _shop(env: Any) -> dict[str, int]:
     from tests.prov_support import subscribe
 
     with service_ctx(env) as ctx:
-        res = accounts.account_create(
+        res = tree.account_create(
             ctx, type="reseller", name="Res", partner_level="advanced", country="DE"
         ).id
         for role in ("admin", "sales", "billing", "readonly"):
-            accounts.user_create(
+            users.user_create(
                 ctx,
                 account_id=res,
                 login=f"r-{role}",
