@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from pba_server.accounts import service as accounts
+from pba_server.accounts import users as accounts
 from pba_server.core.db import UnitOfWork
 from pba_server.payments import plugins
 from pba_server.payments.models import GatewayPayment, GatewayRefund
@@ -309,7 +309,7 @@ def test_a_registrar_error_on_the_customers_domain_list(env, server, leaky, capl
 
 def test_the_balance_monitor_keeps_the_registrars_text_out(env, leaky, caplog):
     from pba_server.domains import jobs as domain_jobs
-    from pba_server.domains import service as domains
+    from pba_server.domains import monitors as domains
 
     caplog.set_level(logging.INFO)
     with service_ctx(env) as ctx:
