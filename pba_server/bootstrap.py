@@ -23,7 +23,7 @@ from pba_server.core.operations import Operation, registry
 from pba_server.core.runtime import Runtime
 from pba_server.core.secrets import SecretBox, load_or_create_key
 from pba_server.events import runtime as events_runtime
-from pba_server.events.delivery import Deliverer, MailSettings
+from pba_server.notify.delivery import Deliverer, MailSettings
 
 log = logging.getLogger("pba")
 
@@ -38,6 +38,8 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.domains.service
     import pba_server.dunning.service
     import pba_server.events.service
+    import pba_server.notify.handlers
+    import pba_server.notify.template_service
     import pba_server.orders.service
     import pba_server.payments.service
     import pba_server.provisioning.service
