@@ -217,8 +217,10 @@ def wire_ports(runtime: Runtime) -> None:
     """Each port (a Protocol of a lower feature) gets its implementation from
     the feature above it (docs/architecture.md, "Ports")."""
     from pba_server.billing.billed import Billed
+    from pba_server.billing.ports import RenewalOrders
     from pba_server.orders.desk import Desk
     from pba_server.orders.provisioner import ENGINE, Provisioner
+    from pba_server.orders.renewals import Renewals
     from pba_server.provisioning.lookup import Lookup
     from pba_server.subscriptions.ports import OrderDesk, ServiceLookup
     from pba_server.usage.ports import BilledPeriods
@@ -227,6 +229,7 @@ def wire_ports(runtime: Runtime) -> None:
     runtime.provide(ServiceLookup, Lookup())
     runtime.provide(Provisioner, ENGINE)
     runtime.provide(BilledPeriods, Billed())
+    runtime.provide(RenewalOrders, Renewals())
 
 
 def engine_of(settings: Settings) -> Engine:

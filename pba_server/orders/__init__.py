@@ -21,8 +21,11 @@ Rooms:
 - :mod:`.fraud` -- fraud screening through screener plugins;
 - :mod:`.provisioner` -- the ``Provisioner`` port to the provisioning engine;
 - :mod:`.desk` -- the ``OrderDesk`` port of subscriptions, implemented here;
+- :mod:`.renewals` -- the ``RenewalOrders`` port of billing (which subscriptions
+  have a manual renewal order running), implemented here;
 - :mod:`.jobs` -- the order-runner job.
 
 From outside: ``models``, ``types``, the public functions of ``service``;
-``desk.Desk`` and ``provisioner`` only for ``bootstrap`` (and tests).
+``desk.Desk``, ``renewals.Renewals`` and ``provisioner`` only for ``bootstrap``
+(and tests).
 """
