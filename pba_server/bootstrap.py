@@ -23,7 +23,7 @@ from pba_server.core.operations import Operation, registry
 from pba_server.core.runtime import Runtime
 from pba_server.core.secrets import SecretBox, load_or_create_key
 from pba_server.events import runtime as events_runtime
-from pba_server.events.delivery import Deliverer, MailSettings
+from pba_server.notify.delivery import Deliverer, MailSettings
 
 log = logging.getLogger("pba")
 
@@ -38,6 +38,8 @@ def load_operations() -> dict[str, Operation]:
     import pba_server.domains.service
     import pba_server.dunning.service
     import pba_server.events.service
+    import pba_server.notify.handlers
+    import pba_server.notify.template_service
     import pba_server.orders.service
     import pba_server.payments.service
     import pba_server.provisioning.service
@@ -215,8 +217,10 @@ def wire_ports(runtime: Runtime) -> None:
     """Each port (a Protocol of a lower feature) gets its implementation from
     the feature above it (docs/architecture.md, "Ports")."""
     from pba_server.billing.billed import Billed
+    from pba_server.billing.ports import RenewalOrders
     from pba_server.orders.desk import Desk
     from pba_server.orders.provisioner import ENGINE, Provisioner
+    from pba_server.orders.renewals import Renewals
     from pba_server.provisioning.lookup import Lookup
     from pba_server.subscriptions.ports import OrderDesk, ServiceLookup
     from pba_server.usage.ports import BilledPeriods
@@ -225,6 +229,7 @@ def wire_ports(runtime: Runtime) -> None:
     runtime.provide(ServiceLookup, Lookup())
     runtime.provide(Provisioner, ENGINE)
     runtime.provide(BilledPeriods, Billed())
+    runtime.provide(RenewalOrders, Renewals())
 
 
 def engine_of(settings: Settings) -> Engine:

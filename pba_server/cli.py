@@ -432,11 +432,15 @@ def cmd_billing_run(args: argparse.Namespace) -> int:
 
     from pba_server import bootstrap
     from pba_server.billing import run as billing_run
+    from pba_server.billing.ports import RenewalOrders
     from pba_server.core.clock import SystemClock
     from pba_server.core.errors import PbaError
+    from pba_server.core.runtime import Runtime
 
     clock = SystemClock()
     box = bootstrap.secret_box(settings)
+    runtime = Runtime(settings=settings, clock=clock, secrets=box)
+    bootstrap.wire_ports(runtime)
     day = as_of or clock.now().date()
     try:
         due = billing_run.due_count(engine, day, args.account)
@@ -458,6 +462,7 @@ def cmd_billing_run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 progress=progress,
                 secrets=box,
+                renewals=runtime.port(RenewalOrders),
             )
         finally:
             reporter.finish()

@@ -28,18 +28,21 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, select, text
 
-from pba_server import migrate
+from pba_server import bootstrap, migrate
 from pba_server.accounts import setup
 from pba_server.accounts.models import Account
 from pba_server.billing import run as billing_run
+from pba_server.billing.ports import RenewalOrders
 from pba_server.catalog.models import PlanVersion
 from pba_server.catalog.plans import plan_create, plan_publish
 from pba_server.catalog.resources import resource_create
 from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
+from pba_server.config import Settings
 from pba_server.core.clock import FixedClock
 from pba_server.core.context import system_context
 from pba_server.core.db import UnitOfWork, make_engine
+from pba_server.core.runtime import Runtime
 from pba_server.core.secrets import SecretBox
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.usage.models import UsageRecord
@@ -277,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         clock = FixedClock(datetime(2026, 2, 28, 2, 0, tzinfo=UTC))
         box = SecretBox(SecretBox.generate_key())
         prov = setup.initialize(engine, clock, box, admin_password="bench-password-1").provider_id
+        runtime = Runtime(settings=Settings(), clock=clock, secrets=box)
+        bootstrap.wire_ports(runtime)
         t0 = time.monotonic()
         subprocess.run(
             [
@@ -311,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 batch_size=args.batch_size,
                 secrets=box,
+                renewals=runtime.port(RenewalOrders),
             )
             wall = time.monotonic() - t0
             client = _own_cpu() - cpu0

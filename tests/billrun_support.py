@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from pba_server.billing import run as billing_run
 from pba_server.billing.models import Invoice, InvoiceLine
+from pba_server.billing.ports import RenewalOrders
 from pba_server.catalog.models import PlanVersion
 from pba_server.catalog.plans import plan_create, plan_publish
 from pba_server.catalog.resources import resource_create
@@ -112,7 +113,8 @@ def at(d: date) -> datetime:
 
 def run(env: Any, as_of: date, **kw: Any) -> billing_run.RunSummary:
     env.clock.freeze(at(as_of))
-    return billing_run.run(env.app.engine, env.clock, as_of=as_of, **kw)
+    renewals = env.app.runtime.port(RenewalOrders)
+    return billing_run.run(env.app.engine, env.clock, as_of=as_of, renewals=renewals, **kw)
 
 
 def invoices(env: Any, account_id: int | None = None) -> list[tuple[Invoice, list[InvoiceLine]]]:

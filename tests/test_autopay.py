@@ -283,8 +283,8 @@ def test_a_declined_auto_pay_mails_the_customer(env, tmp_path):
     pytest.importorskip("jinja2")
     from pba_server.accounts import tree
     from pba_server.accounts.types import ContactInput
-    from pba_server.events import service as events_service
-    from pba_server.events.delivery import Deliverer, MailSettings
+    from pba_server.notify import handlers
+    from pba_server.notify.delivery import Deliverer, MailSettings
     from tests.event_receivers import SmtpReceiver
 
     smtp = SmtpReceiver()
@@ -298,7 +298,7 @@ def test_a_declined_auto_pay_mails_the_customer(env, tmp_path):
                 country="DE",
                 contacts=[ContactInput(kind="billing", name="Pat", email="pat@poor.test")],
             ).id
-            events_service.event_handler_create(
+            handlers.event_handler_create(
                 ctx,
                 name="payment mails",
                 event_types=["payment.failed"],

@@ -430,18 +430,18 @@ def test_run_raises_invoice_issued_per_invoice_as_issuing_one_does(env: Any) -> 
     import json
 
     from pba_server.core.money import quantize
-    from pba_server.events import service as events
+    from pba_server.notify import handlers
 
     cat = make_plan(env)
     prov = _provider(env)
     with service_ctx(env) as ctx:
-        hook = events.event_handler_create(
+        hook = handlers.event_handler_create(
             ctx, name="ops", event_types=["invoice.*"], action="email", email_to="ops@example.com"
         ).id
-        other = events.event_handler_create(
+        other = handlers.event_handler_create(
             ctx, name="orders", event_types=["order.*"], action="email", email_to="o@example.com"
         ).id
-        off = events.event_handler_create(
+        off = handlers.event_handler_create(
             ctx,
             name="off",
             event_types=["*"],
@@ -453,7 +453,7 @@ def test_run_raises_invoice_issued_per_invoice_as_issuing_one_does(env: Any) -> 
     c2 = customer(env, "C2", country=None)
     with service_ctx(env) as ctx:
         payment_terms_set(ctx, account_id=c1, net_days=14)
-        mine = events.event_handler_create(
+        mine = handlers.event_handler_create(
             ctx,
             name="c1's",
             event_types=["invoice.issued"],

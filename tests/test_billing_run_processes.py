@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from pba_server.billing import run as billing_run
 from pba_server.billing.models import Invoice, InvoiceLine
+from pba_server.billing.ports import RenewalOrders
 from pba_server.billing.run_models import BilledItem
 from pba_server.core.clock import FixedClock
 from pba_server.core.db import UnitOfWork
@@ -44,7 +45,8 @@ def _setup(env: Any, n: int, m: int) -> tuple[str, Canon]:
         prov = ctx.principal.account_id
     clock = FixedClock(datetime(2026, 2, 28, 2, 0, tzinfo=UTC))
     bench.seed(env.app.engine, clock, n=n, m=m, provider_id=prov, usage_every=3)
-    dry = billing_run.run(env.app.engine, clock, as_of=bench.AS_OF, dry_run=True)
+    renewals = env.app.runtime.port(RenewalOrders)
+    dry = billing_run.run(env.app.engine, clock, as_of=bench.AS_OF, dry_run=True, renewals=renewals)
     assert dry.invoices == m
     expected: Canon = {}
     for d in dry.drafts:

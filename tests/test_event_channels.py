@@ -21,9 +21,10 @@ from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import ValidationError
 from pba_server.events import retention
 from pba_server.events import service as events
-from pba_server.events.delivery import Deliverer
 from pba_server.events.models import Delivery, Event
 from pba_server.events.outbox import assign_sequence
+from pba_server.notify import handlers
+from pba_server.notify.delivery import Deliverer
 from pba_server.payments.plugins import plugin_configure
 from pba_server.payments.types import SettingValue
 from pba_server.scheduler import jobs
@@ -108,7 +109,7 @@ def test_channel_handler_renders_the_template_and_retries(env, tmp_path):
     out = tmp_path / "later" / "notifications.log"
     inst = channel(env, out)
     with service_ctx(env) as ctx:
-        h = events.event_handler_create(
+        h = handlers.event_handler_create(
             ctx,
             name="sms",
             event_types=["account.created"],
@@ -116,7 +117,7 @@ def test_channel_handler_renders_the_template_and_retries(env, tmp_path):
             instance_id=inst,
             contact_kind="billing",
         )
-        fixed = events.event_handler_create(
+        fixed = handlers.event_handler_create(
             ctx,
             name="ops room",
             event_types=["account.created"],
@@ -128,7 +129,7 @@ def test_channel_handler_renders_the_template_and_retries(env, tmp_path):
     acc = customer(env)
     drain(env)  # the log's folder does not exist yet: retryable failure
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx, handler_id=h.id).items
+        (d,) = handlers.delivery_list(ctx, handler_id=h.id).items
     assert d.status == "pending" and "RetryableSendError" in (d.last_error or "")
     out.parent.mkdir()
     env.clock.freeze(env.clock.now() + timedelta(minutes=5))
@@ -141,7 +142,7 @@ def test_channel_handler_renders_the_template_and_retries(env, tmp_path):
     assert "Ann" in msg["text"] and msg["metadata"]["event_type"] == "account.created"
     assert msg["metadata"]["account_id"] == str(acc)
     with service_ctx(env) as ctx:
-        statuses = [x.status for x in events.delivery_list(ctx, handler_id=h.id).items]
+        statuses = [x.status for x in handlers.delivery_list(ctx, handler_id=h.id).items]
     assert statuses == ["delivered"]
     # a retry of a delivered message is the same message (key per delivery and address)
     with UnitOfWork(env.app.engine) as uow:
@@ -155,7 +156,7 @@ def test_channel_handler_renders_the_template_and_retries(env, tmp_path):
 def test_channel_final_failure_and_validation(env, tmp_path):
     inst = channel(env, tmp_path / "n.log")
     with service_ctx(env) as ctx:
-        h = events.event_handler_create(
+        h = handlers.event_handler_create(
             ctx,
             name="bad address",
             event_types=["account.created"],
@@ -169,7 +170,7 @@ def test_channel_final_failure_and_validation(env, tmp_path):
             ({"instance_id": inst, "recipient": "x", "contact_kind": "billing"}, "recipient"),
         ]:
             with pytest.raises(ValidationError) as exc:
-                events.event_handler_create(
+                handlers.event_handler_create(
                     ctx, name="x", event_types=["*"], action="channel", **kw
                 )
             assert exc.value.field == field
@@ -180,7 +181,7 @@ def test_channel_final_failure_and_validation(env, tmp_path):
             settings=[SettingValue("api_key", "sk_test_abcdefgh")],
         ).id
         with pytest.raises(ValidationError, match="not a notification channel"):
-            events.event_handler_create(
+            handlers.event_handler_create(
                 ctx,
                 name="x",
                 event_types=["*"],
@@ -191,7 +192,7 @@ def test_channel_final_failure_and_validation(env, tmp_path):
     customer(env)
     drain(env)
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx, handler_id=h.id).items
+        (d,) = handlers.delivery_list(ctx, handler_id=h.id).items
     assert d.status == "failed" and d.attempts == 1 and "refused" in (d.last_error or "")
 
 
@@ -236,24 +237,24 @@ def test_webhooks_to_private_addresses_are_refused_unless_allowed(env, hook, str
     with service_ctx(env) as ctx:
         for url in (hook.url, "http://localhost:9/x", "http://169.254.169.254/latest/meta-data"):
             with pytest.raises(ValidationError, match="non-public address") as exc:
-                events.event_handler_create(
+                handlers.event_handler_create(
                     ctx, name="x", event_types=["*"], action="webhook", url=url
                 )
             assert exc.value.field == "url"
     netpolicy.configure(allow_private=True)
     with service_ctx(env) as ctx:
-        h = events.event_handler_create(
+        h = handlers.event_handler_create(
             ctx, name="x", event_types=["account.created"], action="webhook", url=hook.url
         )
     netpolicy.configure()
     # changing it is checked as well
     with service_ctx(env) as ctx, pytest.raises(ValidationError):
-        events.event_handler_update(ctx, handler_id=h.id, url=hook.url + "/other")
+        handlers.event_handler_update(ctx, handler_id=h.id, url=hook.url + "/other")
     customer(env)
     drain(env)  # at delivery, after resolution: refused for good, nothing sent
     assert hook.received == []
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx, handler_id=h.id).items
+        (d,) = handlers.delivery_list(ctx, handler_id=h.id).items
     assert d.status == "failed" and "non-public" in (d.last_error or "")
 
 
@@ -271,7 +272,7 @@ def test_delivery_connects_to_the_checked_address(env, hook, strict, monkeypatch
 
     monkeypatch.setattr(netpolicy, "resolve", fake_resolve)
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx, name="x", event_types=["account.created"], action="webhook", url=url
         )
     customer(env)
@@ -326,7 +327,7 @@ def test_channel_handler_and_refusal_over_the_api(api, env, protocol, tmp_path, 
 
 def test_purge_keeps_unfinished_and_the_newest(env, hook):
     with service_ctx(env) as ctx:
-        ok = events.event_handler_create(
+        ok = handlers.event_handler_create(
             ctx, name="ok", event_types=["account.created"], action="webhook", url=hook.url
         )
     t0 = env.clock.now()
@@ -334,7 +335,7 @@ def test_purge_keeps_unfinished_and_the_newest(env, hook):
     customer(env, "Old delivered")
     drain(env)
     with service_ctx(env) as ctx:  # a handler whose receiver is down: stays pending
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="down",
             event_types=["account.suspended"],

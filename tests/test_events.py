@@ -25,10 +25,11 @@ from pba_server.core.errors import Forbidden, InvalidState, NotFound, Validation
 from pba_server.events import runtime
 from pba_server.events import service as events
 from pba_server.events.catalog import EVENT_TYPES
-from pba_server.events.delivery import Deliverer, MailSettings, backoff, sign
 from pba_server.events.models import Delivery, Event
 from pba_server.events.outbox import assign_sequence
-from pba_server.events.templates import jinja_available
+from pba_server.notify import handlers
+from pba_server.notify.delivery import Deliverer, MailSettings, backoff, sign
+from pba_server.notify.templates import jinja_available
 from tests.catalog_support import service_ctx
 from tests.event_receivers import SmtpReceiver, WebhookReceiver
 
@@ -86,7 +87,7 @@ def _customer(env: Any, login: str = "admin", name: str = "Cust", parent: int | 
 
 def _webhook(env: Any, url: str, login: str = "admin", **kw: Any) -> tuple[int, str]:
     with service_ctx(env, login) as ctx:
-        h = events.event_handler_create(
+        h = handlers.event_handler_create(
             ctx,
             name="hook",
             event_types=kw.pop("types", ["account.*"]),
@@ -235,40 +236,40 @@ def test_handler_crud_and_scope(env: Any, hook: WebhookReceiver) -> None:
     other = _reseller(env, "Other")
     hid, secret = _webhook(env, hook.url, "resell")
     with service_ctx(env, "resell") as ctx:
-        assert [h.id for h in events.event_handler_list(ctx).items] == [hid]
-        assert events.event_handler_list(ctx).items[0].secret is None  # shown once
-        h = events.event_handler_update(ctx, handler_id=hid, event_types=["user.created"])
+        assert [h.id for h in handlers.event_handler_list(ctx).items] == [hid]
+        assert handlers.event_handler_list(ctx).items[0].secret is None  # shown once
+        h = handlers.event_handler_update(ctx, handler_id=hid, event_types=["user.created"])
         assert h.event_types == ["user.created"] and h.secret is None
-        rotated = events.event_handler_update(ctx, handler_id=hid, rotate_secret=True)
+        rotated = handlers.event_handler_update(ctx, handler_id=hid, rotate_secret=True)
         assert rotated.secret and rotated.secret != secret
         with pytest.raises(NotFound):
-            events.event_handler_create(
+            handlers.event_handler_create(
                 ctx, name="x", event_types=["*"], action="webhook", url=hook.url, account_id=other
             )
         with pytest.raises(ValidationError):
-            events.event_handler_create(
+            handlers.event_handler_create(
                 ctx, name="x", event_types=["account.nope"], action="webhook", url=hook.url
             )
         with pytest.raises(ValidationError):
-            events.event_handler_create(
+            handlers.event_handler_create(
                 ctx, name="x", event_types=["*"], action="webhook", url="file:///etc/passwd"
             )
         with pytest.raises(Forbidden):
-            events.event_handler_create(
+            handlers.event_handler_create(
                 ctx, name="x", event_types=["*"], action="command", command=["/bin/true"]
             )
     with service_ctx(env, "other") as ctx, pytest.raises(NotFound):
-        events.event_handler_update(ctx, handler_id=hid, name="mine now")
+        handlers.event_handler_update(ctx, handler_id=hid, name="mine now")
     with service_ctx(env) as ctx:
-        assert [h.id for h in events.event_handler_list(ctx).items] == [
+        assert [h.id for h in handlers.event_handler_list(ctx).items] == [
             hid
         ]  # the provider sees below
-        assert events.event_handler_list(ctx, account_id=other).items == []
+        assert handlers.event_handler_list(ctx, account_id=other).items == []
     with service_ctx(env, "resell") as ctx:
-        assert events.event_handler_delete(ctx, handler_id=hid) is True
-        assert events.event_handler_list(ctx).items == []
+        assert handlers.event_handler_delete(ctx, handler_id=hid) is True
+        assert handlers.event_handler_list(ctx).items == []
         with pytest.raises(NotFound):
-            events.event_handler_delete(ctx, handler_id=hid)
+            handlers.event_handler_delete(ctx, handler_id=hid)
     assert rid
 
 
@@ -303,7 +304,7 @@ def test_webhook_is_signed_and_retried_until_the_receiver_is_up(
     with service_ctx(env) as ctx:
         tree.account_update(ctx, account_id=rid, name="Second")
         tree.account_update(ctx, account_id=rid, name="Third")
-        page = events.delivery_list(ctx, handler_id=hid)
+        page = handlers.delivery_list(ctx, handler_id=hid)
     first = page.items[-1]
     assert first.status == "pending" and first.attempts == 1 and first.response_code == 503
     assert first.next_attempt_at == T0 + timedelta(seconds=30)
@@ -329,7 +330,7 @@ def test_webhook_is_signed_and_retried_until_the_receiver_is_up(
         assert hmac.compare_digest(r.headers["X-PBA-Signature"], expected)
         assert r.headers["X-PBA-Signature"] == sign(secret, ts, r.body)
     with service_ctx(env) as ctx:
-        page = events.delivery_list(ctx, handler_id=hid, status="delivered")
+        page = handlers.delivery_list(ctx, handler_id=hid, status="delivered")
     assert page.total == 3
     assert [a.response_code for a in page.items[-1].attempt_log] == [503, 503, 200]
 
@@ -343,24 +344,24 @@ def test_webhook_gives_up_then_retry_on_request(env: Any, hook: WebhookReceiver)
     env.clock.advance(timedelta(seconds=31))
     drain(env)  # 30 s + 60 s would pass the 60 s window: failed
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx, handler_id=hid).items
+        (d,) = handlers.delivery_list(ctx, handler_id=hid).items
         assert (
             d.status == "failed"
             and d.attempts == 2
             and d.last_error == "HTTP 500 Internal Server Error"
         )
         with pytest.raises(NotFound):
-            events.delivery_retry(ctx, delivery_id=d.id + 1000)
+            handlers.delivery_retry(ctx, delivery_id=d.id + 1000)
     hook.status = 200
     with service_ctx(env) as ctx:
-        again = events.delivery_retry(ctx, delivery_id=d.id)
+        again = handlers.delivery_retry(ctx, delivery_id=d.id)
         assert again.status == "pending"
     drain(env)
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx, handler_id=hid).items
+        (d,) = handlers.delivery_list(ctx, handler_id=hid).items
     assert d.status == "delivered" and d.attempts == 3 and len(hook.received) == 1
     with service_ctx(env) as ctx, pytest.raises(InvalidState, match="only failed or cancelled"):
-        events.delivery_retry(ctx, delivery_id=d.id)
+        handlers.delivery_retry(ctx, delivery_id=d.id)
 
 
 def test_a_receiver_that_is_not_listening_is_a_failed_attempt(env: Any) -> None:
@@ -372,7 +373,7 @@ def test_a_receiver_that_is_not_listening_is_a_failed_attempt(env: Any) -> None:
     _customer(env)
     drain(env)
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx, handler_id=hid).items
+        (d,) = handlers.delivery_list(ctx, handler_id=hid).items
     assert (
         d.status == "pending" and d.response_code is None and "Connection" in (d.last_error or "")
     )
@@ -429,7 +430,7 @@ def test_the_after_commit_nudge_wakes_the_delivery_thread(env: Any, hook: Webhoo
 def test_email_to_contacts_over_smtp_with_the_resellers_brand(env: Any, smtp: SmtpReceiver) -> None:
     rid = _reseller(env, "Brandy")
     with service_ctx(env, "brandy") as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="tell billing",
             event_types=["account.suspended"],
@@ -456,20 +457,20 @@ def test_email_to_contacts_over_smtp_with_the_resellers_brand(env: Any, smtp: Sm
     body = mail.message.get_payload()
     assert "unpaid" in body and "Brandy" in body
     with service_ctx(env, "brandy") as ctx:
-        (d,) = events.delivery_list(ctx).items
+        (d,) = handlers.delivery_list(ctx).items
     assert d.status == "delivered" and d.response_code == 250
 
 
 def test_email_without_a_server_fails_and_retries(env: Any) -> None:
     env.clock.freeze(T0)
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx, name="m", event_types=["*"], action="email", email_to="ops@provider.test"
         )
     _customer(env)
     drain(env, Deliverer(env.app.engine, env.clock, env.app.secrets, MailSettings(sender="a@b.c")))
     with service_ctx(env) as ctx:
-        (d,) = events.delivery_list(ctx).items
+        (d,) = handlers.delivery_list(ctx).items
     assert d.status == "pending" and "no SMTP server" in (d.last_error or "")
 
 
@@ -491,11 +492,11 @@ def test_command_gets_the_payload_on_stdin(env: Any, tmp_path: Path) -> None:
         f"open({str(out)!r}, 'w').write(os.environ['PBA_EVENT_TYPE'] + ' ' + sys.stdin.read())\n",
     )
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx, name="run", event_types=["account.created"], action="command", command=[script]
         )
         with pytest.raises(ValidationError):
-            events.event_handler_create(
+            handlers.event_handler_create(
                 ctx, name="rel", event_types=["*"], action="command", command=["true"]
             )
     _customer(env)
@@ -508,7 +509,7 @@ def test_command_timeout_and_exit_status_are_failures(env: Any, tmp_path: Path) 
     env.clock.freeze(T0)
     slow = _script(tmp_path, "import time\ntime.sleep(10)\n")
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="slow",
             event_types=["account.created"],
@@ -516,7 +517,7 @@ def test_command_timeout_and_exit_status_are_failures(env: Any, tmp_path: Path) 
             command=[slow],
             timeout_seconds=1,
         )
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="bad",
             event_types=["account.created"],
@@ -526,7 +527,7 @@ def test_command_timeout_and_exit_status_are_failures(env: Any, tmp_path: Path) 
     _customer(env)
     drain(env)
     with service_ctx(env) as ctx:
-        page = events.delivery_list(ctx)
+        page = handlers.delivery_list(ctx)
     errors = {d.handler_id: (d.response_code, d.last_error or "") for d in page.items}
     slow_result, bad_result = errors[min(errors)], errors[max(errors)]
     assert bad_result[0] == 3 and bad_result[1].startswith("exit status 3")
@@ -572,10 +573,10 @@ def test_emit_many_writes_what_emit_does_in_cursor_order(env: Any) -> None:
     c1 = _customer(env, "resell", "One")
     c2 = _customer(env, "resell", "Two")
     with service_ctx(env) as ctx:
-        top = events.event_handler_create(
+        top = handlers.event_handler_create(
             ctx, name="all", event_types=["*"], action="email", email_to="a@example.test"
         ).id
-        fam = events.event_handler_create(
+        fam = handlers.event_handler_create(
             ctx,
             name="inv",
             event_types=["invoice.*"],
@@ -583,7 +584,7 @@ def test_emit_many_writes_what_emit_does_in_cursor_order(env: Any) -> None:
             email_to="i@example.test",
             account_id=res,
         ).id
-        gone = events.event_handler_create(
+        gone = handlers.event_handler_create(
             ctx,
             name="gone",
             event_types=["invoice.issued"],
@@ -591,8 +592,8 @@ def test_emit_many_writes_what_emit_does_in_cursor_order(env: Any) -> None:
             email_to="g@example.test",
             account_id=c1,
         ).id
-        events.event_handler_delete(ctx, handler_id=gone)
-        events.event_handler_create(
+        handlers.event_handler_delete(ctx, handler_id=gone)
+        handlers.event_handler_create(
             ctx,
             name="other",
             event_types=["order.*"],

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pba_server.events.delivery import sign
+from pba_server.notify.delivery import sign
 from tests.catalog_support import Caller
 from tests.event_receivers import WebhookReceiver
 from tests.support import page_items

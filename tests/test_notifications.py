@@ -14,10 +14,9 @@ from pba_server.accounts import standing, tree, users
 from pba_server.accounts.types import ContactInput
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import NotFound, ValidationError
-from pba_server.events import service as events
-from pba_server.events import templates
-from pba_server.events.delivery import Deliverer, MailSettings
 from pba_server.events.models import NotificationTemplate
+from pba_server.notify import handlers, template_service, templates
+from pba_server.notify.delivery import Deliverer, MailSettings
 from tests.catalog_support import service_ctx
 from tests.event_receivers import SmtpReceiver
 
@@ -89,14 +88,14 @@ def test_defaults_ship_for_the_notifications_the_issue_names() -> None:
 def test_a_resellers_template_overrides_the_providers_for_its_customers_only(env: Any) -> None:
     ids = _tree(env)
     with service_ctx(env) as ctx:
-        events.notification_template_set(
+        template_service.notification_template_set(
             ctx,
             event_type="invoice.issued",
             subject="Provider invoice {{ data.number }}",
             text_body="From the provider to {{ account.name }}",
         )
     with service_ctx(env, "alpha") as ctx:
-        mine = events.notification_template_set(
+        mine = template_service.notification_template_set(
             ctx,
             event_type="invoice.issued",
             subject="{{ brand }}: invoice {{ data.number }}",
@@ -104,7 +103,7 @@ def test_a_resellers_template_overrides_the_providers_for_its_customers_only(env
             html_body="<p>{{ account.name }}</p>",
         )
         assert mine.account_id == ids["Alpha"]
-        own = events.notification_template_preview(
+        own = template_service.notification_template_preview(
             ctx,
             event_type="invoice.issued",
             account_id=ids["AlphaCust"],
@@ -113,32 +112,35 @@ def test_a_resellers_template_overrides_the_providers_for_its_customers_only(env
         assert own.subject == "Alpha Hosting: invoice A-7"
         assert own.text_body == "Dear Alpha Customer, love, Alpha Hosting"
         assert own.html_body == "<p>Alpha Customer</p>"
-        assert [t.event_type for t in events.notification_template_list(ctx).items] == [
+        assert [t.event_type for t in template_service.notification_template_list(ctx).items] == [
             "invoice.issued"
         ]
         with pytest.raises(NotFound):
-            events.notification_template_preview(
+            template_service.notification_template_preview(
                 ctx, event_type="invoice.issued", account_id=ids["BetaCust"]
             )
     with service_ctx(env, "beta") as ctx:
-        other = events.notification_template_preview(
+        other = template_service.notification_template_preview(
             ctx,
             event_type="invoice.issued",
             account_id=ids["BetaCust"],
             payload='{"number": "B-1"}',
         )
         assert other.subject == "Provider invoice B-1"
-        got = events.notification_template_get(ctx, event_type="invoice.issued")
+        got = template_service.notification_template_get(ctx, event_type="invoice.issued")
         assert got.account_id is None and got.subject.startswith("Provider invoice")
     with service_ctx(env) as ctx:
-        direct = events.notification_template_preview(
+        direct = template_service.notification_template_preview(
             ctx, event_type="invoice.issued", account_id=ids["Direct"]
         )
         assert direct.subject == "Provider invoice sample"
-        assert events.notification_template_get(ctx, event_type="invoice.issued").account_id == 1
+        assert (
+            template_service.notification_template_get(ctx, event_type="invoice.issued").account_id
+            == 1
+        )
     with service_ctx(env, "alpha") as ctx:
-        assert events.notification_template_delete(ctx, event_type="invoice.issued")
-        back = events.notification_template_preview(
+        assert template_service.notification_template_delete(ctx, event_type="invoice.issued")
+        back = template_service.notification_template_preview(
             ctx, event_type="invoice.issued", account_id=ids["AlphaCust"]
         )
         assert back.subject == "Provider invoice sample"
@@ -159,7 +161,7 @@ def test_a_resellers_template_overrides_the_providers_for_its_customers_only(env
 )
 def test_a_template_reaching_for_python_internals_is_refused(env: Any, source: str) -> None:
     with service_ctx(env) as ctx, pytest.raises(ValidationError):
-        events.notification_template_set(
+        template_service.notification_template_set(
             ctx, event_type="account.created", subject="Hi", text_body=source
         )
 
@@ -167,7 +169,7 @@ def test_a_template_reaching_for_python_internals_is_refused(env: Any, source: s
 def test_a_stored_bad_template_fails_the_delivery_safely(env: Any, smtp: SmtpReceiver) -> None:
     ids = _tree(env)
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="m",
             event_types=["account.suspended"],
@@ -193,14 +195,14 @@ def test_a_stored_bad_template_fails_the_delivery_safely(env: Any, smtp: SmtpRec
     d.run_once()
     assert smtp.mails == []
     with service_ctx(env) as ctx:
-        (dl,) = events.delivery_list(ctx).items
+        (dl,) = handlers.delivery_list(ctx).items
     assert dl.status == "pending" and "SecurityError" in (dl.last_error or "")
 
 
 def test_mail_uses_the_resellers_template_brand_and_language(env: Any, smtp: SmtpReceiver) -> None:
     ids = _tree(env)
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="de",
             event_types=["account.suspended"],
@@ -209,7 +211,7 @@ def test_mail_uses_the_resellers_template_brand_and_language(env: Any, smtp: Smt
             language="de",
         )
     with service_ctx(env, "alpha") as ctx:
-        events.notification_template_set(
+        template_service.notification_template_set(
             ctx,
             event_type="account.suspended",
             language="de",

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import false
 
 from pba_server.billing import run as billing_run
-from pba_server.billing.run import load as billing_load
+from pba_server.billing.ports import RenewalOrders
 from pba_server.catalog.types import PlanTrial
 from pba_server.core.db import UnitOfWork
 from pba_server.orders import placing, queries
+from pba_server.orders.renewals import Renewals
 from pba_server.orders.types import OrderLineInput
 from pba_server.subscriptions import service as subs
 from pba_server.subscriptions.service import lifecycle
@@ -49,7 +50,8 @@ def _settle(env: Any, fake: FakeProvisioner) -> None:
 
 def _bill(env: Any, as_of: date) -> billing_run.RunSummary:
     env.clock.freeze(_at(as_of))
-    return billing_run.run(env.app.engine, env.clock, as_of=as_of)
+    renewals = env.app.runtime.port(RenewalOrders)
+    return billing_run.run(env.app.engine, env.clock, as_of=as_of, renewals=renewals)
 
 
 def _order(env: Any, acc: int, plan_id: int, **kw: Any) -> int:
@@ -181,7 +183,7 @@ def test_a_renewal_the_run_billed_first_is_credited_back(env, fake, monkeypatch)
     env.clock.freeze(_at(date(2026, 3, 31), 9))
     with service_ctx(env) as ctx:
         r = subs.subscription_renew(ctx, subscription_id=sid, on_account=True)
-    monkeypatch.setattr(billing_load, "renewal_in_flight", lambda _sid: false())
+    monkeypatch.setattr(Renewals, "in_flight", lambda _self, _sid: false())
     assert _bill(env, date(2026, 4, 1)).periods == 1
     env.clock.freeze(_at(date(2026, 4, 1), 9))
     _settle(env, fake)

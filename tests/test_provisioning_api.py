@@ -12,8 +12,8 @@ import pytest
 
 from pba_server.accounts import tree, users
 from pba_server.accounts.types import ContactInput
-from pba_server.events import service as events
-from pba_server.events.delivery import Deliverer, MailSettings
+from pba_server.notify import handlers
+from pba_server.notify.delivery import Deliverer, MailSettings
 from pba_server.sdk.provisioning import FinalFailure, RetryableFailure
 from tests.catalog_support import Caller, service_ctx
 from tests.event_receivers import SmtpReceiver
@@ -172,7 +172,7 @@ def test_story_6_retried_then_a_task_staff_complete_and_the_welcome_mail(
         department_id=dep["id"],
     )
     with service_ctx(env) as ctx:
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="welcome",
             event_types=["service.provisioned"],

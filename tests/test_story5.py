@@ -31,8 +31,8 @@ from pba_server.catalog.templates import service_template_create
 from pba_server.catalog.types import PlanPeriod, ResourceRate, TemplateResource
 from pba_server.core.db import UnitOfWork
 from pba_server.events import runtime as events_runtime
-from pba_server.events import service as events
-from pba_server.events.delivery import Deliverer, MailSettings
+from pba_server.notify import handlers
+from pba_server.notify.delivery import Deliverer, MailSettings
 from pba_server.orders import engine as orders_engine
 from pba_server.payments.models import GatewayPayment
 from pba_server.provisioning import runtime as prov_runtime
@@ -135,7 +135,7 @@ def _shop(env: Any, tmp_path: Path) -> dict[str, Any]:
         users.user_create(
             ctx, account_id=1, login="storefront", password=PW, full_name="Shop", roles=["sales"]
         )
-        events.event_handler_create(  # the customer hears when its service is ready
+        handlers.event_handler_create(  # the customer hears when its service is ready
             ctx,
             name="service ready",
             event_types=["service.provisioned"],

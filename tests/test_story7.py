@@ -25,8 +25,8 @@ from sqlalchemy import select
 
 from pba_server.accounts import users
 from pba_server.core.db import UnitOfWork
-from pba_server.events import service as events
-from pba_server.events.delivery import Deliverer, MailSettings
+from pba_server.notify import handlers
+from pba_server.notify.delivery import Deliverer, MailSettings
 from pba_server.payments.models import GatewayPayment
 from tests.billing_support import assert_books_sound
 from tests.catalog_support import plain, service_ctx
@@ -96,7 +96,7 @@ def test_story_7_reminder_suspension_payment_resumption(env, api, tmp_path, smtp
         idempotency_key="c1",
     )
     with service_ctx(env) as ctx:  # the provider mails overdue reminders to billing contacts
-        events.event_handler_create(
+        handlers.event_handler_create(
             ctx,
             name="reminders",
             event_types=["invoice.overdue"],

@@ -37,6 +37,9 @@ Rooms:
   only ``pba_server.billing.run``'s exported names (``run``, ``RunSummary``,
   ``JOB_NAME``, ``due_count``, ``sellers_of``, ...).
 - :mod:`.jobs`: the periodic billing run, for bootstrap.
+- :mod:`.ports`: what billing asks of the features above it: ``RenewalOrders``
+  (the run leaves a subscription with a manual renewal order running to
+  that order), implemented in orders and handed to the run by its caller.
 - :mod:`.service`: imports the operation rooms so their operations register
   (``bootstrap.load_operations``); it holds no code, so import nothing from it.
 - :mod:`.models`, :mod:`.types`: the tables and the API types.
@@ -45,6 +48,6 @@ Other packages may import: the public (non-underscore) functions of the rooms
 above (operations such as ``invoices.invoice_create``, and
 ``common.seller_of``, ``balances.check_credit``/``exposure``,
 ``rules.plan_lines``, ``payments.payment_refund_entries``,
-``allocation.SETTLEMENT_HOOKS``), :mod:`.ledger`, :mod:`.tax`, :mod:`.models`
-and :mod:`.types`. Never an underscore name.
+``allocation.SETTLEMENT_HOOKS``), :mod:`.ledger`, :mod:`.tax`, :mod:`.ports`,
+:mod:`.models` and :mod:`.types`. Never an underscore name.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pba_server.billing.ports import RenewalOrders
 from pba_server.config import Settings
 from pba_server.core.jobs import JobSpec
 
@@ -19,7 +20,11 @@ def jobs(settings: Settings) -> list[JobSpec]:
             billing_run.JOB_NAME,
             timedelta(hours=hours),
             lambda j: billing_run.run(
-                j.engine, j.clock, workers=workers, secrets=j.runtime.secrets
+                j.engine,
+                j.clock,
+                workers=workers,
+                secrets=j.runtime.secrets,
+                renewals=j.runtime.port(RenewalOrders),
             ).line(),
         )
     ]

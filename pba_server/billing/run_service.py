@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 from pba_server.accounts.models import Account
 from pba_server.billing import run as billing_run
+from pba_server.billing.ports import RenewalOrders
 from pba_server.billing.run_types import (
     BillingRunInfo,
     BillingRunInvoice,
@@ -87,6 +88,7 @@ def billing_run_op(
         # a reseller's own wholesale invoice is its parent's business
         exclude_wholesale=ctx.principal.account_id,
         secrets=ctx.secrets,
+        renewals=ctx.rt.port(RenewalOrders),
     )
     if not dry_run:
         audit.record(

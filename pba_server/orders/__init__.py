@@ -28,10 +28,12 @@ Rooms:
 - :mod:`.fraud` -- fraud screening through screener plugins;
 - :mod:`.provisioner` -- the ``Provisioner`` port to the provisioning engine;
 - :mod:`.desk` -- the ``OrderDesk`` port of subscriptions, implemented here;
+- :mod:`.renewals` -- the ``RenewalOrders`` port of billing (which subscriptions
+  have a manual renewal order running), implemented here;
 - :mod:`.jobs` -- the order-runner job.
 
 From outside: ``models``, ``types``, the operations of each room and
 ``placing.place``, ``queries.order_info``, ``order_lines.price_line`` (what
-``desk`` uses); ``desk.Desk`` and ``provisioner`` only for ``bootstrap`` (and
-tests). Nothing with a leading underscore.
+``desk`` uses); ``desk.Desk``, ``renewals.Renewals`` and ``provisioner`` only
+for ``bootstrap`` (and tests). Nothing with a leading underscore.
 """

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("jinja2")
 
-from pba_server.events.delivery import Deliverer, MailSettings
+from pba_server.notify.delivery import Deliverer, MailSettings
 from tests.catalog_support import Caller
 from tests.event_receivers import SmtpReceiver
 from tests.support import page_items

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from pba_server.accounts.models import Account
 from pba_server.billing.models import PaymentTerms
+from pba_server.billing.ports import RenewalOrders
 from pba_server.billing.run import load, processes
 from pba_server.billing.run import plan as planning
 from pba_server.billing.run.data import RunData
@@ -63,6 +64,7 @@ def run_batches(
     stop_after: int | None = None,
     session: Session | None = None,
     secrets: SecretBox | None = None,
+    renewals: RenewalOrders,
 ) -> RunSummary:
     """One worker's share of the run: claim due customers by key range and
     bill them, one transaction per batch. Several workers (threads,
@@ -83,7 +85,17 @@ def run_batches(
     while True:
         try:
             part = _one_batch(
-                engine, clock, session, data, as_of, after, batch_size, subtree, dry_run, secrets
+                engine,
+                clock,
+                session,
+                data,
+                as_of,
+                after,
+                batch_size,
+                subtree,
+                dry_run,
+                secrets,
+                renewals,
             )
         except BatchConflict:
             conflicts += 1
@@ -113,6 +125,7 @@ def _one_batch(
     subtree: str | None,
     dry_run: bool,
     secrets: SecretBox | None,
+    renewals: RenewalOrders,
 ) -> tuple[int, RunSummary] | None:
     """Claim and bill the next batch of due customers after account ``after``;
     None when there is none left. Returns (last account id, summary)."""
@@ -123,7 +136,7 @@ def _one_batch(
         now = clock.now()
         t0 = time.perf_counter()
         part = RunSummary(as_of=as_of, dry_run=dry_run, batches=1)
-        batch = load.read_batch(s, data, ids, as_of, now)
+        batch = load.read_batch(s, data, ids, as_of, now, renewals)
         plan = planning.plan_batch(data, batch)
         data.forget_customers()
         part.add(plan.summary)
@@ -170,10 +183,12 @@ def run(
     session: Session | None = None,
     exclude_wholesale: int | None = None,
     secrets: SecretBox | None = None,
+    renewals: RenewalOrders,
 ) -> RunSummary:
     """The billing run as of ``as_of`` (default: today, UTC): the due
     subscriptions in batches (``workers`` threads claiming batches side by
-    side), then the resellers' wholesale invoices."""
+    side), then the resellers' wholesale invoices. ``renewals`` (the app's
+    ``RenewalOrders`` port) tells which subscriptions a renewal order bills."""
     started = time.monotonic()
     day = as_of or clock.now().astimezone(UTC).date()
     total = RunSummary(as_of=day, dry_run=dry_run)
@@ -189,11 +204,14 @@ def run(
                 progress=progress,
                 session=session,
                 secrets=secrets,
+                renewals=renewals,
             )
         )
     else:
         total.add(
-            _run_processes(engine, clock, day, account_id, workers, batch_size, progress, secrets)
+            _run_processes(
+                engine, clock, day, account_id, workers, batch_size, progress, secrets, renewals
+            )
         )
     subtree = None
     if account_id is not None:
@@ -243,16 +261,25 @@ def _run_processes(
     batch: int,
     progress: Callable[[RunSummary], None] | None,
     secrets: SecretBox | None,
+    renewals: RenewalOrders,
 ) -> RunSummary:
     """``workers`` processes claiming batches side by side (SKIP LOCKED); a
-    worker that dies is replaced and its batch billed by the others."""
+    worker that dies is replaced and its batch billed by the others. Each
+    inherits ``work`` through ``fork``: the clock, the secret box and the
+    ``renewals`` port with it, nothing pickled."""
     url = engine.url.render_as_string(hide_password=False)
     start_due = due_count(engine, as_of, account_id)
     engine.dispose()  # no pooled connection crosses the fork
 
     def work(e: Engine) -> RunSummary:
         return run_batches(
-            e, clock, as_of=as_of, account_id=account_id, batch_size=batch, secrets=secrets
+            e,
+            clock,
+            as_of=as_of,
+            account_id=account_id,
+            batch_size=batch,
+            secrets=secrets,
+            renewals=renewals,
         )
 
     def tick(overall: RunSummary, running: bool) -> None:

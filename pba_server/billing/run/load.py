@@ -11,11 +11,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, exists, func, select, tuple_
+from sqlalchemy import Table, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from pba_server.accounts.models import Account, Contact
 from pba_server.billing.models import TaxRule
+from pba_server.billing.ports import RenewalOrders
 from pba_server.billing.run.data import (
     SUB_COLUMNS,
     Acc,
@@ -43,7 +44,6 @@ from pba_server.catalog.models import (
     Resource,
     WholesalePrice,
 )
-from pba_server.orders.models import Order, OrderLine
 from pba_server.subscriptions.models import Subscription, SubscriptionResource
 from pba_server.usage.models import UsageRecord
 
@@ -211,26 +211,18 @@ def migration_targets(session: Session, data: RunData, subs: Sequence[SubRow]) -
     return out
 
 
-def renewal_in_flight(sub_id: Any) -> Any:
-    """A manual renewal order (SubscriptionRenew) of the subscription not
-    applied yet: it bills the period the run would bill and moves the
-    subscription's dates when it completes, so the run leaves the subscription
-    alone meanwhile (if the order is rejected, the next run bills it)."""
-    return exists().where(
-        OrderLine.subscription_id == sub_id,
-        OrderLine.kind == "renewal",
-        Order.id == OrderLine.order_id,
-        Order.status.in_(("running", "waiting")),
-        Order.applied.is_(False),
-    )
-
-
 def read_batch(
-    session: Session, data: RunData, account_ids: Sequence[int], as_of: date, now: datetime
+    session: Session,
+    data: RunData,
+    account_ids: Sequence[int],
+    as_of: date,
+    now: datetime,
+    renewals: RenewalOrders,
 ) -> BatchInput:
     """The claimed customers' due subscriptions and everything their plan
     needs; fills ``data`` with what the batch adds (accounts, catalog, the
-    issuers' tax rules and wholesale prices)."""
+    issuers' tax rules and wholesale prices). A subscription with a manual
+    renewal order in flight (``renewals``) is left to that order."""
     load_accounts(session, data, account_ids)
     t = Subscription.__table__
     assert isinstance(t, Table)
@@ -240,7 +232,7 @@ def read_batch(
             in_ids(session, t.c.account_id, account_ids),
             t.c.status == "active",
             t.c.next_billing_date <= as_of,
-            ~renewal_in_flight(t.c.id),
+            ~renewals.in_flight(t.c.id),
         )
         .order_by(t.c.account_id, t.c.id)
     )

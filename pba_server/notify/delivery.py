@@ -39,15 +39,18 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.orm import aliased
 
+from pba_server.accounts.models import Contact
 from pba_server.core import netpolicy
 from pba_server.core.clock import Clock
 from pba_server.core.db import UnitOfWork
 from pba_server.core.errors import PbaError
 from pba_server.core.secrets import SecretBox
-from pba_server.events import notifications
 from pba_server.events.models import Delivery, DeliveryAttempt, Event, EventHandler
 from pba_server.events.outbox import assign_sequence
-from pba_server.events.templates import Rendered, TemplateError, render
+from pba_server.notify import notifications
+from pba_server.notify.templates import Rendered, TemplateError, render
+from pba_server.payments.models import PluginInstance
+from pba_server.payments.plugin_objects import plugin_object
 from pba_server.sdk import PluginError
 from pba_server.sdk import guard as plugincall
 from pba_server.sdk.notify import FinalSendError, Recipient
@@ -245,8 +248,6 @@ class Deliverer:
         return jobs
 
     def _job(self, s: Any, d: Delivery, h: EventHandler, ev: Event) -> Job:
-        from pba_server.accounts.models import Contact
-
         recipients: list[str] = []
         sender = self.mail.sender
         rendered: Rendered | None = None
@@ -255,8 +256,6 @@ class Deliverer:
         instance = None
         channel_recipients: list[Recipient] = []
         if h.action == "channel":
-            from pba_server.payments.models import PluginInstance
-
             instance = s.get(PluginInstance, h.instance_id) if h.instance_id else None
             if h.recipient:
                 channel_recipients = [Recipient(address=h.recipient)]
@@ -445,8 +444,6 @@ class Deliverer:
         """One message per recipient through the handler's channel plugin;
         keys are stable per delivery and address, so a retry re-sends only
         what the channel has not accepted."""
-        from pba_server.payments.plugin_objects import plugin_object
-
         if job.instance is None:
             return Outcome(False, None, "the handler's channel instance is gone", final=True)
         if job.instance.status != "active":

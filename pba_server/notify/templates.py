@@ -23,13 +23,23 @@ Without Jinja2 installed, every event renders one built-in plain form.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from pba_server.core.errors import ValidationError
 from pba_server.events.catalog import EVENT_TYPES
 
 DEFAULT_LANGUAGE = "en"
+LANGUAGE_RE = re.compile(r"^[a-z]{2}(-[A-Z]{2})?$")
+
+
+def check_language(value: str, field: str = "language") -> str:
+    """``value`` if it is a language code (``en``, ``de``, ``pt-BR``)."""
+    if not LANGUAGE_RE.match(value):
+        raise ValidationError(field, "must be a language code such as en, de or pt-BR")
+    return value
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,7 @@ def sample_payload(event_type: str) -> dict[str, Any]:
 def _environment() -> Any:
     from jinja2 import StrictUndefined
 
-    from pba_server.events.template_budget import BudgetSandbox
+    from pba_server.notify.template_budget import BudgetSandbox
 
     return BudgetSandbox(undefined=StrictUndefined, autoescape=False)
 
@@ -148,7 +158,7 @@ def _environment() -> Any:
 def _html_environment() -> Any:
     from jinja2 import StrictUndefined
 
-    from pba_server.events.template_budget import BudgetSandbox
+    from pba_server.notify.template_budget import BudgetSandbox
 
     return BudgetSandbox(undefined=StrictUndefined, autoescape=True)
 
@@ -164,7 +174,7 @@ def jinja_available() -> bool:
 def _render_one(env: Any, source: str, context: dict[str, Any], part: str) -> str:
     from jinja2 import TemplateError as JinjaError
 
-    from pba_server.events import template_budget as tb
+    from pba_server.notify import template_budget as tb
 
     out: list[str] = []
     size = 0
@@ -188,7 +198,7 @@ def render_template(tpl: Template, context: dict[str, Any]) -> Rendered:
     """Render the parts within one budget (template_budget): a template that
     builds too big a value, renders too much or takes too long raises
     TemplateError naming the part."""
-    from pba_server.events import template_budget as tb
+    from pba_server.notify import template_budget as tb
 
     env = _environment()
     with tb.active(tb.Budget()):

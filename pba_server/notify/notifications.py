@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pba_server.accounts.models import Account, Contact
 from pba_server.events.models import NotificationTemplate
 from pba_server.events.outbox import ancestor_paths
-from pba_server.events.templates import DEFAULT_LANGUAGE, Template, default_for
+from pba_server.notify.templates import DEFAULT_LANGUAGE, Template, default_for
 
 
 def resolve(
@@ -36,8 +37,6 @@ def resolve(
 def brand(session: Session, account_path: str) -> tuple[int | None, str]:
     """(id, name) of the account customers see as the seller: the nearest
     reseller above the account, else the provider (white label)."""
-    from pba_server.accounts.models import Account
-
     paths = ancestor_paths(account_path)
     above = paths[:-1] or paths
     rows = session.execute(
@@ -53,8 +52,6 @@ def brand(session: Session, account_path: str) -> tuple[int | None, str]:
 
 def sender_address(session: Session, account_id: int | None) -> str | None:
     """The seller's first administrative contact's address, if it has one."""
-    from pba_server.accounts.models import Contact
-
     if account_id is None:
         return None
     return session.scalar(
@@ -66,8 +63,6 @@ def sender_address(session: Session, account_id: int | None) -> str | None:
 
 
 def account_fields(session: Session, account_id: int) -> dict[str, Any]:
-    from pba_server.accounts.models import Account
-
     acc = session.get(Account, account_id)
     if acc is None:
         return {"id": account_id, "name": "", "number": ""}
